@@ -1,0 +1,73 @@
+"""Shared CLI plumbing: human output with rich, machine output with --json, and clean failures.
+
+Why one place: every command must fail the same way (one or two lines saying what failed and what
+to try, exit status non-zero, never a traceback) and print JSON the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def print_json(data: Any) -> None:
+    """Write one JSON document to stdout (nothing else may go to stdout under --json)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
+    """Stop the command with a short message on stderr and a non-zero exit status."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+    raise SystemExit(code)
+
+
+def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
+    """Turn the listed (expected) exception types into :func:`fail` instead of a traceback.
+
+    Exceptions may carry a ``hint`` attribute with what to try next.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except (click.exceptions.Exit, click.ClickException, SystemExit):
+                raise
+            except KeyboardInterrupt:
+                fail("interrupted", code=130)
+            except expected as exc:
+                fail(str(exc) or type(exc).__name__, getattr(exc, "hint", None))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

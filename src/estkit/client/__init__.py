@@ -1,0 +1,1 @@
+"""estkit.client"""

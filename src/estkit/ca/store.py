@@ -1,0 +1,715 @@
+"""The certificate store: issued certificates, revocations, the approval queue and an audit log.
+
+Why every method is its own committed transaction: the server must never hand a client a
+certificate the store has not durably recorded (a crash after the response would otherwise lose
+it), and several server processes share one database. So each call opens a transaction, does its
+work, commits, and only then returns; uniqueness of serials is the database's PRIMARY KEY, not a
+check-then-insert in Python, so it holds across threads, processes and machines.
+
+URLs: ``sqlite:///abs/path.db`` (or a plain path; options ``?synchronous=full`` for fsync on
+every commit, default ``normal`` which survives kill -9 but not a power cut, and
+``?busy_timeout=ms``), ``postgresql://user:password@host:port/db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from estkit.ca.builders import utc_now
+from estkit.ca.crl import RevokedEntry, normalize_reason, parse_serial, serial_to_hex
+from estkit.ca.store_backends import (
+    Backend,
+    DuplicateSerialError,
+    StoreError,
+    StoreUnavailableError,
+    Transaction,
+    UniqueViolation,
+    open_backend,
+)
+from estkit.ca.store_schema import CURRENT_VERSION, SCHEMA_VERSION_TABLE, migration_statements
+from estkit.protocol.keys import describe_public_key
+
+CertificateStatus = Literal["valid", "revoked"]
+RequestStatus = Literal["pending", "approved", "rejected", "issued"]
+CERTIFICATE_STATUSES: tuple[str, ...] = ("valid", "revoked")
+REQUEST_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "issued")
+# Stored in place of "no label" / "no requester" so that equality lookups work the same on
+# SQLite and PostgreSQL (NULL never equals NULL in SQL).
+_NONE = ""
+
+
+class RequestStateError(StoreError):
+    """A request is not in the state the operation needs (e.g. approving a rejected request)."""
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    """One issued certificate as recorded (``serial``: lower-case hex, no leading zeros)."""
+
+    serial: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    operation: str
+    label: str | None
+    status: CertificateStatus
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    key_type: str
+    requester: str | None
+    certificate_pem: str
+    issued_at: datetime
+    request_id: int | None = None
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.certificate_pem.encode("ascii"))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601)."""
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """One enrollment request in the manual-approval queue, with what an operator needs to see
+    (BCP-003-03 S4): names, key type, the client certificate and the peer address."""
+
+    id: int
+    created_at: datetime
+    label: str | None
+    operation: str
+    status: RequestStatus
+    common_name: str | None
+    dns_names: tuple[str, ...]
+    key_type: str
+    public_key_sha256: str
+    client_subject: str | None
+    client_issuer: str | None
+    client_fingerprint: str | None
+    peer_address: str | None
+    requester: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    note: str
+    serial: str | None
+    csr_pem: str
+
+    @property
+    def csr(self) -> x509.CertificateSigningRequest:
+        return x509.load_pem_x509_csr(self.csr_pem.encode("ascii"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Event:
+    """An audit log entry (refusals, decisions, revocations)."""
+
+    id: int
+    at: datetime
+    kind: str
+    message: str
+    fields: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.isoformat()
+        if isinstance(value, datetime)
+        else list(value)
+        if isinstance(value, tuple)
+        else value
+        for key, value in data.items()
+    }
+
+
+def normalize_serial_hex(serial: str | int) -> str:
+    """The store's spelling of a serial (raises ``ValueError`` for text that is not hex)."""
+    return serial_to_hex(parse_serial(serial))
+
+
+_ISSUED_COLUMNS = (
+    "serial, subject, not_before, not_after, operation, label, status, revoked_at, "
+    "revocation_reason, key_type, requester, certificate_pem, issued_at, request_id"
+)
+_REQUEST_COLUMNS = (
+    "id, created_at, label, operation, status, common_name, dns_names, key_type, "
+    "public_key_sha256, client_subject, client_issuer, client_fingerprint, peer_address, "
+    "requester, decided_by, decided_at, note, serial, csr_pem"
+)
+_EVENT_COLUMNS = "id, at, kind, message, fields"
+
+
+class CertificateStore:
+    """Persistent record of what the CA issued and decided. Every method commits before it
+    returns; safe to share between threads; several processes may open the same database."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._migrate()
+
+    # ----- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL without any password."""
+        return self._backend.display_url
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._backend.dialect.name
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> CertificateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the database answers now."""
+        with self._backend.read() as tx:
+            tx.execute("SELECT 1")
+
+    def schema_version(self) -> int:
+        with self._backend.read() as tx:
+            rows = tx.execute(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")
+        return int(rows[0][0]) if rows else 0
+
+    def _migrate(self) -> None:
+        try:
+            if self.schema_version() == CURRENT_VERSION:
+                return  # the common case: no write lock needed, works on a read-only file
+        except StoreUnavailableError:
+            raise
+        except StoreError:
+            pass  # no schema_version table yet: create it below
+        with self._backend.transaction() as tx:
+            self._backend.migration_lock(tx)
+            tx.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} (version INTEGER NOT NULL)"
+            )
+            rows = tx.execute(f"SELECT version FROM {SCHEMA_VERSION_TABLE}")
+            version = int(rows[0][0]) if rows else 0
+            if version > CURRENT_VERSION:
+                raise StoreError(
+                    f"the certificate store {self.url} has schema version {version}, newer than "
+                    f"this estkit understands ({CURRENT_VERSION}); upgrade estkit"
+                )
+            for target, statements in migration_statements(self._backend.dialect, version):
+                for statement in statements:
+                    tx.execute(statement)
+                if version == 0 and not rows:
+                    tx.execute(
+                        f"INSERT INTO {SCHEMA_VERSION_TABLE} (version) VALUES (?)", (target,)
+                    )
+                else:
+                    tx.execute(f"UPDATE {SCHEMA_VERSION_TABLE} SET version = ?", (target,))
+                rows, version = [(target,)], target
+
+    # ----- issued certificates --------------------------------------------------------------
+
+    def record_issued(
+        self,
+        cert: x509.Certificate,
+        *,
+        operation: str,
+        label: str | None,
+        requester: str | None = None,
+        request_id: int | None = None,
+        now: datetime | None = None,
+    ) -> IssuedRecord:
+        """Record a freshly issued certificate (committed when this returns).
+
+        With ``request_id`` the approved request is marked issued in the same transaction; if it
+        is not approved (e.g. a concurrent retry already got a certificate for it) nothing is
+        recorded and :class:`RequestStateError` is raised, so the caller does not hand out a
+        second certificate for one approval.
+        """
+        if not operation:
+            raise ValueError("operation must name the EST operation, e.g. 'simpleenroll'")
+        now = utc_now(now)
+        record = IssuedRecord(
+            serial=serial_to_hex(cert.serial_number),
+            subject=cert.subject.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            operation=operation,
+            label=label or None,
+            status="valid",
+            revoked_at=None,
+            revocation_reason=None,
+            key_type=describe_public_key(cert.public_key()).description,
+            requester=requester,
+            certificate_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            issued_at=now,
+            request_id=request_id,
+        )
+        t = self._backend.to_db_time
+        try:
+            with self._backend.transaction() as tx:
+                tx.execute(
+                    f"INSERT INTO issued ({_ISSUED_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.serial,
+                        record.subject,
+                        t(record.not_before),
+                        t(record.not_after),
+                        record.operation,
+                        label or _NONE,
+                        record.status,
+                        None,
+                        None,
+                        record.key_type,
+                        requester,
+                        record.certificate_pem,
+                        t(now),
+                        request_id,
+                    ),
+                )
+                if request_id is not None:
+                    tx.execute(
+                        "UPDATE requests SET status = 'issued', serial = ? "
+                        "WHERE id = ? AND status = 'approved'",
+                        (record.serial, request_id),
+                    )
+                    if tx.rowcount != 1:
+                        self._raise_request_state(tx, request_id, "issued")
+        except UniqueViolation:
+            raise DuplicateSerialError(
+                f"a certificate with serial {record.serial} is already in the store "
+                f"{self.url}; serials must be unique — issue again with a fresh serial"
+            ) from None
+        return record
+
+    def get_issued(self, serial_hex: str | int) -> IssuedRecord | None:
+        """The record for a serial (hex text, any case, leading zeros/colons tolerated)."""
+        serial = normalize_serial_hex(serial_hex)
+        with self._backend.read() as tx:
+            rows = tx.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE serial = ?", (serial,))
+        return self._issued(rows[0]) if rows else None
+
+    def list_issued(
+        self, *, status: str | None = None, label: str | None = None
+    ) -> list[IssuedRecord]:
+        """Issued certificates, oldest first. ``label=""`` selects the unlabelled endpoint."""
+        clauses, params = [], []
+        if status is not None:
+            if status not in CERTIFICATE_STATUSES:
+                raise ValueError(
+                    f"unknown status {status!r}; use one of {', '.join(CERTIFICATE_STATUSES)}"
+                )
+            clauses.append("status = ?")
+            params.append(status)
+        if label is not None:
+            clauses.append("label = ?")
+            params.append(label)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued{where} ORDER BY issued_at, serial", params
+            )
+        return [self._issued(row) for row in rows]
+
+    def revoke(
+        self, serial_hex: str | int, reason: str = "unspecified", now: datetime | None = None
+    ) -> IssuedRecord:
+        """Mark a certificate revoked (idempotent: a second call keeps the first date/reason).
+
+        Raises ``KeyError`` for a serial the store does not know and ``ValueError`` for an
+        unknown reason.
+        """
+        serial = normalize_serial_hex(serial_hex)
+        reason = normalize_reason(reason)
+        now = utc_now(now)
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "UPDATE issued SET status = 'revoked', revoked_at = ?, revocation_reason = ? "
+                "WHERE serial = ? AND status = 'valid'",
+                (self._backend.to_db_time(now), reason, serial),
+            )
+            changed = tx.rowcount == 1
+            rows = tx.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE serial = ?", (serial,))
+            if not rows:
+                raise KeyError(f"no certificate with serial {serial} in the store {self.url}")
+            record = self._issued(rows[0])
+            if changed:
+                self._insert_event(
+                    tx,
+                    now,
+                    "revoked",
+                    f"certificate {serial} revoked ({reason})",
+                    {"serial": serial, "reason": reason, "subject": record.subject},
+                )
+        return record
+
+    def revoked_entries(self) -> list[RevokedEntry]:
+        """Every revoked certificate, for the CRL."""
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                "SELECT serial, revoked_at, revocation_reason FROM issued "
+                "WHERE status = 'revoked' ORDER BY revoked_at, serial"
+            )
+        return [
+            RevokedEntry(str(serial), self._backend.from_db_time(at), str(reason or "unspecified"))
+            for serial, at, reason in rows
+        ]
+
+    # ----- the approval queue ---------------------------------------------------------------
+
+    def add_request(
+        self,
+        *,
+        label: str | None,
+        operation: str,
+        csr_pem: str | bytes,
+        common_name: str | None,
+        dns_names: Sequence[str],
+        key_type: str,
+        public_key_sha256: str,
+        client_subject: str | None = None,
+        client_issuer: str | None = None,
+        client_fingerprint: str | None = None,
+        peer_address: str | None = None,
+        requester: str | None = None,
+        now: datetime | None = None,
+    ) -> PendingRequest:
+        """Queue a request for an operator. If an identical request (same label, operation,
+        public key and requester) is already pending, that one is returned instead."""
+        if isinstance(csr_pem, bytes):
+            csr_pem = csr_pem.decode("ascii")
+        now = utc_now(now)
+        try:
+            with self._backend.transaction() as tx:
+                rows = tx.execute(
+                    f"INSERT INTO requests ({_REQUEST_COLUMNS.removeprefix('id, ')}) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, '', "
+                    f"NULL, ?) RETURNING {_REQUEST_COLUMNS}",
+                    (
+                        self._backend.to_db_time(now),
+                        label or _NONE,
+                        operation,
+                        common_name,
+                        json.dumps(list(dns_names)),
+                        key_type,
+                        public_key_sha256,
+                        client_subject,
+                        client_issuer,
+                        client_fingerprint,
+                        peer_address,
+                        requester or _NONE,
+                        csr_pem,
+                    ),
+                )
+                request = self._request(rows[0])
+                self._insert_event(
+                    tx,
+                    now,
+                    "queued",
+                    f"request {request.id} queued for approval",
+                    {
+                        "request_id": request.id,
+                        "label": label,
+                        "operation": operation,
+                        "common_name": common_name,
+                        "peer_address": peer_address,
+                    },
+                )
+                return request
+        except UniqueViolation:
+            existing = self.find_request(
+                label=label,
+                operation=operation,
+                public_key_sha256=public_key_sha256,
+                requester=requester,
+            )
+            if existing is None:  # pragma: no cover - only if decided between the two calls
+                raise RequestStateError(
+                    "an identical request was queued and decided at the same moment; retry"
+                ) from None
+            return existing
+
+    def find_request(
+        self,
+        *,
+        label: str | None,
+        operation: str,
+        public_key_sha256: str,
+        requester: str | None,
+    ) -> PendingRequest | None:
+        """The newest request with this identity, whatever its status (None if there is none)."""
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE label = ? AND operation = ? "
+                "AND public_key_sha256 = ? AND requester = ? ORDER BY id DESC LIMIT 1",
+                (label or _NONE, operation, public_key_sha256, requester or _NONE),
+            )
+        return self._request(rows[0]) if rows else None
+
+    def get_request(self, request_id: int) -> PendingRequest | None:
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,)
+            )
+        return self._request(rows[0]) if rows else None
+
+    def list_requests(self, status: str | None = None) -> list[PendingRequest]:
+        """Requests, oldest first, optionally only those with ``status``."""
+        if status is not None and status not in REQUEST_STATUSES:
+            raise ValueError(f"unknown status {status!r}; use one of {', '.join(REQUEST_STATUSES)}")
+        where, params = (" WHERE status = ?", (status,)) if status else ("", ())
+        with self._backend.read() as tx:
+            rows = tx.execute(f"SELECT {_REQUEST_COLUMNS} FROM requests{where} ORDER BY id", params)
+        return [self._request(row) for row in rows]
+
+    def decide_request(
+        self,
+        request_id: int,
+        approve: bool,
+        *,
+        by: str,
+        note: str = "",
+        now: datetime | None = None,
+    ) -> PendingRequest:
+        """Approve or reject a pending request (and log the decision, in one transaction).
+
+        Raises ``KeyError`` for an unknown id and :class:`RequestStateError` when the request
+        was already decided.
+        """
+        now = utc_now(now)
+        status = "approved" if approve else "rejected"
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, note = ? "
+                "WHERE id = ? AND status = 'pending'",
+                (status, by, self._backend.to_db_time(now), note, request_id),
+            )
+            if tx.rowcount != 1:
+                self._raise_request_state(tx, request_id, status)
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,)
+            )
+            request = self._request(rows[0])
+            self._insert_event(
+                tx,
+                now,
+                status,
+                f"request {request_id} {status} by {by}",
+                {
+                    "request_id": request_id,
+                    "by": by,
+                    "note": note,
+                    "common_name": request.common_name,
+                },
+            )
+        return request
+
+    def mark_request_issued(self, request_id: int, serial_hex: str | int) -> PendingRequest:
+        """Mark an approved request as fulfilled by certificate ``serial_hex`` (idempotent for
+        the same serial). Prefer ``record_issued(..., request_id=...)``, which does this in the
+        same transaction as recording the certificate."""
+        serial = normalize_serial_hex(serial_hex)
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "UPDATE requests SET status = 'issued', serial = ? "
+                "WHERE id = ? AND status = 'approved'",
+                (serial, request_id),
+            )
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,)
+            )
+            if not rows:
+                raise KeyError(f"no request with id {request_id} in the store {self.url}")
+            request = self._request(rows[0])
+            if request.status != "issued" or request.serial != serial:
+                self._raise_request_state(tx, request_id, "issued")
+        return request
+
+    # ----- audit log ------------------------------------------------------------------------
+
+    def log_event(self, kind: str, message: str, **fields: Any) -> Event:
+        """Append an audit event (refusals, decisions). ``fields`` must be JSON-friendly; other
+        values are stored as their ``str()``."""
+        now = utc_now()
+        with self._backend.transaction() as tx:
+            return self._insert_event(tx, now, kind, message, fields)
+
+    def list_events(
+        self, kind: str | None = None, since_id: int = 0, *, limit: int | None = None
+    ) -> list[Event]:
+        """Audit events with id > ``since_id``, oldest first, optionally of one ``kind``."""
+        clauses, params = ["id > ?"], [since_id]
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        limit_sql = ""
+        if limit is not None:
+            limit_sql = " LIMIT ?"
+            params.append(int(limit))
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+                f"ORDER BY id{limit_sql}",
+                params,
+            )
+        return [self._event(row) for row in rows]
+
+    # ----- row conversion -------------------------------------------------------------------
+
+    def _insert_event(
+        self, tx: Transaction, now: datetime, kind: str, message: str, fields: dict[str, Any]
+    ) -> Event:
+        encoded = json.dumps(fields, default=str, sort_keys=True)
+        rows = tx.execute(
+            f"INSERT INTO events (at, kind, message, fields) VALUES (?, ?, ?, ?) "
+            f"RETURNING {_EVENT_COLUMNS}",
+            (self._backend.to_db_time(now), kind, message, encoded),
+        )
+        return self._event(rows[0])
+
+    def _raise_request_state(self, tx: Transaction, request_id: int, wanted: str) -> None:
+        rows = tx.execute("SELECT status, decided_by FROM requests WHERE id = ?", (request_id,))
+        if not rows:
+            raise KeyError(f"no request with id {request_id} in the store {self.url}")
+        status, decided_by = rows[0]
+        by = f" by {decided_by}" if decided_by else ""
+        raise RequestStateError(
+            f"request {request_id} is {status}{by}; it cannot become {wanted} "
+            f"(only {'pending' if wanted in ('approved', 'rejected') else 'approved'} requests can)"
+        )
+
+    def _issued(self, row: Sequence[Any]) -> IssuedRecord:
+        (
+            serial,
+            subject,
+            not_before,
+            not_after,
+            operation,
+            label,
+            status,
+            revoked_at,
+            reason,
+            key_type,
+            requester,
+            pem,
+            issued_at,
+            request_id,
+        ) = row
+        t = self._backend.from_db_time
+        return IssuedRecord(
+            serial=str(serial),
+            subject=str(subject),
+            not_before=t(not_before),
+            not_after=t(not_after),
+            operation=str(operation),
+            label=label or None,
+            status=status,
+            revoked_at=t(revoked_at) if revoked_at is not None else None,
+            revocation_reason=reason,
+            key_type=str(key_type),
+            requester=requester,
+            certificate_pem=str(pem),
+            issued_at=t(issued_at),
+            request_id=int(request_id) if request_id is not None else None,
+        )
+
+    def _request(self, row: Sequence[Any]) -> PendingRequest:
+        (
+            request_id,
+            created_at,
+            label,
+            operation,
+            status,
+            common_name,
+            dns_names,
+            key_type,
+            public_key_sha256,
+            client_subject,
+            client_issuer,
+            client_fingerprint,
+            peer_address,
+            requester,
+            decided_by,
+            decided_at,
+            note,
+            serial,
+            csr_pem,
+        ) = row
+        t = self._backend.from_db_time
+        return PendingRequest(
+            id=int(request_id),
+            created_at=t(created_at),
+            label=label or None,
+            operation=str(operation),
+            status=status,
+            common_name=common_name,
+            dns_names=tuple(json.loads(dns_names)),
+            key_type=str(key_type),
+            public_key_sha256=str(public_key_sha256),
+            client_subject=client_subject,
+            client_issuer=client_issuer,
+            client_fingerprint=client_fingerprint,
+            peer_address=peer_address,
+            requester=requester or None,
+            decided_by=decided_by,
+            decided_at=t(decided_at) if decided_at is not None else None,
+            note=str(note or ""),
+            serial=serial,
+            csr_pem=str(csr_pem),
+        )
+
+    def _event(self, row: Sequence[Any]) -> Event:
+        event_id, at, kind, message, fields = row
+        return Event(
+            id=int(event_id),
+            at=self._backend.from_db_time(at),
+            kind=str(kind),
+            message=str(message),
+            fields=json.loads(fields),
+        )
+
+
+def open_store(url: str | os.PathLike[str]) -> CertificateStore:
+    """Open (creating or migrating the schema if needed) the store at ``url``.
+
+    Raises :class:`StoreUnavailableError` when the database cannot be reached (the message names
+    the URL without its password) and :class:`StoreError` for a URL or schema estkit cannot use.
+    """
+    backend = open_backend(os.fspath(url))
+    try:
+        return CertificateStore(backend)
+    except BaseException:
+        backend.close()
+        raise
+
+
+__all__ = [
+    "CERTIFICATE_STATUSES",
+    "REQUEST_STATUSES",
+    "CertificateStore",
+    "DuplicateSerialError",
+    "Event",
+    "IssuedRecord",
+    "PendingRequest",
+    "RequestStateError",
+    "StoreError",
+    "StoreUnavailableError",
+    "normalize_serial_hex",
+]

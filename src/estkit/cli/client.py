@@ -1,0 +1,672 @@
+"""``estkit client …``: the EST client on the command line (issue 3's CLI contract).
+
+Only argument parsing and presentation live here; every protocol decision is in
+:mod:`estkit.client`, so a library user gets exactly what the CLI does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from cryptography import x509
+
+from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
+from estkit.client import (
+    CaCertsResult,
+    ClientCredentials,
+    CsrSpec,
+    EnrollResult,
+    EstClient,
+    EstError,
+    RetryPolicy,
+    ServerKeygenResult,
+    TrustAnchors,
+    bootstrap_cacerts,
+    fetch_cacerts_unverified_for_manual_confirmation,
+    key_type_for,
+    renewal_spec,
+)
+from estkit.client._transport import DEFAULT_TIMEOUT_SECONDS
+from estkit.client.retry import DEFAULT_MAX_ATTEMPTS, MAX_RETRY_AFTER_SECONDS
+from estkit.fileio import replace_credential_pair, write_file_atomic, write_private_file_atomic
+from estkit.protocol import KEY_TYPES, decode_csr_body, generate_private_key, private_key_to_pem
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SERVER_ENVVAR = "ESTKIT_SERVER"
+# Key type when --apply-csrattrs finds no wish in /csrattrs: the cheapest key every server takes.
+DEFAULT_KEY_TYPE = "p256"
+
+
+@dataclass
+class CommonOptions:
+    server: str
+    label: str | None
+    trust: tuple[Path, ...]
+    system_trust: bool
+    cert: Path | None
+    key: Path | None
+    user: str | None
+    password: str | None
+    auth_scheme: str
+    timeout: float
+    max_attempts: int
+    max_wait: float
+    as_json: bool
+    verbose: bool
+
+
+def _common_options(func: F) -> F:
+    """The options every ``estkit client`` command takes (issue 3: common options)."""
+    options = [
+        click.option(
+            "--server",
+            "server",
+            envvar=SERVER_ENVVAR,
+            required=True,
+            metavar="URL",
+            help=f"EST server, https://host[:port] (or ${SERVER_ENVVAR}).",
+        ),
+        click.option("--label", metavar="L", help="EST label (CA profile) on the server."),
+        click.option(
+            "--trust",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="PEM",
+            help="Explicit trust anchor(s) for the server certificate; repeatable.",
+        ),
+        click.option(
+            "--system-trust", is_flag=True, help="Also trust the operating system's CA store."
+        ),
+        click.option(
+            "--cert",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="PEM",
+            help="TLS client certificate (chain) for authentication.",
+        ),
+        click.option(
+            "--key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="PEM",
+            help="Private key of --cert.",
+        ),
+        click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
+        click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
+        click.option(
+            "--auth-scheme",
+            type=click.Choice(["any", "basic", "digest"]),
+            default="any",
+            show_default=True,
+            help="Which HTTP challenge may be answered.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=DEFAULT_TIMEOUT_SECONDS,
+            show_default=True,
+            help="Seconds to wait for the server.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_ATTEMPTS,
+            show_default=True,
+            help="Requests in all while the server answers 202/503.",
+        ),
+        click.option(
+            "--max-wait",
+            type=click.FloatRange(min=0),
+            default=MAX_RETRY_AFTER_SECONDS,
+            show_default=True,
+            help="Longest single wait (s) a Retry-After may impose.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
+    names = CommonOptions.__dataclass_fields__
+    values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+    return CommonOptions(**values)
+
+
+def _est_command(func: F) -> F:
+    """Expected failures become one or two lines and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EstError as exc:
+            fail(exc.message, exc.hint)
+
+    return friendly_errors(ValueError, OSError)(wrapper)  # type: ignore[return-value]
+
+
+def _credentials(options: CommonOptions) -> ClientCredentials | None:
+    if (options.cert is None) != (options.key is None):
+        fail("--cert and --key go together", "give both the certificate and its key", EXIT_USAGE)
+    if options.cert is None or options.key is None:
+        return None
+    return ClientCredentials.from_files(options.cert, options.key)
+
+
+def _password(options: CommonOptions) -> str | None:
+    if options.user is None:
+        if options.password is not None:
+            fail("--password needs --user", code=EXIT_USAGE)
+        return None
+    if options.password is not None:
+        return options.password
+    return str(click.prompt(f"Password for {options.user}", hide_input=True, err=True))
+
+
+def _note(message: str) -> None:
+    """Progress and warnings go to stderr so stdout stays clean for PEM or JSON."""
+    err_console.print(message, soft_wrap=True, markup=False)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False, style="yellow")
+
+
+@contextmanager
+def _client(
+    options: CommonOptions, *, need_credentials: bool = False, pin_tls12_for_pop: bool = True
+) -> Iterator[EstClient]:
+    if not options.trust and not options.system_trust:
+        fail(
+            "no trust anchors for the server",
+            "pass --trust PEM (the EST CA certificate) or --system-trust; to get the CA "
+            "certificate first run 'estkit client cacerts --bootstrap-fingerprint sha256:HEX'",
+            EXIT_USAGE,
+        )
+    credentials = _credentials(options)
+    if need_credentials and credentials is None:
+        fail(
+            "this command authenticates with the certificate being renewed",
+            "pass --cert and --key",
+            EXIT_USAGE,
+        )
+    trust = TrustAnchors.from_files(options.trust, use_system_trust=options.system_trust)
+
+    def on_wait(attempt: int, seconds: float, reason: str) -> None:
+        _note(f"attempt {attempt}: {reason}")
+
+    client = EstClient(
+        options.server,
+        label=options.label,
+        trust=trust,
+        credentials=credentials,
+        username=options.user,
+        password=_password(options),
+        auth_scheme=options.auth_scheme,  # type: ignore[arg-type]
+        timeout=options.timeout,
+        retry=RetryPolicy(max_attempts=options.max_attempts, max_retry_after=options.max_wait),
+        on_wait=on_wait,
+        pin_tls12_for_pop=pin_tls12_for_pop,
+    )
+    with client:
+        yield client
+
+
+# --- the group --------------------------------------------------------------------------------
+
+
+@click.group("client", context_settings={"help_option_names": ["-h", "--help"]})
+def client() -> None:
+    """EST client: get CA certificates, enroll, re-enroll, server-side key generation."""
+
+
+# --- cacerts ----------------------------------------------------------------------------------
+
+
+def _show_candidates(candidates: list[Any]) -> None:
+    for index, candidate in enumerate(candidates, 1):
+        err_console.print(f"[{index}] {candidate.role}: {candidate.subject}", markup=False)
+        err_console.print(f"    issuer:  {candidate.issuer}", markup=False)
+        err_console.print(f"    expires: {candidate.not_after.isoformat()}", markup=False)
+        err_console.print(f"    SHA-256: {candidate.fingerprint}", markup=False)
+
+
+def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:
+    if not sys.stdin.isatty():
+        fail(
+            "refusing --insecure-bootstrap without a terminal: a person must compare the "
+            "fingerprints before anything is trusted",
+            "use --bootstrap-fingerprint sha256:HEX in scripts",
+            EXIT_USAGE,
+        )
+    unconfirmed = fetch_cacerts_unverified_for_manual_confirmation(
+        options.server, label=options.label, timeout=options.timeout
+    )
+    err_console.print(
+        f"The server at {unconfirmed.url} was NOT verified. It sent these CA certificates:",
+        markup=False,
+    )
+    _show_candidates(unconfirmed.candidates)
+    _warn(unconfirmed.warnings)
+    if not click.confirm(
+        "Do these fingerprints match the ones your CA operator gave you?", err=True
+    ):
+        fail("not confirmed; nothing was written", code=EXIT_USAGE)
+    return unconfirmed.confirm()
+
+
+@client.command("cacerts")
+@_common_options
+@click.option(
+    "--bootstrap-fingerprint",
+    metavar="sha256:HEX",
+    help="Fetch without verifying the server; keep only what this CA fingerprint vouches for.",
+)
+@click.option(
+    "--insecure-bootstrap",
+    is_flag=True,
+    help="Fetch without verifying the server and ask a person (terminal only) to confirm.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PEM",
+    help="Write the CA certificates here (default: print PEM on stdout).",
+)
+@_est_command
+def cacerts_command(
+    bootstrap_fingerprint: str | None, insecure_bootstrap: bool, out: Path | None, **kwargs: Any
+) -> None:
+    """Get the CA certificates (/cacerts) and report root rollover certificates."""
+    options = _pop_common(kwargs)
+    modes = [
+        bool(options.trust or options.system_trust),
+        bootstrap_fingerprint is not None,
+        insecure_bootstrap,
+    ]
+    if sum(modes) != 1:
+        fail(
+            "say how to trust the server: exactly one of --trust PEM (or --system-trust), "
+            "--bootstrap-fingerprint sha256:HEX, --insecure-bootstrap",
+            code=EXIT_USAGE,
+        )
+    bootstrapping = bootstrap_fingerprint is not None or insecure_bootstrap
+    if bootstrapping and (options.cert or options.key or options.user):
+        fail(
+            "bootstrap talks to a server that is not verified yet: no client certificate or "
+            "HTTP credentials are ever sent to it",
+            "drop --cert/--key/--user here and use them once the CA certificates are trusted",
+            EXIT_USAGE,
+        )
+    if bootstrap_fingerprint is not None:
+        result = bootstrap_cacerts(
+            options.server,
+            expected_fingerprint=bootstrap_fingerprint,
+            label=options.label,
+            timeout=options.timeout,
+            retry=RetryPolicy(max_attempts=options.max_attempts, max_retry_after=options.max_wait),
+        )
+    elif insecure_bootstrap:
+        result = _insecure_bootstrap(options)
+    else:
+        with _client(options) as est:
+            result = est.cacerts()
+    if out is not None:
+        write_file_atomic(out, result.to_pem())
+    if options.as_json:
+        document = result.to_json()
+        document["out"] = str(out) if out else None
+        print_json(document)
+        return
+    _warn(result.warnings)
+    if out is None:
+        sys.stdout.write(result.to_pem().decode("ascii"))
+    else:
+        console.print(f"wrote {len(result.certificates)} CA certificate(s) to {out}", markup=False)
+    if options.verbose or out is not None:
+        for line in result.describe():
+            err_console.print(f"  {line}", markup=False)
+
+
+# --- csrattrs ---------------------------------------------------------------------------------
+
+
+@client.command("csrattrs")
+@_common_options
+@_est_command
+def csrattrs_command(**kwargs: Any) -> None:
+    """Show what the server wants in a CSR (/csrattrs)."""
+    options = _pop_common(kwargs)
+    with _client(options) as est:
+        result = est.csrattrs()
+    if options.as_json:
+        print_json(result.to_json())
+        return
+    _warn(result.warnings)
+    lines = result.describe()
+    if not lines:
+        console.print("the server asks for nothing in particular", markup=False)
+    for line in lines:
+        console.print(line, markup=False)
+    if result.requires_pop:
+        console.print("proof-of-possession linking is required (use --pop)", markup=False)
+
+
+# --- enroll / reenroll ------------------------------------------------------------------------
+
+
+def _csr_options(func: F) -> F:
+    options = [
+        click.option(
+            "--csr",
+            "csr_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Send this CSR (PEM, DER or base64) instead of building one.",
+        ),
+        click.option(
+            "--key-type",
+            type=click.Choice(KEY_TYPES),
+            help="Make a new key of this type for the CSR.",
+        ),
+        click.option("--cn", metavar="NAME", help="Common name for the CSR."),
+        click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable."),
+        click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial)."),
+        click.option(
+            "--pop/--no-pop",
+            default=None,
+            help="Link the CSR to the TLS connection (RFC 7030 §3.5); default: when the "
+            "server's /csrattrs asks for it.",
+        ),
+        click.option(
+            "--apply-csrattrs",
+            is_flag=True,
+            help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
+            "omitted) and report what cannot be fulfilled.",
+        ),
+        click.option(
+            "--out-cert",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PEM",
+            help="Write the certificate followed by its chain here.",
+        ),
+        click.option(
+            "--out-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PEM",
+            help="Write the new private key here (mode 0600).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load_csr(path: Path) -> x509.CertificateSigningRequest:
+    try:
+        return decode_csr_body(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"cannot read the CSR {path}: {exc}") from None
+
+
+def _complete_chain(est: EstClient, result: EnrollResult | ServerKeygenResult) -> None:
+    """Make sure ``--out-cert`` gets the certificate followed by its chain."""
+    if result.chain:
+        return
+    try:
+        result.chain = est.chain_for(result.certificate)
+    except EstError as exc:
+        result.warnings.append(f"could not fetch the chain from /cacerts: {exc.message}")
+
+
+def _write_outputs(
+    out_cert: Path | None, out_key: Path | None, cert_pem: bytes, key_pem: bytes | None
+) -> None:
+    if out_cert is not None and out_key is not None and key_pem is not None:
+        replace_credential_pair(out_cert, cert_pem, out_key, key_pem)
+    elif out_cert is not None:
+        write_file_atomic(out_cert, cert_pem)
+    if out_key is not None and key_pem is not None and out_cert is None:
+        write_private_file_atomic(out_key, key_pem)
+
+
+def _report(
+    options: CommonOptions,
+    result: EnrollResult | ServerKeygenResult,
+    what: str,
+    out_cert: Path | None,
+    out_key: Path | None,
+) -> None:
+    if options.as_json:
+        document = result.to_json()
+        document["out_cert"] = str(out_cert) if out_cert else None
+        document["out_key"] = str(out_key) if out_key else None
+        print_json(document)
+        return
+    _warn(result.warnings)
+    cert = result.certificate
+    console.print(
+        f"{what}: {cert.subject.rfc4514_string()} serial {cert.serial_number:x}, valid until "
+        f"{cert.not_valid_after_utc.isoformat()}",
+        markup=False,
+    )
+    if out_cert is None:
+        sys.stdout.write(result.fullchain_pem().decode("ascii"))
+    else:
+        console.print(f"certificate and chain written to {out_cert}", markup=False)
+    if out_key is not None:
+        console.print(f"private key written to {out_key} (mode 0600)", markup=False)
+    if options.verbose:
+        for issuer in result.chain:
+            err_console.print(f"  chain: {issuer.subject.rfc4514_string()}", markup=False)
+        err_console.print(f"  attempts: {result.attempts}", markup=False)
+        for note in result.notes:
+            err_console.print(f"  note: {note}", markup=False)
+        if isinstance(result, EnrollResult):
+            err_console.print(f"  proof-of-possession linked: {result.pop_linked}", markup=False)
+
+
+def _check_request_options(
+    csr_file: Path | None,
+    key_type: str | None,
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+    out_key: Path | None,
+    apply_csrattrs: bool,
+) -> None:
+    """Usage errors are found before any connection is made."""
+    if csr_file is not None:
+        if key_type or cn or san or serial_number or apply_csrattrs:
+            fail(
+                "--csr excludes --key-type/--cn/--san/--serial-number/--apply-csrattrs",
+                code=EXIT_USAGE,
+            )
+        if out_key is not None:
+            fail("--out-key makes no sense with --csr: the key is yours", code=EXIT_USAGE)
+        return
+    if (key_type is None and not apply_csrattrs) or (cn is None and not san):
+        fail(
+            "say what to enroll: --csr FILE, or --key-type TYPE (or --apply-csrattrs) with "
+            "--cn NAME and/or --san DNS",
+            code=EXIT_USAGE,
+        )
+    if out_key is None:
+        fail("a new key is made: say where it goes with --out-key", code=EXIT_USAGE)
+
+
+def _build_request(
+    est: EstClient,
+    csr_file: Path | None,
+    key_type: str | None,
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+) -> x509.CertificateSigningRequest | CsrSpec:
+    if csr_file is not None:
+        return _load_csr(csr_file)
+    if key_type is None:
+        # --apply-csrattrs without --key-type: the key the server asks for, else the default.
+        key_type = key_type_for(est.csrattrs().attrs) or DEFAULT_KEY_TYPE
+    return CsrSpec(
+        key=generate_private_key(key_type),
+        common_name=cn,
+        dns_names=tuple(san),
+        serial_number=serial_number,
+    )
+
+
+@client.command("enroll")
+@_common_options
+@_csr_options
+@click.option(
+    "--no-tls12-fallback",
+    is_flag=True,
+    help="With proof-of-possession under TLS 1.3, fail instead of reconnecting with TLS 1.2.",
+)
+@_est_command
+def enroll_command(
+    csr_file: Path | None,
+    key_type: str | None,
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+    pop: bool | None,
+    apply_csrattrs: bool,
+    out_cert: Path | None,
+    out_key: Path | None,
+    no_tls12_fallback: bool,
+    **kwargs: Any,
+) -> None:
+    """Get a new certificate (/simpleenroll)."""
+    options = _pop_common(kwargs)
+    _check_request_options(csr_file, key_type, cn, san, serial_number, out_key, apply_csrattrs)
+    with _client(options, pin_tls12_for_pop=not no_tls12_fallback) as est:
+        request = _build_request(est, csr_file, key_type, cn, san, serial_number)
+        result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+        _complete_chain(est, result)
+    key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
+    _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
+    _report(options, result, "enrolled", out_cert, out_key)
+
+
+@client.command("reenroll")
+@_common_options
+@_csr_options
+@click.option("--reuse-key", is_flag=True, help="Keep the current key pair (default: a new one).")
+@_est_command
+def reenroll_command(
+    csr_file: Path | None,
+    key_type: str | None,
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+    pop: bool | None,
+    apply_csrattrs: bool,
+    out_cert: Path | None,
+    out_key: Path | None,
+    reuse_key: bool,
+    **kwargs: Any,
+) -> None:
+    """Renew the certificate given by --cert/--key (/simplereenroll).
+
+    Subject and SANs are copied from it; a new key pair is made unless --reuse-key. Without
+    --out-cert/--out-key the renewed pair replaces --cert/--key.
+    """
+    options = _pop_common(kwargs)
+    if key_type or cn or san:
+        fail(
+            "reenroll copies subject and SANs from --cert; --key-type/--cn/--san are not used",
+            code=EXIT_USAGE,
+        )
+    with _client(options, need_credentials=True) as est:
+        request: x509.CertificateSigningRequest | CsrSpec | None = None
+        if csr_file is not None:
+            request = _load_csr(csr_file)
+        elif serial_number is not None:
+            assert est.credentials is not None
+            spec = renewal_spec(est.credentials, reuse_key=reuse_key)
+            request = dataclasses.replace(spec, serial_number=serial_number)
+        result = est.simplereenroll(
+            request,
+            pop=pop,
+            reuse_key=reuse_key,
+            apply_csrattrs=apply_csrattrs and csr_file is None,
+        )
+        _complete_chain(est, result)
+    if csr_file is None:
+        out_cert = out_cert or options.cert
+        out_key = out_key or options.key
+    key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
+    _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
+    _report(options, result, "renewed", out_cert, out_key)
+
+
+# --- serverkeygen -----------------------------------------------------------------------------
+
+
+@client.command("serverkeygen")
+@_common_options
+@click.option("--cn", metavar="NAME", help="Common name.")
+@click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable.")
+@click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial).")
+@click.option(
+    "--encrypt-key",
+    is_flag=True,
+    help="Ask for the key encrypted to --cert (RSA), as BCP-003-03 recommends.",
+)
+@click.option("--pop/--no-pop", default=None, help="Link the CSR to the TLS connection.")
+@click.option(
+    "--out-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PEM",
+    help="Write the certificate followed by its chain here.",
+)
+@click.option(
+    "--out-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PEM",
+    help="Write the server-generated private key here (mode 0600).",
+)
+@_est_command
+def serverkeygen_command(
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+    encrypt_key: bool,
+    pop: bool | None,
+    out_cert: Path | None,
+    out_key: Path | None,
+    **kwargs: Any,
+) -> None:
+    """Have the server generate the key pair (/serverkeygen)."""
+    options = _pop_common(kwargs)
+    if cn is None and not san:
+        fail("say what to enroll: --cn NAME and/or --san DNS", code=EXIT_USAGE)
+    if out_key is None:
+        fail("the server makes a key: say where it goes with --out-key", code=EXIT_USAGE)
+    with _client(options, need_credentials=encrypt_key) as est:
+        result = est.serverkeygen(
+            common_name=cn,
+            dns_names=san,
+            serial_number=serial_number,
+            encrypt_key=encrypt_key,
+            pop=pop,
+        )
+        _complete_chain(est, result)
+    _write_outputs(out_cert, out_key, result.fullchain_pem(), result.key_pem())
+    _report(options, result, "server generated a key and certificate", out_cert, out_key)
+
+
+__all__ = ["client"]

@@ -1,0 +1,193 @@
+"""Configuration shared by :class:`EstClient` and :class:`AsyncEstClient`.
+
+Why a common base: both clients must accept the same arguments, refuse the same mistakes and build
+the same flows; only running the flows differs (blocking vs ``await``).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from estkit.protocol import describe_public_key, generate_private_key
+
+from . import flows, submit
+from ._transport import DEFAULT_TIMEOUT_SECONDS, http_client_options
+from .auth import AuthScheme, ChallengeAuth
+from .endpoint import EstEndpoint
+from .models import CsrSpec, EnrollResult
+from .responses import RequestContext
+from .retry import RetryPolicy, WaitCallback, utc_now
+from .trust import (
+    BCP_003_01_TLS12_CIPHERS,
+    ClientCredentials,
+    TrustAnchors,
+    build_ssl_context,
+)
+
+TrustInput = TrustAnchors | Sequence[str | os.PathLike[str] | x509.Certificate] | str | Path | None
+
+# Key used only to sign a /serverkeygen request: the server ignores its public key (RFC 7030
+# §4.4.1) and P-256 is the cheapest key that every server accepts.
+SERVERKEYGEN_SIGNING_KEY_TYPE = "p256"
+
+
+def coerce_trust(trust: TrustInput, use_system_trust: bool) -> TrustAnchors:
+    """Accept anchors as a :class:`TrustAnchors`, PEM path(s) or certificate objects."""
+    if isinstance(trust, TrustAnchors):
+        if use_system_trust and not trust.use_system_trust:
+            return TrustAnchors(trust.certificates, True, trust.sources)
+        return trust
+    if trust is None:
+        return TrustAnchors((), use_system_trust, ())
+    if isinstance(trust, (str, Path)):
+        return TrustAnchors.from_files([trust], use_system_trust=use_system_trust)
+    items = list(trust)
+    if all(isinstance(item, x509.Certificate) for item in items):
+        return TrustAnchors.from_certificates(
+            [item for item in items if isinstance(item, x509.Certificate)],
+            use_system_trust=use_system_trust,
+        )
+    if any(isinstance(item, x509.Certificate) for item in items):
+        raise TypeError("give trust anchors either as PEM paths or as certificates, not both")
+    return TrustAnchors.from_files(
+        [item for item in items if not isinstance(item, x509.Certificate)],
+        use_system_trust=use_system_trust,
+    )
+
+
+def renewal_spec(credentials: ClientCredentials, *, reuse_key: bool = False) -> CsrSpec:
+    """A re-enrollment CSR description: subject and SANs of the current certificate, and a new
+    key of the same type unless ``reuse_key`` (BCP-003-03 C13 wants a new key pair)."""
+    if reuse_key:
+        key = credentials.key
+    else:
+        info = describe_public_key(credentials.key.public_key())
+        key_type = f"rsa{info.size}" if info.family == "rsa" else _curve_key_type(info.curve)
+        key = generate_private_key(key_type)
+    return CsrSpec.for_renewal(credentials.certificate, key)
+
+
+def _curve_key_type(curve: str | None) -> str:
+    mapping = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+    if curve not in mapping:
+        raise ValueError(f"cannot make a new key like the current one (curve {curve!r})")
+    return mapping[curve]
+
+
+class ClientBase:
+    """Everything but the I/O: validated settings, TLS contexts, auth, flow construction."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        label: str | None = None,
+        trust: TrustInput = None,
+        use_system_trust: bool = False,
+        credentials: ClientCredentials | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        auth_scheme: AuthScheme = "any",
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        retry: RetryPolicy | None = None,
+        on_wait: WaitCallback | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        pin_tls12_for_pop: bool = True,
+        ciphers: str = BCP_003_01_TLS12_CIPHERS,
+    ) -> None:
+        self.endpoint = EstEndpoint.parse(url, label)
+        self.trust = coerce_trust(trust, use_system_trust)
+        if self.trust.empty:
+            raise ValueError(
+                "no trust anchors for the EST server: pass trust= (PEM file(s) or certificates), "
+                "use_system_trust=True, or first run bootstrap_cacerts(...) with the expected "
+                "fingerprint"
+            )
+        if (username is None) != (password is None):
+            raise ValueError("HTTP authentication needs both a user name and a password")
+        self._trust_description = self.trust.describe()  # for error messages, made once
+        self.credentials = credentials
+        self.timeout = timeout
+        self.on_wait = on_wait
+        self.clock = clock
+        self._ciphers = ciphers
+        self._auth = ChallengeAuth(username, password, auth_scheme) if username else None
+        self._ssl_context = build_ssl_context(self.trust, credentials=credentials, ciphers=ciphers)
+        self._pinned_context: ssl.SSLContext | None = None
+        self.settings = flows.FlowSettings(
+            endpoint=self.endpoint,
+            retry=retry or RetryPolicy(),
+            clock=clock,
+            context=RequestContext(
+                label=self.endpoint.label,
+                has_http_credentials=self._auth is not None,
+                has_client_certificate=credentials is not None,
+            ),
+            credentials=credentials,
+            pin_tls12_for_pop=pin_tls12_for_pop,
+        )
+
+    @property
+    def url(self) -> str:
+        return str(self.endpoint)
+
+    def _context(self, pinned: bool) -> ssl.SSLContext:
+        if not pinned:
+            return self._ssl_context
+        if self._pinned_context is None:
+            self._pinned_context = build_ssl_context(
+                self.trust, credentials=self.credentials, max_tls12=True, ciphers=self._ciphers
+            )
+        return self._pinned_context
+
+    def _http_options(self) -> dict[str, object]:
+        return http_client_options(self.timeout)
+
+    # --- flows (identical for both clients) ---------------------------------------------------
+
+    def _enroll_flow(
+        self,
+        request: x509.CertificateSigningRequest | CsrSpec,
+        operation: str,
+        pop: bool | None,
+        apply_csrattrs: bool,
+    ) -> flows.Flow[EnrollResult]:
+        return submit.enroll_flow(
+            self.settings, request, operation=operation, pop=pop, apply_attrs=apply_csrattrs
+        )
+
+    def _reenroll_request(
+        self, request: x509.CertificateSigningRequest | CsrSpec | None, reuse_key: bool
+    ) -> x509.CertificateSigningRequest | CsrSpec:
+        if self.credentials is None:
+            raise ValueError(
+                "re-enrollment authenticates with the certificate being renewed: create the "
+                "client with credentials=ClientCredentials.from_files(cert, key)"
+            )
+        if request is None:
+            return renewal_spec(self.credentials, reuse_key=reuse_key)
+        return request
+
+    def _serverkeygen_spec(
+        self,
+        spec: CsrSpec | None,
+        common_name: str | None,
+        dns_names: Sequence[str],
+        serial_number: str | None,
+    ) -> CsrSpec:
+        if spec is not None:
+            return spec
+        if common_name is None and not dns_names:
+            raise ValueError("serverkeygen needs a common name or at least one DNS name")
+        return CsrSpec(
+            key=generate_private_key(SERVERKEYGEN_SIGNING_KEY_TYPE),
+            common_name=common_name,
+            dns_names=tuple(dns_names),
+            serial_number=serial_number,
+        )

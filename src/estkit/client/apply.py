@@ -1,0 +1,109 @@
+"""Applying what ``/csrattrs`` asks for to a CSR the client is about to build (RFC 7030 §4.5).
+
+Why a separate step the caller asks for: a server's CSR attributes are wishes, some of which only
+the device can fulfil (a MAC address, a key type chosen before the key exists). What can be done
+automatically is done (hash, serialNumber, PoP is decided elsewhere); what cannot is reported so a
+person knows why the server may refuse the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from estkit.protocol import (
+    CHALLENGE_PASSWORD_OID,
+    EC_PUBLIC_KEY_OID,
+    EXTENSION_REQUEST_OID,
+    HASH_OIDS,
+    RSA_ENCRYPTION_OID,
+    CsrAttrs,
+    describe_public_key,
+    oid_name,
+)
+
+from .models import CsrSpec
+
+SERIAL_NUMBER_OID = "2.5.4.5"
+COMMON_NAME_OID = "2.5.4.3"
+SUBJECT_ALT_NAME_OID = "2.5.29.17"
+
+# Hashes this client signs with (SHA-1/MD5 are never used; SHA-224 is too weak to offer).
+SUPPORTED_HASHES = ("sha256", "sha384", "sha512")
+
+_CURVE_KEY_TYPES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+_RSA_KEY_TYPES = {2048: "rsa2048", 3072: "rsa3072", 4096: "rsa4096"}
+
+# OIDs handled by other means: PoP (challengePassword), key choice, the hash.
+_HANDLED_ELSEWHERE = {CHALLENGE_PASSWORD_OID, EC_PUBLIC_KEY_OID, RSA_ENCRYPTION_OID}
+
+
+def key_type_for(attrs: CsrAttrs) -> str | None:
+    """The key type (``p384``, ``rsa3072`` …) the server asks for, if it asks for one we make."""
+    if attrs.requested_curve is not None:
+        return _CURVE_KEY_TYPES.get(attrs.requested_curve)
+    if attrs.requested_rsa_bits is not None:
+        return _RSA_KEY_TYPES.get(attrs.requested_rsa_bits)
+    return None
+
+
+def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
+    """``spec`` adjusted to ``attrs`` (hash), plus warnings for wishes it cannot fulfil."""
+    warnings: list[str] = []
+    changes: dict[str, object] = {}
+
+    wanted_hash = attrs.requested_hash
+    if wanted_hash is not None:
+        if wanted_hash in SUPPORTED_HASHES:
+            changes["hash_algorithm"] = wanted_hash
+        else:
+            warnings.append(f"the server asks for {wanted_hash}, which this client does not use")
+
+    info = describe_public_key(spec.key.public_key())
+    if attrs.requested_curve is not None and info.curve != attrs.requested_curve:
+        warnings.append(
+            f"the server asks for an EC key on {attrs.requested_curve} but the key is "
+            f"{info.description}; make the key it asks for"
+        )
+    if attrs.requested_rsa_bits is not None and (
+        info.family != "rsa" or info.size != attrs.requested_rsa_bits
+    ):
+        warnings.append(
+            f"the server asks for an RSA {attrs.requested_rsa_bits} key but the key is "
+            f"{info.description}; make the key it asks for"
+        )
+
+    for oid in attrs.oids:
+        dotted = oid.dotted_string
+        if dotted in _HANDLED_ELSEWHERE or dotted in HASH_OIDS:
+            continue
+        if dotted == SERIAL_NUMBER_OID:
+            if not spec.serial_number:
+                warnings.append(
+                    "the server asks for the subject serialNumber: pass the device serial "
+                    "(--serial-number)"
+                )
+            continue
+        if dotted == COMMON_NAME_OID:
+            if not spec.common_name:
+                warnings.append("the server asks for a common name (--cn)")
+            continue
+        warnings.append(f"the server asks for {oid_name(oid)}, which this client cannot fill in")
+
+    for oid in attrs.requested_extension_oids:
+        if oid.dotted_string == SUBJECT_ALT_NAME_OID:
+            if not spec.dns_names:
+                warnings.append("the server asks for a subjectAltName: pass DNS names (--san)")
+            continue
+        warnings.append(
+            f"the server asks for the extension {oid_name(oid)}, which this client does not add"
+        )
+    for attribute in attrs.attributes:
+        dotted = attribute.oid.dotted_string
+        if dotted in _HANDLED_ELSEWHERE or dotted == EXTENSION_REQUEST_OID:
+            continue
+        warnings.append(
+            f"the server asks for the attribute {oid_name(attribute.oid)} with given values, "
+            "which this client does not add"
+        )
+
+    return (dataclasses.replace(spec, **changes) if changes else spec), warnings  # type: ignore[arg-type]

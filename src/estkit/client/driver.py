@@ -1,0 +1,135 @@
+"""Carrying out flows: the only place where requests are sent and waits are slept.
+
+Why one module for both transports: :mod:`.flows` and :mod:`.submit` decide everything; what is
+left is a loop that sends, sleeps and resumes. It exists twice (blocking and ``await``), side by
+side here so the two stay identical line for line. The EST clients and the bootstrap functions
+all run their flows through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+
+from ._transport import BodyCollector, tls_facts, translate_transport_error
+from .errors import EstError
+from .flows import Flow, PinTls12, Send, Wait
+from .responses import Reply
+from .retry import AsyncSleep, Sleep, WaitCallback
+
+T = TypeVar("T")
+
+
+def _no_pinning() -> None:
+    raise AssertionError("this flow does not pin TLS versions")  # pragma: no cover
+
+
+def drive(
+    flow: Flow[T],
+    send: Callable[[Send], Reply],
+    sleep: Sleep,
+    on_wait: WaitCallback | None,
+    pin: Callable[[], None] = _no_pinning,
+) -> T:
+    """Run ``flow`` to its result, blocking."""
+    try:
+        action = next(flow)
+        while True:
+            if isinstance(action, Send):
+                try:
+                    reply = send(action)
+                except EstError as exc:
+                    # The flow may know better what the failure means (a TLS 1.2 refusal while
+                    # pinned for proof-of-possession); if it does not, it re-raises.
+                    action = flow.throw(exc)
+                    continue
+                action = flow.send(reply)
+            elif isinstance(action, Wait):
+                if on_wait is not None:
+                    on_wait(action.attempt, action.seconds, action.reason)
+                sleep(action.seconds)
+                action = flow.send(None)
+            elif isinstance(action, PinTls12):
+                pin()
+                action = flow.send(None)
+            else:  # pragma: no cover - the Action union is closed
+                raise AssertionError(f"unknown flow action {action!r}")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        flow.close()
+
+
+async def drive_async(
+    flow: Flow[T],
+    send: Callable[[Send], Awaitable[Reply]],
+    sleep: AsyncSleep,
+    on_wait: WaitCallback | None,
+    pin: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """Run ``flow`` to its result with ``await`` (same loop as :func:`drive`)."""
+    try:
+        action = next(flow)
+        while True:
+            if isinstance(action, Send):
+                try:
+                    reply = await send(action)
+                except EstError as exc:
+                    action = flow.throw(exc)
+                    continue
+                action = flow.send(reply)
+            elif isinstance(action, Wait):
+                if on_wait is not None:
+                    on_wait(action.attempt, action.seconds, action.reason)
+                await sleep(action.seconds)
+                action = flow.send(None)
+            elif isinstance(action, PinTls12):
+                if pin is None:
+                    _no_pinning()
+                else:
+                    await pin()
+                action = flow.send(None)
+            else:  # pragma: no cover
+                raise AssertionError(f"unknown flow action {action!r}")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        flow.close()
+
+
+def send_request(
+    http: httpx.Client, request: httpx.Request, auth: httpx.Auth | None, trust: str
+) -> Reply:
+    """One exchange, body bounded, TLS facts taken before the body can end the connection."""
+    collector = BodyCollector(request)
+    try:
+        response = http.send(request, auth=auth, stream=True)
+        try:
+            facts = tls_facts(response)
+            for chunk in response.iter_bytes():
+                collector.add(chunk)
+            return collector.reply(response, facts)
+        finally:
+            response.close()
+    except httpx.HTTPError as exc:
+        raise translate_transport_error(exc, request, trust) from exc
+
+
+async def send_request_async(
+    http: httpx.AsyncClient, request: httpx.Request, auth: httpx.Auth | None, trust: str
+) -> Reply:
+    """The ``await`` form of :func:`send_request`."""
+    collector = BodyCollector(request)
+    try:
+        response = await http.send(request, auth=auth, stream=True)
+        try:
+            facts = tls_facts(response)
+            async for chunk in response.aiter_bytes():
+                collector.add(chunk)
+            return collector.reply(response, facts)
+        finally:
+            await response.aclose()
+    except httpx.HTTPError as exc:
+        raise translate_transport_error(exc, request, trust) from exc

@@ -1,0 +1,158 @@
+"""The client's one error hierarchy (modelled on certbot's ``acme.errors``).
+
+Why one hierarchy: a caller (the NMOS node, the CLI, a vendor's own process) needs to tell "try
+again later" from "fix your configuration" from "the server is broken" without parsing messages.
+Every error carries a ``message`` (what happened) and a ``hint`` (what a person should try next);
+``str(error)`` joins both so a log line alone is actionable. The CLI prints them on two lines.
+
+    EstError
+    ├── EstConnectionError          could not reach the server / timed out
+    │   └── EstTimeoutError
+    ├── EstTlsError                 handshake or certificate verification failed
+    ├── EstHttpError                the server answered with an error status
+    │   ├── EstAuthError            401 / 403
+    │   ├── EstNotFoundError        404 (unknown label, operation not offered)
+    │   ├── EstRetryLaterError      202 / 503 still pending after the allowed attempts
+    │   └── EstRedirectError        redirect refused (other origin, too many hops)
+    ├── EstProtocolResponseError    the body or media type could not be understood
+    ├── EstPopError                 proof-of-possession linking impossible
+    └── EstBootstrapError           bootstrap /cacerts not confirmed (wrong fingerprint ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# How much of a server's error text we keep: enough for any sensible message, bounded so a
+# misbehaving server cannot flood a log line or a terminal.
+MAX_SERVER_TEXT_CHARS = 500
+
+
+class EstError(Exception):
+    """Base of every error raised by :mod:`estkit.client`."""
+
+    def __init__(self, message: str, *, hint: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.url = url
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class EstConnectionError(EstError):
+    """The server could not be reached (refused, DNS failure, reset, timeout)."""
+
+
+class EstTimeoutError(EstConnectionError):
+    """The server did not answer within the configured timeout."""
+
+
+class EstTlsError(EstError):
+    """The TLS handshake failed, most often because the server certificate did not verify.
+
+    ``trust_description`` says which trust anchors were used, so the person can see at once
+    whether the wrong file was passed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        url: str | None = None,
+        trust_description: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, url=url)
+        self.trust_description = trust_description
+
+
+def clip_server_text(text: str) -> str:
+    """Shorten a server's error body to something printable on one or two lines."""
+    cleaned = " ".join(text.split())
+    if len(cleaned) > MAX_SERVER_TEXT_CHARS:
+        return cleaned[:MAX_SERVER_TEXT_CHARS] + "…"
+    return cleaned
+
+
+class EstHttpError(EstError):
+    """The server answered with a status the operation cannot use."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        server_text: str = "",
+        headers: Mapping[str, str] | None = None,
+        hint: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, url=url)
+        self.status = status
+        self.server_text = clip_server_text(server_text)
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class EstAuthError(EstHttpError):
+    """401 or 403: the server wants (other) credentials or refuses this client."""
+
+
+class EstNotFoundError(EstHttpError):
+    """404: unknown label, or the server does not offer the operation."""
+
+
+class EstRetryLaterError(EstHttpError):
+    """The request is still pending (202) or the server still busy (503) after every attempt.
+
+    ``retry_after`` is the wait, in seconds, the server asked for last (None when it gave none);
+    ``attempts`` how many requests were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        retry_after: float | None,
+        attempts: int,
+        server_text: str = "",
+        headers: Mapping[str, str] | None = None,
+        hint: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, server_text=server_text, headers=headers, hint=hint, url=url
+        )
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+
+class EstRedirectError(EstHttpError):
+    """A redirect was refused: another origin (RFC 7030 §3.2.1) or too many hops."""
+
+
+class EstProtocolResponseError(EstError):
+    """The server's answer could not be understood (media type, encoding, content)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        content_type: str | None = None,
+        hint: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, url=url)
+        self.content_type = content_type
+
+
+class EstPopError(EstError):
+    """Proof-of-possession linking (RFC 7030 §3.5) could not be done on this connection."""
+
+
+class EstBootstrapError(EstError):
+    """Bootstrap ``/cacerts`` could not be confirmed; nothing from it may be trusted."""

@@ -1,0 +1,267 @@
+"""The CSR-posting operations as flows: /simpleenroll, /simplereenroll, /serverkeygen.
+
+Why apart from :mod:`.flows`: submitting a CSR is where proof-of-possession linking happens
+(RFC 7030 §3.5, checklist E14): open a connection, read its tls-unique, build the CSR with it,
+POST on that same connection and check afterwards that it really was the same one, rebuilding the
+CSR when it was not (BCP-003-03 C10). The flows only yield actions; :mod:`.sync` and :mod:`.aio`
+carry them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from estkit.protocol import challenge_password_for, describe_csr, key_encryption_attribute
+
+from .apply import apply_csrattrs
+from .errors import EstPopError, EstTlsError
+from .flows import (
+    Flow,
+    FlowSettings,
+    PinTls12,
+    build_csr_for,
+    csrattrs_flow,
+    exchange,
+    get,
+    polled,
+    post_csr,
+    require_ok,
+)
+from .issued import interpret_enroll, interpret_serverkeygen
+from .models import CsrSpec, EnrollResult, ServerKeygenResult
+from .responses import Reply
+from .trust import ClientCredentials
+
+# When the POST of a proof-of-possession enrollment did not travel on the connection whose
+# tls-unique is in the CSR (the server closed it in between), the CSR is rebuilt for the new
+# connection (C10) at most this many times before giving up.
+MAX_POP_RELINKS = 2
+
+# RFC 7030 §3.5: TLS versions where tls-unique exists.
+TLS12 = "TLSv1.2"
+
+
+@dataclass
+class _Submission:
+    """State of one CSR submission across attempts."""
+
+    pop_linked: bool = False
+    pinned: bool = False
+    notes: list[str] = field(default_factory=list)  # what happened, for the curious
+    warnings: list[str] = field(default_factory=list)  # what someone should look at
+
+
+def _pop_attempt(
+    settings: FlowSettings, operation: str, spec: CsrSpec, state: _Submission
+) -> Flow[Reply]:
+    """Open a connection, link the CSR to its tls-unique, POST on that same connection (E14)."""
+    for _relink in range(MAX_POP_RELINKS + 1):
+        try:
+            opener = yield from exchange(get(settings, "csrattrs"), dedicated=True)
+        except EstTlsError as exc:
+            if not state.pinned:
+                raise
+            raise EstPopError(
+                "the server negotiated TLS 1.3, where tls-unique does not exist, and refused "
+                f"TLS 1.2 when asked for it ({exc.message}); proof-of-possession linking "
+                "(RFC 7030 §3.5) is impossible with this server",
+                hint="enroll without --pop if the server does not require it, or have the "
+                "server allow TLS 1.2",
+                url=exc.url,
+            ) from exc
+        if opener.tls_unique is None:
+            version = opener.tls_version or "an unknown TLS version"
+            if state.pinned or opener.tls_version == TLS12:
+                raise EstPopError(
+                    f"proof-of-possession needs tls-unique, which this TLS connection "
+                    f"({version}) does not provide",
+                    hint="the server must allow TLS 1.2 for proof-of-possession linking",
+                    url=str(opener.url),
+                )
+            if not settings.pin_tls12_for_pop:
+                raise EstPopError(
+                    f"the server negotiated {version}, where tls-unique does not exist, and "
+                    "proof-of-possession linking (RFC 7030 §3.5) needs it",
+                    hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True, --pop-tls12), "
+                    "or enroll without --pop if the server does not require it",
+                    url=str(opener.url),
+                )
+            state.pinned = True
+            state.notes.append(
+                f"the server negotiated {version}; reconnected with TLS 1.2 for proof-of-possession"
+            )
+            yield PinTls12(f"server negotiated {version}; tls-unique needs TLS 1.2")
+            continue
+        csr = build_csr_for(spec, challenge_password_for(opener.tls_unique))
+        reply = yield from exchange(post_csr(settings, operation, csr), dedicated=True)
+        if reply.tls_unique == opener.tls_unique:
+            state.pop_linked = True
+            return reply
+        if reply.status == 200:
+            # The server issued anyway, so it did not insist on the link; say so and go on.
+            state.warnings.append(
+                "the POST did not travel on the connection the CSR was linked to; "
+                "the server accepted it anyway"
+            )
+            return reply
+        state.warnings.append("the connection changed between linking and POST; CSR rebuilt")
+    raise EstPopError(
+        f"the server closed the connection between linking the CSR and sending it "
+        f"{MAX_POP_RELINKS + 1} times",
+        hint="the server must keep the TLS connection open between requests (HTTP keep-alive)",
+        url=str(settings.endpoint.url_for(operation)),
+    )
+
+
+def _submission(
+    settings: FlowSettings,
+    operation: str,
+    request: x509.CertificateSigningRequest | CsrSpec,
+    pop: bool | None,
+    apply_attrs: bool = False,
+) -> Flow[tuple[Reply, int, _Submission, x509.CertificateSigningRequest | None]]:
+    """POST a CSR (polling on 202/503), linking it to the connection when PoP is wanted.
+
+    With a :class:`CsrSpec`, ``/csrattrs`` is asked first when ``pop`` is None (link if the
+    server lists challengePassword) or ``apply_attrs`` (adjust the spec to what it asks for).
+    """
+    state = _Submission()
+    if isinstance(request, x509.CertificateSigningRequest):
+        if pop:
+            raise ValueError(
+                "proof-of-possession needs the client to build the CSR on the connection that "
+                "carries it: pass a CsrSpec (key and names) instead of a finished CSR"
+            )
+        if apply_attrs:
+            raise ValueError("CSR attributes can only be applied to a CsrSpec, not a finished CSR")
+        csr: x509.CertificateSigningRequest | None = request
+        use_pop = False
+    else:
+        csr = None
+        use_pop = bool(pop)
+        if pop is None or apply_attrs:
+            attrs = yield from csrattrs_flow(settings)
+            if pop is None:
+                use_pop = attrs.requires_pop
+                if use_pop:
+                    state.notes.append(
+                        "the server's /csrattrs asks for proof-of-possession linking"
+                    )
+            if apply_attrs:
+                request, unmet = apply_csrattrs(request, attrs.attrs)
+                state.warnings.extend(unmet)
+                if request.hash_algorithm:
+                    state.notes.append(f"signing the CSR with {request.hash_algorithm}")
+
+    def attempt(_n: int) -> Flow[Reply]:
+        nonlocal csr
+        if use_pop:
+            assert isinstance(request, CsrSpec)
+            return (yield from _pop_attempt(settings, operation, request, state))
+        if csr is None:
+            assert isinstance(request, CsrSpec)
+            csr = build_csr_for(request)
+        return (yield from exchange(post_csr(settings, operation, csr)))
+
+    reply, attempts, wait_warnings = yield from polled(settings, attempt)
+    state.warnings.extend(wait_warnings)
+    require_ok(reply, operation, settings, (200,))
+    return reply, attempts, state, csr
+
+
+def _names(request: x509.CertificateSigningRequest | CsrSpec) -> tuple[str | None, tuple[str, ...]]:
+    if isinstance(request, CsrSpec):
+        return request.common_name, tuple(request.dns_names)
+    info = describe_csr(request)
+    return info.common_name, tuple(info.dns_names)
+
+
+def enroll_flow(
+    settings: FlowSettings,
+    request: x509.CertificateSigningRequest | CsrSpec,
+    *,
+    operation: str = "simpleenroll",
+    pop: bool | None = None,
+    apply_attrs: bool = False,
+) -> Flow[EnrollResult]:
+    """``POST /simpleenroll`` or ``/simplereenroll`` (E2, E3), with optional PoP (E14)."""
+    if operation not in ("simpleenroll", "simplereenroll"):
+        raise ValueError(f"not an enrollment operation: {operation!r}")
+    reply, attempts, state, _csr = yield from _submission(
+        settings, operation, request, pop, apply_attrs
+    )
+    if isinstance(request, CsrSpec):
+        private_key: PrivateKeyTypes | None = request.key
+        public_key = request.key.public_key()
+    else:
+        private_key = None
+        public_key = request.public_key()
+    common_name, dns_names = _names(request)
+    result = interpret_enroll(
+        reply,
+        public_key=public_key,
+        private_key=private_key,
+        requested_common_name=common_name,
+        requested_dns_names=dns_names,
+        now=settings.now(),
+    )
+    result.attempts = attempts
+    result.pop_linked = state.pop_linked
+    result.warnings[:0] = state.warnings
+    result.notes.extend(state.notes)
+    return result
+
+
+def asymmetric_key_request(credentials: ClientCredentials) -> tuple[x509.ObjectIdentifier, bytes]:
+    """The AsymmetricDecryptKeyIdentifier attribute (RFC 7030 §4.4.1.2) for our certificate.
+
+    The value identifies the key the server should encrypt to: the subject key identifier of the
+    client certificate (computed from its public key when the extension is absent).
+    """
+    cert = credentials.certificate
+    try:
+        identifier = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        identifier = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    return key_encryption_attribute("asymmetric", identifier)
+
+
+def serverkeygen_flow(
+    settings: FlowSettings,
+    spec: CsrSpec,
+    *,
+    encrypt_key: bool = False,
+    pop: bool | None = None,
+    apply_attrs: bool = False,
+) -> Flow[ServerKeygenResult]:
+    """``POST /serverkeygen`` (E5): the server makes the key; we may ask it to encrypt it."""
+    if encrypt_key:
+        if settings.credentials is None:
+            raise ValueError(
+                "asking for an encrypted key needs a client certificate and key: the server "
+                "encrypts to that certificate"
+            )
+        spec = dataclasses.replace(
+            spec,
+            extra_attributes=(*spec.extra_attributes, asymmetric_key_request(settings.credentials)),
+        )
+    reply, attempts, state, _csr = yield from _submission(
+        settings, "serverkeygen", spec, pop, apply_attrs
+    )
+    result = interpret_serverkeygen(
+        reply,
+        credentials=settings.credentials,
+        requested_common_name=spec.common_name,
+        requested_dns_names=tuple(spec.dns_names),
+        now=settings.now(),
+    )
+    if encrypt_key and not result.key_was_encrypted:
+        result.warnings.append("asked for an encrypted key but the server sent it unencrypted")
+    result.attempts = attempts
+    result.warnings[:0] = state.warnings
+    result.notes.extend(state.notes)
+    return result

@@ -1,0 +1,103 @@
+"""The console's aiohttp application factory.
+
+See :mod:`~estkit.console.middleware` for the request pipeline and
+:mod:`~estkit.console.handlers` for the pages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+
+from estkit.console import auth, handlers
+from estkit.console.admin_ca import ensure_admin_ca
+from estkit.console.backend import ConsoleBackend
+from estkit.console.context import (
+    ALLOWED_HOSTS_KEY,
+    BACKEND_KEY,
+    CSRF_KEY,
+    DEFAULT_POLL_MS,
+    MAX_FORM_BYTES,
+    OPERATORS_CA_KEY,
+    POLL_KEY,
+    SESSIONS_KEY,
+    TOKEN_KEY,
+)
+from estkit.console.middleware import MIDDLEWARES
+
+
+def allowed_hosts(bind_host: str, tls_names: list[str]) -> frozenset[str]:
+    """Host names a browser may use to reach the console: the bind address, loopback names and
+    the names in the server's TLS certificates. Anything else is a DNS-rebinding attempt."""
+    names = {"localhost", "127.0.0.1", "::1", bind_host.strip("[]").lower()}
+    names.update(name.lower() for name in tls_names)
+    return frozenset(names)
+
+
+def make_console_app(
+    data_dir: Path,
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    poll_ms: int = DEFAULT_POLL_MS,
+) -> web.Application:
+    """Build the console for the server data directory ``data_dir``.
+
+    ``token`` is the login token (a random one when None; read it back from
+    ``app[TOKEN_KEY]``). ``host`` is the address the console listens on, added to the accepted
+    Host names.
+    """
+    data_dir = Path(data_dir).absolute()
+    backend = ConsoleBackend(data_dir)
+    operators_ca_path = ensure_admin_ca(data_dir)
+    operators_ca = x509.load_pem_x509_certificate(operators_ca_path.read_bytes())
+    app = web.Application(
+        middlewares=list(MIDDLEWARES),
+        client_max_size=MAX_FORM_BYTES,
+    )
+    app[BACKEND_KEY] = backend
+    app[SESSIONS_KEY] = auth.SessionStore()
+    app[CSRF_KEY] = auth.CsrfGuard.create()
+    app[TOKEN_KEY] = token or auth.new_login_token()
+    app[OPERATORS_CA_KEY] = operators_ca
+    app[ALLOWED_HOSTS_KEY] = allowed_hosts(host, tls_host_names(backend))
+    app[POLL_KEY] = poll_ms
+    app.router.add_get("/login", handlers.login)
+    app.router.add_post("/logout", handlers.logout)
+    app.router.add_get("/", handlers.dashboard)
+    app.router.add_get("/requests", handlers.requests_page)
+    app.router.add_post(r"/requests/{id:\d{1,18}}/{action:approve|reject}", handlers.decide_request)
+    app.router.add_get("/certificates", handlers.certificates_page)
+    app.router.add_get(
+        r"/certificates/{serial:[0-9A-Fa-f]{1,64}}.pem", handlers.download_certificate
+    )
+    app.router.add_post(
+        r"/certificates/{serial:[0-9A-Fa-f]{1,64}}/revoke", handlers.revoke_certificate
+    )
+    app.router.add_get("/ca", handlers.ca_page)
+    app.router.add_get("/ca/cacerts.pem", handlers.download_cacerts)
+    app.router.add_get(r"/ca/certificates/{index:\d{1,3}}.pem", handlers.download_ca_certificate)
+    app.router.add_get(r"/ca/crl.{fmt:pem|der}", handlers.download_crl)
+    app.router.add_get("/static/{name}", handlers.static_file)
+
+    async def close_backend(_app: web.Application) -> None:
+        await backend.close()
+
+    app.on_cleanup.append(close_backend)
+    return app
+
+
+def tls_host_names(backend: ConsoleBackend) -> list[str]:
+    """DNS names and IP addresses in the server's TLS certificates (what browsers may type)."""
+    names: list[str] = []
+    for pair in backend.config.tls_certificates:
+        try:
+            cert = x509.load_pem_x509_certificates(Path(pair.certificate).read_bytes())[0]
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, IndexError, x509.ExtensionNotFound):
+            continue
+        names += san.get_values_for_type(x509.DNSName)
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return names

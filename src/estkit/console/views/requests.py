@@ -1,0 +1,144 @@
+"""The requests page: the manual-approval queue (BCP-003-03 S4) and recent decisions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from estkit.console.html import Html, join, tag
+from estkit.console.model import as_utc, humanize_duration
+from estkit.console.views.common import (
+    cell,
+    csrf_input,
+    fmt_time,
+    mono,
+    muted,
+    names_list,
+    pill,
+    short_fingerprint,
+    table,
+)
+
+
+def _client_block(req: Any) -> Html:
+    if not req.client_subject and not req.client_fingerprint:
+        requester = getattr(req, "requester", None)
+        if requester:
+            return join([muted("no client certificate; "), "HTTP user ", tag("strong", requester)])
+        return muted("no client certificate presented")
+    return tag(
+        "dl",
+        tag("dt", "subject"),
+        tag("dd", req.client_subject or "—"),
+        tag("dt", "issuer"),
+        tag("dd", req.client_issuer or "—"),
+        tag("dt", "SHA-256"),
+        tag("dd", short_fingerprint(req.client_fingerprint)),
+        class_="kv",
+    )
+
+
+def _pending_row(req: Any, now: dt.datetime, csrf: str) -> Html:
+    created = as_utc(req.created_at)
+    age = humanize_duration((now - created).total_seconds()) if created else "?"
+    cn = req.common_name or "(no CN)"
+    approve = tag(
+        "form",
+        csrf_input(csrf),
+        tag("button", "Approve", class_="btn primary", type="submit"),
+        method="post",
+        action=f"/requests/{int(req.id)}/approve",
+        class_="inline",
+    )
+    reject = tag(
+        "form",
+        csrf_input(csrf),
+        tag(
+            "input",
+            type="text",
+            name="note",
+            placeholder="reason (optional)",
+            maxlength="200",
+            aria_label=f"Reason for rejecting request {req.id}",
+        ),
+        tag("button", "Reject", class_="btn danger", type="submit"),
+        method="post",
+        action=f"/requests/{int(req.id)}/reject",
+        class_="inline reject",
+        data_confirm=f"Reject request #{req.id} for {cn}?",
+    )
+    return tag(
+        "tr",
+        cell(
+            "Request", tag("strong", cn), tag("div", f"#{req.id} · {req.operation}", class_="sub")
+        ),
+        cell("SANs", names_list(list(req.dns_names or ()))),
+        cell("Key", req.key_type or "—"),
+        cell("Client certificate", _client_block(req), cls="client"),
+        cell("Peer", mono(req.peer_address or "—")),
+        cell("Label", req.label or muted("(none)")),
+        cell("Age", tag("span", age, title=str(created))),
+        cell("Decision", tag("div", approve, reject, class_="actions")),
+        id=f"request-{int(req.id)}",
+        data_cn=cn,
+    )
+
+
+def _decided_row(req: Any) -> Html:
+    status_kind = {"approved": "ok", "issued": "ok", "rejected": "bad"}.get(req.status, "muted")
+    serial = getattr(req, "serial", None)
+    serial_cell = (
+        tag("a", mono(serial, "mono serial"), href=f"/certificates?q={quote(serial)}")
+        if serial
+        else muted("—")
+    )
+    return tag(
+        "tr",
+        cell(
+            "Request",
+            tag("strong", req.common_name or "(no CN)"),
+            tag("div", f"#{req.id}", class_="sub"),
+        ),
+        cell("Label", req.label or muted("(none)")),
+        cell("Status", pill(req.status, status_kind)),
+        cell("Decided by", req.decided_by or muted("—")),
+        cell("When", fmt_time(as_utc(req.decided_at))),
+        cell("Note", req.note or muted("—")),
+        cell("Certificate", serial_cell),
+    )
+
+
+def requests_content(
+    pending: Sequence[Any], decided: Sequence[Any], now: dt.datetime, csrf: str
+) -> Html:
+    pending_table = table(
+        ("Request", "SANs", "Key", "Client certificate", "Peer", "Label", "Age", "Decision"),
+        (_pending_row(r, now, csrf) for r in pending),
+        empty="No request is waiting for a decision.",
+        cls="pending",
+    )
+    decided_table = table(
+        ("Request", "Label", "Status", "Decided by", "When", "Note", "Certificate"),
+        (_decided_row(r) for r in decided),
+        empty="No decisions yet.",
+    )
+    return join(
+        [
+            tag(
+                "section",
+                tag("h2", "Waiting for approval ", tag("span", str(len(pending)), class_="count")),
+                tag(
+                    "p",
+                    "Each request was answered with 202 and Retry-After; the device's next "
+                    "identical request after approval receives its certificate.",
+                    class_="hint",
+                ),
+                pending_table,
+                class_="card",
+                id="pending",
+            ),
+            tag("section", tag("h2", "Recent decisions"), decided_table, class_="card"),
+        ]
+    )

@@ -1,0 +1,178 @@
+"""Small certificate helpers shared by every part: PEM bundles, fingerprints, names.
+
+Why here: the bootstrap flow (RFC 7030 §4.1.1, checklist E13) has a person compare a fingerprint
+printed by the server with one printed by the client, so both must format and parse it the same way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from .errors import EncodingError
+
+FINGERPRINT_PREFIX = "sha256:"
+_SHA256_HEX_LENGTH = 64
+_HEX_RE = re.compile(r"[0-9a-f]+")
+
+
+def certificates_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    """Concatenated PEM blocks, in the given order."""
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
+
+
+def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle; raises :class:`EncodingError` when there is none."""
+    try:
+        certs = x509.load_pem_x509_certificates(bytes(data))
+    except ValueError as exc:
+        raise EncodingError(
+            f"no readable PEM certificate found ({exc}); expected one or more "
+            "'-----BEGIN CERTIFICATE-----' blocks"
+        ) from None
+    if not certs:
+        raise EncodingError(
+            "no PEM certificate found; expected '-----BEGIN CERTIFICATE-----' blocks"
+        )
+    return certs
+
+
+def sha256_fingerprint(cert: x509.Certificate) -> str:
+    """``"sha256:"`` + 64 lower-case hex digits of the DER certificate's SHA-256."""
+    return FINGERPRINT_PREFIX + cert.fingerprint(hashes.SHA256()).hex()
+
+
+def format_fingerprint(cert: x509.Certificate) -> str:
+    """``AB:CD:...`` upper-case hex with colons, as ``openssl x509 -fingerprint`` prints it."""
+    return ":".join(f"{byte:02X}" for byte in cert.fingerprint(hashes.SHA256()))
+
+
+def parse_fingerprint(text: str) -> bytes:
+    """The 32 bytes of a SHA-256 fingerprint written as ``sha256:abcd...``, ``AB:CD:...`` or hex.
+
+    Accepts upper or lower case, colons, spaces and an optional ``sha256:``/``SHA256=`` prefix.
+    """
+    cleaned = text.strip().lower()
+    for prefix in ("sha256:", "sha256=", "sha256 fingerprint="):
+        if cleaned.startswith(prefix):
+            cleaned = cleaned[len(prefix) :]
+            break
+    cleaned = re.sub(r"[:\s]", "", cleaned)
+    if not _HEX_RE.fullmatch(cleaned) or len(cleaned) != _SHA256_HEX_LENGTH:
+        raise ValueError(
+            f"not a SHA-256 fingerprint: {text!r}; expected 64 hexadecimal digits, optionally "
+            "with colons and a 'sha256:' prefix"
+        )
+    return bytes.fromhex(cleaned)
+
+
+def fingerprint_matches(cert: x509.Certificate, text: str) -> bool:
+    """True when ``text`` is the SHA-256 fingerprint of ``cert`` (constant-time compare)."""
+    return hmac.compare_digest(cert.fingerprint(hashes.SHA256()), parse_fingerprint(text))
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names of the subjectAltName extension (empty when it has none)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.value.get_values_for_type(x509.DNSName))
+
+
+def common_name(cert: x509.Certificate) -> str | None:
+    """The subject's first commonName, or None."""
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """True when subject equals issuer and the signature verifies with the certificate's own key."""
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def is_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer`` names and signed ``cert`` (helper for chain and rollover checks)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _chain_from(start: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
+    chain = [start]
+    current = start
+    while not is_self_signed(current):
+        issuer = next(
+            (c for c in pool if all(c is not x for x in chain) and is_signed_by(current, c)), None
+        )
+        if issuer is None:
+            break
+        chain.append(issuer)
+        current = issuer
+    return chain
+
+
+def order_certificates(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    """Order certificates leaf first, then each issuer up to the root.
+
+    Why: a certs-only PKCS#7 holds a DER ``SET OF`` certificates, so their order on the wire is
+    the sorted encoding, not issuance order (``cryptography`` sorts them when writing). Callers
+    that want "the issued certificate, then its chain" call this. The longest chain wins;
+    certificates not on it keep their relative order at the end.
+    """
+    pool = list(certs)
+    if len(pool) < 2:
+        return pool
+    issuers_of_others = {
+        id(issuer)
+        for cert in pool
+        for issuer in pool
+        if issuer is not cert and is_signed_by(cert, issuer)
+    }
+    candidates = [cert for cert in pool if id(cert) not in issuers_of_others] or pool
+    best: list[x509.Certificate] = []
+    for candidate in candidates:
+        chain = _chain_from(candidate, pool)
+        if len(chain) > len(best):
+            best = chain
+    return best + [cert for cert in pool if all(cert is not c for c in best)]
+
+
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    """True when basicConstraints says CA:TRUE."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+__all__ = [
+    "FINGERPRINT_PREFIX",
+    "certificates_to_pem",
+    "common_name",
+    "dns_names",
+    "fingerprint_matches",
+    "format_fingerprint",
+    "is_ca_certificate",
+    "is_self_signed",
+    "is_signed_by",
+    "load_pem_certificates",
+    "order_certificates",
+    "parse_fingerprint",
+    "sha256_fingerprint",
+]

@@ -1,0 +1,378 @@
+"""PKCS#10 certificate requests (RFC 2986) as EST carries them (RFC 7030 §4.2).
+
+Why verify the signature ourselves for MD5/SHA-1: ``cryptography`` reports such signatures as
+invalid, which would make a weak-hash CSR indistinguishable from a forged one. We check them with
+the same primitives so the request parses, and :func:`check_csr_policy` then refuses it naming the
+hash, which is the message a device vendor needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import AttributeOID, NameOID, ObjectIdentifier
+
+from . import _asn1
+from .encoding import decode_body, encode_base64_body
+from .errors import CsrError, CsrPolicyError, EncodingError
+from .keys import KeyInfo, PrivateKey, describe_public_key, signature_hash_for
+from .limits import ALLOWED_CURVES, ALLOWED_SIGNATURE_HASHES, MIN_RSA_BITS
+
+# Hashes that no profile may use to *create* a request (RFC 6151, RFC 9155).
+FORBIDDEN_BUILD_HASHES = ("md5", "sha1")
+_LEGACY_VERIFY_HASHES = (hashes.MD5, hashes.SHA1)
+_HASHES_BY_NAME: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+# Universal tags that cryptography can write as CSR attribute values (see its _ASN1Type).
+_WRITABLE_TAGS = {member.value: member for member in _ASN1Type}
+_PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
+_CRITICAL_EXTENSIONS = (x509.BasicConstraints, x509.KeyUsage)
+
+
+def _hash_from(hash_algorithm: hashes.HashAlgorithm | str | None, key: PrivateKey) -> object:
+    if hash_algorithm is None:
+        return signature_hash_for(key)
+    name = hash_algorithm if isinstance(hash_algorithm, str) else hash_algorithm.name
+    name = name.lower().replace("-", "")
+    if name in FORBIDDEN_BUILD_HASHES:
+        raise CsrPolicyError(
+            f"refusing to sign a CSR with {name.upper()}: it is broken for signatures; "
+            f"use one of {', '.join(ALLOWED_SIGNATURE_HASHES)}"
+        )
+    if isinstance(hash_algorithm, hashes.HashAlgorithm):
+        return hash_algorithm
+    if name not in _HASHES_BY_NAME:
+        raise ValueError(
+            f"unknown hash {hash_algorithm!r}; use one of {', '.join(sorted(_HASHES_BY_NAME))}"
+        )
+    return _HASHES_BY_NAME[name]()
+
+
+def _attribute_args(value_der: bytes) -> tuple[bytes, _ASN1Type]:
+    """Split a DER attribute value into what ``add_attribute`` accepts (contents + tag)."""
+    try:
+        header = _asn1.primitive_header(value_der)
+    except _asn1.ASN1_ERRORS:
+        header = None
+    if header is None or header[0] not in _WRITABLE_TAGS:
+        raise ValueError(
+            "extra CSR attribute values must be the DER of one primitive string-like value "
+            "(OCTET STRING, UTF8String, PrintableString, IA5String, ...), because cryptography "
+            f"can only write those; got {value_der[:8].hex()}..."
+        )
+    return header[1], _WRITABLE_TAGS[header[0]]
+
+
+def build_csr(
+    key: PrivateKey,
+    *,
+    common_name: str | None,
+    dns_names: Sequence[str] = (),
+    serial_number: str | None = None,
+    challenge_password: str | None = None,
+    extra_attributes: Sequence[tuple[ObjectIdentifier, bytes]] = (),
+    extensions: Sequence[x509.ExtensionType] = (),
+    hash_algorithm: hashes.HashAlgorithm | str | None = None,
+) -> x509.CertificateSigningRequest:
+    """Build and sign a CSR.
+
+    ``serial_number`` becomes the subject ``serialNumber`` attribute (BCP-003-03 device identity).
+    ``challenge_password`` is the RFC 7030 §3.5 PoP value. ``extra_attributes`` are
+    ``(oid, DER value)`` pairs (e.g. AsymmetricDecryptKeyIdentifier as a DER OCTET STRING).
+    The hash defaults to :func:`signature_hash_for`; MD5 and SHA-1 raise :class:`CsrPolicyError`.
+    """
+    algorithm = _hash_from(hash_algorithm, key)
+    names: list[x509.NameAttribute] = []
+    if common_name is not None:
+        names.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    if serial_number is not None:
+        names.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names))
+    if dns_names:
+        if any(isinstance(ext, x509.SubjectAlternativeName) for ext in extensions):
+            raise ValueError("give DNS names either as dns_names or as a SAN extension, not both")
+        # RFC 5280 §4.2.1.6: the SAN must be critical when the subject is empty.
+        san = x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names])
+        builder = builder.add_extension(san, critical=not names)
+    for extension in extensions:
+        critical = isinstance(extension, _CRITICAL_EXTENSIONS) or (
+            isinstance(extension, x509.SubjectAlternativeName) and not names
+        )
+        builder = builder.add_extension(extension, critical=critical)
+    if challenge_password is not None:
+        # RFC 2985 §5.4.1: DirectoryString, PrintableString preferred when it fits (base64 does).
+        tag = (
+            _ASN1Type.PrintableString
+            if set(challenge_password) <= _PRINTABLE
+            else _ASN1Type.UTF8String
+        )
+        builder = builder.add_attribute(
+            AttributeOID.CHALLENGE_PASSWORD, challenge_password.encode("utf-8"), _tag=tag
+        )
+    for oid, value_der in extra_attributes:
+        contents, tag = _attribute_args(value_der)
+        builder = builder.add_attribute(oid, contents, _tag=tag)
+    return builder.sign(key, algorithm)  # type: ignore[arg-type]
+
+
+def _signature_algorithm_name(csr: x509.CertificateSigningRequest) -> str:
+    oid = csr.signature_algorithm_oid
+    name = getattr(oid, "_name", None)
+    return f"{name} ({oid.dotted_string})" if name and name != "Unknown OID" else oid.dotted_string
+
+
+def _legacy_signature_valid(csr: x509.CertificateSigningRequest, algorithm: object) -> bool:
+    """Verify an MD5/SHA-1 signature that ``cryptography`` declines to check."""
+    public_key = csr.public_key()
+    try:
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(
+                csr.signature, csr.tbs_certrequest_bytes, padding.PKCS1v15(), algorithm
+            )
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(algorithm))
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return True
+
+
+def _hash_name(csr: x509.CertificateSigningRequest) -> str | None:
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except (UnsupportedAlgorithm, ValueError):
+        return None
+    return algorithm.name.lower() if algorithm is not None else None
+
+
+def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """Parse a DER CSR and verify its self-signature (proof the requester holds the key)."""
+    try:
+        csr = x509.load_der_x509_csr(bytes(der))
+    except ValueError as exc:
+        raise CsrError(
+            f"the body is not a valid PKCS#10 CSR ({exc}); send the DER CertificationRequest, "
+            "base64-encoded"
+        ) from None
+    try:
+        valid = csr.is_signature_valid
+        algorithm = None if valid else csr.signature_hash_algorithm
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise CsrPolicyError(
+            f"the CSR is signed with {_signature_algorithm_name(csr)}, which cannot be checked "
+            f"({exc}); sign it with ECDSA or RSA and one of "
+            f"{', '.join(ALLOWED_SIGNATURE_HASHES)}"
+        ) from None
+    if not valid and isinstance(algorithm, _LEGACY_VERIFY_HASHES):
+        valid = _legacy_signature_valid(csr, algorithm)
+    if not valid:
+        raise CsrError(
+            "CSR signature does not verify with its own public key; the request was altered "
+            "or signed with another key: rebuild it with the matching private key"
+        )
+    return csr
+
+
+def decode_csr_body(body: bytes) -> x509.CertificateSigningRequest:
+    """A CSR from an EST body: base64 (RFC 8951), PEM or raw DER."""
+    der, _form = decode_body(body)
+    return parse_csr(der)
+
+
+def encode_csr_body(csr: x509.CertificateSigningRequest) -> bytes:
+    """base64 of the DER CSR, wrapped at 64 columns (the ``application/pkcs10`` body)."""
+    return encode_base64_body(csr.public_bytes(serialization.Encoding.DER))
+
+
+@dataclass(frozen=True)
+class CsrInfo:
+    """What a CSR asks for, in plain values for policy checks, logs and the approval queue."""
+
+    subject: x509.Name
+    common_name: str | None
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    serial_number: str | None
+    key: KeyInfo
+    signature_hash: str | None
+    challenge_password: str | None
+    public_key_sha256: str
+    # estkit addition: the signature algorithm for messages ("ecdsa-with-SHA256 (1.2.840...)").
+    signature_algorithm: str | None = None
+
+
+def _first_text(name: x509.Name, oid: ObjectIdentifier) -> str | None:
+    attrs = name.get_attributes_for_oid(oid)
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
+def csr_attribute_values(csr: x509.CertificateSigningRequest) -> dict[str, list[bytes]]:
+    """Every CSR attribute as ``{dotted OID: [DER value, ...]}``, any ASN.1 type allowed."""
+    try:
+        return dict(_asn1.csr_attributes(csr.tbs_certrequest_bytes))
+    except _asn1.ASN1_ERRORS as exc:
+        raise CsrError(f"the CSR attributes cannot be read ({exc})") from None
+
+
+# DER of the challengePassword OID: when these bytes are absent the attribute cannot be present,
+# which spares the attribute walk (~60 us) for the common CSR without PoP.
+_CHALLENGE_PASSWORD_OID_DER = bytes.fromhex("06092a864886f70d010907")
+
+
+def _challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
+    if _CHALLENGE_PASSWORD_OID_DER not in csr.tbs_certrequest_bytes:
+        return None
+    values = csr_attribute_values(csr).get(AttributeOID.CHALLENGE_PASSWORD.dotted_string)
+    if not values:
+        return None
+    try:
+        text = _asn1.decode_string_value(values[0])
+    except _asn1.ASN1_ERRORS:
+        text = None
+    if text is None:
+        raise CsrError(
+            "the CSR's challengePassword is not a string; it must be a DirectoryString "
+            "holding base64(tls-unique) (RFC 7030 §3.5)"
+        )
+    return text
+
+
+def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
+    """Extract names, key and signature facts; raises :class:`CsrError` for malformed parts."""
+    try:
+        subject = csr.subject
+        extensions = csr.extensions
+        public_key = csr.public_key()
+    except (
+        ValueError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
+        raise CsrError(f"the CSR cannot be read ({exc}); rebuild it with a standard tool") from None
+    try:
+        key = describe_public_key(public_key)
+    except EncodingError as exc:
+        raise CsrPolicyError(str(exc)) from None
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CsrInfo(
+        subject=subject,
+        common_name=_first_text(subject, NameOID.COMMON_NAME),
+        dns_names=dns,
+        ip_addresses=ips,
+        serial_number=_first_text(subject, NameOID.SERIAL_NUMBER),
+        key=key,
+        signature_hash=_hash_name(csr),
+        challenge_password=_challenge_password(csr),
+        public_key_sha256=hashlib.sha256(spki).hexdigest(),
+        signature_algorithm=_signature_algorithm_name(csr),
+    )
+
+
+@dataclass(frozen=True)
+class CsrPolicy:
+    """What a label accepts. Defaults follow BCP-003-01 and the CA/B Forum baseline."""
+
+    key_families: frozenset[str] = field(default_factory=lambda: frozenset({"rsa", "ec"}))
+    min_rsa_bits: int = MIN_RSA_BITS
+    curves: tuple[str, ...] = ALLOWED_CURVES
+    hashes: tuple[str, ...] = ALLOWED_SIGNATURE_HASHES
+    allow_wildcards: bool = False
+    allow_ip_addresses: bool = False
+    require_name: bool = True
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_csr_policy(info: CsrInfo, policy: CsrPolicy) -> None:
+    """Raise :class:`CsrPolicyError` with the first reason ``info`` breaks ``policy``."""
+    family_names = {"rsa": "RSA", "ec": "ECDSA"}
+    if info.key.family not in policy.key_families:
+        allowed = ", ".join(family_names.get(f, f) for f in sorted(policy.key_families))
+        raise CsrPolicyError(
+            f"{family_names.get(info.key.family, info.key.family)} keys are not accepted here; "
+            f"use one of: {allowed}"
+        )
+    if info.key.family == "rsa" and info.key.size < policy.min_rsa_bits:
+        raise CsrPolicyError(
+            f"RSA key of {info.key.size} bits is too small: at least {policy.min_rsa_bits} "
+            "bits required"
+        )
+    if info.key.family == "ec" and info.key.curve not in policy.curves:
+        raise CsrPolicyError(
+            f"elliptic curve {info.key.curve} is not accepted: use one of "
+            f"{', '.join(policy.curves)}"
+        )
+    if info.signature_hash is None or info.signature_hash not in policy.hashes:
+        found = info.signature_hash or info.signature_algorithm or "an unknown algorithm"
+        raise CsrPolicyError(
+            f"CSR signature hash {found} is not accepted: sign the CSR with one of "
+            f"{', '.join(policy.hashes)}"
+        )
+    names = [*info.dns_names, *([info.common_name] if info.common_name else [])]
+    if not policy.allow_wildcards:
+        wild = [name for name in names if "*" in name]
+        if wild:
+            raise CsrPolicyError(
+                f"wildcard name {wild[0]!r} is not allowed: request each host name explicitly"
+            )
+    if not policy.allow_ip_addresses:
+        if info.ip_addresses:
+            raise CsrPolicyError(
+                f"IP address {info.ip_addresses[0]} in subjectAltName is not allowed: use DNS names"
+            )
+        if info.common_name and _is_ip(info.common_name):
+            raise CsrPolicyError(
+                f"IP address {info.common_name} as common name is not allowed: use a DNS name"
+            )
+    if policy.require_name and not info.common_name and not info.dns_names:
+        raise CsrPolicyError(
+            "the CSR has neither a common name nor a DNS subjectAltName: add the host name"
+        )
+
+
+__all__ = [
+    "FORBIDDEN_BUILD_HASHES",
+    "CsrInfo",
+    "CsrPolicy",
+    "build_csr",
+    "check_csr_policy",
+    "csr_attribute_values",
+    "decode_csr_body",
+    "describe_csr",
+    "encode_csr_body",
+    "parse_csr",
+]

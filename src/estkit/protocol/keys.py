@@ -1,0 +1,169 @@
+"""Key generation, description and (de)serialisation for the key types EST peers use.
+
+Why a thin layer over ``cryptography``: the rest of estkit speaks in short key-type names
+(``"p256"``) and human descriptions (``"ECDSA P-256"``) in configs, logs and the CLI, and needs
+one place deciding which hash goes with which key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .errors import EncodingError
+
+PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521")
+
+# 65537 is the only public exponent anyone should use (NIST SP 800-56B, cryptography docs).
+RSA_PUBLIC_EXPONENT = 65537
+
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "p256": ec.SECP256R1(),
+    "p384": ec.SECP384R1(),
+    "p521": ec.SECP521R1(),
+}
+_CURVE_LABELS = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_PEM_MARKER = b"-----BEGIN"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a public key is, for policy checks and for people."""
+
+    family: Literal["rsa", "ec"]
+    size: int
+    curve: str | None
+    description: str
+
+
+def generate_private_key(key_type: str) -> PrivateKey:
+    """A fresh private key of one of :data:`KEY_TYPES`."""
+    normalised = key_type.strip().lower().replace("-", "")
+    if normalised in _CURVES:
+        return ec.generate_private_key(_CURVES[normalised])
+    if normalised.startswith("rsa") and normalised in KEY_TYPES:
+        return rsa.generate_private_key(RSA_PUBLIC_EXPONENT, int(normalised[3:]))
+    raise ValueError(f"unknown key type {key_type!r}; valid types are: {', '.join(KEY_TYPES)}")
+
+
+def describe_public_key(public_key: object) -> KeyInfo:
+    """Describe an RSA or EC public key (``KeyInfo("ec", 256, "secp256r1", "ECDSA P-256")``)."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        bits = public_key.key_size
+        return KeyInfo("rsa", bits, None, f"RSA {bits}")
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = public_key.curve.name
+        label = _CURVE_LABELS.get(curve, curve)
+        return KeyInfo("ec", public_key.curve.key_size, curve, f"ECDSA {label}")
+    raise EncodingError(
+        f"unsupported public key type {type(public_key).__name__}; EST peers here use RSA or "
+        "ECDSA (P-256, P-384, P-521) keys"
+    )
+
+
+def private_key_to_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted (files holding it must be written 0600 by the caller)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def private_key_to_der(key: PrivateKey) -> bytes:
+    """PKCS#8 DER, unencrypted: the ``application/pkcs8`` part of a /serverkeygen reply."""
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_private_key(data: bytes) -> PrivateKey:
+    """Load an unencrypted RSA or EC key from PEM or DER, PKCS#8 or PKCS#1/SEC1."""
+    data = bytes(data)
+    try:
+        if data.lstrip().startswith(_PEM_MARKER):
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        raise EncodingError(
+            "the private key is encrypted with a password; supply an unencrypted key"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise EncodingError(
+            f"cannot load the private key ({exc}); expected an unencrypted RSA or EC key in "
+            "PKCS#8, PKCS#1 or SEC1 form, PEM or DER"
+        ) from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise EncodingError(
+            f"unsupported private key type {type(key).__name__}; use an RSA or ECDSA key"
+        )
+    return key
+
+
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _public_part(value: object) -> object:
+    if isinstance(value, (x509.Certificate, x509.CertificateSigningRequest)):
+        return value.public_key()
+    if hasattr(value, "public_key") and not hasattr(value, "public_bytes"):
+        return value.public_key()  # a private key
+    return value
+
+
+def public_keys_equal(a: object, b: object) -> bool:
+    """True when two keys have the same public part.
+
+    Each side may be a public key, a private key, a certificate or a CSR.
+    """
+    try:
+        return _spki(_public_part(a)) == _spki(_public_part(b))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> bool:
+    """True when ``key`` is the private key for ``cert``'s public key."""
+    return public_keys_equal(key.public_key(), cert.public_key())
+
+
+def signature_hash_for(key: object) -> hashes.HashAlgorithm:
+    """The hash matching the key's strength: SHA-256 for RSA and P-256, SHA-384 for P-384,
+    SHA-512 for P-521 (NIST SP 800-57 Part 1 Table 3 security strengths)."""
+    curve = getattr(key, "curve", None)
+    if curve is not None:
+        if curve.key_size >= 521:
+            return hashes.SHA512()
+        if curve.key_size >= 384:
+            return hashes.SHA384()
+    return hashes.SHA256()
+
+
+__all__ = [
+    "KEY_TYPES",
+    "KeyInfo",
+    "PrivateKey",
+    "PublicKey",
+    "describe_public_key",
+    "generate_private_key",
+    "key_matches_certificate",
+    "load_private_key",
+    "private_key_to_der",
+    "private_key_to_pem",
+    "public_keys_equal",
+    "signature_hash_for",
+]

@@ -1,0 +1,219 @@
+"""The console's pure parts: escaping, certificate search/filter/sort, dashboard figures, and the
+CSRF/origin rules. No server needed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from estkit.console import auth
+from estkit.console.html import Html, esc, tag
+from estkit.console.model import (
+    CertificateQuery,
+    cert_rows,
+    dashboard_stats,
+    filter_certificates,
+    humanize_duration,
+    issued_per_day,
+    refusal_key,
+)
+from estkit.console.views import requests_content
+
+NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
+KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(common_name: str, sans: list[str], not_before: dt.datetime, days: int) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(KEY.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), False)
+        .sign(KEY, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass
+class Record:
+    """Shaped like estkit.ca.store.IssuedRecord (only what the console reads)."""
+
+    serial: str
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    label: str | None
+    key_type: str
+    status: str = "valid"
+    operation: str = "simpleenroll"
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+    certificate_pem: str = ""
+
+
+def _record(serial: str, cn: str, start_days_ago: int, days: int, **kw: Any) -> Record:
+    start = NOW - dt.timedelta(days=start_days_ago)
+    return Record(
+        serial=serial,
+        subject=f"CN={cn}",
+        not_before=start,
+        not_after=start + dt.timedelta(days=days),
+        certificate_pem=_pem(cn, [cn, f"alt-{cn}"], start, days),
+        **kw,
+    )
+
+
+RECORDS = [
+    _record("a1", "cam-1.example", 80, 90, label="nmos", key_type="ECDSA P-256"),
+    _record("b2", "cam-2.example", 10, 90, label="nmos", key_type="RSA 2048"),
+    _record("c3", "mic-1.example", 100, 90, label=None, key_type="ECDSA P-256"),
+    _record("d4", "mic-2.example", 5, 90, label="lab", key_type="ECDSA P-384", status="revoked"),
+]
+
+
+def _serials(query: CertificateQuery) -> list[str]:
+    return [row.record.serial for row in filter_certificates(cert_rows(RECORDS, NOW), query)]
+
+
+def test_search_matches_names_sans_and_serials() -> None:
+    assert _serials(CertificateQuery(q="CAM-")) == ["a1", "b2"]
+    assert _serials(CertificateQuery(q="alt-mic-2")) == ["d4"]
+    assert _serials(CertificateQuery(q="0x0B:2")) == ["b2"]
+    assert _serials(CertificateQuery(q="nothing-like-this")) == []
+
+
+def test_filters_and_expiry_sorting() -> None:
+    assert _serials(CertificateQuery(status="expired")) == ["c3"]
+    assert _serials(CertificateQuery(status="revoked")) == ["d4"]
+    assert _serials(CertificateQuery(status="valid")) == ["a1", "b2"]
+    assert _serials(CertificateQuery(label="nmos", key_type="RSA 2048")) == ["b2"]
+    assert _serials(CertificateQuery(sort="expiry")) == ["c3", "a1", "b2", "d4"]
+    assert _serials(CertificateQuery(sort="-expiry")) == ["d4", "b2", "a1", "c3"]
+
+
+def test_query_parameters_are_validated() -> None:
+    query = CertificateQuery.from_params({"status": "bogus", "sort": "; DROP", "q": " x "})
+    assert (query.status, query.sort, query.q) == ("", "expiry", "x")
+
+
+def test_dashboard_figures() -> None:
+    @dataclass
+    class Event:
+        at: dt.datetime
+        message: str
+        fields: dict = field(default_factory=dict)
+        kind: str = "refused"
+
+    refusals = [
+        Event(
+            NOW - dt.timedelta(hours=1),
+            "RSA key of 1024 bits is too small; use 2048",
+            {"status": 400},
+        ),
+        Event(
+            NOW - dt.timedelta(hours=2),
+            "RSA key of 1024 bits is too small; other hint",
+            {"status": 400},
+        ),
+        Event(NOW - dt.timedelta(days=30), "too old to count", {"status": 403}),
+    ]
+    stats = dashboard_stats(cert_rows(RECORDS, NOW), 3, refusals, [], NOW)
+    assert (stats.pending, stats.valid, stats.revoked, stats.expired) == (3, 2, 1, 1)
+    assert [row.record.serial for row in stats.expiring] == ["a1"]  # 10 days left
+    assert stats.refusals == [("400 · RSA key of 1024 bits is too small", 2)]
+    assert refusal_key(refusals[2]) == "403 · too old to count"
+    days = issued_per_day(cert_rows(RECORDS, NOW), NOW.date(), 14)
+    assert len(days) == 14 and days[-1][0] == NOW.date()
+    assert sum(count for _, count in days) == 2  # b2 (10 days ago) and d4 (5 days ago)
+
+
+def test_humanize_duration() -> None:
+    assert [humanize_duration(s) for s in (5, 300, 7200, 86400 * 3)] == [
+        "5 s",
+        "5 min",
+        "2 h",
+        "3 d",
+    ]
+
+
+def test_markup_in_request_fields_is_escaped() -> None:
+    @dataclass
+    class Pending:
+        id: int = 7
+        created_at: dt.datetime = NOW
+        label: str | None = "<b>lab</b>"
+        operation: str = "simpleenroll"
+        status: str = "pending"
+        common_name: str = '<script>alert("cn")</script>'
+        dns_names: tuple = ('x.example"><img src=x onerror=alert(1)>',)
+        key_type: str = "ECDSA P-256"
+        client_subject: str = "CN=<i>dev</i>"
+        client_issuer: str = "CN=&amp;"
+        client_fingerprint: str = "sha256:00"
+        peer_address: str = "127.0.0.1"
+        requester: str | None = None
+
+    page = requests_content([Pending()], [], NOW, "token")
+    assert "<script>" not in page and "<img" not in page and "<b>lab" not in page
+    assert "&lt;script&gt;alert(&quot;cn&quot;)&lt;/script&gt;" in page
+    assert "CN=&amp;amp;" in page
+    assert 'data-confirm="Reject request #7 for &lt;script&gt;' in page
+
+
+def test_html_helpers() -> None:
+    assert esc("<a href='x'>") == "&lt;a href=&#x27;x&#x27;&gt;"
+    assert esc(Html("<b>ok</b>")) == "<b>ok</b>"
+    assert (
+        tag("input", type="checkbox", checked=True, disabled=False)
+        == '<input type="checkbox" checked>'
+    )
+    assert tag("td", "<x>", data_label='a"b') == '<td data-label="a&quot;b">&lt;x&gt;</td>'
+
+
+@pytest.mark.parametrize(
+    ("origin", "referer", "ok"),
+    [
+        ("https://127.0.0.1:9", None, True),
+        ("https://127.0.0.1:9/", None, True),
+        ("https://127.0.0.1:10", None, False),
+        ("http://127.0.0.1:9", None, False),
+        ("null", "https://127.0.0.1:9/requests", False),
+        (None, "https://127.0.0.1:9/requests", True),
+        (None, "https://evil.example/requests", False),
+        (None, None, False),
+    ],
+)
+def test_origin_rules(origin: str | None, referer: str | None, ok: bool) -> None:
+    assert (auth.origin_problem(origin, referer, "https://127.0.0.1:9") is None) is ok
+
+
+def test_sessions_expire_when_idle() -> None:
+    store = auth.SessionStore(idle_seconds=10, max_seconds=100)
+    from estkit.console.admin_ca import Operator
+
+    session = store.create(Operator("a", "token"), now=0)
+    assert store.get(session.id, now=5) is session
+    assert store.get(session.id, now=14) is session  # idle clock restarted at 5
+    assert store.get(session.id, now=30) is None
+    assert store.get(None) is None
+
+
+def test_csrf_tokens_are_bound_to_the_caller() -> None:
+    guard = auth.CsrfGuard.create()
+    token = guard.token_for("session:one")
+    assert guard.check("session:one", token)
+    assert not guard.check("session:two", token)
+    assert not guard.check("session:one", None)
+    assert not auth.CsrfGuard.create().check("session:one", token)

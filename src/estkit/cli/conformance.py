@@ -1,0 +1,207 @@
+"""``estkit test-server``: run the conformance suite against an EST server.
+
+Only argument parsing and output live here; the suite itself is :mod:`estkit.conformance`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, cast
+
+import click
+from rich.console import Console
+from rich.live import Live
+
+from estkit.cli.output import EXIT_USAGE, console, err_console, fail
+from estkit.conformance import (
+    ALL_CASES,
+    ProgressEvent,
+    Status,
+    SuiteReport,
+    Target,
+    TargetError,
+    UnknownCaseError,
+    run_suite,
+)
+from estkit.conformance.reports import (
+    progress_text,
+    report_to_html,
+    report_to_json,
+    report_to_junit,
+    results_table,
+    summary_text,
+)
+from estkit.fileio import write_file_atomic
+from estkit.protocol import EstProtocolError
+
+_FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+_EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _split_ids(values: tuple[str, ...]) -> list[str] | None:
+    """``--only a --only b,c`` → ``[a, b, c]``; None when not given."""
+    if not values:
+        return None
+    return [item for value in values for item in value.replace(",", " ").split()]
+
+
+def _list_cases(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for case in ALL_CASES:
+        click.echo(f"{case.id:28} {case.requirement:24} {case.profile:5} {case.name}")
+    ctx.exit(0)
+
+
+def _write(path: Path, data: bytes) -> None:
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        write_file_atomic(path, data)
+    except OSError as exc:
+        fail(
+            f"cannot write {path}: {exc.strerror or exc}",
+            "check the directory exists and is writable",
+        )
+
+
+@click.command("test-server")
+@click.option("--ip", "host", required=True, help="Server host name or IP address.")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Server TLS port.")
+@click.option("--label", default=None, help="RFC 7030 label (path segment after /.well-known/est).")
+@click.option(
+    "--cacert",
+    required=True,
+    type=_EXISTING,
+    help="PEM CA certificate(s) the server's /cacerts should return (trust anchor).",
+)
+@click.option(
+    "--cert",
+    "cert",
+    required=True,
+    type=_EXISTING,
+    help="Manufacturer client certificate (PEM, leaf first, CA after).",
+)
+@click.option("--key", "key", required=True, type=_EXISTING, help="Manufacturer private key.")
+@click.option(
+    "--rogue-cert",
+    type=_EXISTING,
+    default=None,
+    help="A rogue client certificate that must be refused "
+    "[default: generated, same names as --cert, new keys].",
+)
+@click.option("--rogue-key", type=_EXISTING, default=None, help="Key of --rogue-cert.")
+@click.option(
+    "--basic",
+    metavar="USER:PASS",
+    default=None,
+    help="Answer an HTTP Basic challenge with these credentials (RFC 7030 servers).",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["nmos", "rfc7030"]),
+    default="nmos",
+    show_default=True,
+    help="nmos: also check BCP-003-03/BCP-003-01; rfc7030: plain EST only.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="ID",
+    help="Run only these case ids (repeat or comma-separate). See --list.",
+)
+@click.option("--junit", type=_FILE, default=None, help="Write a JUnit XML report.")
+@click.option(
+    "--json", "json_path", type=_FILE, default=None, help="Write a JSON report ('-' for stdout)."
+)
+@click.option("--html", type=_FILE, default=None, help="Write an HTML report.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=10.0,
+    show_default=True,
+    help="Seconds per connection.",
+)
+@click.option(
+    "--domain",
+    default="example.com",
+    show_default=True,
+    help="DNS domain for the names in test CSRs.",
+)
+@click.option(
+    "--list",
+    "list_cases",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_list_cases,
+    help="List the case ids and exit.",
+)
+def test_server(
+    host: str,
+    port: int,
+    label: str | None,
+    cacert: Path,
+    cert: Path,
+    key: Path,
+    rogue_cert: Path | None,
+    rogue_key: Path | None,
+    basic: str | None,
+    profile: str,
+    only: tuple[str, ...],
+    junit: Path | None,
+    json_path: Path | None,
+    html: Path | None,
+    timeout: float,
+    domain: str,
+) -> None:
+    """Check an EST server against RFC 7030/8951, BCP-003-03 and BCP-003-01.
+
+    Exit status 0 iff no case failed (warn, skip and n/a do not fail the run).
+    """
+    out = err_console if json_path is not None and str(json_path) == "-" else console
+    try:
+        target = Target.from_files(
+            host=host,
+            port=port,
+            cacert=cacert,
+            cert=cert,
+            key=key,
+            rogue_cert=rogue_cert,
+            rogue_key=rogue_key,
+            label=label,
+            basic=basic,
+            profile=cast(Literal["nmos", "rfc7030"], profile),
+            timeout=timeout,
+            domain=domain,
+        )
+        report = _run(target, _split_ids(only), out)
+    except (TargetError, UnknownCaseError, EstProtocolError) as exc:
+        fail(str(exc), "run 'estkit test-server --list' for the case ids", code=EXIT_USAGE)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    out.print(results_table(report.results))
+    out.print(summary_text(report))
+    if json_path is not None:
+        _write(json_path, report_to_json(report).encode("utf-8"))
+    if junit is not None:
+        _write(junit, report_to_junit(report))
+    if html is not None:
+        _write(html, report_to_html(report).encode("utf-8"))
+    raise SystemExit(report.exit_status)
+
+
+def _run(target: Target, only: list[str] | None, out: Console) -> SuiteReport:
+    counts = {status: 0 for status in Status}
+    with Live(console=out, transient=True, refresh_per_second=10) as live:
+
+        def progress(event: ProgressEvent) -> None:
+            if event.result is not None:
+                counts[event.result.status] += 1
+            else:
+                live.update(progress_text(event, counts))
+
+        return run_suite(target, only=only, progress=progress)

@@ -1,0 +1,433 @@
+"""``estkit nmos``: the NMOS node side of BCP-003-03 from the command line.
+
+Thin on purpose: every command builds a :class:`estkit.nmos.NodeConfig`, hands it to
+:class:`estkit.nmos.NmosNode` / :class:`estkit.nmos.RenewalAgent`, and renders the node's events
+and results with rich (or JSON). No provisioning logic lives here.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from rich.markup import escape
+from rich.table import Table
+
+from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
+from estkit.client.errors import EstError
+from estkit.nmos.agent import RenewalAgent, node_status
+from estkit.nmos.config import (
+    DEFAULT_KEY_TYPES,
+    DiscoverySettings,
+    NodeConfig,
+    ServerSettings,
+    load_node_config,
+)
+from estkit.nmos.discovery import discover_mdns, discover_unicast
+from estkit.nmos.errors import NmosError
+from estkit.nmos.node import NmosNode, NodeEvent
+from estkit.nmos.workflow import WorkflowResult, run_workflow
+from estkit.protocol.certs import dns_names
+from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
+
+# Where `estkit server serve` keeps its demo data (see estkit.cli.server): when it exists in the
+# current directory, the workflow borrows its demo device credentials so that
+# `estkit nmos workflow --ip localhost --port 8443` needs no other flags.
+DEMO_DATA_DIR = Path("estkit-data")
+DEFAULT_OUT_DIR = Path("estkit-node")
+DEFAULT_EST_PORT = 8443
+EXPECTED_ERRORS = (NmosError, EstError, OSError)
+
+_EVENT_STYLE = {
+    "step": ("bold cyan", "→"),
+    "info": ("dim", " ·"),
+    "warning": ("yellow", " !"),
+    "success": ("green", " ✓"),
+    "failure": ("bold red", " ✗"),
+}
+
+EXAMPLE_CONFIG = """\
+# estkit NMOS node configuration (BCP-003-03). Relative paths are relative to this file.
+[est]
+enabled = true            # C2: EST on/off (IS-04 tag urn:x-nmos:tag:certprov follows it)
+auto_renew = true         # C2: automatic renewal on/off
+explicit_trust = true     # C4: trust the EST server for the first /cacerts without validation
+renewal_fraction = 0.8    # C13: renew at 80% of the lifetime (0.5 .. 0.99)
+max_attempts = 5
+check_revocation = true   # C16: CRL distribution points / OCSP
+revocation_check_seconds = 3600
+
+# [server]                # C3: uncomment to configure the EST server by hand (else DNS-SD)
+# host = "est.example.com"
+# port = 443
+# label = "nmos"
+
+[discovery]               # D1-D5: unicast DNS-SD of _nmos-certs._tcp
+# domain = "example.com"  # default: the system's search domain
+# dns_server = "192.0.2.53:53"
+mdns = false              # D1: only if you trust the link
+allow_dev_servers = false # D3: pri >= 100
+
+[node]
+hostnames = ["node1.example.com"]       # CN and DNS SANs (C7)
+key_types = ["rsa2048", "p256"]         # one RSA and one ECDSA certificate
+manufacturer_certificate = "manufacturer/device.pem"
+manufacturer_key = "manufacturer/device.key"
+output_dir = "certs"
+# on_change = "systemctl reload my-nmos-node"   # ESTKIT_CERT, ESTKIT_KEY, ... in the environment
+"""
+
+
+def render_event(event: NodeEvent, *, quiet: bool) -> None:
+    """Progress lines; under --json only warnings and failures, and on stderr."""
+    if quiet and event.kind not in ("warning", "failure"):
+        return
+    style, mark = _EVENT_STYLE.get(event.kind, ("", " ·"))
+    slot = f"{event.slot.upper()}: " if event.slot else ""
+    target = err_console if quiet else console
+    target.print(f"[{style}]{mark}[/] {escape(slot + event.message)}", soft_wrap=True)
+
+
+def _name(name: x509.Name) -> str:
+    """The CN alone when there is one: full RFC 4514 subjects do not fit a terminal table."""
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else name.rfc4514_string()
+
+
+def _certificate_table(result: WorkflowResult) -> Table:
+    table = Table(title="NMOS node certificates", show_lines=True)
+    for column in ("key type", "subject", "SANs", "issuer", "notAfter (UTC)"):
+        table.add_column(column)
+    table.add_column("files", overflow="fold")
+    for outcome in result.certificates:
+        cert: x509.Certificate = outcome.certificate
+        table.add_row(
+            outcome.slot.upper() + (" (renewed)" if outcome.renewed else ""),
+            _name(cert.subject),
+            ", ".join(dns_names(cert)),
+            _name(cert.issuer),
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}",
+            f"{outcome.cert_path}\n{outcome.key_path}",
+        )
+    return table
+
+
+def show_workflow_result(result: WorkflowResult) -> None:
+    console.print(_certificate_table(result))
+    console.print(f"root CA: {result.root_ca}")
+
+
+def _demo_credentials() -> tuple[Path | None, Path | None]:
+    """The demo device credentials of ./estkit-data, when that directory exists."""
+    if not DEMO_DATA_DIR.is_dir():
+        return None, None
+    manufacturer = DEMO_DATA_DIR / "manufacturer"
+    cert, key = manufacturer / "device.pem", manufacturer / "device.key"
+    if cert.is_file() and key.is_file():
+        return cert.absolute(), key.absolute()
+    return None, None
+
+
+def _discovery_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--domain", help="DNS domain to browse (default: system search domain)."),
+            click.option("--dns-server", metavar="HOST[:PORT]", help="Ask this DNS server only."),
+            click.option("--mdns", is_flag=True, help="Browse mDNS instead (D1: opt-in only)."),
+            click.option(
+                "--allow-dev-servers", is_flag=True, help="Also use adverts with pri >= 100 (D3)."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def nmos() -> None:
+    """NMOS node (BCP-003-03): discovery, provisioning workflow, renewal agent."""
+
+
+@nmos.command()
+@click.option("--ip", "host", metavar="HOST", help="EST server host (else discover by DNS-SD).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_EST_PORT, show_default=True)
+@click.option("--discover", is_flag=True, help="Find the server by DNS-SD (the default).")
+@_discovery_options
+@click.option("--label", help="EST label (/.well-known/est/LABEL/...).")
+@click.option(
+    "--cacert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the root CA [default: OUT_DIR/root-ca.pem].",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Manufacturer certificate [default: ./estkit-data demo device, if present].",
+)
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key.")
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Name for CN and SAN (repeatable) [default: this machine's FQDN].",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT_DIR,
+    show_default=True,
+)
+@click.option(
+    "--max-attempts", type=click.IntRange(1, 100), default=DEFAULT_MAX_ATTEMPTS, show_default=True
+)
+@click.option("--no-renew", is_flag=True, help="Skip the renewal demonstration.")
+@click.option(
+    "--require-server-validation",
+    is_flag=True,
+    help="Disable explicit trust (C4): the server must verify against --cacert.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@friendly_errors(*EXPECTED_ERRORS)
+def workflow(
+    host: str | None,
+    port: int,
+    discover: bool,
+    domain: str | None,
+    dns_server: str | None,
+    mdns: bool,
+    allow_dev_servers: bool,
+    label: str | None,
+    cacert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    hostnames: Sequence[str],
+    out_dir: Path,
+    max_attempts: int,
+    no_renew: bool,
+    require_server_validation: bool,
+    as_json: bool,
+) -> None:
+    """Get the root CA, an RSA and an ECDSA certificate, and renew them once (the prototype's
+    workflow, BCP-003-03 C4-C13)."""
+    if host and discover:
+        fail("--ip and --discover exclude each other", "give one of them", code=2)
+    if (cert is None) != (key is None):
+        fail("--cert and --key go together", "pass both, or neither to use the demo device", code=2)
+    if cert is None:
+        cert, key = _demo_credentials()
+        if cert is not None and not as_json:
+            console.print(f"[dim]using the demo device credentials of ./{DEMO_DATA_DIR}[/]")
+    if require_server_validation and (cacert is None or not cacert.is_file()):
+        fail(
+            "--require-server-validation needs --cacert with the root CA to validate against",
+            "pass --cacert PEM (e.g. estkit-data/ca/root.pem)",
+            code=2,
+        )
+    out_dir = out_dir.absolute()
+    config = NodeConfig(
+        output_dir=out_dir,
+        root_ca_file=cacert.absolute() if cacert else None,
+        hostnames=tuple(hostnames) or (socket.getfqdn(),),
+        manufacturer_certificate=cert,
+        manufacturer_key=key,
+        key_types=DEFAULT_KEY_TYPES,
+        explicit_trust=not require_server_validation,
+        max_attempts=max_attempts,
+        server=ServerSettings(host=host, port=port, label=label) if host else ServerSettings(),
+        discovery=DiscoverySettings(
+            domain=domain, dns_server=dns_server, mdns=mdns, allow_dev_servers=allow_dev_servers
+        ),
+    )
+    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=as_json))
+    try:
+        result = run_workflow(node, renew=not no_renew)
+    except NmosError as exc:
+        fail(f"NMOS workflow failed: {exc}", exc.hint)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        show_workflow_result(result)
+
+
+@nmos.command()
+@_discovery_options
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors(*EXPECTED_ERRORS)
+def discover(
+    domain: str | None, dns_server: str | None, mdns: bool, allow_dev_servers: bool, as_json: bool
+) -> None:
+    """List the EST servers advertised by DNS-SD, in the order a node tries them (D1-D5)."""
+    if mdns:
+        result = discover_mdns(allow_dev_servers=allow_dev_servers)
+    else:
+        result = discover_unicast(
+            domain, dns_server=dns_server, allow_dev_servers=allow_dev_servers
+        )
+    if as_json:
+        print_json(
+            {
+                "domain": result.domain,
+                "servers": [
+                    {
+                        "instance": advert.instance,
+                        "host": advert.host,
+                        "port": advert.port,
+                        "priority": advert.priority,
+                        "label": advert.label,
+                        "addresses": list(advert.addresses),
+                        "url": advert.est_url,
+                        "source": advert.source,
+                    }
+                    for advert in result.adverts
+                ],
+                "warnings": result.warnings,
+            }
+        )
+        return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    table = Table(title=f"EST servers ({result.domain})")
+    for column in ("#", "pri", "URL", "addresses", "instance"):
+        table.add_column(column)
+    for index, advert in enumerate(result.adverts, 1):
+        table.add_row(
+            str(index),
+            str(advert.priority),
+            advert.est_url,
+            ", ".join(advert.addresses),
+            advert.instance,
+        )
+    console.print(table)
+
+
+def _load(config_path: Path) -> NodeConfig:
+    return load_node_config(config_path)
+
+
+@contextmanager
+def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
+    """SIGTERM/SIGINT finish the current step and leave the loop (the state file is saved)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame: object) -> None:
+        err_console.print(f"[dim]{signal.Signals(signum).name}: stopping after the current step[/]")
+        agent.stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@nmos.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
+)
+@click.option("--once", is_flag=True, help="Do what is due now, then exit (for cron/timers).")
+@friendly_errors(*EXPECTED_ERRORS)
+def agent(config_path: Path, once: bool) -> None:
+    """Keep the node's root CA and certificates valid (renewal agent, C2-C17)."""
+    config = _load(config_path)
+    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=False))
+    runner = RenewalAgent(node)
+    if once:
+        step = runner.run_once()
+        for action in step.actions:
+            console.print(f"[green]done:[/] {action}")
+        when = step.next_at.isoformat() if step.next_at else "nothing scheduled"
+        console.print(f"next: {node.store.load_state().get('next_action')} at {when}")
+        if step.errors:
+            fail(step.errors[-1], "see `estkit nmos status --config ...` and the messages above")
+        return
+    console.print(f"[bold]estkit nmos agent[/] ({config_path}); SIGTERM or Ctrl-C stops it")
+    with _stop_on_signals(runner):
+        runner.run()
+    console.print("agent stopped; state saved")
+
+
+def _status_table(status: dict[str, Any]) -> Table:
+    table = Table(title="NMOS node certificates")
+    for column in ("key type", "state", "subject", "notAfter", "renew at", "failures", "file"):
+        table.add_column(column)
+    for entry in status["certificates"]:
+        table.add_row(
+            entry["key_type"],
+            entry["state"] + (" (pending approval)" if entry["pending_approval"] else ""),
+            entry.get("subject") or "-",
+            entry.get("not_after") or "-",
+            entry.get("renew_at") or "-",
+            str(entry["failures"]),
+            entry["certificate"],
+        )
+    return table
+
+
+@nmos.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
+)
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors(*EXPECTED_ERRORS)
+def status(config_path: Path, as_json: bool) -> None:
+    """Certificates, expiry, next action, last error and the IS-04 tag (C17). Offline."""
+    config = _load(config_path)
+    info = node_status(NmosNode(config))
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"EST enabled: {info['est_enabled']}   automatic renewal: {info['auto_renew']}")
+    root = info["root_ca"]
+    if root:
+        console.print(f"root CA: {root['subject']} until {root['not_after']} ({root['path']})")
+    else:
+        console.print("root CA: [yellow]not installed[/]")
+    console.print(_status_table(info))
+    console.print(f"next action: {info['next_action'] or '-'} at {info['next_action_at'] or '-'}")
+    if info["last_error"]:
+        console.print(f"last error ({info['last_error_at']}): [red]{info['last_error']}[/]")
+    console.print(f"manufacturer certificate: {info['manufacturer_certificate']['state']}")
+    console.print(f"IS-04 tags: {info['tags']}")
+
+
+@nmos.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--ca", "ca_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@friendly_errors(*EXPECTED_ERRORS)
+def install(
+    config_path: Path, ca_path: Path, cert_path: Path | None, key_path: Path | None
+) -> None:
+    """Install a root CA, and optionally a TLS certificate + key, by hand (C6)."""
+    from estkit.nmos.install import install_by_hand
+
+    if (cert_path is None) != (key_path is None):
+        fail("--cert and --key go together", "pass both or neither", code=2)
+    config = _load(config_path)
+    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=False))
+    installed = install_by_hand(node, ca_path, cert_path, key_path)
+    for line in installed:
+        console.print(f"[green]installed:[/] {line}")
+
+
+@nmos.command("config-example")
+def config_example() -> None:
+    """Print an example node.toml to start from."""
+    click.echo(EXAMPLE_CONFIG, nl=False)
+
+
+__all__ = ["EXPECTED_ERRORS", "nmos", "render_event", "show_workflow_result"]

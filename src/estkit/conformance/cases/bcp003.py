@@ -1,0 +1,264 @@
+"""BCP-003-03 EST server cases (IDs S… and C… of shared/reference/bcp-003-03-digest.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+from estkit.conformance import chains
+from estkit.conformance.cases._common import baseline_or_skip
+from estkit.conformance.model import Outcome, failed, passed, skipped, warned
+from estkit.conformance.session import (
+    CLIENT_AUTH,
+    NOT_OFFERED_STATUSES,
+    SERVER_AUTH,
+    Session,
+    describe_refusal,
+    has_eku,
+)
+from estkit.conformance.transport import Exchange
+from estkit.protocol import PKCS10, common_name, describe_csr, dns_names, public_keys_equal
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a notBefore may be before clients with a slightly slow clock choke."""
+
+MAX_SANE_VALIDITY = timedelta(days=825)
+"""Longest leaf validity web PKI ever allowed (CA/B Forum until 2020); longer draws a warning."""
+
+
+EKU_NAMES = {SERVER_AUTH: "serverAuth", CLIENT_AUTH: "clientAuth"}
+
+
+def _eku_names(cert: x509.Certificate) -> list[str] | None:
+    usages = chains.extended_key_usages(cert)
+    if usages is None:
+        return None
+    return [EKU_NAMES.get(oid, oid.dotted_string) for oid in usages]
+
+
+def tls_refusal(exchange: Exchange) -> str | None:
+    """How the TLS layer refused the request, or None if it did not."""
+    if exchange.status is not None:
+        return None
+    if exchange.error_kind == "tls":
+        return f"refused at the TLS layer ({exchange.error})"
+    if exchange.error_kind == "http" and exchange.tls_version == "TLSv1.3":
+        return (
+            "the connection was closed without an HTTP answer right after the TLS 1.3 handshake "
+            "(how a TLS 1.3 server refuses a client certificate)"
+        )
+    return None
+
+
+def no_http_auth_challenge(session: Session) -> Outcome:
+    probes = [
+        session.request(
+            "POST",
+            session.path("simpleenroll"),
+            body=session.csr_body(session.spare_key("ecdsa"), "no-auth")[1],
+            content_type=PKCS10,
+            answer_challenge=False,
+        ),
+        session.request("GET", session.path("cacerts"), answer_challenge=False),
+    ]
+    challenges = [ex for ex in (*probes, *session.challenges) if ex.header("www-authenticate")]
+    evidence: dict[str, object] = {}  # the probes are in the "exchanges" evidence
+    if not challenges and all(ex.status is None for ex in probes):
+        return skipped(f"no HTTP answer to inspect: {probes[0].describe()}", **evidence)
+    if challenges:
+        first = challenges[0]
+        return failed(
+            f"S5: the server requested HTTP authentication ({first.describe()}, "
+            f"WWW-Authenticate: {' | '.join(first.headers_named('www-authenticate'))}); "
+            "an NMOS EST server must "
+            "authenticate clients by TLS certificate only",
+            challenges=[ex.evidence() for ex in challenges],
+            **evidence,
+        )
+    return passed("no 401 / WWW-Authenticate challenge seen", **evidence)
+
+
+def no_cert_without_client_auth(session: Session) -> Outcome:
+    _baseline, skip = baseline_or_skip(session)
+    if skip:
+        return skip
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=session.csr_source(session.spare_key("ecdsa"), "anonymous"),
+        content_type=PKCS10,
+        answer_challenge=False,
+        settings=session.refusal_settings(),
+    )
+    evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
+    if exchange.status == 200:
+        return failed(
+            "S3: the server issued a certificate to a client that presented no client "
+            "certificate (and no other credentials)",
+            **evidence,
+        )
+    if exchange.status == 202:
+        return passed("deferred for manual approval (S4) rather than issued", **evidence)
+    if refusal := tls_refusal(exchange):
+        return passed(refusal, **evidence)
+    if exchange.status is not None and 400 <= exchange.status < 500:
+        return passed(f"refused with {exchange.status} {exchange.reason}", **evidence)
+    return failed(
+        f"S3, T5: expected a refusal (4xx) without client authentication: "
+        f"{describe_refusal(exchange)}",
+        **evidence,
+    )
+
+
+def rogue_client_refused(session: Session) -> Outcome:
+    _baseline, skip = baseline_or_skip(session)
+    if skip:
+        return skip
+    rogue, generated = session.rogue()
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=session.csr_source(session.spare_key("ecdsa"), "rogue"),
+        content_type=PKCS10,
+        identity=rogue,
+        answer_challenge=False,
+        settings=session.refusal_settings(),
+    )
+    origin = "generated (same names, new keys)" if generated else "given with --rogue-cert"
+    evidence = {
+        "rogue": [chains.summary(c) for c in rogue.chain],
+        "rogue_origin": origin,
+    }
+    if exchange.status == 200:
+        return failed(
+            "S3: the server issued a certificate to a client presenting a rogue manufacturer "
+            f"certificate ({origin}); it must verify the client certificate's signature "
+            "against its trusted manufacturer CAs",
+            **evidence,
+        )
+    if refusal := tls_refusal(exchange):
+        return passed(f"rogue certificate {refusal}", **evidence)
+    if exchange.status == 202:
+        return passed("rogue certificate deferred for manual approval (S4)", **evidence)
+    if exchange.status is not None and 400 <= exchange.status < 500:
+        return passed(f"rogue certificate refused with {exchange.status}", **evidence)
+    return failed(f"S3: expected a refusal: {describe_refusal(exchange)}", **evidence)
+
+
+def eku_server_client(session: Session) -> Outcome:
+    issued = session.issued()
+    if not issued:
+        return skipped("no certificate was issued (see enroll-rsa / enroll-ecdsa)")
+    problems: list[str] = []
+    for title, cert in issued:
+        missing = [
+            label
+            for label, oid in (("serverAuth", SERVER_AUTH), ("clientAuth", CLIENT_AUTH))
+            if not has_eku(cert, oid)
+        ]
+        if missing:
+            problems.append(f"{title} lacks {' and '.join(missing)}")
+    evidence = {"certificates": {title: _eku_names(cert) for title, cert in issued}}
+    if problems:
+        return failed(
+            "S7: issued certificates must carry EKU serverAuth and clientAuth: "
+            + "; ".join(problems),
+            **evidence,
+        )
+    return passed(f"{len(issued)} issued certificate(s) carry serverAuth + clientAuth", **evidence)
+
+
+def rsa_and_ecdsa(session: Session) -> Outcome:
+    rsa, ecdsa = session.enroll("rsa"), session.enroll("ecdsa")
+    evidence = {"rsa": rsa.evidence(), "ecdsa": ecdsa.evidence()}
+    missing = [i.title + f": {i.problem}" for i in (rsa, ecdsa) if not i.ok and not i.deferred]
+    deferred = [i.title for i in (rsa, ecdsa) if i.deferred]
+    if deferred and not missing:
+        return skipped(f"cannot tell: {', '.join(deferred)} deferred for approval (S4)", **evidence)
+    if missing:
+        return failed(
+            "S6: the server must issue certificates for both RSA and ECDSA keys; not issued: "
+            + "; ".join(missing),
+            **evidence,
+        )
+    return passed("certificates issued for both an RSA and an ECDSA key", **evidence)
+
+
+def _match_problems(
+    title: str, cert: x509.Certificate, csr: x509.CertificateSigningRequest, now: datetime
+) -> tuple[list[str], list[str]]:
+    """(problems, notes) of one issued certificate against the CSR it answered."""
+    problems: list[str] = []
+    notes: list[str] = []
+    info = describe_csr(csr)
+    if not public_keys_equal(cert.public_key(), csr.public_key()):
+        problems.append(f"E2: {title}: the certificate's key is not the CSR's")
+    cert_cn, cert_dns = common_name(cert), dns_names(cert)
+    if info.common_name and cert_cn != info.common_name:
+        problems.append(f"C9: {title}: CN {cert_cn!r} differs from the CSR's {info.common_name!r}")
+    missing = [name for name in info.dns_names if name not in cert_dns]
+    if missing:
+        problems.append(f"C9: {title}: SAN lacks the requested {', '.join(missing)}")
+    if cert_cn and cert_cn not in cert_dns:
+        notes.append(f"T4: {title}: SAN does not contain the CN {cert_cn}")
+    if cert.version is not x509.Version.v3:
+        problems.append(f"T4: {title}: certificate is {cert.version.name}, not X.509 v3")
+    if cert.not_valid_before_utc > now + CLOCK_SKEW:
+        problems.append(f"C9: {title}: notBefore {cert.not_valid_before_utc} is in the future")
+    if cert.not_valid_after_utc <= now:
+        problems.append(f"C9: {title}: already expired ({cert.not_valid_after_utc})")
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    if lifetime > MAX_SANE_VALIDITY:
+        notes.append(f"C9: {title}: validity of {lifetime.days} days is unusually long")
+    return problems, notes
+
+
+def issued_matches_csr(session: Session) -> Outcome:
+    operations = (
+        session.enroll("rsa"),
+        session.enroll("ecdsa"),
+        session.reenroll("rsa"),
+        session.reenroll("ecdsa"),
+    )
+    checked = [
+        (op.title, op.certificate, op.csr)
+        for op in operations
+        if op.certificate is not None and op.csr is not None
+    ]
+    if not checked:
+        return skipped("no certificate was issued (see enroll-rsa / enroll-ecdsa)")
+    problems: list[str] = []
+    notes: list[str] = []
+    for title, cert, csr in checked:
+        found, noted = _match_problems(title, cert, csr, session.now())
+        problems += found
+        notes += noted
+    evidence = {"certificates": {title: chains.summary(cert) for title, cert, _csr in checked}}
+    if problems:
+        return failed("; ".join(problems), **evidence)
+    if notes:
+        return warned("; ".join(notes), **evidence)
+    return passed(
+        f"{len(checked)} certificate(s) match their CSR's key, CN and SAN with a sane validity",
+        **evidence,
+    )
+
+
+def serverkeygen_offered(session: Session) -> Outcome:
+    issuance = session.serverkeygen()
+    exchange = issuance.exchange
+    evidence = {"issuance": issuance.evidence()}
+    if exchange is None:
+        return failed(f"S1: /serverkeygen was not reached: {issuance.problem}", **evidence)
+    if exchange.status in NOT_OFFERED_STATUSES:
+        return warned(f"S1: /serverkeygen SHOULD be offered; got {exchange.status}", **evidence)
+    if exchange.status == 200:
+        return passed("/serverkeygen is offered", **evidence)
+    if issuance.deferred:
+        return passed("/serverkeygen is offered (the request was deferred)", **evidence)
+    return failed(
+        f"S1, S8: /serverkeygen refused the manufacturer-authenticated request: "
+        f"{describe_refusal(exchange)}",
+        **evidence,
+    )

@@ -1,0 +1,512 @@
+"""RFC 7030 / RFC 8951 cases (requirement IDs E… of shared/reference/rfc7030-checklist.md)."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from estkit.conformance import chains
+from estkit.conformance.cases._common import baseline_or_skip, encoding_problems, judge_refusal
+from estkit.conformance.model import (
+    Outcome,
+    Status,
+    failed,
+    not_applicable,
+    passed,
+    skipped,
+    warned,
+)
+from estkit.conformance.session import (
+    CLIENT_AUTH,
+    NOT_OFFERED_STATUSES,
+    Issuance,
+    Session,
+    describe_refusal,
+    has_eku,
+)
+from estkit.conformance.transport import TLS12_ONLY, Exchange
+from estkit.protocol import (
+    ALLOWED_CURVES,
+    CSRATTRS,
+    MIN_RSA_BITS,
+    MULTIPART_MIXED,
+    PKCS7_CERTS_ONLY,
+    PKCS7_MIME,
+    PKCS10,
+    challenge_password_for,
+    classify_ca_certificates,
+    describe_public_key,
+    encode_base64_body,
+    is_self_signed,
+    key_matches_certificate,
+    parse_retry_after,
+    tls_unique_for,
+)
+
+OVERSIZED_REQUEST_BYTES = 1024 * 1024 + 1
+"""Larger than any CSR could be by three orders of magnitude (a CSR is 0.5-2 KiB), and just above
+aiohttp's and many proxies' 1 MiB default: a server that still reads it has no size limit (T5)."""
+
+CaseFunction = Callable[[Session], Outcome]
+
+UNKNOWN_LABEL = "estkit-conformance-no-such-label"
+MALFORMED_BASE64 = b"MIIB!!this is*not@base64%%\n"
+
+
+def _certificate_message(issuance: Issuance) -> str:
+    assert issuance.certificate is not None
+    key = describe_public_key(issuance.certificate.public_key())
+    return f"issued {key.description} certificate {chains.name(issuance.certificate)}"
+
+
+def _issuance_outcome(issuance: Issuance, requirement: str) -> Outcome:
+    evidence = {"issuance": issuance.evidence()}
+    if issuance.ok:
+        return passed(_certificate_message(issuance), **evidence)
+    if issuance.deferred:
+        return warned(
+            f"E8, S4: the server deferred the request for approval: {issuance.problem}", **evidence
+        )
+    return failed(f"{requirement}: {issuance.title} failed: {issuance.problem}", **evidence)
+
+
+def enroll(kind: str) -> CaseFunction:
+    def run(session: Session) -> Outcome:
+        return _issuance_outcome(session.enroll(kind), "E2, S3, S6")
+
+    run.__doc__ = f"/simpleenroll of an {kind.upper()} CSR with the manufacturer certificate"
+    return run
+
+
+def reenroll(kind: str) -> CaseFunction:
+    def run(session: Session) -> Outcome:
+        base = session.enroll(kind)
+        if not base.ok:
+            return skipped(
+                f"no {kind.upper()} certificate was issued to re-enroll with "
+                f"(see enroll-{kind}: {base.problem})"
+            )
+        renewal = session.reenroll(kind)
+        if renewal.ok:
+            return passed(_certificate_message(renewal), issuance=renewal.evidence())
+        assert base.certificate is not None
+        if not has_eku(base.certificate, CLIENT_AUTH) and not renewal.deferred:
+            return skipped(
+                "blocked: the issued certificate lacks the clientAuth EKU, so it cannot "
+                "authenticate a TLS client (S7; see eku-server-client); "
+                f"re-enrollment failed: {renewal.problem}",
+                issuance=renewal.evidence(),
+            )
+        return _issuance_outcome(renewal, "E3, C13")
+
+    return run
+
+
+def cacerts_root(session: Session) -> Outcome:
+    fetched = session.cacerts()
+    evidence: dict[str, object] = {}
+    if not fetched.certificates:
+        return failed(f"E1: {fetched.problem or 'no certificates in /cacerts'}")
+    certs = fetched.certificates
+    cset = classify_ca_certificates(certs)
+    evidence["cacerts"] = cset.describe()
+    if cset.current_root is None:
+        return failed("E1: /cacerts holds no self-signed root CA certificate", **evidence)
+    given = [c for c in session.target.trust_anchors if is_self_signed(c)] or list(
+        session.target.trust_anchors
+    )
+    matched = [c for c in given if chains.contains(certs, c)]
+    evidence["cacert_given"] = [chains.summary(c) for c in given]
+    if not matched:
+        return failed(
+            "E1, C5: no certificate given with --cacert is among those /cacerts returned "
+            f"(compared as certificates): /cacerts root is {chains.name(cset.current_root)} "
+            f"{chains.summary(cset.current_root)['fingerprint']}",
+            **evidence,
+        )
+    leaf = fetched.exchange.peer_certificate
+    if leaf is None:
+        return failed("S2: the server presented no TLS certificate", **evidence)
+    chain, problem = chains.chain_to_root(leaf, certs)
+    evidence["server_chain"] = [chains.name(c) for c in chain]
+    if problem:
+        return failed(
+            "E1, C5: the server's own TLS certificate does not chain to a root returned by "
+            f"/cacerts, so a client trusting /cacerts cannot verify it: {problem}",
+            **evidence,
+        )
+    note = ""
+    if not chains.contains(matched, cset.current_root):
+        note = (
+            f"; the --cacert root is older than the current root {chains.name(cset.current_root)}"
+            " (root rollover in progress)"
+        )
+    return passed(
+        f"/cacerts returns the current root {chains.name(cset.current_root)}, the --cacert root, "
+        f"and the server's TLS chain anchors in it{note}",
+        **evidence,
+    )
+
+
+def cacerts_chain(session: Session) -> Outcome:
+    fetched = session.cacerts()
+    if not fetched.certificates:
+        return failed(f"E1: {fetched.problem or 'no certificates in /cacerts'}")
+    certs = fetched.certificates
+    problems: list[str] = []
+    for cert in certs:
+        if not is_self_signed(cert):
+            _chain, problem = chains.chain_to_root(cert, certs)
+            if problem:
+                problems.append(f"{chains.name(cert)}: {problem}")
+    issued = [session.enroll("rsa"), session.enroll("ecdsa")]
+    checked: list[str] = []
+    for issuance in issued:
+        if issuance.certificate is None:
+            continue
+        chain, problem = chains.chain_to_root(issuance.certificate, certs)
+        checked.append(" → ".join(chains.name(c) for c in chain))
+        if problem:
+            problems.append(f"certificate from {issuance.title}: {problem}")
+    evidence = {"cacerts": [chains.name(c) for c in certs], "issued_chains": checked}
+    if problems:
+        return failed(
+            "E1: /cacerts does not hold every certificate needed to build the chains: "
+            + "; ".join(problems),
+            **evidence,
+        )
+    scope = "issued certificates" if checked else "its own certificates (nothing was issued)"
+    return passed(f"/cacerts completes the chains of {scope} up to a root", **evidence)
+
+
+def response_encoding(session: Session) -> Outcome:
+    checks: list[tuple[str, str, Exchange]] = []
+    fetched = session.cacerts()
+    if fetched.exchange.status == 200:
+        checks.append(("cacerts", PKCS7_MIME, fetched.exchange))
+    attrs = session.csrattrs()
+    if attrs.exchange.status == 200:
+        checks.append(("csrattrs", CSRATTRS, attrs.exchange))
+    for issuance in (session.enroll("rsa"), session.enroll("ecdsa"), session.reenroll("ecdsa")):
+        if issuance.exchange is not None and issuance.exchange.status == 200:
+            checks.append((issuance.title, PKCS7_CERTS_ONLY, issuance.exchange))
+    keygen = session.serverkeygen()
+    if keygen.exchange is not None and keygen.exchange.status == 200:
+        checks.append(("serverkeygen", MULTIPART_MIXED, keygen.exchange))
+    if not checks:
+        return failed("E1: no successful response to check (even /cacerts failed)")
+    problems: list[str] = []
+    notes: list[str] = []
+    evidence: dict[str, object] = {}
+    for title, expected, exchange in checks:
+        found, noted = encoding_problems(exchange, expected, requirement="E1/E2/E4/E5")
+        problems += found
+        notes += noted
+        evidence[title] = exchange.content_type
+    if problems:
+        return failed("; ".join(problems), checked=evidence, notes=notes)
+    if notes:
+        return warned("; ".join(notes), checked=evidence)
+    return passed(
+        f"{len(checks)} responses have the right media type and a base64 body", checked=evidence
+    )
+
+
+def csrattrs(session: Session) -> Outcome:
+    fetched = session.csrattrs()
+    exchange = fetched.exchange
+    evidence = {"response": exchange.evidence()}
+    if exchange.status in (204, 404):
+        return passed(f"no CSR attributes ({exchange.status}, allowed by E4)", **evidence)
+    if exchange.status != 200:
+        return failed(f"E4: /csrattrs must answer 200, 204 or 404: {describe_refusal(exchange)}")
+    problems, notes = encoding_problems(exchange, CSRATTRS, requirement="E4")
+    if fetched.problem or problems:
+        return failed(
+            "E4: " + "; ".join([*problems, fetched.problem or ""]).strip("; "), **evidence
+        )
+    assert fetched.attrs is not None
+    evidence["attributes"] = fetched.attrs.describe()
+    if fetched.warnings or notes:
+        return warned(
+            "E4: /csrattrs parsed with remarks: " + "; ".join([*fetched.warnings, *notes]),
+            **evidence,
+        )
+    return passed("CsrAttrs parse: " + "; ".join(fetched.attrs.describe()), **evidence)
+
+
+def serverkeygen_key(session: Session) -> Outcome:
+    issuance = session.serverkeygen()
+    exchange = issuance.exchange
+    evidence = {"issuance": issuance.evidence()}
+    if exchange is not None and exchange.status in NOT_OFFERED_STATUSES:
+        return not_applicable(f"/serverkeygen is not offered ({exchange.status})", **evidence)
+    if issuance.deferred:
+        return skipped(f"deferred for approval (S4), no key to check: {issuance.problem}")
+    result = issuance.keygen
+    if result is None:
+        return failed(f"E5, S8: /serverkeygen failed: {issuance.problem}", **evidence)
+    if result.encrypted:
+        return failed(
+            "E5, S8: the private key came back encrypted though the request did not ask for "
+            "encryption (no DecryptKeyIdentifier attribute)",
+            **evidence,
+        )
+    if result.private_key is None or issuance.certificate is None:
+        return failed(f"E5: {issuance.problem}", **evidence)
+    key = describe_public_key(issuance.certificate.public_key())
+    evidence["key"] = key.description
+    if not key_matches_certificate(result.private_key, issuance.certificate):
+        return failed("E5: the returned private key does not match the certificate", **evidence)
+    weak = (key.family == "rsa" and key.size < MIN_RSA_BITS) or (
+        key.family == "ec" and key.curve not in ALLOWED_CURVES
+    )
+    remarks = list(result.warnings)
+    if weak:
+        remarks.append(f"S8: generated key {key.description} is weaker than recommended")
+    if remarks:
+        return warned("; ".join(remarks), **evidence)
+    return passed(f"returned {key.description} private key matches the certificate", **evidence)
+
+
+def unknown_label(session: Session) -> Outcome:
+    label = f"{UNKNOWN_LABEL}-{session.token}"
+    exchange = session.request("GET", session.path("cacerts", label=label))
+    evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
+    if exchange.status == 404:
+        return passed("unknown label answered 404", **evidence)
+    if exchange.status is not None and 400 <= exchange.status < 500:
+        return warned(f"E7: unknown label answered {exchange.status}, expected 404", **evidence)
+    return failed(f"E7: unknown label must answer 404: {describe_refusal(exchange)}", **evidence)
+
+
+def wrong_method(session: Session) -> Outcome:
+    _baseline, skip = baseline_or_skip(session)
+    if skip:
+        return skip
+    exchange = session.request(
+        "GET", session.path("simpleenroll"), identity=session.target.manufacturer
+    )
+    return judge_refusal(
+        exchange, requirement="E2, E10", what="GET on /simpleenroll", preferred=frozenset({405})
+    )
+
+
+def wrong_content_type(session: Session) -> Outcome:
+    baseline, skip = baseline_or_skip(session)
+    if skip or baseline is None:
+        return skip or skipped("no baseline")
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=session.csr_source(session.spare_key(baseline.kind), "refused"),
+        content_type="text/plain",
+        identity=session.target.manufacturer,
+        settings=session.enroll_settings(),
+    )
+    return judge_refusal(
+        exchange,
+        requirement="E2, E16",
+        what="a CSR sent as text/plain instead of application/pkcs10",
+        preferred=frozenset({415}),
+    )
+
+
+def malformed_base64(session: Session) -> Outcome:
+    _baseline, skip = baseline_or_skip(session)
+    if skip:
+        return skip
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=MALFORMED_BASE64,
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+    )
+    return judge_refusal(
+        exchange,
+        requirement="E15, T5",
+        what="a body that is not base64",
+        preferred=frozenset({400}),
+    )
+
+
+def corrupt_signature(csr: x509.CertificateSigningRequest) -> bytes:
+    """The CSR's DER with the last byte of its signature flipped (the structure stays valid)."""
+    der = bytearray(csr.public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01
+    corrupted = x509.load_der_x509_csr(bytes(der))
+    if corrupted.is_signature_valid:  # pragma: no cover - guards the probe itself
+        raise AssertionError("flipping a signature byte left the signature valid")
+    return bytes(der)
+
+
+def bad_csr_signature(session: Session) -> Outcome:
+    baseline, skip = baseline_or_skip(session)
+    if skip or baseline is None:
+        return skip or skipped("no baseline")
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=session.csr_source(
+            session.spare_key(baseline.kind),
+            "bad-signature",
+            encode=lambda csr: encode_base64_body(corrupt_signature(csr)),
+        ),
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+        settings=session.enroll_settings(),
+    )
+    return judge_refusal(
+        exchange,
+        requirement="E2",
+        what="a CSR whose signature does not verify",
+        preferred=frozenset({400}),
+    )
+
+
+def oversized_body(session: Session) -> Outcome:
+    _baseline, skip = baseline_or_skip(session)
+    if skip:
+        return skip
+    line = b"A" * 76 + b"\n"
+    body = line * (OVERSIZED_REQUEST_BYTES // len(line) + 1)
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=body,
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+    )
+    evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
+    if exchange.status == 413:
+        return passed(f"{len(body)}-byte body refused with 413", **evidence)
+    if exchange.status is None:
+        return failed(
+            f"T5: a {len(body)}-byte body must be refused with 413; the server gave no HTTP "
+            f"answer ({exchange.error})",
+            **evidence,
+        )
+    return failed(
+        f"T5: a {len(body)}-byte body must be refused with 413, got {exchange.status} "
+        f"{exchange.reason}",
+        **evidence,
+    )
+
+
+def reenroll_changed_subject(session: Session) -> Outcome:
+    baseline, skip = baseline_or_skip(session)
+    if skip or baseline is None:
+        return skip or skipped("no baseline")
+    # A certificate of our own, so the order of refusal and control cannot matter to others.
+    fresh = session.issue(baseline.kind, role=f"resubject-{baseline.kind}")
+    if not fresh.ok:
+        return skipped(f"could not obtain a certificate to re-enroll with: {fresh.problem}")
+    changed = session.renew(fresh, change_subject=True)
+    assert changed.exchange is not None or changed.problem
+    if changed.exchange is None:
+        return skipped(f"could not send the re-enrollment: {changed.problem}")
+    control = session.renew(fresh)
+    evidence = {"changed": changed.evidence(), "control": control.evidence()}
+    if changed.ok:
+        return failed(
+            "E3: re-enrollment with a changed subject and SAN was accepted; the CSR's Subject "
+            "and SubjectAltName must equal the certificate being renewed",
+            **evidence,
+        )
+    outcome = judge_refusal(
+        changed.exchange, requirement="E3", what="re-enrollment with a changed subject"
+    )
+    if outcome.status is not Status.PASS:
+        return outcome
+    if not control.ok:
+        return skipped(
+            "the changed subject was refused, but so was the same certificate's re-enrollment "
+            f"with an unchanged subject ({control.problem}), so the refusal proves nothing",
+            **evidence,
+        )
+    return passed(
+        f"changed subject refused ({changed.exchange.status}); unchanged subject accepted",
+        **evidence,
+    )
+
+
+def pop_wrong_challenge(session: Session) -> Outcome:
+    attrs = session.csrattrs()
+    if attrs.exchange.status is None:
+        return skipped(
+            f"cannot tell whether the server requires PoP linking: {attrs.exchange.describe()}"
+        )
+    if not session.requires_pop:
+        return not_applicable(
+            "the server does not ask for proof-of-possession linking (no challengePassword "
+            "in /csrattrs)",
+            response=attrs.exchange.evidence(),
+        )
+    baseline, skip = baseline_or_skip(session)
+    if skip or baseline is None:
+        return skip or skipped("no baseline")
+    key = session.spare_key(baseline.kind)
+    sent: dict[str, str] = {}
+
+    def wrong_body(sock: ssl.SSLSocket) -> bytes:
+        binding = tls_unique_for(sock)
+        wrong = secrets.token_bytes(len(binding) if binding else 12)
+        sent["challenge"] = challenge_password_for(wrong)
+        _csr, body = session.csr_body(key, "pop-wrong", challenge_password=sent["challenge"])
+        return body
+
+    exchange = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=wrong_body,
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+        settings=TLS12_ONLY,
+    )
+    outcome = judge_refusal(
+        exchange,
+        requirement="E14",
+        what="a CSR whose challengePassword is not this session's tls-unique",
+    )
+    if outcome.status is not Status.PASS:
+        return outcome
+    return passed(
+        f"{outcome.message}; the linked CSR of {baseline.title} was accepted",
+        **dict(outcome.evidence),
+        control=baseline.evidence(),
+    )
+
+
+def retry_after(session: Session) -> Outcome:
+    tried = session.enroll("ecdsa")  # makes sure at least one enrollment was tried
+    if not session.deferrals:
+        if tried.ok:
+            return not_applicable("the server issued at once: no 202 answer to check")
+        return not_applicable(f"no 202 answer seen ({tried.title}: {tried.problem})")
+    problems: list[str] = []
+    notes: list[str] = []
+    for exchange in session.deferrals:
+        value = exchange.header("retry-after")
+        if parse_retry_after(value, session.now()) is None:
+            found = f"{exchange.describe()} with Retry-After {value!r}"
+            # 202 must say when to come back (E8, S4); for 503 it is only good manners.
+            (problems if exchange.status == 202 else notes).append(found)
+    evidence = {"deferrals": [ex.evidence() for ex in session.deferrals]}
+    if problems:
+        return failed(
+            "E8, S4: a 202 answer must carry a Retry-After (delta-seconds or HTTP-date): "
+            + "; ".join(problems),
+            **evidence,
+        )
+    if notes:
+        return warned("E8: 503 without a usable Retry-After: " + "; ".join(notes), **evidence)
+    after = f"; {tried.title} was issued after waiting" if tried.ok else ""
+    return passed(
+        f"{len(session.deferrals)} deferred answer(s), each with a valid Retry-After{after}",
+        **evidence,
+    )

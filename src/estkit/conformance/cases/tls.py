@@ -1,0 +1,376 @@
+"""BCP-003-01 TLS cases (requirement IDs T… and S2 of shared/reference/bcp-003-03-digest.md).
+
+Every probe presents the manufacturer certificate, so a server that demands a client certificate
+for every handshake is judged on its suites and versions, not on the missing certificate.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from estkit.conformance import chains
+from estkit.conformance.model import Outcome, failed, not_applicable, passed, skipped, warned
+from estkit.conformance.session import Session
+from estkit.conformance.suites import (
+    GROUP_DESCRIPTIONS,
+    KNOWN_3DES_SUITES,
+    TLS12_SUITES,
+    TLS13_SUITES,
+    NonListedGroup,
+)
+from estkit.conformance.tlsprobe import (
+    Handshake,
+    accepted_among,
+    handshake,
+    plain_http_request,
+    probe_tls12_suites,
+    probe_tls13_suite,
+)
+from estkit.conformance.transport import VERIFIED_TLS
+from estkit.protocol import common_name, dns_names
+
+VERSION_NAMES = {
+    ssl.TLSVersion.TLSv1: "TLS 1.0",
+    ssl.TLSVersion.TLSv1_1: "TLS 1.1",
+    ssl.TLSVersion.TLSv1_2: "TLS 1.2",
+    ssl.TLSVersion.TLSv1_3: "TLS 1.3",
+}
+
+
+def _version(session: Session, version: ssl.TLSVersion) -> Handshake:
+    return session.version_probe(version)
+
+
+def _unreachable(result: Handshake, requirement: str) -> Outcome:
+    return failed(
+        f"{requirement}: cannot reach the server: {result.detail}", probe=result.evidence()
+    )
+
+
+def _local_skip(result: Handshake, what: str) -> Outcome:
+    return skipped(
+        f"the local OpenSSL ({ssl.OPENSSL_VERSION}) cannot offer {what}: {result.detail}",
+        probe=result.evidence(),
+    )
+
+
+def tls12(session: Session) -> Outcome:
+    result = _version(session, ssl.TLSVersion.TLSv1_2)
+    if result.accepted:
+        return passed(f"TLS 1.2 handshake with {result.cipher}", probe=result.evidence())
+    if result.outcome == "local":
+        return _local_skip(result, "TLS 1.2")
+    if result.outcome == "unreachable":
+        return _unreachable(result, "T1")
+    return failed(
+        f"T1, E11: TLS 1.2 SHALL be supported; the handshake was refused: {result.detail}",
+        probe=result.evidence(),
+    )
+
+
+def tls13(session: Session) -> Outcome:
+    result = _version(session, ssl.TLSVersion.TLSv1_3)
+    if result.accepted:
+        return passed(f"TLS 1.3 handshake with {result.cipher}", probe=result.evidence())
+    if result.outcome == "local":
+        return _local_skip(result, "TLS 1.3")
+    if result.outcome == "unreachable":
+        return _unreachable(result, "T1")
+    return warned(f"T1: TLS 1.3 SHOULD be supported: {result.detail}", probe=result.evidence())
+
+
+def legacy_refused(version: ssl.TLSVersion) -> Callable[[Session], Outcome]:
+    name = VERSION_NAMES[version]
+
+    def run(session: Session) -> Outcome:
+        result = _version(session, version)
+        if result.accepted:
+            return failed(
+                f"T1, E11: the server accepted {name} ({result.cipher}); TLS 1.0, 1.1 and SSL "
+                "SHALL NOT be used",
+                probe=result.evidence(),
+            )
+        if result.outcome == "local":
+            return _local_skip(result, name)
+        if result.outcome == "unreachable":
+            return _unreachable(result, "T1")
+        return passed(f"{name} refused: {result.detail}", probe=result.evidence())
+
+    return run
+
+
+def _suite_probe(session: Session, suite: str) -> Handshake:
+    return session.memoised(
+        f"tls12-suite-{suite}",
+        lambda: probe_tls12_suites(
+            session.factory, session.target, [suite], identity=session.target.manufacturer
+        ),
+    )
+
+
+def _tls13_probe(session: Session, suite: str) -> Handshake:
+    return session.memoised(
+        f"tls13-suite-{suite}",
+        lambda: probe_tls13_suite(session.target.openssl, session.target, suite),
+    )
+
+
+def tls12_mandatory_suite(session: Session) -> Outcome:
+    suite = next(s for s in TLS12_SUITES if s.strength == "SHALL")
+    result = _suite_probe(session, suite.openssl_name)
+    if result.accepted:
+        return passed(f"{suite.iana_name} accepted", probe=result.evidence())
+    if result.outcome == "local":
+        return _local_skip(result, suite.iana_name)
+    if result.outcome == "unreachable":
+        return _unreachable(result, "T3")
+    return failed(
+        f"T3: {suite.iana_name} SHALL be supported; refused: {result.detail}",
+        probe=result.evidence(),
+    )
+
+
+def tls12_listed_suites(session: Session) -> Outcome:
+    absent: list[str] = []
+    unavailable: list[str] = []
+    probes: dict[str, object] = {}
+    for suite in TLS12_SUITES:
+        if suite.strength == "SHALL":
+            continue
+        result = _suite_probe(session, suite.openssl_name)
+        probes[suite.iana_name] = result.evidence()
+        if result.outcome == "unreachable":
+            return _unreachable(result, "T3")
+        if result.outcome == "local":
+            unavailable.append(suite.iana_name)
+        elif not result.accepted:
+            absent.append(suite.iana_name)
+    skipped_note = (
+        f"; not offered by the local OpenSSL: {', '.join(unavailable)}" if unavailable else ""
+    )
+    if absent:
+        return warned(
+            f"T3: {len(absent)} recommended TLS 1.2 suite(s) not supported: {', '.join(absent)}"
+            + skipped_note,
+            probes=probes,
+        )
+    return passed(f"all recommended TLS 1.2 suites supported{skipped_note}", probes=probes)
+
+
+def _tls13_unsupported(session: Session) -> Outcome | None:
+    support = _version(session, ssl.TLSVersion.TLSv1_3)
+    if support.outcome == "refused":
+        return not_applicable("the server does not offer TLS 1.3 (see tls13)")
+    return None
+
+
+def tls13_mandatory_suite(session: Session) -> Outcome:
+    absent = _tls13_unsupported(session)
+    if absent:
+        return absent
+    suite = next(s for s in TLS13_SUITES if s.strength == "SHALL")
+    result = _tls13_probe(session, suite.openssl_name)
+    if result.accepted:
+        return passed(f"{suite.iana_name} accepted", probe=result.evidence())
+    if result.outcome == "local":
+        return _local_skip(result, f"a TLS 1.3 handshake with only {suite.iana_name}")
+    if result.outcome == "unreachable":
+        return _unreachable(result, "T2")
+    return failed(
+        f"T2: {suite.iana_name} SHALL be supported under TLS 1.3; refused: {result.detail}",
+        probe=result.evidence(),
+    )
+
+
+def tls13_listed_suites(session: Session) -> Outcome:
+    absent_tls13 = _tls13_unsupported(session)
+    if absent_tls13:
+        return absent_tls13
+    absent: list[str] = []
+    probes: dict[str, object] = {}
+    for suite in TLS13_SUITES:
+        if suite.strength == "SHALL":
+            continue
+        result = _tls13_probe(session, suite.openssl_name)
+        probes[suite.iana_name] = result.evidence()
+        if result.outcome == "local":
+            return _local_skip(result, f"a TLS 1.3 handshake with only {suite.iana_name}")
+        if result.outcome == "unreachable":
+            return _unreachable(result, "T2")
+        if not result.accepted:
+            absent.append(suite.iana_name)
+    if absent:
+        return warned(
+            f"T2: recommended TLS 1.3 suite(s) not supported: {', '.join(absent)}", probes=probes
+        )
+    return passed("all recommended TLS 1.3 suites supported", probes=probes)
+
+
+def non_listed_refused(group: NonListedGroup) -> Callable[[Session], Outcome]:
+    description = GROUP_DESCRIPTIONS[group]
+
+    def run(session: Session) -> Outcome:
+        catalogue = session.catalogue()
+        suites = catalogue.groups.get(group, [])
+        evidence: dict[str, object] = {"offered": suites, **catalogue.evidence()}
+        if group != "other":
+            evidence.pop("not_offerable", None)
+        if not suites:
+            examples = f" (e.g. {', '.join(KNOWN_3DES_SUITES)})" if group == "3des" else ""
+            return skipped(
+                f"the local OpenSSL ({ssl.OPENSSL_VERSION}) cannot offer any of the {description}"
+                f"{examples}: it was built without them, so this probe was not run",
+                **evidence,
+            )
+        accepted, attempts = accepted_among(
+            session.factory, session.target, suites, identity=session.target.manufacturer
+        )
+        evidence["handshakes"] = [attempt.evidence() for attempt in attempts]
+        if attempts and attempts[-1].outcome == "unreachable":
+            return _unreachable(attempts[-1], "T3")
+        if accepted:
+            return failed(
+                f"T3: the server accepted {description}, which BCP-003-01 does not list: "
+                + ", ".join(accepted),
+                **evidence,
+            )
+        not_offerable = ""
+        if group == "other" and catalogue.not_offerable:
+            not_offerable = (
+                f"; {len(catalogue.not_offerable)} PSK/SRP suite(s) could not be offered "
+                "(they need a pre-shared key or SRP password)"
+            )
+        return passed(f"all {len(suites)} offered {description} refused{not_offerable}", **evidence)
+
+    return run
+
+
+def _key_kind(cert: x509.Certificate | None) -> str | None:
+    if cert is None:
+        return None
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ecdsa"
+    return type(key).__name__
+
+
+def server_certificate_types(session: Session) -> Outcome:
+    probes = session.server_certificates()
+    found = {
+        kind: result
+        for kind, result in probes.items()
+        if result.accepted and _key_kind(result.peer_certificate) == kind
+    }
+    evidence = {kind: result.evidence() for kind, result in probes.items()}
+    if len(found) == 2:
+        return passed("the server presents both an RSA and an ECDSA certificate", **evidence)
+    if found:
+        only = next(iter(found)).upper()
+        return warned(
+            f"T5: servers SHOULD have RSA and ECDSA certificates at once; only {only} seen",
+            **evidence,
+        )
+    return failed("T5, S2: no TLS 1.2 server certificate could be obtained", **evidence)
+
+
+def _name_problems(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    notes: list[str] = []
+    who = chains.name(cert)
+    cn = common_name(cert)
+    names = dns_names(cert)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        san, ips = None, []
+    for name in [*names, *([cn] if cn else [])]:
+        if "*" in name:
+            problems.append(f"{who}: wildcard name {name}")
+    if ips:
+        problems.append(f"{who}: IP address(es) in SAN: {', '.join(ips)}")
+    if cn:
+        try:
+            ipaddress.ip_address(cn)
+        except ValueError:
+            pass
+        else:
+            problems.append(f"{who}: IP address as CN")
+    if cert.version != x509.Version.v3:
+        problems.append(f"{who}: not an X.509 v3 certificate")
+    if san is None:
+        notes.append(f"{who}: no SubjectAltName (SHOULD be present)")
+    elif cn and cn not in names:
+        notes.append(f"{who}: SAN does not contain the CN {cn}")
+    return problems, notes
+
+
+def server_certificate_names(session: Session) -> Outcome:
+    certs: list[x509.Certificate] = []
+    for result in session.server_certificates().values():
+        if result.peer_certificate is not None and not chains.contains(
+            certs, result.peer_certificate
+        ):
+            certs.append(result.peer_certificate)
+    default = session.cacerts().exchange.peer_certificate
+    if default is not None and not chains.contains(certs, default):
+        certs.append(default)
+    if not certs:
+        return failed("S2: the server presented no certificate to inspect")
+    problems: list[str] = []
+    notes: list[str] = []
+    for cert in certs:
+        found, noted = _name_problems(cert)
+        problems += found
+        notes += noted
+    evidence = {"certificates": [chains.summary(c) for c in certs]}
+    if problems:
+        return failed("T4: " + "; ".join(problems), **evidence)
+    if notes:
+        return warned("T4: " + "; ".join(notes), **evidence)
+    return passed(f"{len(certs)} server certificate(s) without wildcard or IP names", **evidence)
+
+
+def server_certificate_valid(session: Session) -> Outcome:
+    result = handshake(session.factory, session.target, VERIFIED_TLS)
+    evidence = {"probe": result.evidence()}
+    if result.outcome == "unreachable":
+        return _unreachable(result, "S2")
+    if not result.accepted:
+        return failed(
+            "S2: the server's certificate does not verify against the --cacert trust anchors"
+            f"{'' if session.target.host_is_ip else ' for the name ' + session.target.host}: "
+            f"{result.detail}",
+            **evidence,
+        )
+    cert = result.peer_certificate
+    assert cert is not None
+    evidence["certificate"] = chains.summary(cert)
+    problem = chains.time_problem(cert, session.now())
+    if problem:
+        return failed(f"S2: {problem}", **evidence)
+    scope = "" if session.target.host_is_ip else f" for {session.target.host}"
+    return passed(f"server certificate verifies against --cacert{scope}", **evidence)
+
+
+def no_plain_http(session: Session) -> Outcome:
+    answer = plain_http_request(session.target, session.path("cacerts"))
+    evidence = {"answer_start": answer.data[:80].decode("latin-1"), "error": answer.error}
+    status = answer.http_status
+    if answer.error is not None and not answer.data:
+        return skipped(f"could not send a plain HTTP request: {answer.error}", **evidence)
+    if status is not None and status < 400:
+        return failed(
+            f"T5: the port answers plain, unencrypted HTTP ({status}); only HTTPS is allowed",
+            **evidence,
+        )
+    if status is not None:
+        return passed(f"plain HTTP refused with {status}", **evidence)
+    return passed("plain HTTP gets no HTTP answer (TLS only)", **evidence)

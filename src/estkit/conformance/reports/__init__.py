@@ -1,0 +1,21 @@
+"""Report formats of a :class:`~estkit.conformance.model.SuiteReport`: console, JSON, JUnit, HTML.
+
+Each reporter turns a report into text or a rich renderable and nothing more; writing files and
+printing is the caller's (the CLI's) job, so the library never prints.
+"""
+
+from __future__ import annotations
+
+from estkit.conformance.reports.console import progress_text, results_table, summary_text
+from estkit.conformance.reports.html import report_to_html
+from estkit.conformance.reports.json_report import report_to_json
+from estkit.conformance.reports.junit import report_to_junit
+
+__all__ = [
+    "progress_text",
+    "report_to_html",
+    "report_to_json",
+    "report_to_junit",
+    "results_table",
+    "summary_text",
+]

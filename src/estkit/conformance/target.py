@@ -1,0 +1,171 @@
+"""The server under test and the credentials the suite uses against it.
+
+Why a separate object: the suite is a library first (``run_suite(Target(...))``); the CLI only
+turns files and flags into a :class:`Target`. Everything is held as ``cryptography`` objects so a
+Python caller never has to write keys to disk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from estkit.protocol import (
+    load_pem_certificates,
+    load_private_key,
+    public_keys_equal,
+    validate_label,
+)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+"""Per connection; a local server answers in milliseconds, a remote one within a few seconds."""
+
+DEFAULT_DOMAIN = "example.com"
+"""DNS domain of the names put in test CSRs (BCP-003-03 C7 wants names of the current domain)."""
+
+
+class TargetError(ValueError):
+    """The suite cannot start: a credential file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True, eq=False)
+class Identity:
+    """A TLS client identity: certificate chain (leaf first) and its private key."""
+
+    name: str
+    chain: tuple[x509.Certificate, ...]
+    key: PrivateKey
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.chain[0]
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise TargetError(f"{self.name}: no certificate given")
+        if not isinstance(self.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise TargetError(f"{self.name}: only RSA and ECDSA keys are supported")
+        if not public_keys_equal(self.chain[0].public_key(), self.key.public_key()):
+            raise TargetError(
+                f"{self.name}: the private key does not belong to the first certificate; "
+                "give the certificate and key that were issued together"
+            )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is and what the suite presents to it."""
+
+    host: str
+    port: int
+    trust_anchors: tuple[x509.Certificate, ...]
+    manufacturer: Identity
+    label: str | None = None
+    rogue: Identity | None = None
+    basic: tuple[str, str] | None = None
+    profile: Literal["nmos", "rfc7030"] = "nmos"
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    domain: str = DEFAULT_DOMAIN
+    openssl: str | None = "openssl"
+    """The ``openssl`` program used for the TLS 1.3 suite probes (None: skip those probes)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise TargetError(f"port {self.port} is out of range 1-65535")
+        if not self.trust_anchors:
+            raise TargetError("no trust anchor given: pass the CA certificate(s) with --cacert")
+        if self.label is not None:
+            validate_label(self.label)
+
+    @property
+    def host_is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` as written in a URL (IPv6 literals in brackets)."""
+        if self.host_is_ip and ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.authority}"
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        host: str,
+        port: int,
+        cacert: Path,
+        cert: Path,
+        key: Path,
+        rogue_cert: Path | None = None,
+        rogue_key: Path | None = None,
+        label: str | None = None,
+        basic: str | None = None,
+        profile: Literal["nmos", "rfc7030"] = "nmos",
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        domain: str = DEFAULT_DOMAIN,
+    ) -> Target:
+        """Build a target from PEM files, with errors that name the file and what to do."""
+        if (rogue_cert is None) != (rogue_key is None):
+            raise TargetError("--rogue-cert and --rogue-key go together: give both or neither")
+        credentials = None
+        if basic is not None:
+            user, sep, password = basic.partition(":")
+            if not sep or not user:
+                raise TargetError("--basic must be USER:PASSWORD")
+            credentials = (user, password)
+        rogue = None
+        if rogue_cert is not None and rogue_key is not None:
+            rogue = _load_identity("rogue", rogue_cert, rogue_key)
+        return cls(
+            host=host,
+            port=port,
+            trust_anchors=tuple(_load_certificates(cacert, "--cacert")),
+            manufacturer=_load_identity("manufacturer", cert, key),
+            label=label,
+            rogue=rogue,
+            basic=credentials,
+            profile=profile,
+            timeout=timeout,
+            domain=domain,
+        )
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TargetError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+
+
+def _load_certificates(path: Path, what: str) -> list[x509.Certificate]:
+    try:
+        return load_pem_certificates(_read(path, what))
+    except ValueError as exc:
+        raise TargetError(f"{what} {path}: {exc}") from exc
+
+
+def _load_identity(name: str, cert_path: Path, key_path: Path) -> Identity:
+    chain = _load_certificates(cert_path, f"{name} certificate")
+    try:
+        key = load_private_key(_read(key_path, f"{name} key"))
+    except ValueError as exc:
+        raise TargetError(f"{name} key {key_path}: {exc}") from exc
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TargetError(f"{name} key {key_path}: only RSA and ECDSA keys are supported")
+    return Identity(name=name, chain=tuple(chain), key=key)

@@ -1,0 +1,188 @@
+"""The node's only door to the network: EST operations and CRL/OCSP fetches.
+
+Why an interface: the node's logic (which server, which trust, when, what to install) is tested
+over months of simulated time against a real CA whose clock is simulated too; that needs the
+transport to be swappable. :class:`ClientConnector`, the real one, is a thin layer over
+:mod:`estkit.client` (``EstClient`` and its bootstrap module) and adds nothing to the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import httpx
+from cryptography import x509
+
+from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirmation
+from estkit.client.errors import EstConnectionError, EstHttpError
+from estkit.client.models import CsrSpec, EnrollResult
+from estkit.client.retry import RetryPolicy, WaitCallback
+from estkit.client.sync import EstClient
+from estkit.client.trust import ClientCredentials, TrustAnchors, build_ssl_context
+from estkit.nmos.clock import Clock
+from estkit.nmos.discovery import ServerAdvert
+from estkit.nmos.revocation import MAX_CRL_BYTES
+from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
+
+# CRL and OCSP fetches: a responder that needs longer is as good as down for this check.
+FETCH_TIMEOUT_SECONDS = 10.0
+# One EST request; generous because a manual-approval server may be slow to accept.
+EST_TIMEOUT_SECONDS = 30.0
+
+
+class EstConnector(Protocol):
+    """What the node asks of the network. Every method raises ``estkit.client.EstError``."""
+
+    def cacerts(
+        self, server: ServerAdvert, trust: Sequence[x509.Certificate]
+    ) -> list[x509.Certificate]:
+        """``/cacerts`` over a connection verified against ``trust``."""
+        ...
+
+    def cacerts_with_explicit_trust(self, server: ServerAdvert) -> list[x509.Certificate]:
+        """``/cacerts`` trusting the server WITHOUT verifying it (C4 "explicit trust")."""
+        ...
+
+    def enroll(
+        self,
+        server: ServerAdvert,
+        spec: CsrSpec,
+        *,
+        trust: Sequence[x509.Certificate],
+        credentials: ClientCredentials | None,
+        renewal: bool,
+    ) -> EnrollResult:
+        """``/simpleenroll`` (or ``/simplereenroll`` when ``renewal``) for ``spec``."""
+        ...
+
+    def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
+        """GET a CRL (http, or https verified against ``trust``)."""
+        ...
+
+    def post(
+        self, url: str, body: bytes, content_type: str, trust: Sequence[x509.Certificate]
+    ) -> bytes:
+        """POST an OCSP request."""
+        ...
+
+
+class ClientConnector:
+    """:class:`EstConnector` over :class:`estkit.client.EstClient`."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        on_wait: WaitCallback | None = None,
+        timeout: float = EST_TIMEOUT_SECONDS,
+        pop: bool | None = None,
+    ) -> None:
+        self.clock = clock
+        self.retry = RetryPolicy(max_attempts=max_attempts)
+        self.on_wait = on_wait
+        self.timeout = timeout
+        # None: link the CSR to the TLS session when the server's /csrattrs asks for it (C7).
+        self.pop = pop
+
+    def _client(
+        self,
+        server: ServerAdvert,
+        trust: Sequence[x509.Certificate],
+        credentials: ClientCredentials | None = None,
+    ) -> EstClient:
+        return EstClient(
+            server.base_url,
+            label=server.label,
+            trust=TrustAnchors.from_certificates(trust),
+            credentials=credentials,
+            retry=self.retry,
+            on_wait=self.on_wait,
+            sleep=self.clock.sleep,
+            clock=self.clock.now,
+            timeout=self.timeout,
+        )
+
+    def cacerts(
+        self, server: ServerAdvert, trust: Sequence[x509.Certificate]
+    ) -> list[x509.Certificate]:
+        with self._client(server, trust) as client:
+            return list(client.cacerts().certificates)
+
+    def cacerts_with_explicit_trust(self, server: ServerAdvert) -> list[x509.Certificate]:
+        # BCP-003-03 C4 "explicit trust of the EST server": the operator (through the node's
+        # configuration, default on) has decided that whatever server the network points at is
+        # the one to trust for this first request. The client library keeps such answers
+        # unusable until confirmed; the configuration switch is that confirmation.
+        unconfirmed = fetch_cacerts_unverified_for_manual_confirmation(
+            server.base_url,
+            label=server.label,
+            timeout=self.timeout,
+            retry=self.retry,
+            sleep=self.clock.sleep,
+            clock=self.clock.now,
+        )
+        return list(unconfirmed.confirm().certificates)
+
+    def enroll(
+        self,
+        server: ServerAdvert,
+        spec: CsrSpec,
+        *,
+        trust: Sequence[x509.Certificate],
+        credentials: ClientCredentials | None,
+        renewal: bool,
+    ) -> EnrollResult:
+        with self._client(server, trust, credentials) as client:
+            if renewal:
+                return client.simplereenroll(spec, pop=self.pop)
+            return client.simpleenroll(spec, pop=self.pop)
+
+    def _http(self, url: str, trust: Sequence[x509.Certificate]) -> httpx.Client:
+        verify: object = True
+        if url.lower().startswith("https://"):
+            verify = build_ssl_context(TrustAnchors.from_certificates(trust))
+        return httpx.Client(verify=verify, timeout=FETCH_TIMEOUT_SECONDS, trust_env=False)  # type: ignore[arg-type]
+
+    def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
+        return self._request("GET", url, trust)
+
+    def post(
+        self, url: str, body: bytes, content_type: str, trust: Sequence[x509.Certificate]
+    ) -> bytes:
+        return self._request("POST", url, trust, body, {"Content-Type": content_type})
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        trust: Sequence[x509.Certificate],
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        try:
+            with (
+                self._http(url, trust) as http,
+                http.stream(method, url, content=body, headers=headers) as response,
+            ):
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data.extend(chunk)
+                    if len(data) > MAX_CRL_BYTES:
+                        raise EstConnectionError(f"{url} sent more than {MAX_CRL_BYTES} bytes")
+                if response.status_code != 200:
+                    raise EstHttpError(
+                        f"{method} {url} answered {response.status_code}",
+                        status=response.status_code,
+                        server_text=bytes(data[:500]).decode("utf-8", "replace"),
+                        url=url,
+                    )
+                return bytes(data)
+        except httpx.HTTPError as exc:
+            raise EstConnectionError(
+                f"{method} {url} failed: {exc or type(exc).__name__}", url=url
+            ) from exc
+
+
+ConnectorFactory = Callable[[Clock], EstConnector]

@@ -1,0 +1,675 @@
+"""The NMOS node's certificate provisioning as a library object (BCP-003-03 client side).
+
+Why an object a vendor embeds: a device already has a process that serves the NMOS APIs; it wants
+to call "make sure I have a root and valid certificates" from its own code, get progress as
+events, and never have the library print or exit. :class:`NmosNode` does each step once and
+raises typed errors; the scheduling (when to renew, how long to back off) lives in
+:mod:`estkit.nmos.agent`, the command line in :mod:`estkit.cli.nmos`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError
+from estkit.client.models import CsrSpec, EnrollResult
+from estkit.client.trust import ClientCredentials
+from estkit.fileio import load_credential_pair
+from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
+from estkit.nmos.clock import Clock, SystemClock
+from estkit.nmos.config import NodeConfig
+from estkit.nmos.connector import ClientConnector, EstConnector
+from estkit.nmos.discovery import (
+    DiscoveryResult,
+    ServerAdvert,
+    discover_mdns,
+    discover_unicast,
+    manual_advert,
+)
+from estkit.nmos.errors import (
+    CertificateValidationError,
+    DiscoveryError,
+    NmosError,
+    ProvisioningError,
+    TrustError,
+)
+from estkit.nmos.hooks import HookResult, hook_environment, run_hook
+from estkit.nmos.revocation import (
+    Revocation,
+    RevocationResult,
+    check_revocation,
+    crl_urls,
+    ocsp_urls,
+)
+from estkit.nmos.schedule import backoff_delay
+from estkit.nmos.store import CredentialStore, InstalledCredential
+from estkit.nmos.validation import validate_issued_certificate
+from estkit.protocol.certs import is_signed_by
+from estkit.protocol.keys import describe_public_key, generate_private_key
+from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Progress for a person or a log: ``kind`` is step, info, warning, success or failure."""
+
+    kind: str
+    step: str
+    message: str
+    slot: str | None = None
+
+
+EventSink = Callable[[NodeEvent], None]
+Discoverer = Callable[[], DiscoveryResult]
+
+
+@dataclass(frozen=True)
+class CertificateOutcome:
+    """One certificate installed by :meth:`NmosNode.enroll` or :meth:`NmosNode.renew`."""
+
+    slot: str
+    key_type: str
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]
+    cert_path: Path
+    key_path: Path
+    renewed: bool
+    server: ServerAdvert
+    warnings: tuple[str, ...] = ()
+    hook: HookResult | None = None
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+
+@dataclass(frozen=True)
+class ManufacturerStatus:
+    """Whether the manufacturer certificate may be presented (C1) and why not."""
+
+    usable: bool
+    state: str  # "valid", "missing", "expired", "not-yet-valid", "revoked", "unreadable"
+    detail: str
+    credentials: ClientCredentials | None = None
+
+
+class NmosNode:
+    """BCP-003-03 node operations: servers, root CA, enrollment, renewal, revocation.
+
+    ``clock`` decides what "now" is and how to wait (inject :class:`ManualClock` in tests);
+    ``connector`` carries the EST requests (default: :class:`ClientConnector`);
+    ``on_event`` receives :class:`NodeEvent` progress; ``discoverer`` replaces DNS-SD.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        clock: Clock | None = None,
+        connector: EstConnector | None = None,
+        on_event: EventSink | None = None,
+        discoverer: Discoverer | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.connector: EstConnector = connector or ClientConnector(
+            self.clock, max_attempts=config.max_attempts, on_wait=self._on_wait
+        )
+        self.store = CredentialStore(config.output_dir, config.root_ca_path)
+        self._on_event = on_event
+        self._discoverer = discoverer
+        self._rng = rng or random.Random()
+        self._servers: list[ServerAdvert] | None = None
+        self.server_in_use: ServerAdvert | None = None
+
+    # --- events --------------------------------------------------------------------------------
+
+    def emit(self, kind: str, step: str, message: str, slot: str | None = None) -> None:
+        if self._on_event is not None:
+            self._on_event(NodeEvent(kind, step, message, slot))
+
+    def _on_wait(self, attempt: int, seconds: float, reason: str) -> None:
+        self.emit("info", "wait", f"attempt {attempt}: {reason}")
+
+    # --- servers (C3, D1-D5) -------------------------------------------------------------------
+
+    @property
+    def discovers(self) -> bool:
+        """True when the server is not configured by hand and must be discovered (C3)."""
+        return self.config.server.host is None
+
+    def servers(self) -> list[ServerAdvert]:
+        """The servers to try, best first: the configured one, or the discovered adverts."""
+        if self._servers is not None:
+            return self._servers
+        if not self.discovers:
+            server = self.config.server
+            assert server.host is not None
+            self._servers = [manual_advert(server.host, server.port, server.label)]
+            return self._servers
+        self.emit("step", "discover", self._discovery_description())
+        result = self._discover()
+        for warning in result.warnings:
+            self.emit("warning", "discover", warning)
+        for advert in result.adverts:
+            self.emit("info", "discover", f"found {advert.describe()}")
+        self._servers = result.adverts
+        return self._servers
+
+    def forget_servers(self) -> None:
+        """Rediscover before the next request (D5: after failures and network changes)."""
+        if self.discovers:
+            self._servers = None
+
+    def _discovery_description(self) -> str:
+        disc = self.config.discovery
+        if disc.mdns:
+            return "browsing _nmos-certs._tcp over mDNS (--mdns)"
+        where = f" via {disc.dns_server}" if disc.dns_server else ""
+        name = f"_nmos-certs._tcp.{disc.domain}" if disc.domain else "_nmos-certs._tcp"
+        scope = "" if disc.domain else " in the system's search domain"
+        return f"looking up {name}{scope} by unicast DNS-SD{where}"
+
+    def _discover(self) -> DiscoveryResult:
+        if self._discoverer is not None:
+            return self._discoverer()
+        disc = self.config.discovery
+        if disc.mdns:
+            return discover_mdns(allow_dev_servers=disc.allow_dev_servers, rng=self._rng)
+        return discover_unicast(
+            disc.domain,
+            dns_server=disc.dns_server,
+            allow_dev_servers=disc.allow_dev_servers,
+            rng=self._rng,
+        )
+
+    def _each_server(
+        self, what: str, operation: Callable[[ServerAdvert], T], rounds: int | None = None
+    ) -> T:
+        """Run ``operation`` on the servers in order; after a full round of failures back off
+        exponentially from 1 s (C12), at most ``rounds`` (default ``max_attempts``) rounds.
+        The agent passes one round and does the backing off itself, across restarts.
+
+        A 202/503 that outlasts the client's polling is not a server failure: the request is
+        queued there (S4), so it is reported as pending instead of being sent elsewhere.
+        """
+        failures: list[str] = []
+        last_hint: str | None = None
+        attempts = rounds or self.config.max_attempts
+        for round_number in range(1, attempts + 1):
+            try:
+                servers = self.servers()
+            except DiscoveryError as exc:
+                failures.append(str(exc))
+                last_hint = exc.hint
+                servers = []
+                self.emit("warning", "discover", str(exc))
+            for server in servers:
+                try:
+                    result = operation(server)
+                except EstRetryLaterError as exc:
+                    raise ProvisioningError(
+                        f"{what}: {server.describe()} has queued the request "
+                        f"({exc.status}, e.g. for manual approval); not issued yet",
+                        hint="ask the EST server's operator to approve the request, then run "
+                        "again: the node sends the same request (same key) again",
+                        attempts=round_number,
+                        pending=True,
+                    ) from exc
+                except (EstError, NmosError, ValueError) as exc:
+                    # ValueError: the client refused the settings (e.g. a discovered label it
+                    # cannot use); that server is unusable, the next one may be fine.
+                    failures.append(f"{server.describe()}: {exc}")
+                    # A client error's own hint is already part of its text (EstError.__str__).
+                    last_hint = exc.hint if isinstance(exc, NmosError) else None
+                    self.emit("warning", "retry", f"{what} failed on {server.describe()}: {exc}")
+                    continue
+                self.server_in_use = server
+                return result
+            if round_number < attempts:
+                delay = backoff_delay(round_number)
+                self.emit(
+                    "info", "retry", f"{what}: all servers failed; retrying in {delay:g} s (C12)"
+                )
+                self.clock.sleep(delay)
+                self.forget_servers()
+        last = failures[-1] if failures else "no server to try"
+        raise ProvisioningError(
+            f"{what} failed after {attempts} attempt(s): {last}",
+            hint=last_hint or _hint_for(failures),
+            attempts=attempts,
+        )
+
+    # --- root CA (C4, C5, C14, C15) -----------------------------------------------------------
+
+    def trust_anchors(self) -> list[x509.Certificate]:
+        """Installed EST roots, current first (empty before provisioning)."""
+        return self.store.load_roots()
+
+    def fetch_root_ca(
+        self, *, explicit_trust: bool | None = None, rounds: int | None = None
+    ) -> TrustDecision:
+        """``/cacerts`` and decide what to trust; installs the result (C5).
+
+        With roots installed the server must verify against them; when it does not and explicit
+        trust is enabled (C4), the unverified answer is considered, which can only lead to a
+        full re-provisioning in another domain (C15). Returns the decision taken.
+        """
+        allow_explicit = self.config.explicit_trust if explicit_trust is None else explicit_trust
+        if not allow_explicit and not self.trust_anchors():
+            # A configuration problem, not a server failure: no server can fix it.
+            raise TrustError(
+                "no root CA is installed and explicit trust of the EST server is disabled (C4)",
+                hint="install the root first with `estkit nmos install --ca PEM` (or pass "
+                "--cacert with the root), or allow explicit trust",
+            )
+        self.emit("step", "cacerts", "fetching the root CA from /cacerts")
+        decision = self._each_server(
+            "fetching /cacerts", lambda s: self._cacerts_from(s, allow_explicit), rounds
+        )
+        self._apply_trust(decision)
+        return decision
+
+    def _cacerts_from(self, server: ServerAdvert, allow_explicit: bool) -> TrustDecision:
+        installed = self.trust_anchors()
+        now = self.clock.now()
+        if installed:
+            try:
+                received = self.connector.cacerts(server, installed)
+            except EstTlsError as exc:
+                if not allow_explicit:
+                    raise TrustError(
+                        f"{server.describe()} does not verify against the installed root CA: {exc}",
+                        hint="install the right root with `estkit nmos install --ca PEM`, or "
+                        "enable explicit trust (C4)",
+                    ) from exc
+                self.emit(
+                    "warning",
+                    "cacerts",
+                    f"{server.describe()} does not verify against the installed root; "
+                    "trusting it explicitly (C4) to see whether this is another domain",
+                )
+                received = self.connector.cacerts_with_explicit_trust(server)
+                decision = decide_trust(installed, received, now)
+                if decision.change is not TrustChange.NEW_DOMAIN:
+                    raise TrustError(
+                        f"{server.describe()} presents a TLS certificate that the installed root "
+                        f"does not vouch for, yet publishes the same root ({exc})",
+                        hint="the server's TLS certificate is not issued by its own CA; tell "
+                        "its operator",
+                    ) from exc
+                return decision
+            return decide_trust(installed, received, now)
+        self.emit(
+            "info",
+            "cacerts",
+            f"trusting {server.describe()} explicitly for this first /cacerts (C4)",
+        )
+        received = self.connector.cacerts_with_explicit_trust(server)
+        return decide_trust([], received, now)
+
+    def _apply_trust(self, decision: TrustDecision) -> None:
+        for message in decision.messages:
+            self.emit("info", "cacerts", message)
+        if decision.change is TrustChange.NEW_DOMAIN:
+            for slot in self.config.slots:
+                self.store.remove_credential(slot)
+                self.store.drop_pending_key(slot)
+            self.emit(
+                "warning",
+                "cacerts",
+                "removed certificates of the previous domain; provisioning from scratch (C15)",
+            )
+        changed = decision.change is not TrustChange.SAME or not self.store.root_ca_path.exists()
+        # Written even when unchanged: the intermediates and rollover certificates the server
+        # publishes may have changed, and they are kept (C5).
+        self.store.save_trust(decision.roots, decision.extra)
+        if changed:
+            self.run_hook("root-changed", None)
+        self.emit("success", "cacerts", f"root CA written to {self.store.root_ca_path}")
+
+    def install_trust(self, certificates: Sequence[x509.Certificate]) -> TrustDecision:
+        """Install a root CA by hand (C6); certificates of another domain replace everything."""
+        decision = decide_trust(self.trust_anchors(), list(certificates), self.clock.now())
+        self._apply_trust(decision)
+        return decision
+
+    # --- manufacturer certificate (C1) ---------------------------------------------------------
+
+    def manufacturer_status(self, *, check_revocation_online: bool = True) -> ManufacturerStatus:
+        """Load the manufacturer credential and decide whether it may be presented (C1)."""
+        cert_path, key_path = self.config.manufacturer_certificate, self.config.manufacturer_key
+        if cert_path is None or key_path is None:
+            return ManufacturerStatus(False, "missing", "no manufacturer certificate configured")
+        try:
+            chain, key = load_credential_pair(cert_path, key_path)
+        except FileNotFoundError as exc:
+            return ManufacturerStatus(False, "missing", f"{exc.filename} does not exist")
+        except (OSError, ValueError) as exc:
+            return ManufacturerStatus(False, "unreadable", f"cannot load {cert_path}: {exc}")
+        leaf = chain[0]
+        now = self.clock.now()
+        if leaf.not_valid_after_utc <= now:
+            return ManufacturerStatus(
+                False,
+                "expired",
+                f"the manufacturer certificate {cert_path} expired on "
+                f"{leaf.not_valid_after_utc:%Y-%m-%d}",
+            )
+        if leaf.not_valid_before_utc > now:
+            return ManufacturerStatus(
+                False,
+                "not-yet-valid",
+                f"the manufacturer certificate {cert_path} is not valid before "
+                f"{leaf.not_valid_before_utc:%Y-%m-%d} (check the clock)",
+            )
+        if check_revocation_online and self.config.check_revocation and len(chain) > 1:
+            result = self._revocation_of(leaf, chain[1])
+            if result.revoked:
+                return ManufacturerStatus(
+                    False, "revoked", f"the manufacturer certificate is {result.detail}"
+                )
+        credentials = ClientCredentials(tuple(chain), key, Path(cert_path), Path(key_path))  # type: ignore[arg-type]
+        return ManufacturerStatus(True, "valid", f"{leaf.subject.rfc4514_string()}", credentials)
+
+    def device_serial(self) -> str | None:
+        """The ``serialNumber`` of the manufacturer certificate, for the CSRs (C1, C7)."""
+        path = self.config.manufacturer_certificate
+        if path is None:
+            return None
+        try:
+            leaf = x509.load_pem_x509_certificates(Path(path).read_bytes())[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        values = leaf.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        return str(values[0].value) if values else None
+
+    # --- enrollment (C7-C10) and renewal (C13) -------------------------------------------------
+
+    def installed(self, slot: str) -> InstalledCredential | None:
+        return self.store.load_credential(slot)
+
+    def enroll(self, slot: str, *, rounds: int | None = None) -> CertificateOutcome:
+        """Initial enrollment for ``slot`` with a new key pair, presenting the manufacturer
+        certificate when it is usable, none otherwise (C1, C7, C8)."""
+        key_type = self.config.slots[slot]
+        roots = self._require_roots()
+        status = self.manufacturer_status()
+        if status.usable:
+            self.emit(
+                "info", "enroll", f"presenting the manufacturer certificate {status.detail}", slot
+            )
+        else:
+            self.emit(
+                "warning",
+                "enroll",
+                f"{status.detail}: not presenting it (C1); enrolling without a client certificate "
+                "(the server may queue the request for manual approval)",
+                slot,
+            )
+        # Reuse the key of a request the server has queued: the approval is for that key (C10).
+        # It is saved before sending, so a restart mid-wait repeats the same request.
+        key = self.store.load_pending_key(slot)
+        if key is None or not _key_is_type(key, key_type):
+            key = generate_private_key(key_type)
+            self.store.save_pending_key(slot, key)
+        spec = CsrSpec(
+            key=key,
+            common_name=self.config.hostnames[0],
+            dns_names=tuple(self.config.hostnames),
+            serial_number=self.device_serial(),
+        )
+        self.emit(
+            "step",
+            "enroll",
+            f"requesting a certificate for {self.config.hostnames[0]} with a new "
+            f"{_describe_key(key)} key (/simpleenroll)",
+            slot,
+        )
+        try:
+            result, server, chain = self._each_server(
+                f"enrolling the {slot} certificate",
+                lambda s: self._checked(
+                    slot,
+                    s,
+                    self.connector.enroll(
+                        s, spec, trust=roots, credentials=status.credentials, renewal=False
+                    ),
+                ),
+                rounds,
+            )
+        except ProvisioningError as exc:
+            if not exc.pending:
+                # Not queued anywhere (refused, rejected, unreachable): the next attempt gets a
+                # fresh key, so a rejected request is never repeated (C7: new key pair).
+                self.store.drop_pending_key(slot)
+            raise
+        return self._install(slot, result, server, chain, renewed=False)
+
+    def renew(self, slot: str, *, rounds: int | None = None) -> CertificateOutcome:
+        """``/simplereenroll`` with a new key pair, presenting the certificate being renewed;
+        the new pair replaces the old one (C9, C13). The old pair stays in use until then."""
+        key_type = self.config.slots[slot]
+        current = self.installed(slot)
+        if current is None:
+            raise ProvisioningError(
+                f"no valid {slot} certificate to renew", hint="run the initial enrollment first"
+            )
+        roots = self._require_roots()
+        key = generate_private_key(key_type)
+        spec = CsrSpec.for_renewal(current.certificate, key)
+        credentials = ClientCredentials(
+            tuple(current.chain), current.key, current.cert_path, current.key_path
+        )
+        self.emit(
+            "step",
+            "renew",
+            f"renewing the {slot} certificate (serial {current.certificate.serial_number:x}) "
+            "with a new key pair (/simplereenroll)",
+            slot,
+        )
+        result, server, chain = self._each_server(
+            f"renewing the {slot} certificate",
+            lambda s: self._checked(
+                slot,
+                s,
+                self.connector.enroll(s, spec, trust=roots, credentials=credentials, renewal=True),
+            ),
+            rounds,
+        )
+        return self._install(slot, result, server, chain, renewed=True)
+
+    def _require_roots(self) -> list[x509.Certificate]:
+        roots = self.trust_anchors()
+        if not roots:
+            raise TrustError(
+                "no root CA installed: fetch it from /cacerts first",
+                hint="run the workflow or the agent, or install it with `estkit nmos install`",
+            )
+        return roots
+
+    def _checked(
+        self, slot: str, server: ServerAdvert, result: EnrollResult
+    ) -> tuple[EnrollResult, ServerAdvert, list[x509.Certificate]]:
+        """C9 checks inside the per-server attempt, so a bad answer counts as that server's
+        failure and the next server is tried (C12)."""
+        if result.private_key is None:
+            raise CertificateValidationError("the enrollment result carries no private key")
+        self.emit("step", "validate", "checking the issued certificate (C9)", slot)
+        chain = validate_issued_certificate(
+            result.certificate,
+            result.private_key,
+            hostnames=self.config.hostnames,
+            roots=self.trust_anchors(),
+            intermediates=[*result.chain, *self.store.load_chain()],
+            now=self.clock.now(),
+        )
+        return result, server, chain
+
+    def _install(
+        self,
+        slot: str,
+        result: EnrollResult,
+        server: ServerAdvert,
+        chain: list[x509.Certificate],
+        *,
+        renewed: bool,
+    ) -> CertificateOutcome:
+        key = result.private_key
+        assert key is not None  # checked by _checked
+        installed = self.store.install_credential(slot, [result.certificate, *chain], key)
+        for warning in result.warnings:
+            self.emit("warning", "enroll", warning, slot)
+        self.emit(
+            "success",
+            "renew" if renewed else "enroll",
+            f"{'renewed' if renewed else 'installed'} {installed.cert_path.name} "
+            f"(serial {result.certificate.serial_number:x}, valid until "
+            f"{result.certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC)",
+            slot,
+        )
+        hook = self.run_hook("renewed" if renewed else "provisioned", slot)
+        return CertificateOutcome(
+            slot=slot,
+            key_type=self.config.slots[slot],
+            certificate=result.certificate,
+            chain=chain,
+            cert_path=installed.cert_path,
+            key_path=installed.key_path,
+            renewed=renewed,
+            server=server,
+            warnings=tuple(result.warnings),
+            hook=hook,
+        )
+
+    def remove(self, slot: str, reason: str) -> None:
+        """Stop using a certificate at once (revoked, C16) and tell the hook."""
+        self.store.remove_credential(slot)
+        self.emit("warning", "revocation", f"removed the {slot} certificate: {reason}", slot)
+        self.run_hook("removed", slot)
+
+    # --- revocation (C16) ----------------------------------------------------------------------
+
+    def _revocation_of(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationResult:
+        roots = self.trust_anchors()
+        return check_revocation(
+            cert,
+            issuer,
+            now=self.clock.now(),
+            fetch=lambda url: self.connector.fetch(url, roots),
+            post=lambda url, body, media: self.connector.post(url, body, media, roots),
+        )
+
+    def revocation_sources(self) -> list[str]:
+        """CRL and OCSP URLs named by the root and the installed certificates (C16)."""
+        certs = self.trust_anchors()[:1]
+        for slot in self.config.slots:
+            installed = self.installed(slot)
+            if installed is not None:
+                certs.append(installed.certificate)
+        return [url for cert in certs for url in (*crl_urls(cert), *ocsp_urls(cert))]
+
+    def check_revocation(self) -> dict[str, RevocationResult]:
+        """Check each installed certificate and the root; revoked ones are removed (C16).
+
+        Returns the result per slot (and ``"root"``).
+        """
+        results: dict[str, RevocationResult] = {}
+        roots = self.trust_anchors()
+        if roots:
+            root = roots[0]
+            results["root"] = self._revocation_of(root, root)
+        for slot in self.config.slots:
+            installed = self.installed(slot)
+            if installed is None:
+                continue
+            issuer = _issuer_of(
+                installed.certificate, [*installed.chain[1:], *self.store.load_chain(), *roots]
+            )
+            if issuer is None:
+                results[slot] = RevocationResult(Revocation.UNKNOWN, "issuer certificate not found")
+                continue
+            result = self._revocation_of(installed.certificate, issuer)
+            results[slot] = result
+            if result.revoked:
+                self.remove(slot, result.detail)
+        if "root" in results and results["root"].revoked:
+            self.emit("failure", "revocation", f"the root CA is {results['root'].detail}")
+            for slot in self.config.slots:
+                with contextlib.suppress(OSError):
+                    self.store.remove_credential(slot)
+            self.store.remove_trust()
+        return results
+
+    # --- hook ----------------------------------------------------------------------------------
+
+    def run_hook(self, event: str, slot: str | None) -> HookResult | None:
+        command = self.config.on_change
+        if command is None:
+            return None
+        variables = hook_environment(
+            event,
+            slot=slot,
+            cert_path=self.store.cert_path(slot) if slot else None,
+            key_path=self.store.key_path(slot) if slot else None,
+            root_ca_path=self.store.root_ca_path,
+            output_dir=self.config.output_dir,
+        )
+        result = run_hook(command, variables, cwd=self.config.output_dir)
+        self.emit("info" if result.ok else "warning", "hook", result.describe(), slot)
+        return result
+
+
+def pending_retry_seconds(exc: ProvisioningError) -> float:
+    """How long to wait before asking again about a queued request."""
+    cause = exc.__cause__
+    if isinstance(cause, EstRetryLaterError) and cause.retry_after:
+        return float(cause.retry_after)
+    return float(DEFAULT_RETRY_AFTER_SECONDS)
+
+
+def _issuer_of(
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    return next((candidate for candidate in candidates if is_signed_by(cert, candidate)), None)
+
+
+def _key_is_type(key: object, key_type: str) -> bool:
+    try:
+        info = describe_public_key(key.public_key())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
+    expected = {"p256": "P-256", "p384": "P-384", "p521": "P-521"}
+    if key_type.startswith("rsa"):
+        return info.family == "rsa" and info.size == int(key_type[3:])
+    return info.family == "ec" and info.description.endswith(expected.get(key_type, "?"))
+
+
+def _describe_key(key: object) -> str:
+    try:
+        return describe_public_key(key.public_key()).description  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return "new"
+
+
+def _hint_for(failures: Sequence[str]) -> str:
+    text = " ".join(failures).lower()
+    if "connect" in text or "no answer" in text:
+        return "check that the EST server is running and reachable at the address shown"
+    if "verify" in text or "tls" in text:
+        return "check the trust anchors (root CA) and the server's TLS certificate"
+    if "403" in text or "401" in text or "refused" in text:
+        return "the server refused this node: check the client certificate (--cert/--key)"
+    return "see the messages above; check the server's log for the refusal reason"

@@ -1,0 +1,198 @@
+"""The node's files: trust anchors, one certificate + key per algorithm, a pending key, the state.
+
+Why a class of its own: every write here must be crash-safe (a device loses power mid-renewal and
+must come back with a working pair), keys must be 0600 from birth, and the agent, the one-shot
+workflow and ``estkit nmos status`` must agree on where things are. Layout of the output directory::
+
+    root-ca.pem         trust anchors: the current EST root first, then older roots of the same
+                        domain still inside a rollover window (C5)
+    ca-chain.pem        intermediates and rollover certificates from /cacerts (C5: kept)
+    rsa-cert.pem        certificate followed by its chain     rsa-key.pem    (0600)
+    ecdsa-cert.pem      ...                                   ecdsa-key.pem  (0600)
+    rsa-pending-key.pem key of a request waiting for manual approval (0600), so a restart sends
+                        the same request again instead of queueing a new one (C10)
+    state.json          schedule, failures and last error, so a restart resumes (agent)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from estkit.fileio import (
+    CredentialMismatchError,
+    load_credential_pair,
+    replace_credential_pair,
+    write_file_atomic,
+    write_private_file_atomic,
+)
+from estkit.nmos.errors import NmosError
+from estkit.protocol.certs import certificates_to_pem
+from estkit.protocol.keys import PrivateKey, load_private_key, private_key_to_pem
+
+STATE_FILENAME = "state.json"
+CHAIN_FILENAME = "ca-chain.pem"
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class InstalledCredential:
+    """A certificate (leaf first, then its chain) with its private key, as found on disk."""
+
+    slot: str
+    chain: list[x509.Certificate]
+    key: PrivateKey
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+class StoreError(NmosError):
+    """A file of the node's store is unreadable or inconsistent."""
+
+
+class CredentialStore:
+    """Reads and writes the node's files in ``output_dir`` (see module docstring)."""
+
+    def __init__(self, output_dir: Path, root_ca_path: Path | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.root_ca_path = Path(root_ca_path) if root_ca_path else self.output_dir / "root-ca.pem"
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def cert_path(self, slot: str) -> Path:
+        return self.output_dir / f"{slot}-cert.pem"
+
+    def key_path(self, slot: str) -> Path:
+        return self.output_dir / f"{slot}-key.pem"
+
+    def pending_key_path(self, slot: str) -> Path:
+        return self.output_dir / f"{slot}-pending-key.pem"
+
+    @property
+    def chain_path(self) -> Path:
+        return self.output_dir / CHAIN_FILENAME
+
+    @property
+    def state_path(self) -> Path:
+        return self.output_dir / STATE_FILENAME
+
+    # --- trust anchors (C5) --------------------------------------------------------------------
+
+    def load_roots(self) -> list[x509.Certificate]:
+        """Installed trust anchors, current root first; empty when none are installed."""
+        return _load_pem_file(self.root_ca_path)
+
+    def load_chain(self) -> list[x509.Certificate]:
+        return _load_pem_file(self.chain_path)
+
+    def save_trust(self, roots: list[x509.Certificate], extra: list[x509.Certificate]) -> None:
+        """Install ``roots`` (current first) and the other /cacerts certificates (C5)."""
+        if not roots:
+            raise ValueError("at least one root certificate is needed")
+        write_file_atomic(self.root_ca_path, certificates_to_pem(roots))
+        if extra:
+            write_file_atomic(self.chain_path, certificates_to_pem(extra))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.chain_path.unlink()
+
+    def remove_trust(self) -> None:
+        for path in (self.root_ca_path, self.chain_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # --- certificates and keys (C9) ------------------------------------------------------------
+
+    def load_credential(self, slot: str) -> InstalledCredential | None:
+        """The installed pair for ``slot``, or None when absent or broken (mismatch, garbage).
+
+        A broken pair is treated as absent, so the agent re-provisions instead of serving it.
+        """
+        cert_path, key_path = self.cert_path(slot), self.key_path(slot)
+        if not cert_path.exists() or not key_path.exists():
+            return None
+        try:
+            chain, key = load_credential_pair(cert_path, key_path)
+        except (CredentialMismatchError, ValueError, OSError):
+            return None
+        return InstalledCredential(slot, chain, key, cert_path, key_path)  # type: ignore[arg-type]
+
+    def install_credential(
+        self, slot: str, chain: list[x509.Certificate], key: PrivateKey
+    ) -> InstalledCredential:
+        """Replace ``slot``'s pair atomically; the previous certificate and key are gone (C9)."""
+        replace_credential_pair(
+            self.cert_path(slot),
+            certificates_to_pem(chain),
+            self.key_path(slot),
+            private_key_to_pem(key),
+        )
+        self.drop_pending_key(slot)
+        return InstalledCredential(slot, chain, key, self.cert_path(slot), self.key_path(slot))
+
+    def remove_credential(self, slot: str) -> None:
+        """Delete a pair that must no longer be used (revoked, other domain: C15, C16)."""
+        for path in (self.cert_path(slot), self.key_path(slot)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # --- pending requests (C10) ----------------------------------------------------------------
+
+    def load_pending_key(self, slot: str) -> PrivateKey | None:
+        path = self.pending_key_path(slot)
+        try:
+            return load_private_key(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def save_pending_key(self, slot: str, key: PrivateKey) -> None:
+        write_private_file_atomic(self.pending_key_path(slot), private_key_to_pem(key))
+
+    def drop_pending_key(self, slot: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pending_key_path(slot).unlink()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        """The saved agent state, or an empty one (a missing or corrupt file is not fatal)."""
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"format": STATE_FORMAT}
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            return {"format": STATE_FORMAT}
+        return data
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        payload = dict(state, format=STATE_FORMAT)
+        write_file_atomic(
+            self.state_path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+        )
+
+
+def _load_pem_file(path: Path) -> list[x509.Certificate]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read {path}: {exc.strerror}", hint="check file permissions"
+        ) from None
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise StoreError(
+            f"{path} holds no readable PEM certificate",
+            hint="delete it so the node fetches the root again, or use `estkit nmos install`",
+        ) from None

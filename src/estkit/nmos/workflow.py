@@ -1,0 +1,70 @@
+"""The one-shot provisioning workflow of the original prototype, done the BCP-003-03 way.
+
+Root CA from ``/cacerts`` (explicit trust, C4/C5) -> one RSA and one ECDSA certificate with new
+keys (C7, C8) -> checked (C9) and installed -> unless disabled, renewed once with new keys through
+``/simplereenroll`` to show that renewal works (C13). ``estkit nmos workflow`` and ``estkit demo``
+are thin wrappers around :func:`run_workflow`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from estkit.nmos.anchors import TrustDecision
+from estkit.nmos.config import NodeConfig
+from estkit.nmos.errors import ManufacturerCredentialError
+from estkit.nmos.node import CertificateOutcome, NmosNode
+
+
+@dataclass
+class WorkflowResult:
+    """What the workflow installed; :meth:`to_json` is the CLI's ``--json`` document."""
+
+    root_ca: Path
+    trust: TrustDecision
+    certificates: list[CertificateOutcome] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root_ca": str(self.root_ca),
+            "certificates": [
+                {
+                    "key_type": outcome.slot,
+                    "certificate": str(outcome.cert_path),
+                    "key": str(outcome.key_path),
+                    "not_after": outcome.not_after.isoformat(),
+                    "renewed": outcome.renewed,
+                }
+                for outcome in self.certificates
+            ],
+        }
+
+
+def run_workflow(node: NmosNode, *, renew: bool = True) -> WorkflowResult:
+    """Run the whole workflow once on ``node``; raises an ``NmosError`` subclass on failure."""
+    config: NodeConfig = node.config
+    _require_manufacturer_files(config)
+    trust = node.fetch_root_ca()
+    outcomes: dict[str, CertificateOutcome] = {}
+    for slot in config.slots:
+        outcomes[slot] = node.enroll(slot)
+    if renew:
+        for slot in config.slots:
+            outcomes[slot] = node.renew(slot)
+    return WorkflowResult(node.store.root_ca_path, trust, [outcomes[s] for s in config.slots])
+
+
+def _require_manufacturer_files(config: NodeConfig) -> None:
+    """A path the user typed that does not exist is a mistake to report, not a reason to enroll
+    anonymously (only an expired or revoked certificate is set aside silently, C1)."""
+    for what, path in (
+        ("manufacturer certificate", config.manufacturer_certificate),
+        ("manufacturer key", config.manufacturer_key),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise ManufacturerCredentialError(
+                f"the {what} {path} does not exist",
+                hint="pass --cert and --key with the device's manufacturer-issued credentials",
+            )

@@ -1,0 +1,294 @@
+"""A small, purpose-built EST server with switchable faults, for faults no real option produces.
+
+By default it behaves correctly (so the suite passes against it); each field of :class:`Faults`
+breaks exactly one behaviour. It runs aiohttp with real TLS on 127.0.0.1 in a background thread
+and records every request it answered in :attr:`FakeEstServer.answers`, so a test can show the
+suite's probe reached it and what it answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from estkit.protocol import (
+    CHALLENGE_PASSWORD_OID,
+    PKCS7_CERTS_ONLY,
+    PKCS8,
+    CsrAttrs,
+    EstProtocolError,
+    PopResult,
+    build_certs_only,
+    build_serverkeygen_response,
+    check_pop,
+    decode_csr_body,
+    describe_csr,
+    encode_base64_body,
+    encode_certs_only_body,
+    encode_csrattrs,
+    parse_media_type,
+    parse_path,
+    private_key_to_der,
+    tls_unique_for,
+)
+
+from .pki import SERVER_NAME, FakePki
+
+BCP_TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-SHA256:"
+    "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-SHA256:"
+    "ECDHE-RSA-AES256-SHA384:DHE-RSA-AES128-SHA256:DHE-RSA-AES256-SHA256"
+)
+MAX_BODY_BYTES = 64 * 1024
+UNLIMITED_BODY_BYTES = 16 * 1024 * 1024
+OPERATIONS = {
+    "cacerts": "GET",
+    "csrattrs": "GET",
+    "simpleenroll": "POST",
+    "simplereenroll": "POST",
+    "serverkeygen": "POST",
+}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Each flag breaks one thing; all False is a compliant server."""
+
+    wrong_media_type: bool = False  # /simpleenroll answers application/octet-stream
+    der_bodies: bool = False  # 200 bodies are raw DER, not base64
+    accept_wrong_content_type: bool = False  # no 415 for text/plain
+    crash_on_bad_base64: bool = False  # 500 instead of 400
+    no_size_limit: bool = False  # reads any body: no 413
+    basic_challenge: bool = False  # 401 + WWW-Authenticate: Basic on POSTs without credentials
+    issue_without_client_cert: bool = False  # S3
+    accept_changed_subject: bool = False  # E3
+    refuse_rsa: bool = False  # S6: only ECDSA keys get certificates
+    no_serverkeygen: bool = False  # 404 (S1 is a SHOULD)
+    defer_without_retry_after: bool = False  # 202 without Retry-After (E8)
+    defer_first: int = 0  # the first N enrollments get 202 + Retry-After: 1, then are issued
+    require_pop: bool = False  # lists challengePassword and checks it (E14), correctly
+    extra_ciphers: str = ""  # TLS 1.2 suites accepted beyond BCP-003-01
+    server_names: tuple[str, ...] = (SERVER_NAME,)  # a wildcard here breaks T4
+    self_signed_tls: bool = False  # TLS certificates not issued by the CA of /cacerts (S2)
+
+
+@dataclass
+class Answer:
+    method: str
+    path: str
+    status: int
+    reason: str
+    content_type: str = ""
+
+
+@dataclass
+class FakeEstServer:
+    pki: FakePki
+    workdir: Path
+    faults: Faults = field(default_factory=Faults)
+    labels: frozenset[str | None] = frozenset({None})
+    answers: list[Answer] = field(default_factory=list)
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _deferred: int = 0
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ciphers = BCP_TLS12_CIPHERS + (
+            f":{self.faults.extra_ciphers}" if self.faults.extra_ciphers else ""
+        )
+        ctx.set_ciphers(ciphers + ":@SECLEVEL=0")
+        for kind in ("rsa", "ec"):
+            cert, key = self.pki.server_pair(
+                kind,
+                self.faults.server_names,
+                self.workdir,
+                self_signed=self.faults.self_signed_tls,
+            )
+            ctx.load_cert_chain(cert, key)
+        dh = self.workdir / "ffdhe2048.pem"
+        if dh.exists():
+            ctx.load_dh_params(dh)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=self.pki.client_roots_pem)
+        return ctx
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def _answer(
+        self, request: web.Request, status: int, reason: str = "", **kwargs: object
+    ) -> web.Response:
+        sent = request.headers.get("Content-Type", "")
+        self.answers.append(Answer(request.method, request.path, status, reason, sent))
+        if "body" in kwargs or "text" in kwargs:
+            return web.Response(status=status, **kwargs)  # type: ignore[arg-type]
+        return web.Response(status=status, text=reason or "ok", **kwargs)  # type: ignore[arg-type]
+
+    def _certs_response(self, request: web.Request, certs: list[x509.Certificate]) -> web.Response:
+        wrong = self.faults.wrong_media_type and not request.path.endswith("/cacerts")
+        content_type = "application/octet-stream" if wrong else PKCS7_CERTS_ONLY
+        body = build_certs_only(certs) if self.faults.der_bodies else encode_certs_only_body(certs)
+        return self._answer(
+            request, 200, "issued", body=body, headers={"Content-Type": content_type}
+        )
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        try:
+            label, operation = parse_path(request.path)
+        except EstProtocolError as exc:
+            return self._answer(request, 404, f"not an EST path: {exc}")
+        if label not in self.labels:
+            return self._answer(request, 404, f"unknown label {label!r}")
+        wanted = OPERATIONS.get(operation)
+        if wanted is None or (operation == "serverkeygen" and self.faults.no_serverkeygen):
+            return self._answer(request, 404, f"{operation} not implemented")
+        if request.method != wanted:
+            return self._answer(request, 405, f"use {wanted}", headers={"Allow": wanted})
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        peer = x509.load_der_x509_certificate(peer_der) if peer_der else None
+        if operation == "cacerts":
+            return self._certs_response(request, [self.pki.root])
+        if operation == "csrattrs":
+            if not self.faults.require_pop:
+                return self._answer(request, 204, "no attributes")
+            der = encode_csrattrs(CsrAttrs(oids=(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),)))
+            return self._answer(request, 200, body=encode_base64_body(der),
+                                headers={"Content-Type": "application/csrattrs"})  # fmt: skip
+        return await self._enroll(request, operation, peer, ssl_object)
+
+    async def _enroll(
+        self,
+        request: web.Request,
+        operation: str,
+        peer: x509.Certificate | None,
+        ssl_object: ssl.SSLObject | None,
+    ) -> web.Response:
+        if self.faults.basic_challenge and "Authorization" not in request.headers:
+            return self._answer(request, 401, "credentials needed",
+                                headers={"WWW-Authenticate": 'Basic realm="fake"'})  # fmt: skip
+        content_type = request.headers.get("Content-Type", "")
+        if not self.faults.accept_wrong_content_type:
+            try:
+                essence = parse_media_type(content_type).essence
+            except EstProtocolError:
+                essence = ""
+            if essence != "application/pkcs10":
+                return self._answer(request, 415, f"need application/pkcs10, got {content_type}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer(request, 413, "body too large")
+        try:
+            csr = decode_csr_body(body)
+        except EstProtocolError as exc:
+            if self.faults.crash_on_bad_base64 and "base64" in str(exc):
+                self.answers.append(
+                    Answer(request.method, request.path, 500, "crashed", content_type)
+                )
+                raise RuntimeError("simulated crash on bad base64") from exc
+            return self._answer(request, 400, f"bad CSR: {exc}")
+        if peer is None and not self.faults.issue_without_client_cert:
+            return self._answer(request, 403, "client certificate required")
+        info = describe_csr(csr)
+        if self.faults.require_pop:
+            result = check_pop(info.challenge_password, tls_unique_for(ssl_object))
+            if result is not PopResult.MATCH:
+                return self._answer(request, 400, f"proof-of-possession: {result.value}")
+        if self.faults.refuse_rsa and info.key.family == "rsa":
+            return self._answer(request, 400, "RSA keys are not accepted")
+        if operation == "simplereenroll":
+            if peer is None or peer.issuer != self.pki.root.subject:
+                return self._answer(request, 403, "re-enroll with a certificate we issued")
+            if csr.subject != peer.subject and not self.faults.accept_changed_subject:
+                return self._answer(request, 400, "subject differs from the certificate")
+        if self.faults.defer_without_retry_after:
+            return self._answer(request, 202, "waiting for an operator")
+        if self._deferred < self.faults.defer_first and operation == "simpleenroll":
+            self._deferred += 1
+            return self._answer(request, 202, "try again", headers={"Retry-After": "1"})
+        ekus = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+        names = list(info.dns_names) or ([info.common_name] if info.common_name else [])
+        san = x509.SubjectAlternativeName([x509.DNSName(n) for n in names]) if names else None
+        if operation == "serverkeygen":
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = self.pki.issue(key.public_key(), csr.subject, san, ekus)
+            body, content_type = build_serverkeygen_response(private_key_to_der(key), PKCS8, [cert])
+            return self._answer(request, 200, body=body, headers={"Content-Type": content_type})
+        cert = self.pki.issue(csr.public_key(), csr.subject, san, ekus)
+        return self._certs_response(request, [cert])
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> FakeEstServer:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        ctx = self._tls_context()
+        limit = UNLIMITED_BODY_BYTES if self.faults.no_size_limit else MAX_BODY_BYTES
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application(client_max_size=limit)
+            app.router.add_route("*", "/{tail:.*}", self.dispatch)
+            runner = web.AppRunner(app, access_log=None)
+            try:
+                loop.run_until_complete(runner.setup())
+                site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+                loop.run_until_complete(site.start())
+                self.port = runner.addresses[0][1]
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(runner.cleanup())
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-est", daemon=True)
+        self._thread.start()
+        ready.wait(timeout=30)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def statuses(self, path_suffix: str) -> list[int]:
+        return [a.status for a in self.answers if a.path.endswith(path_suffix)]
+
+
+@contextmanager
+def running(server: FakeEstServer) -> Iterator[FakeEstServer]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

@@ -1,0 +1,1 @@
+"""Tests of estkit.nmos (BCP-003-03 node side)."""

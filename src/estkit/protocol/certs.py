@@ -31,7 +31,7 @@ def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle; raises :class:`EncodingError` when there is none."""
     try:
         certs = x509.load_pem_x509_certificates(bytes(data))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise EncodingError(
             f"no readable PEM certificate found ({exc}); expected one or more "
             "'-----BEGIN CERTIFICATE-----' blocks"

@@ -92,7 +92,7 @@ def parse_certs_only(der: bytes) -> list[x509.Certificate]:
     for number, cert_der in enumerate(_unwrap_signed_data(der), start=1):
         try:
             certs.append(x509.load_der_x509_certificate(cert_der))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise Pkcs7Error(
                 f"certificate {number} in the PKCS#7 structure cannot be read ({exc})"
             ) from None
@@ -115,7 +115,7 @@ def _certs_from_pem(text: bytes) -> list[x509.Certificate]:
         elif label in _CERT_PEM_LABELS:
             try:
                 certs.append(x509.load_der_x509_certificate(der))
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise Pkcs7Error(f"a PEM certificate in the body cannot be read ({exc})") from None
         else:
             raise Pkcs7Error(

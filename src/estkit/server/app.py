@@ -1,0 +1,451 @@
+"""The HTTP side of the EST server: routing, HTTP hygiene, authentication, responses.
+
+Why one catch-all route instead of aiohttp's router: EST paths carry a label segment that must
+be validated strictly (``estkit.protocol.parse_path``), methods differ per operation, and every
+refusal has to look the same (text/plain reason, log line, audit event). One dispatcher makes the
+order of checks explicit: path → label → method → Content-Type → size → body → authentication →
+enrollment (see ``enroll.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from asn1crypto import core
+from cryptography import x509
+
+from estkit import __version__
+from estkit.ca.profiles import Profile
+from estkit.ca.store import StoreError, StoreUnavailableError
+from estkit.protocol.csr import decode_csr_body
+from estkit.protocol.csrattrs import (
+    CHALLENGE_PASSWORD_OID,
+    EC_PUBLIC_KEY_OID,
+    RSA_ENCRYPTION_OID,
+    CsrAttribute,
+    CsrAttrs,
+    encode_csrattrs,
+)
+from estkit.protocol.encoding import encode_base64_body
+from estkit.protocol.errors import CsrError, EncodingError, MediaTypeError, PathError
+from estkit.protocol.limits import MAX_REQUEST_BODY_BYTES
+from estkit.protocol.media import (
+    CSRATTRS,
+    PKCS7_CERTS_ONLY,
+    PKCS8,
+    PKCS10,
+    SERVER_GENERATED_KEY,
+    TEXT_PLAIN,
+    parse_media_type,
+)
+from estkit.protocol.paths import CRL_PATH, parse_path
+from estkit.protocol.pkcs7 import encode_certs_only_body
+from estkit.protocol.pop import tls_unique_for
+from estkit.protocol.retry import format_retry_after
+from estkit.protocol.serverkeygen import build_serverkeygen_response
+from estkit.server.enroll import EnrollmentRequest, Issued, Queued, enroll, would_queue
+from estkit.server.httpauth import HttpAuthenticator
+from estkit.server.refusal import NeedsHttpAuthentication, Refusal
+from estkit.server.state import ServerState
+
+logger = logging.getLogger("estkit.server")
+
+STATE_KEY = web.AppKey("estkit_state", ServerState)
+CRL_MEDIA_TYPE = "application/pkix-crl"
+SERVER_HEADER = f"estkit/{__version__}"
+# How far apart in time two requests may be for the cached /cacerts body to be reused: the CA
+# generation is part of the cache key, so this only bounds staleness after an in-place edit.
+_READ_CHUNK_BYTES = 16 * 1024
+# OIDs listed in /csrattrs (RFC 7030 §4.5.2): subject serialNumber (BCP-003-03 C7 SHOULD) and
+# the signature algorithms matching the only key family a label allows.
+SERIAL_NUMBER_OID = "2.5.4.5"
+SECP256R1_OID = "1.2.840.10045.3.1.7"
+ECDSA_WITH_SHA256_OID = "1.2.840.10045.4.3.2"
+SHA256_WITH_RSA_OID = "1.2.840.113549.1.1.11"
+DEFAULT_RSA_BITS_HINT = 2048
+# Retry-After when the store is down (disk full, database restarting): long enough not to hammer
+# a recovering database, short enough that devices come back within a minute.
+STORE_RETRY_AFTER_SECONDS = 10
+
+_GET_OPERATIONS = ("cacerts", "csrattrs")
+_POST_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
+
+
+def _peer(request: web.Request) -> str:
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    if peername:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return request.remote or "unknown"
+
+
+def _ssl_object(request: web.Request) -> ssl.SSLObject | None:
+    if request.transport is None:
+        return None
+    return request.transport.get_extra_info("ssl_object")
+
+
+def text_response(status: int, text: str, headers: Any = ()) -> web.Response:
+    response = web.Response(
+        status=status, body=(text.rstrip("\n") + "\n").encode("utf-8"), content_type=None
+    )
+    response.headers["Content-Type"] = TEXT_PLAIN
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
+def _client_certificate(ssl_object: ssl.SSLObject | None) -> x509.Certificate | None:
+    """The client's leaf certificate as presented (not yet judged; see clientauth.py)."""
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise Refusal(403, f"the TLS client certificate cannot be parsed: {exc}") from None
+
+
+def _base64_response(body_der: bytes, content_type: str) -> web.Response:
+    response = web.Response(status=200, body=encode_base64_body(body_der))
+    response.headers["Content-Type"] = content_type
+    # Harmless, and some older clients only decode base64 when they see it (RFC 8951 §3).
+    response.headers["Content-Transfer-Encoding"] = "base64"
+    return response
+
+
+def _certs_response(certificates: list[x509.Certificate]) -> web.Response:
+    response = web.Response(status=200, body=encode_certs_only_body(certificates))
+    response.headers["Content-Type"] = PKCS7_CERTS_ONLY
+    response.headers["Content-Transfer-Encoding"] = "base64"
+    return response
+
+
+def _challenge_headers(
+    authenticator: HttpAuthenticator, *, stale: bool = False
+) -> list[tuple[str, str]]:
+    return [("WWW-Authenticate", value) for value in authenticator.challenges(stale=stale)]
+
+
+def _method_not_allowed(method: str, allowed: tuple[str, ...], operation: str) -> Refusal:
+    return Refusal(
+        405,
+        f"{method} is not allowed on /{operation}; use {' or '.join(allowed)}",
+        headers=[("Allow", ", ".join(allowed))],
+    )
+
+
+def csrattrs_for(profile: Profile) -> CsrAttrs:
+    """What /csrattrs tells clients to put in their CSRs under ``profile``."""
+    oids: list[x509.ObjectIdentifier] = []
+    attributes: list[CsrAttribute] = []
+    if profile.require_pop:
+        oids.append(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID))
+    if profile.auth_mode == "nmos":
+        oids.append(x509.ObjectIdentifier(SERIAL_NUMBER_OID))
+    if profile.key_families == frozenset({"ec"}):
+        attributes.append(
+            CsrAttribute(
+                x509.ObjectIdentifier(EC_PUBLIC_KEY_OID),
+                (core.ObjectIdentifier(SECP256R1_OID).dump(),),
+            )
+        )
+        oids.append(x509.ObjectIdentifier(ECDSA_WITH_SHA256_OID))
+    elif profile.key_families == frozenset({"rsa"}):
+        attributes.append(
+            CsrAttribute(
+                x509.ObjectIdentifier(RSA_ENCRYPTION_OID),
+                (core.Integer(DEFAULT_RSA_BITS_HINT).dump(),),
+            )
+        )
+        oids.append(x509.ObjectIdentifier(SHA256_WITH_RSA_OID))
+    return CsrAttrs(oids=tuple(oids), attributes=tuple(attributes))
+
+
+class EstHandler:
+    """Request handling bound to one :class:`ServerState`."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._cacerts_cache: tuple[str, bytes] | None = None
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.state.refresh()
+        raw_path = request.rel_url.raw_path
+        if raw_path == CRL_PATH:
+            self._require_method(request, ("GET", "HEAD"), "crl")
+            return await self.crl()
+        try:
+            label, operation = parse_path(raw_path)
+        except PathError as exc:
+            raise Refusal(404, f"no such EST resource: {exc}") from None
+        profile = self.state.config.profile_for(label)
+        if profile is None:
+            configured = ", ".join(sorted(self.state.config.labels)) or "none"
+            raise Refusal(404, f"unknown EST label {label!r} (configured labels: {configured})")
+        if operation == "fullcmc":
+            raise Refusal(501, "fullcmc is not supported by this server (optional in RFC 7030)")
+        if operation in _GET_OPERATIONS:
+            self._require_method(request, ("GET", "HEAD"), operation)
+            if operation == "cacerts":
+                return self.cacerts()
+            return self.csrattrs(profile)
+        self._require_method(request, ("POST",), operation)
+        return await self.enroll(request, label, operation, profile)
+
+    @staticmethod
+    def _require_method(request: web.Request, allowed: tuple[str, ...], operation: str) -> None:
+        if request.method not in allowed:
+            raise _method_not_allowed(request.method, allowed, operation)
+
+    # -- GET operations ------------------------------------------------------------------------
+
+    def cacerts(self) -> web.Response:
+        authority = self.state.authority
+        generation = authority.generation
+        if self._cacerts_cache is None or self._cacerts_cache[0] != generation:
+            self._cacerts_cache = (generation, encode_certs_only_body(authority.cacerts))
+        response = web.Response(status=200, body=self._cacerts_cache[1])
+        response.headers["Content-Type"] = PKCS7_CERTS_ONLY
+        response.headers["Content-Transfer-Encoding"] = "base64"
+        return response
+
+    def csrattrs(self, profile: Profile) -> web.Response:
+        return _base64_response(encode_csrattrs(csrattrs_for(profile)), CSRATTRS)
+
+    async def crl(self) -> web.Response:
+        def build() -> bytes:
+            entries = self.state.store.revoked_entries()
+            return self.state.authority.build_crl(entries)
+
+        der = await self.state.run(build)
+        response = web.Response(status=200, body=der)
+        response.headers["Content-Type"] = CRL_MEDIA_TYPE
+        return response
+
+    # -- enrollment ----------------------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = MAX_REQUEST_BODY_BYTES
+        if request.content_length is not None and request.content_length > limit:
+            raise Refusal(
+                413,
+                f"request body of {request.content_length} bytes is over the limit of {limit} "
+                "bytes (MAX_REQUEST_BODY_BYTES); a CSR is a few kilobytes",
+                headers=[("Connection", "close")],
+            )
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.content.iter_chunked(_READ_CHUNK_BYTES):
+            total += len(chunk)
+            if total > limit:
+                raise Refusal(
+                    413,
+                    f"request body is over the limit of {limit} bytes (MAX_REQUEST_BODY_BYTES); "
+                    "a CSR is a few kilobytes",
+                    headers=[("Connection", "close")],
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _check_content_type(request: web.Request, operation: str) -> None:
+        value = request.headers.get("Content-Type")
+        if not value:
+            raise Refusal(415, f"/{operation} needs Content-Type: {PKCS10} (none was sent)")
+        try:
+            media_type = parse_media_type(value)
+        except MediaTypeError as exc:
+            raise Refusal(415, f"unreadable Content-Type {value[:100]!r}: {exc}") from None
+        if not media_type.matches(PKCS10):
+            raise Refusal(
+                415, f"/{operation} needs Content-Type: {PKCS10}, got {media_type.essence}"
+            )
+
+    async def _http_user(self, request: web.Request, profile: Profile) -> str | None:
+        """The HTTP user of an rfc7030-mode request, or a 401 when credentials are wrong."""
+        header = request.headers.get("Authorization")
+        if profile.auth_mode != "rfc7030" or not header:
+            return None  # nmos mode never looks at HTTP credentials (S5)
+        authenticator = self.state.authenticator
+        loop = asyncio.get_running_loop()
+        # Basic checks run scrypt (tens of ms): keep them off the event loop.
+        result = await loop.run_in_executor(
+            None,
+            lambda: authenticator.check(header, method=request.method, uri=str(request.rel_url)),
+        )
+        if result.user is None:
+            raise Refusal(
+                401,
+                f"HTTP authentication failed: {result.reason}",
+                headers=[
+                    ("WWW-Authenticate", value)
+                    for value in authenticator.challenges(stale=result.stale)
+                ],
+            )
+        return result.user
+
+    async def enroll(
+        self, request: web.Request, label: str | None, operation: str, profile: Profile
+    ) -> web.Response:
+        self._check_content_type(request, operation)
+        body = await self._read_body(request)
+        ssl_object = _ssl_object(request)
+        client_certificate = _client_certificate(ssl_object)
+        now = dt.datetime.now(dt.UTC)
+        http_user = await self._http_user(request, profile)
+        client_status = None
+        if profile.auth_mode == "rfc7030" and http_user is None:
+            # Authenticate before looking at the body: clients such as curl --digest first
+            # send the request without credentials (and with an empty body) to get the
+            # challenge, so a 401 must come before any complaint about the CSR.
+            client_status = await self.state.run(self.state.trust.check, client_certificate, now)
+            anonymous = not client_status.trusted and not client_status.revoked
+            if anonymous and not would_queue(profile, authenticated=False):
+                raise Refusal(
+                    401,
+                    f"authentication required: {client_status.reason}; authenticate with "
+                    "a trusted TLS client certificate or an HTTP user of this server",
+                    headers=_challenge_headers(self.state.authenticator),
+                )
+        try:
+            csr = decode_csr_body(body)
+        except (EncodingError, CsrError) as exc:
+            raise Refusal(400, f"the request body is not a usable PKCS#10 CSR: {exc}") from None
+        enrollment = EnrollmentRequest(
+            operation=operation,  # type: ignore[arg-type]
+            label=label,
+            profile=profile,
+            csr=csr,
+            client_certificate=client_certificate,
+            http_user=http_user,
+            peer=_peer(request),
+            tls_unique=tls_unique_for(ssl_object),
+            tls_version=ssl_object.version() if ssl_object else None,
+            client_status=client_status,
+        )
+        try:
+            outcome = await self.state.run(enroll, self.state, enrollment, now)
+        except NeedsHttpAuthentication as exc:
+            raise Refusal(
+                401,
+                f"authentication required: {exc.reason}",
+                headers=_challenge_headers(self.state.authenticator),
+            ) from None
+        if isinstance(outcome, Queued):
+            return self._queued(outcome, label)
+        return self._issued(outcome, operation)
+
+    def _queued(self, outcome: Queued, label: str | None) -> web.Response:
+        seconds = outcome.retry_after_seconds
+        data_dir = self.state.data_dir
+        logger.info(
+            "request %d %s for operator approval (label %s)",
+            outcome.request_id,
+            "queued" if outcome.new else "still waiting",
+            label or "-",
+        )
+        return text_response(
+            202,
+            f"request {outcome.request_id} is waiting for operator approval; repeat the same "
+            f"request after {seconds} seconds (operator: estkit server approve {data_dir} "
+            f"{outcome.request_id})",
+            headers=[("Retry-After", format_retry_after(seconds))],
+        )
+
+    def _issued(self, outcome: Issued, operation: str) -> web.Response:
+        if operation != "serverkeygen" or outcome.key_part is None:
+            return _certs_response([outcome.certificate])
+        media_type = SERVER_GENERATED_KEY if outcome.key_encrypted else PKCS8
+        body, content_type = build_serverkeygen_response(
+            outcome.key_part, media_type, [outcome.certificate]
+        )
+        response = web.Response(status=200, body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+
+# -- middleware ------------------------------------------------------------------------------------
+
+
+def _refusal_middleware(state: ServerState) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except Refusal as refusal:
+            response = text_response(refusal.status, refusal.reason, refusal.headers)
+            if ("Connection", "close") in refusal.headers:
+                response.force_close()
+            await _record_refusal(state, request, refusal.status, refusal.reason)
+        except StoreUnavailableError as exc:
+            # Nothing was issued or decided; the client may simply come back (E8 semantics).
+            reason = f"the certificate store is unavailable, nothing was issued: {exc}"
+            response = text_response(
+                503,
+                f"{reason}; retry later",
+                [("Retry-After", format_retry_after(STORE_RETRY_AFTER_SECONDS))],
+            )
+            await _record_refusal(state, request, 503, reason)
+        except web.HTTPException as exc:
+            # aiohttp's own refusals (e.g. its body-size guard): same shape as ours.
+            reason = exc.text or exc.reason
+            response = text_response(exc.status, reason)
+            if exc.status >= 400:
+                await _record_refusal(state, request, exc.status, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            incident = secrets.token_hex(6)
+            logger.exception(
+                "incident %s: %s %s from %s", incident, request.method, request.path, _peer(request)
+            )
+            response = text_response(
+                500,
+                f"internal server error (incident {incident}); the server log has the details",
+            )
+        response.headers["Server"] = SERVER_HEADER
+        return response
+
+    return middleware
+
+
+async def _record_refusal(
+    state: ServerState, request: web.Request, status: int, reason: str
+) -> None:
+    peer = _peer(request)
+    path = request.rel_url.raw_path
+    logger.warning("refused %s %s %s: %d %s", peer, request.method, path, status, reason)
+    try:
+        await state.run(
+            lambda: state.store.log_event(
+                "refused", reason, status=status, path=path, peer=peer, method=request.method
+            )
+        )
+    except StoreError as exc:  # the refusal itself must still reach the client
+        logger.warning("could not record the refusal in the certificate store: %s", exc)
+    except Exception:
+        logger.exception("could not record the refusal in the store")
+
+
+def create_app(state: ServerState) -> web.Application:
+    """The aiohttp application of the EST server over ``state``."""
+    # client_max_size is aiohttp's own guard; we check earlier and with a clearer message.
+    app = web.Application(
+        client_max_size=MAX_REQUEST_BODY_BYTES, middlewares=[_refusal_middleware(state)]
+    )
+    app[STATE_KEY] = state
+    handler = EstHandler(state)
+    app.router.add_route("*", "/{tail:.*}", handler.dispatch)
+    return app

@@ -1,0 +1,506 @@
+"""The server's configuration file (``DIR/estkit.toml``): reading, writing and small edits.
+
+Why TOML with paths relative to the file: a data directory can be copied or moved as a whole,
+and an operator can read and edit the file by hand. Every value is validated on load so a typo
+stops the server at start with a message naming the key, not with a 500 later.
+
+Passwords are never stored: HTTP Basic users get a salted scrypt hash; Digest (RFC 7616) needs
+the HA1 value ``H(user:realm:password)``, which is what RFC 7616 servers keep (it is
+password-equivalent for that realm only, so the file is written 0600).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
+from estkit.fileio import write_private_file_atomic
+from estkit.protocol.paths import validate_label
+
+CONFIG_FILE_NAME = "estkit.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8443
+DEFAULT_REALM = "estkit"
+# BCP-003-03 D3: 0-99 are live servers (0 highest priority), 100+ development only. A zone file is
+# for a real deployment, so the default is a live value an administrator can still outrank.
+DEFAULT_DNSSD_PRI = 10
+
+# scrypt cost for HTTP Basic password hashes: ~16 MiB and tens of milliseconds per check (the
+# interactive-login parameters recommended with scrypt), so a stolen file resists guessing.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_SALT_BYTES = 16
+SCRYPT_DKLEN = 32
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+_HEADER = (
+    "# estkit EST server configuration. Paths are relative to this file.\n"
+    "# Edit by hand or with `estkit server` commands; see docs for every key.\n\n"
+)
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message names the file and the key."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class TlsCertificateConfig:
+    """One TLS server certificate chain (PEM) and its key."""
+
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class TrustedClientRoot:
+    """A manufacturer CA whose device certificates may authenticate (BCP-003-03 S3).
+
+    ``certificate`` may hold the root and any intermediates. ``crl`` is re-read when the file
+    changes. ``accept_expired`` is the S3 "MAY accept an expired but unrevoked manufacturer
+    certificate" option.
+    """
+
+    certificate: Path
+    crl: Path | None = None
+    accept_expired: bool = False
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One HTTP user of rfc7030-mode labels: hashes only, never the password."""
+
+    name: str
+    basic: str
+    digest_sha256: str
+    digest_md5: str
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server reads from ``estkit.toml`` (paths absolute)."""
+
+    path: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    database_url: str = ""
+    ca_directory: Path = Path("ca")
+    tls_certificates: tuple[TlsCertificateConfig, ...] = ()
+    crl_url: str | None = None
+    realm: str = DEFAULT_REALM
+    dnssd_pri: int = DEFAULT_DNSSD_PRI
+    default_profile: Profile = field(default_factory=Profile)
+    labels: Mapping[str, Profile] = field(default_factory=dict)
+    trusted_client_roots: tuple[TrustedClientRoot, ...] = ()
+    users: Mapping[str, UserRecord] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent
+
+    def profile_for(self, label: str | None) -> Profile | None:
+        """The profile of ``label`` (None = the unlabelled endpoints); None if not configured."""
+        if label is None:
+            return self.default_profile
+        return self.labels.get(label)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration file at {path}",
+            hint="create a data directory with `estkit server init DIR`",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _config_file(path: str | os.PathLike[str]) -> Path:
+    """Accept either the config file or the data directory holding it."""
+    resolved = Path(path).expanduser().absolute()
+    return resolved / CONFIG_FILE_NAME if resolved.is_dir() else resolved
+
+
+def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return value
+
+
+def _resolve(base: Path, value: object, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty path string, got {value!r}")
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate)
+
+
+def _database_url(base: Path, value: object, path: Path) -> str:
+    if value is None or value == "":
+        return f"sqlite:///{base / 'estkit.db'}"
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: server.database must be a string, got {value!r}")
+    if "://" in value:
+        return value
+    return f"sqlite:///{_resolve(base, value, 'server.database')}"
+
+
+def _profile(table: object, label: str | None, path: Path) -> Profile:
+    where = "[profile]" if label is None else f"[labels.{label}]"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path}: {where} must be a table")
+    try:
+        return profile_from_mapping(table, label=label)
+    except (ProfileError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {where}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read and validate ``estkit.toml`` (``path`` may also be the data directory)."""
+    config_path = _config_file(path)
+    return _parse_document(_read_document(config_path), config_path)
+
+
+def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
+    base = config_path.parent
+    server = _table(doc, "server", config_path)
+
+    host = server.get("host", DEFAULT_HOST)
+    port = server.get("port", DEFAULT_PORT)
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{config_path}: server.host must be a host name or address")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"{config_path}: server.port must be 0-65535, got {port!r}")
+
+    tls_items = server.get("tls_certificates", [])
+    if not isinstance(tls_items, list):
+        raise ConfigError(f"{config_path}: server.tls_certificates must be a list of tables")
+    tls = []
+    for index, item in enumerate(tls_items):
+        where = f"{config_path}: server.tls_certificates[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table with certificate and key")
+        tls.append(
+            TlsCertificateConfig(
+                certificate=_resolve(base, item.get("certificate"), f"{where}.certificate"),
+                key=_resolve(base, item.get("key"), f"{where}.key"),
+            )
+        )
+
+    crl_url = server.get("crl_url") or None
+    if crl_url is not None and (not isinstance(crl_url, str) or not crl_url.startswith("http")):
+        raise ConfigError(f"{config_path}: server.crl_url must be an http(s) URL, got {crl_url!r}")
+    realm = server.get("realm", DEFAULT_REALM)
+    if not isinstance(realm, str) or not realm or '"' in realm:
+        raise ConfigError(f"{config_path}: server.realm must be a non-empty string without quotes")
+
+    dnssd = _table(doc, "dnssd", config_path)
+    pri = dnssd.get("pri", DEFAULT_DNSSD_PRI)
+    if isinstance(pri, bool) or not isinstance(pri, int) or pri < 0:
+        raise ConfigError(f"{config_path}: dnssd.pri must be a non-negative integer")
+
+    labels: dict[str, Profile] = {}
+    for label, table in _table(doc, "labels", config_path).items():
+        try:
+            validate_label(label)
+        except ValueError as exc:
+            raise ConfigError(f"{config_path}: [labels.{label}]: {exc}") from None
+        labels[label] = _profile(table, label, config_path)
+
+    roots = []
+    root_items = doc.get("trusted_client_roots", [])
+    if not isinstance(root_items, list):
+        raise ConfigError(f"{config_path}: trusted_client_roots must be an array of tables")
+    for index, item in enumerate(root_items):
+        where = f"{config_path}: trusted_client_roots[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        accept_expired = item.get("accept_expired", False)
+        if not isinstance(accept_expired, bool):
+            raise ConfigError(f"{where}.accept_expired must be true or false")
+        crl = item.get("crl")
+        roots.append(
+            TrustedClientRoot(
+                certificate=_resolve(base, item.get("certificate"), f"{where}.certificate"),
+                crl=_resolve(base, crl, f"{where}.crl") if crl else None,
+                accept_expired=accept_expired,
+            )
+        )
+
+    users = {}
+    for name, item in _table(doc, "users", config_path).items():
+        if not isinstance(item, Mapping) or not all(
+            isinstance(item.get(key), str) for key in ("basic", "digest_sha256", "digest_md5")
+        ):
+            raise ConfigError(
+                f"{config_path}: [users.{name}] must have basic, digest_sha256 and digest_md5",
+                hint="re-add the user with `estkit server add-user`",
+            )
+        users[name] = UserRecord(
+            name=name,
+            basic=item["basic"],
+            digest_sha256=item["digest_sha256"],
+            digest_md5=item["digest_md5"],
+        )
+
+    return ServerConfig(
+        path=config_path,
+        host=host,
+        port=port,
+        database_url=_database_url(base, server.get("database"), config_path),
+        ca_directory=_resolve(base, server.get("ca_directory", "ca"), "server.ca_directory"),
+        tls_certificates=tuple(tls),
+        crl_url=crl_url,
+        realm=realm,
+        dnssd_pri=pri,
+        default_profile=_profile(doc.get("profile", {}), None, config_path),
+        labels=labels,
+        trusted_client_roots=tuple(roots),
+        users=users,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _relative(base: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def config_to_document(config: ServerConfig) -> dict[str, Any]:
+    """The TOML document for ``config`` (paths relative to the file where possible)."""
+    base = config.data_dir
+    database = config.database_url
+    default_db = f"sqlite:///{base / 'estkit.db'}"
+    server: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "database": "estkit.db" if database == default_db else database,
+        "ca_directory": _relative(base, config.ca_directory),
+        "realm": config.realm,
+        "tls_certificates": [
+            {"certificate": _relative(base, t.certificate), "key": _relative(base, t.key)}
+            for t in config.tls_certificates
+        ],
+    }
+    if config.crl_url:
+        server["crl_url"] = config.crl_url
+    doc: dict[str, Any] = {
+        "server": server,
+        "dnssd": {"pri": config.dnssd_pri},
+        "profile": profile_to_mapping(config.default_profile, include_label=False),
+        "labels": {
+            name: profile_to_mapping(profile, include_label=False)
+            for name, profile in config.labels.items()
+        },
+        "trusted_client_roots": [
+            {
+                "certificate": _relative(base, root.certificate),
+                **({"crl": _relative(base, root.crl)} if root.crl else {}),
+                "accept_expired": root.accept_expired,
+            }
+            for root in config.trusted_client_roots
+        ],
+        "users": {
+            user.name: {
+                "basic": user.basic,
+                "digest_sha256": user.digest_sha256,
+                "digest_md5": user.digest_md5,
+            }
+            for user in config.users.values()
+        },
+    }
+    return doc
+
+
+def _write_document(path: Path, doc: Mapping[str, Any]) -> None:
+    # 0600: the file holds Digest HA1 values, which are password-equivalent for the realm.
+    write_private_file_atomic(path, (_HEADER + tomli_w.dumps(doc)).encode("utf-8"))
+
+
+def save_config(config: ServerConfig, path: str | os.PathLike[str] | None = None) -> None:
+    """Write ``config`` atomically to ``path`` (default: ``config.path``)."""
+    _write_document(Path(path) if path else config.path, config_to_document(config))
+
+
+def _edit(config_path: str | os.PathLike[str], change: Any) -> ServerConfig:
+    """Apply ``change(doc)`` to the raw document, validate the result, then write it."""
+    path = _config_file(config_path)
+    doc = _read_document(path)
+    change(doc)
+    config = _parse_document(doc, path)  # never write a file the server would refuse
+    _write_document(path, doc)
+    return config
+
+
+def add_label(config_path: str | os.PathLike[str], label: str, **profile_fields: Any) -> Profile:
+    """Add (or replace) the EST label ``label`` with the given :class:`Profile` fields."""
+    validate_label(label)
+    # Validate before touching the file, so a bad field never leaves a broken config behind.
+    profile = profile_from_mapping(profile_fields, label=label)
+
+    def change(doc: dict[str, Any]) -> None:
+        doc.setdefault("labels", {})[label] = profile_to_mapping(profile, include_label=False)
+
+    _edit(config_path, change)
+    return profile
+
+
+def remove_label(config_path: str | os.PathLike[str], label: str) -> None:
+    """Remove the EST label ``label``; KeyError when it is not configured."""
+
+    def change(doc: dict[str, Any]) -> None:
+        labels = doc.get("labels", {})
+        if label not in labels:
+            raise KeyError(f"no label {label!r} in the configuration")
+        del labels[label]
+
+    _edit(config_path, change)
+
+
+def hash_basic_password(password: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` (base64) for HTTP Basic checks."""
+    salt = salt if salt is not None else secrets.token_bytes(SCRYPT_SALT_BYTES)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"),
+        salt=salt,
+        n=SCRYPT_N,
+        r=SCRYPT_R,
+        p=SCRYPT_P,
+        maxmem=_SCRYPT_MAXMEM,
+        dklen=SCRYPT_DKLEN,
+    )
+    encode = base64.b64encode
+    return (
+        f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encode(salt).decode()}${encode(digest).decode()}"
+    )
+
+
+def verify_basic_password(stored: str, password: str) -> bool:
+    """Constant-time check of ``password`` against a :func:`hash_basic_password` value."""
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        salt = base64.b64decode(salt_b64, validate=True)
+        expected = base64.b64decode(digest_b64, validate=True)
+        digest = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=salt,
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            maxmem=_SCRYPT_MAXMEM,
+            dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+def digest_ha1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """RFC 7616 §3.4.2 HA1 = H(username ":" realm ":" password), lower-case hex."""
+    data = f"{username}:{realm}:{password}".encode()
+    if algorithm == "SHA-256":
+        return hashlib.sha256(data).hexdigest()
+    if algorithm == "MD5":
+        return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    raise ValueError(f"unsupported Digest algorithm {algorithm!r}; use SHA-256 or MD5")
+
+
+def add_user(config_path: str | os.PathLike[str], username: str, password: str) -> None:
+    """Add (or replace) an HTTP user for rfc7030-mode labels, storing hashes only."""
+    if not username or ":" in username or '"' in username:
+        raise ValueError("a user name must be non-empty and contain no ':' or '\"'")
+    if not password:
+        raise ValueError("the password must not be empty")
+    realm = load_config(config_path).realm
+
+    def change(doc: dict[str, Any]) -> None:
+        doc.setdefault("users", {})[username] = {
+            "basic": hash_basic_password(password),
+            "digest_sha256": digest_ha1("SHA-256", username, realm, password),
+            "digest_md5": digest_ha1("MD5", username, realm, password),
+        }
+
+    _edit(config_path, change)
+
+
+def add_trusted_client_root(
+    config_path: str | os.PathLike[str],
+    pem_path: str | os.PathLike[str],
+    crl_path: str | os.PathLike[str] | None = None,
+    *,
+    accept_expired: bool = False,
+) -> None:
+    """Trust device certificates issued under the CA certificate(s) in ``pem_path`` (S3)."""
+    pem = Path(pem_path).expanduser().absolute()
+    if not pem.is_file():
+        raise ConfigError(f"no certificate file at {pem}")
+    crl = Path(crl_path).expanduser().absolute() if crl_path else None
+    base = _config_file(config_path).parent
+
+    def change(doc: dict[str, Any]) -> None:
+        # Re-adding the same file replaces its entry (e.g. to attach a CRL).
+        roots = [
+            item
+            for item in doc.setdefault("trusted_client_roots", [])
+            if _resolve(base, item.get("certificate"), "trusted_client_roots.certificate") != pem
+        ]
+        entry: dict[str, Any] = {"certificate": str(pem), "accept_expired": accept_expired}
+        if crl:
+            entry["crl"] = str(crl)
+        roots.append(entry)
+        doc["trusted_client_roots"] = roots
+
+    _edit(config_path, change)
+
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "ConfigError",
+    "ServerConfig",
+    "TlsCertificateConfig",
+    "TrustedClientRoot",
+    "UserRecord",
+    "add_label",
+    "add_trusted_client_root",
+    "add_user",
+    "digest_ha1",
+    "hash_basic_password",
+    "load_config",
+    "remove_label",
+    "save_config",
+    "verify_basic_password",
+]

@@ -1,0 +1,213 @@
+"""Create a server data directory: CA, TLS certificates, demo manufacturer PKI, config, store.
+
+Why one function: `estkit server init`, the first run of `estkit server serve`, `estkit demo`
+and every test fixture need the same complete, working directory, so they all call
+:func:`init_data_dir` and get the same layout::
+
+    DIR/estkit.toml                  server configuration (0600: holds Digest HA1 values)
+    DIR/ca/                          the CA (estkit.ca): root.pem, cacerts.pem, chain.pem, …
+    DIR/tls/server-rsa.pem|.key      TLS server chain + key, RSA 2048
+    DIR/tls/server-ec.pem|.key       TLS server chain + key, ECDSA P-256
+    DIR/manufacturer/                demo manufacturer CA + one demo device credential
+    DIR/estkit.db                    the certificate store (SQLite) unless --db says otherwise
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from estkit.ca.authority import CaError, CertificateAuthority
+from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
+from estkit.ca.profiles import Profile
+from estkit.ca.store import open_store
+from estkit.fileio import replace_credential_pair
+from estkit.protocol.certs import certificates_to_pem, is_self_signed, sha256_fingerprint
+from estkit.protocol.keys import generate_private_key, private_key_to_pem
+from estkit.server.config import (
+    CONFIG_FILE_NAME,
+    ServerConfig,
+    TlsCertificateConfig,
+    TrustedClientRoot,
+    load_config,
+    save_config,
+)
+
+DEFAULT_HOSTNAMES = ("localhost",)
+# Loopback addresses added to the server certificate when it is for "localhost", so that the
+# URLs printed for the demo (https://127.0.0.1:8443) verify. Real deployments pass --hostname.
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
+# One year (plus the CA/B Forum's 32-day margin): the server's own TLS certificates are re-made
+# by `estkit server init --force`, not renewed automatically.
+TLS_CERTIFICATE_VALIDITY_SECONDS = 397 * 86400
+TLS_KEY_TYPES = (("rsa", "rsa2048"), ("ec", "p256"))
+DEMO_DEVICE_SERIAL = "ESTKIT-DEMO-0001"
+DEMO_DEVICE_NAME = "estkit-demo-device"
+# Things `--force` replaces (the CA itself keeps its old generations on disk, see estkit.ca).
+_REPLACED_ON_FORCE = ("tls", "manufacturer")
+_SQLITE_FILES = ("estkit.db", "estkit.db-wal", "estkit.db-shm")
+
+
+class DataDirExistsError(FileExistsError):
+    """The directory already holds a CA; `--force` is needed to replace it."""
+
+    hint = "pass --force to replace it (the old CA keys stay on disk under ca/generations/)"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """Absolute paths of everything :func:`init_data_dir` made."""
+
+    data_dir: Path
+    config: Path
+    ca_certificates: Path
+    root_ca: Path
+    manufacturer_ca: Path
+    manufacturer_ca_key: Path
+    device_certificate: Path
+    device_key: Path
+    server_certificates: list[Path] = field(default_factory=list)
+    server_keys: list[Path] = field(default_factory=list)
+    database_url: str = ""
+    ca_fingerprint: str = ""
+
+    def to_json(self) -> dict[str, str | list[str]]:
+        return {
+            "data_dir": str(self.data_dir),
+            "config": str(self.config),
+            "ca_certificates": str(self.ca_certificates),
+            "root_ca": str(self.root_ca),
+            "manufacturer_ca": str(self.manufacturer_ca),
+            "manufacturer_ca_key": str(self.manufacturer_ca_key),
+            "device_certificate": str(self.device_certificate),
+            "device_key": str(self.device_key),
+            "server_certificates": [str(path) for path in self.server_certificates],
+            "server_keys": [str(path) for path in self.server_keys],
+            "database_url": self.database_url,
+            "ca_fingerprint": self.ca_fingerprint,
+        }
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> InitResult:
+        """The paths of an existing data directory (layout as made by :func:`init_data_dir`)."""
+        data_dir = Path(directory).expanduser().absolute()
+        config = load_config(data_dir / CONFIG_FILE_NAME)
+        authority = CertificateAuthority.load(config.ca_directory)
+        manufacturer = data_dir / "manufacturer"
+        return cls(
+            data_dir=data_dir,
+            config=config.path,
+            ca_certificates=authority.cacerts_path,
+            root_ca=authority.root_path,
+            manufacturer_ca=manufacturer / "manufacturer-ca.pem",
+            manufacturer_ca_key=manufacturer / "manufacturer-ca.key",
+            device_certificate=manufacturer / "device.pem",
+            device_key=manufacturer / "device.key",
+            server_certificates=[t.certificate for t in config.tls_certificates],
+            server_keys=[t.key for t in config.tls_certificates],
+            database_url=config.database_url,
+            ca_fingerprint=sha256_fingerprint(authority.root_certificate),
+        )
+
+
+def _server_hostnames(hostnames: Sequence[str]) -> list[str]:
+    names = [name.strip() for name in hostnames if name.strip()] or list(DEFAULT_HOSTNAMES)
+    if "localhost" in names:
+        names += [address for address in LOOPBACK_ADDRESSES if address not in names]
+    return names
+
+
+def _clear_for_force(data_dir: Path, db_url: str | None) -> None:
+    for name in _REPLACED_ON_FORCE:
+        shutil.rmtree(data_dir / name, ignore_errors=True)
+    if db_url is None:
+        # The default store only describes certificates of the CA being replaced.
+        for name in _SQLITE_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / name).unlink()
+
+
+def init_data_dir(
+    directory: Path,
+    *,
+    hostnames: Sequence[str] = DEFAULT_HOSTNAMES,
+    key_type: str = "p384",
+    db_url: str | None = None,
+    force: bool = False,
+) -> InitResult:
+    """Create a complete server data directory in ``directory`` and return its paths.
+
+    Refuses (:class:`DataDirExistsError`) when a CA already exists there, unless ``force``.
+    """
+    data_dir = Path(directory).expanduser().absolute()
+    ca_dir = data_dir / "ca"
+    if CertificateAuthority.exists(ca_dir) and not force:
+        raise DataDirExistsError(f"{data_dir} already holds a certificate authority")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if force:
+        _clear_for_force(data_dir, db_url)
+    database_url = db_url or f"sqlite:///{data_dir / 'estkit.db'}"
+    # Reach the store first: a wrong or unreachable --db must fail before anything is written.
+    open_store(database_url).close()
+    try:
+        authority = CertificateAuthority.create(ca_dir, key_type=key_type, force=force)
+    except CaError as exc:
+        raise ValueError(str(exc)) from None
+
+    tls_dir = data_dir / "tls"
+    server_names = _server_hostnames(hostnames)
+    intermediates = [cert for cert in authority.chain if not is_self_signed(cert)]
+    tls_pairs: list[TlsCertificateConfig] = []
+    for suffix, tls_key_type in TLS_KEY_TYPES:
+        key = generate_private_key(tls_key_type)
+        cert = authority.issue_tls_server_certificate(
+            key.public_key(), server_names, validity_seconds=TLS_CERTIFICATE_VALIDITY_SECONDS
+        )
+        pair = TlsCertificateConfig(
+            certificate=tls_dir / f"server-{suffix}.pem", key=tls_dir / f"server-{suffix}.key"
+        )
+        replace_credential_pair(
+            pair.certificate,
+            certificates_to_pem([cert, *intermediates]),
+            pair.key,
+            private_key_to_pem(key),
+        )
+        tls_pairs.append(pair)
+
+    manufacturer_dir = data_dir / "manufacturer"
+    manufacturer = create_manufacturer_ca(manufacturer_dir)
+    device = issue_device_certificate(
+        manufacturer, device_serial=DEMO_DEVICE_SERIAL, common_name=DEMO_DEVICE_NAME
+    )
+    device_cert_path = manufacturer_dir / "device.pem"
+    device_key_path = manufacturer_dir / "device.key"
+    device.write(device_cert_path, device_key_path)
+
+    config_path = data_dir / CONFIG_FILE_NAME
+    config = ServerConfig(
+        path=config_path,
+        database_url=database_url,
+        ca_directory=ca_dir,
+        tls_certificates=tuple(tls_pairs),
+        default_profile=Profile(),
+        trusted_client_roots=(TrustedClientRoot(certificate=manufacturer.certificate_path),),
+    )
+    save_config(config, config_path)
+
+    return InitResult(
+        data_dir=data_dir,
+        config=config_path,
+        ca_certificates=authority.cacerts_path,
+        root_ca=authority.root_path,
+        manufacturer_ca=manufacturer.certificate_path,
+        manufacturer_ca_key=manufacturer.key_path,
+        device_certificate=device_cert_path,
+        device_key=device_key_path,
+        server_certificates=[pair.certificate for pair in tls_pairs],
+        server_keys=[pair.key for pair in tls_pairs],
+        database_url=config.database_url,
+        ca_fingerprint=sha256_fingerprint(authority.root_certificate),
+    )

@@ -1,0 +1,371 @@
+"""Start the EST server: in a background thread (tests, demos) or in the foreground (CLI).
+
+Why the same code path for both: what the tests exercise is what `estkit server serve` runs.
+
+``--workers N`` forks N processes after binding one listening socket: the kernel hands each new
+connection to one of them, every worker has its own event loop, store connection and store thread,
+and the store's PRIMARY KEY on the serial keeps serials unique across all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from estkit.protocol.certs import sha256_fingerprint
+from estkit.server.app import create_app
+from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
+from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
+
+logger = logging.getLogger("estkit.server")
+
+# Seconds to wait for a background server to come up before declaring failure.
+STARTUP_TIMEOUT_SECONDS = 30.0
+# Seconds open connections get to finish on shutdown (foreground: a deploy should not hang).
+SHUTDOWN_TIMEOUT_SECONDS = 5.0
+# Background servers (tests) close faster: idle keep-alive connections are simply dropped.
+THREAD_SHUTDOWN_TIMEOUT_SECONDS = 1.0
+# Pending connections the kernel queues; enrollment bursts (a rack of devices powering up) are
+# short and a deep queue costs nothing.
+LISTEN_BACKLOG = 1024
+MAX_WORKERS = 64
+# Seconds an open connection may stay silent (before or between requests). EST clients send one
+# request, or a few in a row; aiohttp's default (an hour) would let idle or half-sent requests
+# hold a connection slot for ever (slowloris).
+IDLE_CONNECTION_TIMEOUT_SECONDS = 15.0
+
+
+def format_url(host: str, port: int) -> str:
+    """``https://host:port`` with IPv6 literals bracketed, no trailing slash."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"https://{shown}:{port}"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a started server tells its caller (used for the CLI banner)."""
+
+    url: str
+    host: str
+    port: int
+    data_dir: Path
+    workers: int
+    ca_fingerprint: str
+    verify_in_app: bool
+    labels: tuple[str, ...] = ()
+
+
+def _tls_context(state: ServerState) -> ServerTlsContext:
+    config = state.config
+    pairs = [CertificatePair(t.certificate, t.key) for t in config.tls_certificates]
+    fallback = (
+        "".join(root.certificate.read_text() for root in config.trusted_client_roots)
+        + state.authority.cacerts_path.read_text()
+    )
+    return build_server_context(pairs, fallback_roots_pem=fallback)
+
+
+def _info(
+    state: ServerState, host: str, port: int, workers: int, tls: ServerTlsContext
+) -> ServerInfo:
+    return ServerInfo(
+        url=format_url(host, port),
+        host=host,
+        port=port,
+        data_dir=state.data_dir,
+        workers=workers,
+        ca_fingerprint=sha256_fingerprint(state.authority.root_certificate),
+        verify_in_app=tls.verify_in_app,
+        labels=tuple(sorted(state.config.labels)),
+    )
+
+
+async def _start(
+    state: ServerState,
+    *,
+    host: str,
+    port: int,
+    sock: socket.socket | None,
+    shutdown_timeout: float,
+) -> tuple[web.AppRunner, int, ServerTlsContext]:
+    tls = _tls_context(state)
+    await state.run(state.check_store)
+    runner = web.AppRunner(
+        create_app(state),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=IDLE_CONNECTION_TIMEOUT_SECONDS,
+    )
+    await runner.setup()
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock, ssl_context=tls.context)
+    else:
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            ssl_context=tls.context,
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+        )
+    await site.start()
+    bound_port = port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound_port = int(address[1])
+            break
+    return runner, bound_port, tls
+
+
+# ------------------------------------------------------------------------------------------------
+# background thread
+
+
+@dataclass
+class RunningServer:
+    """A server running on its own event loop in a background thread; a context manager."""
+
+    url: str
+    host: str
+    port: int
+    data_dir: Path
+    info: ServerInfo
+    _loop: asyncio.AbstractEventLoop = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    _runner: web.AppRunner = field(repr=False)
+    _state: ServerState = field(repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self) -> None:
+        """Stop accepting, close connections, close the store; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        try:
+            future.result(timeout=THREAD_SHUTDOWN_TIMEOUT_SECONDS + 10)
+        except Exception as exc:  # keep shutting down; say what went wrong
+            logger.warning("server cleanup failed: %s", exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._state.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start the real HTTPS server in a background thread; returns once it listens."""
+    state = ServerState(Path(data_dir))
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            outcome["started"] = loop.run_until_complete(
+                _start(
+                    state,
+                    host=host,
+                    port=port,
+                    sock=None,
+                    shutdown_timeout=THREAD_SHUTDOWN_TIMEOUT_SECONDS,
+                )
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"estkit-server-{host}", daemon=True)
+    thread.start()
+    if not ready.wait(STARTUP_TIMEOUT_SECONDS):
+        raise TimeoutError(f"the EST server did not start within {STARTUP_TIMEOUT_SECONDS} s")
+    if "error" in outcome:
+        state.close()
+        raise outcome["error"]  # type: ignore[misc]
+    runner, bound_port, tls = outcome["started"]  # type: ignore[misc]
+    info = _info(state, host, bound_port, 1, tls)
+    return RunningServer(
+        url=info.url,
+        host=host,
+        port=bound_port,
+        data_dir=state.data_dir,
+        info=info,
+        _loop=loop,
+        _thread=thread,
+        _runner=runner,
+        _state=state,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# foreground
+
+
+async def _serve_until_signalled(
+    state: ServerState,
+    *,
+    host: str,
+    port: int,
+    sock: socket.socket | None,
+    workers: int,
+    on_ready: Callable[[ServerInfo], None] | None,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner, bound_port, tls = await _start(
+        state, host=host, port=port, sock=sock, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+    )
+    try:
+        if on_ready is not None:
+            on_ready(_info(state, host, bound_port, workers, tls))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server(
+        (host.strip("[]"), port), family=family, backlog=LISTEN_BACKLOG, reuse_port=False
+    )
+
+
+def _run_worker(data_dir: Path, sock: socket.socket, host: str, secret: bytes) -> int:
+    """Body of one forked worker process; returns its exit status."""
+    state = ServerState(data_dir, digest_secret=secret)
+    try:
+        asyncio.run(
+            _serve_until_signalled(state, host=host, port=0, sock=sock, workers=1, on_ready=None)
+        )
+        return 0
+    except Exception:
+        logger.exception("worker %d failed", os.getpid())
+        return 1
+    finally:
+        state.close()
+
+
+def _supervise(children: list[int]) -> int:
+    """Wait for the workers; on SIGINT/SIGTERM (or a worker dying) stop them all."""
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    status = 0
+    try:
+        remaining = set(children)
+        while remaining:
+            try:
+                pid, wait_status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if pid not in remaining:
+                continue
+            remaining.discard(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if not stopping.is_set():
+                logger.error("worker %d exited unexpectedly (status %d); stopping", pid, code)
+                status = status or (code or 1)
+                forward(signal.SIGTERM, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return status
+
+
+def serve(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8443,
+    workers: int = 1,
+    on_ready: Callable[[ServerInfo], None] | None = None,
+) -> int:
+    """Serve in the foreground until SIGINT/SIGTERM; returns the exit status.
+
+    ``on_ready`` is called once with the listening address (the CLI prints its banner there).
+    """
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    data_dir = Path(data_dir).expanduser().absolute()
+    if workers == 1:
+        state = ServerState(data_dir)
+        try:
+            asyncio.run(
+                _serve_until_signalled(
+                    state, host=host, port=port, sock=None, workers=1, on_ready=on_ready
+                )
+            )
+        finally:
+            state.close()
+        return 0
+
+    # Check the configuration and certificates in the parent, so errors show once, clearly.
+    probe = ServerState(data_dir)
+    try:
+        tls = _tls_context(probe)
+        probe.check_store()  # before fork: the database is reachable
+    finally:
+        probe.close()
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    secret = secrets.token_bytes(DIGEST_SECRET_BYTES)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 1
+            try:
+                code = _run_worker(data_dir, sock, host, secret)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    if on_ready is not None:
+        on_ready(_info(probe, host, bound_port, workers, tls))
+    return _supervise(children)

@@ -1,0 +1,132 @@
+"""The server's TLS policy: AMWA BCP-003-01 (T1–T3, T5) expressed as one ``ssl.SSLContext``.
+
+Why one function: the same context serves ``estkit server serve``, the test fixtures and the
+benchmark, so what the tests check (TLS 1.1 refused, AES128-SHA refused, both certificate types
+presented) is what users run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from estkit.server.tls_verify_hook import (
+    install_accept_all_verify_callback,
+    set_tls13_ciphersuites,
+)
+
+logger = logging.getLogger("estkit.server")
+
+# BCP-003-01 T3: the TLS 1.2 suites, exactly these and in this order (OpenSSL names).
+BCP_003_01_TLS12_CIPHERS: tuple[str, ...] = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-SHA256",
+    "ECDHE-ECDSA-AES256-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "DHE-RSA-AES128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-SHA256",
+    "ECDHE-RSA-AES256-SHA384",
+    "DHE-RSA-AES128-SHA256",
+    "DHE-RSA-AES256-SHA256",
+)
+
+# BCP-003-01 T2: TLS 1.3 suites in its order (AES_128_GCM_SHA256 is the SHALL).
+BCP_003_01_TLS13_SUITES: tuple[str, ...] = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+)
+
+# RFC 7919 ffdhe2048, the named finite-field group, for the DHE-RSA suites of T3. Embedded because
+# Python 3.11 can only load DH parameters from a file and OpenSSL 3's automatic DH selection is not
+# reachable from the stdlib. Generated with `openssl genpkey -genparam -algorithm DH -pkeyopt
+# group:ffdhe2048` (a fixed, published group: nothing secret here).
+FFDHE2048_PEM = b"""-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
+
+@dataclass(frozen=True)
+class CertificatePair:
+    """One server certificate chain (PEM, leaf first) and its private key file."""
+
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class ServerTlsContext:
+    """The context plus how client certificates are checked.
+
+    ``verify_in_app`` True: the handshake accepts any client certificate and the application
+    verifies it (clear HTTP refusals). False: the hook could not be installed, OpenSSL verifies in
+    the handshake against ``fallback_roots_pem`` and bad certificates end with a TLS alert.
+    """
+
+    context: ssl.SSLContext
+    verify_in_app: bool
+
+
+def _load_dh_params(context: ssl.SSLContext) -> None:
+    fd, name = tempfile.mkstemp(prefix="estkit-ffdhe2048-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(FFDHE2048_PEM)
+        context.load_dh_params(name)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def build_server_context(
+    pairs: Sequence[CertificatePair], *, fallback_roots_pem: str | None = None
+) -> ServerTlsContext:
+    """Build the BCP-003-01 server context presenting every certificate in ``pairs`` at once.
+
+    Loading an RSA and an ECDSA certificate into the same context lets OpenSSL pick by the
+    negotiated suite, so ECDHE-ECDSA and the mandatory ECDHE-RSA-AES128-GCM-SHA256 both work (T5).
+    """
+    if not pairs:
+        raise ValueError("no server certificate configured: run `estkit server init DIR` first")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # T1: no SSL, TLS 1.0 or 1.1
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(":".join(BCP_003_01_TLS12_CIPHERS))
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    _load_dh_params(context)
+    for pair in pairs:
+        try:
+            context.load_cert_chain(pair.certificate, pair.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"cannot load the server certificate {pair.certificate} with key {pair.key}: "
+                f"{exc}; re-create them with `estkit server init DIR --force`"
+            ) from exc
+    verify_in_app = install_accept_all_verify_callback(context)
+    if not verify_in_app:
+        logger.warning(
+            "client certificates are verified in the TLS handshake (fallback): untrusted "
+            "certificates get a TLS alert instead of an HTTP 403 or the approval queue"
+        )
+        context.verify_mode = ssl.CERT_OPTIONAL
+        if fallback_roots_pem:
+            context.load_verify_locations(cadata=fallback_roots_pem)
+    if not set_tls13_ciphersuites(context, ":".join(BCP_003_01_TLS13_SUITES)):
+        logger.warning("TLS 1.3 suites keep OpenSSL's default order")
+    return ServerTlsContext(context=context, verify_in_app=verify_in_app)

@@ -53,7 +53,9 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_file_atomic(path: str | os.PathLike[str], data: bytes, mode: int = PUBLIC_FILE_MODE) -> None:
+def write_file_atomic(
+    path: str | os.PathLike[str], data: bytes, mode: int = PUBLIC_FILE_MODE
+) -> None:
     """Replace ``path`` with ``data`` atomically (readers never see a partial file)."""
     target = Path(path)
     tmp = _write_temp(target, data, mode)
@@ -110,8 +112,10 @@ def load_credential_pair(
     """Load a PEM certificate chain and its private key, refusing a mismatched pair."""
     certs = x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
-    cert_public = certs[0].public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    cert_public = (
+        certs[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     key_public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

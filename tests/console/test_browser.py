@@ -222,8 +222,9 @@ class _AttackerHandler(http.server.BaseHTTPRequestHandler):
 
 
 def test_cross_site_form_post_is_refused(console_env: ConsoleEnv, browser: Browser) -> None:
-    """The attacker's page is on another port of the same host (same site, so the browser even
-    sends the SameSite=Strict cookie): the Origin check and the CSRF token stop it."""
+    """The attacker's page is on another port of the console's host name (same site, so the
+    browser even sends the SameSite=Strict cookie): the Origin check and the CSRF token stop it.
+    It listens on 127.0.0.1 like the console and is reached by the same name, ``localhost``."""
     env = console_env
     assert env.enroll(new_key(), "csrf-victim.example").status_code == 202
     request_id = env.pending_request("csrf-victim.example")
@@ -232,7 +233,7 @@ def test_cross_site_form_post_is_refused(console_env: ConsoleEnv, browser: Brows
         (_AttackerHandler,),
         {"target": f"{env.console.url}/requests/{request_id}/approve"},
     )
-    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    attacker = http.server.ThreadingHTTPServer((env.console.host, 0), handler)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     pair = load_config_pair(env)
     tls.load_cert_chain(*pair)
@@ -241,7 +242,7 @@ def test_cross_site_form_post_is_refused(console_env: ConsoleEnv, browser: Brows
     thread.start()
     try:
         page = _signed_in_page(browser, env, "olivia", WIDE)
-        page.goto(f"https://127.0.0.1:{attacker.server_address[1]}/")
+        page.goto(f"https://{env.console.hostname}:{attacker.server_address[1]}/")
         page.wait_for_url(f"{env.console.url}/requests/{request_id}/approve")
         assert "Request refused" in page.locator("h1").inner_text()
         assert "Cross-site request protection" in page.content()

@@ -1,6 +1,7 @@
-"""The console over real HTTPS on 127.0.0.1: sign-in, refusals, CSRF and the actions, with httpx
-and curl/openssl as clients. Each refusal test shows the request reached the console (its own
-error page or audit record) and that nothing changed in the store."""
+"""The console over real HTTPS on 127.0.0.1, reached as ``localhost`` (the name its certificate
+carries): sign-in, refusals, CSRF and the actions, with httpx and curl/openssl as clients. Each
+refusal test shows the request reached the console (its own error page or audit record) and that
+nothing changed in the store."""
 
 from __future__ import annotations
 
@@ -86,7 +87,9 @@ def test_token_sign_in_sets_a_strict_session_cookie(console_env: ConsoleEnv) -> 
         )
         assert logout.status_code == 200
     with console_env.console_client() as stale:
-        stale.cookies.set("estkit_console_session", session, domain="127.0.0.1")
+        stale.cookies.set(
+            "estkit_console_session", session, domain=httpx.URL(console_env.console.url).host
+        )
         assert stale.get(console_env.console.url + "/").status_code == 401
 
 
@@ -95,6 +98,35 @@ def test_unknown_host_name_is_refused(console_env: ConsoleEnv) -> None:
         response = client.get(console_env.console.url + "/", headers={"Host": "attacker.example"})
     assert response.status_code == 421
     assert "attacker.example" in response.text
+
+
+def test_certificate_name_and_bound_address_are_accepted_hosts(console_env: ConsoleEnv) -> None:
+    """The URL uses the certificate's name; the bound address (a literal no DNS answer can
+    forge) is accepted in Host as well, and a state change must then come from that origin."""
+    console = console_env.console
+    assert (console.host, console.hostname) == ("127.0.0.1", "localhost")
+    assert console.url == f"https://localhost:{console.port}"
+    by_address = f"127.0.0.1:{console.port}"
+    with console_env.signed_in_client() as client:
+        page = client.get(console.url + "/requests", headers={"Host": by_address})
+        assert page.status_code == 200
+        assert "Sign out" in page.text
+        # Same session, same CSRF token, but the Origin names another origin than the Host.
+        logout = client.post(
+            console.url + "/logout",
+            data={"csrf_token": csrf_from(page.text)},
+            headers={"Host": by_address, "Origin": console.url},
+        )
+        assert logout.status_code == 403
+        assert f"is not this console (https://{by_address})" in logout.text
+        assert client.get(console.url + "/").status_code == 200  # still signed in
+        logout = client.post(
+            console.url + "/logout",
+            data={"csrf_token": csrf_from(page.text)},
+            headers={"Host": by_address, "Origin": f"https://{by_address}"},
+        )
+        assert logout.status_code == 200
+        assert client.get(console.url + "/").status_code == 401
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from estkit.console import auth
+from estkit.console.app import allowed_hosts, console_url_host
 from estkit.console.html import Html, esc, tag
 from estkit.console.model import (
     CertificateQuery,
@@ -197,6 +199,34 @@ def test_html_helpers() -> None:
 )
 def test_origin_rules(origin: str | None, referer: str | None, ok: bool) -> None:
     assert (auth.origin_problem(origin, referer, "https://127.0.0.1:9") is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("bind_host", "sans", "expected"),
+    [
+        ("127.0.0.1", ["localhost"], "localhost"),  # no IP SAN (T4): the name, not the address
+        ("::1", ["localhost"], "localhost"),
+        ("0.0.0.0", ["localhost", "est.example"], "localhost"),  # wildcard includes loopback
+        ("127.0.0.1", ["est.example"], "est.example"),
+        ("192.0.2.7", ["localhost", "est.example"], "192.0.2.7"),  # not loopback: as bound
+        ("est.example", ["localhost"], "est.example"),  # bound by name: that name
+    ],
+)
+def test_console_url_uses_the_certificate_name_on_loopback(
+    tmp_path: Path, bind_host: str, sans: list[str], expected: str
+) -> None:
+    certificate = tmp_path / "server.pem"
+    certificate.write_text(_pem("server", sans, NOW, 30))
+    assert console_url_host(bind_host, [certificate]) == expected
+    assert console_url_host(bind_host, []) == bind_host  # no certificate configured
+
+
+def test_host_allowlist_is_certificate_names_bound_address_and_loopback_names() -> None:
+    on_loopback = allowed_hosts("127.0.0.1", ["localhost", "EST.example"])
+    assert on_loopback == {"localhost", "127.0.0.1", "::1", "est.example"}
+    elsewhere = allowed_hosts("[2001:db8::7]", ["est.example"])
+    assert elsewhere == {"2001:db8::7", "est.example"}
+    assert "localhost" not in elsewhere  # does not listen there: nothing to reach it by
 
 
 def test_sessions_expire_when_idle() -> None:

@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from estkit.ca.store import open_store
 from estkit.protocol.csr import build_csr, encode_csr_body
@@ -48,8 +49,11 @@ def test_concurrent_enrollments_get_distinct_serials(
     estkit_server: EstkitTestServer,
 ) -> None:
     paths = estkit_server.paths
+    # Connect by the name in the server's URL (its certificate names no address, T4).
+    hostname = urlsplit(estkit_server.url).hostname
+    assert hostname == "localhost" and estkit_server.host == "127.0.0.1"
     serials = _enroll_many(
-        estkit_server.host,
+        hostname,
         estkit_server.port,
         paths.ca_certificates,
         paths.device_certificate,
@@ -92,14 +96,15 @@ def test_workers_share_one_socket_and_store(tmp_path: Path) -> None:
         port = None
         assert process.stdout is not None
         for line in process.stdout:
-            match = re.search(r"listening on https://127\.0\.0\.1:(\d+) \(2 workers\)", line)
+            # Bound to 127.0.0.1 (the default), shown as the name its certificate carries.
+            match = re.search(r"listening on https://localhost:(\d+) \(2 workers\)", line)
             if match:
                 port = int(match.group(1))
                 break
         assert port, "the server did not print its banner"
         assert len(_children(process.pid)) == 2
         serials = _enroll_many(
-            "127.0.0.1",
+            "localhost",
             port,
             paths.ca_certificates,
             paths.device_certificate,

@@ -6,6 +6,8 @@ See :mod:`~estkit.console.middleware` for the request pipeline and
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -26,13 +28,53 @@ from estkit.console.context import (
     TOKEN_KEY,
 )
 from estkit.console.middleware import MIDDLEWARES
+from estkit.server.runner import url_host
+
+# Names that always mean this machine: a browser never asks DNS for them, so no attacker can
+# point them elsewhere (RFC 6761 section 6.3 for "localhost"; the others are literals).
+LOOPBACK_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _listens_on_loopback(bind_host: str) -> bool:
+    """True for a loopback address, and for the wildcard addresses (which include loopback)."""
+    try:
+        address = ipaddress.ip_address(bind_host.strip("[]"))
+    except ValueError:
+        return bind_host.lower() == "localhost"
+    return address.is_loopback or address.is_unspecified
+
+
+def console_url_host(bind_host: str, tls_certificates: Sequence[Path]) -> str:
+    """The host name for the console's URLs when it listens on ``bind_host``.
+
+    Why: the server certificate the console presents names DNS names only (BCP-003-01 T4), so a
+    console bound to 127.0.0.1 must be reached as ``localhost``: a URL with the address fails
+    hostname verification in every client. Other bind addresses are shown as they are; the
+    operator chose them and knows which name reaches them.
+    """
+    bind_host = bind_host.strip("[]")
+    if not tls_certificates or not _listens_on_loopback(bind_host):
+        return bind_host
+    return url_host(bind_host, Path(tls_certificates[0]))
 
 
 def allowed_hosts(bind_host: str, tls_names: list[str]) -> frozenset[str]:
-    """Host names a browser may use to reach the console: the bind address, loopback names and
-    the names in the server's TLS certificates. Anything else is a DNS-rebinding attempt."""
-    names = {"localhost", "127.0.0.1", "::1", bind_host.strip("[]").lower()}
-    names.update(name.lower() for name in tls_names)
+    """Host names a browser may use to reach the console; anything else is refused as a
+    DNS-rebinding attempt (a name the attacker controls, resolving to the console's address).
+
+    Why each entry is safe:
+
+    * the names in the server's TLS certificates: the console's URL uses one of them
+      (:func:`console_url_host`), and only the operator decides what they resolve to;
+    * the bound address itself: an address literal is not looked up in DNS, so an attacker
+      cannot make a browser send it for a page of theirs;
+    * for a console on loopback, ``localhost`` and the loopback literals, which a browser never
+      resolves through DNS either.
+    """
+    bind_host = bind_host.strip("[]").lower()
+    names = {bind_host, *(name.lower() for name in tls_names)}
+    if _listens_on_loopback(bind_host):
+        names.update(LOOPBACK_HOST_NAMES)
     return frozenset(names)
 
 

@@ -81,8 +81,8 @@ async def host_check(request: web.Request, handler: Handler) -> web.StreamRespon
     if host not in request.app[ALLOWED_HOSTS_KEY]:
         return message(
             "Unknown host name",
-            f"This console does not answer to the host name {host!r}. Use the address printed "
-            "when the server started.",
+            f"This console does not answer to the host name {host!r}. Use the URL printed when "
+            "the console started.",
             421,
         )
     return await handler(request)
@@ -122,6 +122,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 async def csrf_protect(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method in ("GET", "HEAD") or OPERATOR_RKEY not in request:
         return await handler(request)
+    # The origin the request was addressed to: its Host already passed host_check, so this is
+    # the certificate's name (the console's URL) or the bound address, never an attacker's name.
+    # A page on another origin (another port of localhost included) sends its own Origin.
     expected_origin = f"https://{request.host}"
     problem = auth.origin_problem(
         request.headers.get("Origin"), request.headers.get("Referer"), expected_origin

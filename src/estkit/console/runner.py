@@ -2,7 +2,9 @@
 background-thread variant for tests and embedding.
 
 The console is a separate HTTPS listener (default 127.0.0.1) so it can be firewalled apart from
-the EST port devices reach; it presents the EST server's own TLS certificates.
+the EST port devices reach; it presents the EST server's own TLS certificates. Those name DNS
+names only (BCP-003-01 T4), so its URLs use the certificate's name, ``https://localhost:8444``
+for a console listening on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from estkit.console.admin_ca import ensure_admin_ca
-from estkit.console.app import make_console_app
-from estkit.console.context import DEFAULT_POLL_MS, TOKEN_KEY
+from estkit.console.app import console_url_host, make_console_app
+from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
 from estkit.server.config import CONFIG_FILE_NAME, load_config
 from estkit.server.tls import CertificatePair, build_server_context
 
@@ -96,17 +98,22 @@ def _base_url(host: str, port: int) -> str:
 
 @dataclass
 class ConsoleSite:
-    """A console listening inside an existing event loop (what ``serve`` mounts)."""
+    """A console listening inside an existing event loop (what ``serve`` mounts).
+
+    ``host`` is the address it listens on; ``hostname`` the name its URLs use, the one its TLS
+    certificate carries (``localhost`` for a console on 127.0.0.1).
+    """
 
     runner: web.AppRunner
     site: web.TCPSite
     host: str
     port: int
     token: str
+    hostname: str
 
     @property
     def url(self) -> str:
-        return _base_url(self.host, self.port)
+        return _base_url(self.hostname, self.port)
 
     @property
     def login_url(self) -> str:
@@ -156,7 +163,16 @@ async def start_console_site(
         if isinstance(address, tuple) and len(address) >= 2:
             bound_port = int(address[1])
             break
-    return ConsoleSite(runner, site, host, bound_port, runner.app[TOKEN_KEY])
+    return ConsoleSite(
+        runner, site, host, bound_port, runner.app[TOKEN_KEY], _url_hostname(runner.app, host)
+    )
+
+
+def _url_hostname(app: web.Application, bind_host: str) -> str:
+    """The name for the console's URLs, from the certificates of the app's server."""
+    backend = app.get(BACKEND_KEY)
+    certificates = [pair.certificate for pair in backend.config.tls_certificates] if backend else []
+    return console_url_host(bind_host, certificates)
 
 
 class ConsoleHandle:
@@ -169,6 +185,7 @@ class ConsoleHandle:
         self._loop = loop
         self._thread = thread
         self.host = site.host
+        self.hostname = site.hostname
         self.port = site.port
         self.token = site.token
 

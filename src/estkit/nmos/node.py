@@ -216,6 +216,9 @@ class NmosNode:
                 last_hint = exc.hint
                 servers = []
                 self.emit("warning", "discover", str(exc))
+            # A failed certificate check does not heal by waiting (wrong name, wrong trust
+            # anchor): when it is all a round saw, stop instead of backing off for nothing.
+            tls_failures_only = bool(servers)
             for server in servers:
                 try:
                     result = operation(server)
@@ -232,12 +235,18 @@ class NmosNode:
                     # ValueError: the client refused the settings (e.g. a discovered label it
                     # cannot use); that server is unusable, the next one may be fine.
                     failures.append(f"{server.describe()}: {exc}")
+                    tls_failures_only = tls_failures_only and (
+                        isinstance(exc, EstTlsError) or isinstance(exc.__cause__, EstTlsError)
+                    )
                     # A client error's own hint is already part of its text (EstError.__str__).
                     last_hint = exc.hint if isinstance(exc, NmosError) else None
                     self.emit("warning", "retry", f"{what} failed on {server.describe()}: {exc}")
                     continue
                 self.server_in_use = server
                 return result
+            if tls_failures_only:
+                attempts = round_number
+                break
             if round_number < attempts:
                 delay = backoff_delay(round_number)
                 self.emit(
@@ -306,8 +315,9 @@ class NmosNode:
                 if decision.change is not TrustChange.NEW_DOMAIN:
                     raise TrustError(
                         f"{server.describe()} presents a TLS certificate that the installed root "
-                        f"does not vouch for, yet publishes the same root ({exc})",
-                        hint="the server's TLS certificate is not issued by its own CA; tell "
+                        f"does not verify, yet publishes the same root ({exc})",
+                        hint=exc.hint
+                        or "the server's TLS certificate is not issued by its own CA; tell "
                         "its operator",
                     ) from exc
                 return decision
@@ -666,6 +676,11 @@ def _describe_key(key: object) -> str:
 
 def _hint_for(failures: Sequence[str]) -> str:
     text = " ".join(failures).lower()
+    if "verify the tls certificate" in text or "certificate verify" in text:
+        return (
+            "check the trust anchors (root CA) and that --ip names a host the server's TLS "
+            "certificate holds (e.g. localhost, not 127.0.0.1)"
+        )
     if "connect" in text or "no answer" in text:
         return "check that the EST server is running and reachable at the address shown"
     if "verify" in text or "tls" in text:

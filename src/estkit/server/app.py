@@ -245,16 +245,34 @@ class EstHandler:
             )
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request.content.iter_chunked(_READ_CHUNK_BYTES):
-            total += len(chunk)
-            if total > limit:
-                raise Refusal(
-                    413,
-                    f"request body is over the limit of {limit} bytes (MAX_REQUEST_BODY_BYTES); "
-                    "a CSR is a few kilobytes",
-                    headers=[("Connection", "close")],
-                )
-            chunks.append(chunk)
+        timeout = self.state.config.limits.body_timeout
+        try:
+            # body_timeout: a body that stops arriving must not hold the connection (guard.py
+            # bounds the head; this bounds the body).
+            async with asyncio.timeout(timeout):
+                async for chunk in request.content.iter_chunked(_READ_CHUNK_BYTES):
+                    total += len(chunk)
+                    if total > limit:
+                        raise Refusal(
+                            413,
+                            f"request body is over the limit of {limit} bytes "
+                            "(MAX_REQUEST_BODY_BYTES); a CSR is a few kilobytes",
+                            headers=[("Connection", "close")],
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            expected = f" of {request.content_length}" if request.content_length is not None else ""
+            raise Refusal(
+                408,
+                f"request body not received within body_timeout={timeout:g} s ({total}{expected} "
+                "bytes arrived); send the whole body at once",
+                headers=[("Connection", "close")],
+            ) from None
+        except web.RequestPayloadError as exc:
+            # Broken chunked framing and the like: the client's fault, never a 500.
+            raise Refusal(
+                400, f"the request body could not be read: {exc}", headers=[("Connection", "close")]
+            ) from None
         return b"".join(chunks)
 
     @staticmethod
@@ -269,6 +287,15 @@ class EstHandler:
         if not media_type.matches(PKCS10):
             raise Refusal(
                 415, f"/{operation} needs Content-Type: {PKCS10}, got {media_type.essence}"
+            )
+        coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding not in ("", "identity"):
+            # RFC 9110 8.4.1: 415 for a content coding the server does not accept. EST bodies
+            # are base64 text of a few kilobytes; nothing is gained by compressing them.
+            raise Refusal(
+                415,
+                f"Content-Encoding {coding[:40]} is not accepted on /{operation}; send the "
+                "CSR uncompressed (base64 or DER)",
             )
 
     async def _http_user(self, request: web.Request, profile: Profile) -> str | None:
@@ -391,13 +418,23 @@ def _refusal_middleware(state: ServerState) -> Callable[..., Awaitable[web.Strea
             await _record_refusal(state, request, refusal.status, refusal.reason)
         except StoreUnavailableError as exc:
             # Nothing was issued or decided; the client may simply come back (E8 semantics).
-            reason = f"the certificate store is unavailable, nothing was issued: {exc}"
+            # The client is not told where the database lives (path, host): the log is.
+            retry = format_retry_after(STORE_RETRY_AFTER_SECONDS)
             response = text_response(
                 503,
-                f"{reason}; retry later",
-                [("Retry-After", format_retry_after(STORE_RETRY_AFTER_SECONDS))],
+                "the certificate store is unavailable, nothing was issued; retry after "
+                f"{retry} seconds (the server log has the details)",
+                [("Retry-After", retry)],
             )
-            await _record_refusal(state, request, 503, reason)
+            # One line, no traceback, and no attempt to record it in the store that is down.
+            logger.warning(
+                "refused %s %s %s: 503 the certificate store is unavailable, nothing was "
+                "issued: %s",
+                _peer(request),
+                request.method,
+                request.rel_url.raw_path,
+                exc,
+            )
         except web.HTTPException as exc:
             # aiohttp's own refusals (e.g. its body-size guard): same shape as ours.
             reason = exc.text or exc.reason

@@ -27,6 +27,7 @@ import tomli_w
 from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol.paths import validate_label
+from estkit.server.limits import ConnectionLimits, LimitsError
 
 CONFIG_FILE_NAME = "estkit.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -110,6 +111,8 @@ class ServerConfig:
     labels: Mapping[str, Profile] = field(default_factory=dict)
     trusted_client_roots: tuple[TrustedClientRoot, ...] = ()
     users: Mapping[str, UserRecord] = field(default_factory=dict)
+    # [limits]: timeouts and the connection cap that keep slow clients from starving others.
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def data_dir(self) -> Path:
@@ -284,7 +287,15 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         labels=labels,
         trusted_client_roots=tuple(roots),
         users=users,
+        limits=_limits(doc, config_path),
     )
+
+
+def _limits(doc: Mapping[str, Any], path: Path) -> ConnectionLimits:
+    try:
+        return ConnectionLimits.from_mapping(_table(doc, "limits", path))
+    except LimitsError as exc:
+        raise ConfigError(f"{path}: [limits]: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +352,10 @@ def config_to_document(config: ServerConfig) -> dict[str, Any]:
             for user in config.users.values()
         },
     }
+    # Only limits an operator changed are written, so the defaults can improve with upgrades.
+    changed_limits = config.limits.to_mapping(only_changed=True)
+    if changed_limits:
+        doc["limits"] = changed_limits
     return doc
 
 
@@ -487,6 +502,20 @@ def add_trusted_client_root(
     _edit(config_path, change)
 
 
+def set_limits(config_path: str | os.PathLike[str], **values: float) -> ConnectionLimits:
+    """Set connection limits (``header_timeout``, ``body_timeout``, ``idle_timeout``,
+    ``tls_handshake_timeout`` in seconds, ``max_connections``) in the ``[limits]`` table."""
+    try:
+        ConnectionLimits.from_mapping(values)  # validate before touching the file
+    except LimitsError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def change(doc: dict[str, Any]) -> None:
+        doc.setdefault("limits", {}).update(values)
+
+    return _edit(config_path, change).limits
+
+
 __all__ = [
     "CONFIG_FILE_NAME",
     "ConfigError",
@@ -502,5 +531,6 @@ __all__ = [
     "load_config",
     "remove_label",
     "save_config",
+    "set_limits",
     "verify_basic_password",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -23,9 +24,12 @@ from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
+from cryptography import x509
 
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server.app import create_app
+from estkit.server.guard import ConnectionGuard, GuardedSite
+from estkit.server.limits import MAX_HEADER_FIELD_BYTES, MAX_HEADERS
 from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
 from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
 
@@ -41,16 +45,39 @@ THREAD_SHUTDOWN_TIMEOUT_SECONDS = 1.0
 # short and a deep queue costs nothing.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
-# Seconds an open connection may stay silent (before or between requests). EST clients send one
-# request, or a few in a row; aiohttp's default (an hour) would let idle or half-sent requests
-# hold a connection slot for ever (slowloris).
-IDLE_CONNECTION_TIMEOUT_SECONDS = 15.0
+# aiohttp's keep-alive timeout as a multiple of the guard's idle/header timeouts (a backstop).
+KEEPALIVE_BACKSTOP_FACTOR = 2
 
 
 def format_url(host: str, port: int) -> str:
     """``https://host:port`` with IPv6 literals bracketed, no trailing slash."""
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return f"https://{shown}:{port}"
+
+
+def url_host(bind_host: str, certificate_pem_path: Path) -> str:
+    """The host name clients should use to reach a server bound to ``bind_host``.
+
+    Why: the server certificate names DNS names, not addresses (BCP-003-01 T4), so a server bound
+    to 127.0.0.1 is reached as ``localhost`` when its certificate says so; a URL with the address
+    would fail hostname verification.
+    """
+    try:
+        cert = x509.load_pem_x509_certificates(certificate_pem_path.read_bytes())[0]
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return bind_host
+    dns = san.get_values_for_type(x509.DNSName)
+    addresses = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    try:
+        address = ipaddress.ip_address(bind_host)
+    except ValueError:
+        return bind_host  # already a name
+    if bind_host in addresses:
+        return bind_host
+    if (address.is_loopback or address.is_unspecified) and "localhost" in dns:
+        return "localhost"
+    return dns[0] if dns else bind_host
 
 
 @dataclass(frozen=True)
@@ -81,7 +108,9 @@ def _info(
     state: ServerState, host: str, port: int, workers: int, tls: ServerTlsContext
 ) -> ServerInfo:
     return ServerInfo(
-        url=format_url(host, port),
+        url=format_url(url_host(host, state.config.tls_certificates[0].certificate), port)
+        if state.config.tls_certificates
+        else format_url(host, port),
         host=host,
         port=port,
         data_dir=state.data_dir,
@@ -102,26 +131,38 @@ async def _start(
 ) -> tuple[web.AppRunner, int, ServerTlsContext]:
     tls = _tls_context(state)
     await state.run(state.check_store)
+    limits = state.config.limits
+    # Header/idle timeouts and the connection cap (see guard.py); it reads the limits from the
+    # configuration each time, so an edited [limits] table applies without a restart.
+    guard = ConnectionGuard(lambda: state.config.limits)
+    app = create_app(state)
+    app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
     runner = web.AppRunner(
-        create_app(state),
+        app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
-        keepalive_timeout=IDLE_CONNECTION_TIMEOUT_SECONDS,
+        # The guard closes idle and slow connections (with a 408 where due); aiohttp's own
+        # keep-alive timer, which would close them silently, is only a backstop behind it.
+        keepalive_timeout=KEEPALIVE_BACKSTOP_FACTOR
+        * max(limits.idle_timeout, limits.header_timeout),
+        max_line_size=MAX_HEADER_FIELD_BYTES,
+        max_field_size=MAX_HEADER_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
+        # EST bodies are never content-coded; decompressing would only invite zip bombs. The
+        # handler refuses a Content-Encoding with 415.
+        auto_decompress=False,
     )
     await runner.setup()
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock, ssl_context=tls.context)
-    else:
-        site = web.TCPSite(
-            runner,
-            host,
-            port,
-            ssl_context=tls.context,
-            backlog=LISTEN_BACKLOG,
-            reuse_address=True,
-        )
+    site = GuardedSite(
+        runner,
+        guard,
+        ssl_context=tls.context,
+        host=host,
+        port=port,
+        sock=sock,
+        backlog=LISTEN_BACKLOG,
+    )
     await site.start()
     bound_port = port
     for address in runner.addresses:

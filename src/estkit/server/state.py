@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -175,7 +176,21 @@ class ServerState:
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func(*args)`` on the store thread (store, CA signing, trust checks)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, func, *args)
+        return await loop.run_in_executor(self._executor, self._reopening, func, args)
+
+    def _reopening(self, func: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Call ``func``; after a :class:`StoreUnavailableError` drop the store connection so the
+        next request opens a fresh one. Why: SQLite opens a file on a read-only file system in
+        read-only mode and stays so after the file system is writable again; a PostgreSQL
+        connection may be half-broken. A new connection sees the store as it is now."""
+        try:
+            return func(*args)
+        except StoreUnavailableError:
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    self._store.close()
+                self._store = None
+            raise
 
     def close(self) -> None:
         """Close the store (on its own thread) and stop the thread."""

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from estkit.client import ClientCredentials, CsrSpec, EstClient
 from estkit.client.flows import build_csr_for
@@ -78,7 +79,8 @@ def _serve(data_dir: Path, port_out: Connection, stop: EventType) -> None:
     """Child process: the real server, so its work never competes with the client for the GIL."""
     logging.disable(logging.CRITICAL)
     with start_server_thread(data_dir) as server:
-        port_out.send((server.host, server.port))
+        # The URL's host, not the bind address: the certificate names localhost, not 127.0.0.1.
+        port_out.send((urlsplit(server.url).hostname, server.port))
         stop.wait()
 
 

@@ -207,7 +207,7 @@ def _estkit_server(data_dir: Path, workers: int) -> Iterator[tuple[int, int]]:
         port = None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         for line in process.stdout:
-            match = re.search(r"listening on https://127\.0\.0\.1:(\d+)", line)
+            match = re.search(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)", line)
             if match:
                 port = int(match.group(1))
                 break
@@ -369,7 +369,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
-    parser.add_argument("--ca-key", default="p384", help="CA key type (init default: p384)")
+    parser.add_argument("--ca-key", default="p256", help="CA key type (init default: p256)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server instead")
     args = parser.parse_args()
     if args.profile:

@@ -155,3 +155,28 @@ def test_suite_never_imports_server_ca_or_client_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_console_table_keeps_every_message_whole_on_an_80_column_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from estkit.conformance.reports import results_table
+
+    message = "the server presented 2 certificates and refused ECDHE-RSA-AES128-SHA-final-word"
+    results = [
+        CaseResult("server-certificate-names", "No wildcard or IP names", "T4, E2, C9, S3",
+                   status, message, {}, 1.0)
+        for status in Status
+    ]  # fmt: skip
+    for width in (80, 200):
+        out = io.StringIO()
+        Console(file=out, width=width, color_system=None).print(results_table(results, width=width))
+        text = out.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width
+        flat = "".join(ch for line in text.splitlines() for ch in line if ch not in "│┃ ")
+        # Every word of the message, the id and the requirement survive (folded, never cut).
+        assert flat.count("final-word") == len(results), text
+        assert flat.count("server-certificate-names") == len(results)
+        assert "…" not in text

@@ -1,4 +1,4 @@
-"""Bad-input classes not covered elsewhere (docs/bad-input.md lists them all with their tests).
+"""Bad-input classes not covered elsewhere (the README's "Bad input" table lists them all).
 
 Each refusal is shown to have reached the server and been refused for the stated reason: the
 answer is ``text/plain`` naming the problem, and (for refusals made by the EST handler) the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +124,24 @@ class _SqliteTransaction:
         return self._rowcount
 
 
+def _enable_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> str:
+    """Switch to WAL, retrying while another connection holds the lock.
+
+    SQLite does not call the busy handler for a journal-mode change, so two processes opening a
+    fresh database at the same moment would otherwise see "database is locked" at once; we retry
+    for as long as the configured busy timeout allows.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteBackend:
     """One connection per store object, guarded by a lock (safe from many threads); WAL mode and
     ``BEGIN IMMEDIATE`` with a busy timeout make it safe from many processes too."""
@@ -150,7 +169,7 @@ class SqliteBackend:
             )
             self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if path != ":memory:":
-                mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _enable_wal(self._connection, busy_timeout_ms)
                 if str(mode).lower() != "wal":
                     raise StoreError(
                         f"the certificate store {display_url} cannot use WAL mode (got {mode}); "

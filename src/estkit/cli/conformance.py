@@ -183,7 +183,7 @@ def test_server(
         fail(str(exc), "run 'estkit test-server --list' for the case ids", code=EXIT_USAGE)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
-    out.print(results_table(report.results))
+    out.print(results_table(report.results, width=out.width))
     out.print(summary_text(report))
     if json_path is not None:
         _write(json_path, report_to_json(report).encode("utf-8"))

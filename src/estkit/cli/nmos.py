@@ -105,7 +105,9 @@ def _certificate_table(result: WorkflowResult) -> Table:
     table = Table(title="NMOS node certificates", show_lines=True)
     for column in ("key type", "subject", "SANs", "issuer", "notAfter (UTC)"):
         table.add_column(column)
-    table.add_column("files", overflow="fold")
+    # File names only: full paths would fold mid-name in a terminal table; the directories are
+    # printed under it and --json has the absolute paths.
+    table.add_column("files", no_wrap=True)
     for outcome in result.certificates:
         cert: x509.Certificate = outcome.certificate
         table.add_row(
@@ -114,14 +116,16 @@ def _certificate_table(result: WorkflowResult) -> Table:
             ", ".join(dns_names(cert)),
             _name(cert.issuer),
             f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}",
-            f"{outcome.cert_path}\n{outcome.key_path}",
+            f"{Path(outcome.cert_path).name}\n{Path(outcome.key_path).name}",
         )
     return table
 
 
 def show_workflow_result(result: WorkflowResult) -> None:
     console.print(_certificate_table(result))
-    console.print(f"root CA: {result.root_ca}")
+    directories = sorted({str(Path(o.cert_path).parent) for o in result.certificates})
+    console.print(f"certificate and key files in: {', '.join(directories)}", soft_wrap=True)
+    console.print(f"root CA: {result.root_ca}", soft_wrap=True)
 
 
 def _demo_credentials() -> tuple[Path | None, Path | None]:

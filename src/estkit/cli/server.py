@@ -25,6 +25,8 @@ from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.profiles import ProfileError
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
 from estkit.cli.output import EXIT_USAGE, console, fail, friendly_errors, print_json
+from estkit.console.cli import admin_cert
+from estkit.console.runner import ConsoleStartError, console_settings, start_console
 from estkit.fileio import write_file_atomic
 from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
 from estkit.protocol.errors import PathError
@@ -52,6 +54,7 @@ _EXPECTED_ERRORS = (
     ProfileError,
     PathError,
     DataDirExistsError,
+    ConsoleStartError,
     ValueError,
     OSError,
 )
@@ -170,7 +173,7 @@ def init_command(
 # --- serve ------------------------------------------------------------------------------------
 
 
-def _banner(info: Any, paths: InitResult) -> None:
+def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     url = info.url
     cacert = paths.ca_certificates
     device, device_key = paths.device_certificate, paths.device_key
@@ -186,6 +189,14 @@ def _banner(info: Any, paths: InitResult) -> None:
     labels = ", ".join(info.labels) if info.labels else "(none besides the default)"
     console.print(f"  labels:          {labels}")
     console.print(f"  CRL:             {url}/crl")
+    for handle in consoles:  # the web console, when it is on
+        console.print(f"  web console:     {handle.url}", soft_wrap=True)
+        console.print(f"  console sign-in: {handle.login_url}", soft_wrap=True)
+        console.print(
+            "                   (or an operator certificate: "
+            f"estkit server admin-cert {info.data_dir} NAME)",
+            soft_wrap=True,
+        )
     if not info.verify_in_app:
         console.print(
             "[yellow]  client certificates are verified in the TLS handshake (fallback mode)[/]"
@@ -238,6 +249,14 @@ def _setup_logging(level: str, workers: int) -> None:
 @click.option("--advertise-label", metavar="L", help="api_selector TXT value for --advertise.")
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri for --advertise (default: 100).")
 @click.option(
+    "--admin-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the operator web console on this port (default: off, or the [console] table).",
+)
+@click.option(
+    "--admin-host", metavar="HOST", help="Address of the web console (default: 127.0.0.1)."
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -252,9 +271,16 @@ def serve_command(
     advertise: bool,
     advertise_label: str | None,
     pri: int | None,
+    admin_port: int | None,
+    admin_host: str | None,
     log_level: str,
 ) -> None:
-    """Run the server in the foreground (default DIR: ./estkit-data, created on first run)."""
+    """Run the server in the foreground (default DIR: ./estkit-data, created on first run).
+
+    With --admin-port (or "[console] enabled = true" in estkit.toml) the operator web console
+    listens on its own HTTPS port; sign in with the printed link or an operator certificate from
+    "estkit server admin-cert".
+    """
     from estkit.server.runner import ServerInfo, serve
 
     if data_dir is None:
@@ -271,9 +297,16 @@ def serve_command(
     paths = InitResult.for_directory(data_dir)
     _setup_logging(log_level, workers)
     advertisement: list[Any] = []
+    admin_console = _admin_console(data_dir, admin_host, admin_port)
+    consoles: list[Any] = []
+
+    def start_admin_console() -> Callable[[], None]:
+        handle = start_console(data_dir, host=admin_console[0], port=admin_console[1])
+        consoles.append(handle)
+        return handle.stop
 
     def on_ready(info: ServerInfo) -> None:
-        _banner(info, paths)
+        _banner(info, paths, consoles)
         if advertise:
             from estkit.server.dnssd import MdnsAdvertisement, MdnsError
 
@@ -296,7 +329,12 @@ def serve_command(
     listen_host, listen_port = host or config.host, config.port if port is None else port
     try:
         status = serve(
-            data_dir, host=listen_host, port=listen_port, workers=workers, on_ready=on_ready
+            data_dir,
+            host=listen_host,
+            port=listen_port,
+            workers=workers,
+            on_ready=on_ready,
+            sidecar=start_admin_console if admin_console else None,
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -311,6 +349,14 @@ def serve_command(
             ad.stop()
     console.print("server stopped")
     raise SystemExit(status)
+
+
+def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[str, int] | None:
+    """Where the web console listens, or None when it is off (flags override [console])."""
+    settings = console_settings(data_dir)
+    if port is None and host is None and not settings.enabled:
+        return None
+    return host or settings.host, settings.port if port is None else port
 
 
 # --- certificates and revocation --------------------------------------------------------------
@@ -621,3 +667,7 @@ def trust_command(data_dir: Path, ca_pem: Path, crl: Path | None, accept_expired
     """Trust device certificates of another manufacturer CA (with an optional CRL file)."""
     add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
     console.print(f"trusting device certificates issued under {ca_pem}")
+
+
+# `estkit server admin-cert` lives with the console it issues operator certificates for.
+server.add_command(admin_cert)

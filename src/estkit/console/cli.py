@@ -1,6 +1,7 @@
 """``estkit server admin-cert DIR NAME``: issue a web-console operator certificate.
 
-The lead attaches :data:`admin_cert` to the ``server`` group; nothing else lives here.
+``estkit.cli.server`` attaches :data:`admin_cert` to the ``server`` group, so the command lives
+beside the operators CA it issues from.
 """
 
 from __future__ import annotations

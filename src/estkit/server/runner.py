@@ -366,23 +366,33 @@ def serve(
     port: int = 8443,
     workers: int = 1,
     on_ready: Callable[[ServerInfo], None] | None = None,
+    sidecar: Callable[[], Callable[[], None]] | None = None,
 ) -> int:
     """Serve in the foreground until SIGINT/SIGTERM; returns the exit status.
 
     ``on_ready`` is called once with the listening address (the CLI prints its banner there).
+    ``sidecar`` starts a companion service that runs once per server, not once per worker (the
+    web console): it is called before ``on_ready`` in the process that supervises, after any
+    fork (threads and fork do not mix), and returns the function that stops it. If it raises,
+    the workers are stopped and the error propagates.
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
     data_dir = Path(data_dir).expanduser().absolute()
     if workers == 1:
         state = ServerState(data_dir)
+        stop_sidecar: Callable[[], None] | None = None
         try:
+            if sidecar is not None:
+                stop_sidecar = sidecar()
             asyncio.run(
                 _serve_until_signalled(
                     state, host=host, port=port, sock=None, workers=1, on_ready=on_ready
                 )
             )
         finally:
+            if stop_sidecar is not None:
+                stop_sidecar()
             state.close()
         return 0
 
@@ -407,6 +417,25 @@ def serve(
                 os._exit(code)
         children.append(pid)
     sock.close()
-    if on_ready is not None:
-        on_ready(_info(probe, host, bound_port, workers, tls))
-    return _supervise(children)
+    try:
+        stop_sidecar = sidecar() if sidecar is not None else None
+    except BaseException:
+        _stop_workers(children)
+        raise
+    try:
+        if on_ready is not None:
+            on_ready(_info(probe, host, bound_port, workers, tls))
+        return _supervise(children)
+    finally:
+        if stop_sidecar is not None:
+            stop_sidecar()
+
+
+def _stop_workers(children: list[int]) -> None:
+    """SIGTERM every worker and reap it (the supervisor is not running yet)."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

@@ -39,8 +39,21 @@ def progress_text(event: ProgressEvent, counts: dict[Status, int]) -> Text:
     return text
 
 
-def results_table(results: tuple[CaseResult, ...] | list[CaseResult]) -> Table:
-    """One row per case: id, name, requirement, status, message."""
+# Below this many columns the five-column table squeezes name and message into a few characters
+# each; the compact layout stacks them instead (an 80-column terminal, a CI log).
+WIDE_TABLE_COLUMNS = 140
+
+
+def results_table(
+    results: tuple[CaseResult, ...] | list[CaseResult], width: int | None = None
+) -> Table:
+    """One row per case: id, name, requirement, status, message.
+
+    On a terminal narrower than :data:`WIDE_TABLE_COLUMNS` the same five fields are stacked in
+    three columns (id over requirement, status, name over message) so every message stays readable.
+    """
+    if width is not None and width < WIDE_TABLE_COLUMNS:
+        return _compact_table(results)
     table = Table(show_lines=False, expand=True)
     table.add_column("id", style="bold", no_wrap=True)
     table.add_column("name", ratio=2)
@@ -55,6 +68,20 @@ def results_table(results: tuple[CaseResult, ...] | list[CaseResult]) -> Table:
             status_text(result.status),
             result.message,
         )
+    return table
+
+
+def _compact_table(results: tuple[CaseResult, ...] | list[CaseResult]) -> Table:
+    table = Table(show_lines=True, expand=True)
+    table.add_column("id / requirement", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("name / message", ratio=1, overflow="fold")
+    for result in results:
+        case = Text(result.id, style="bold")
+        case.append("\n" + result.requirement, style="dim")
+        outcome = Text(result.name, style="bold")
+        outcome.append("\n" + result.message)
+        table.add_row(case, status_text(result.status), outcome)
     return table
 
 

@@ -127,7 +127,7 @@ def test_common_name_becomes_the_dns_san_when_the_csr_has_none(
     assert "does match certificate" in check.stdout
 
 
-def test_csr_san_is_copied_and_the_cn_is_not_added_when_a_san_exists(
+def test_csr_san_is_copied_and_led_by_the_cn_when_it_lacks_it(
     subject_keys: dict[str, PrivateKey], ca_p384: CertificateAuthority
 ) -> None:
     csr = build_csr(
@@ -135,9 +135,24 @@ def test_csr_san_is_copied_and_the_cn_is_not_added_when_a_san_exists(
     )
     cert = ca_p384.issue(csr, NMOS)
     san = _ext(cert, x509.SubjectAlternativeName)
-    assert san.value.get_values_for_type(x509.DNSName) == ["a.nmos.test", "b.nmos.test"]
+    # BCP-003-01 T4: the SAN contains the CN.
+    assert san.value.get_values_for_type(x509.DNSName) == ["node", "a.nmos.test", "b.nmos.test"]
     assert san.critical is False
     assert cert.subject == csr.subject
+    # A CN already in the SAN (in any letter case) is not repeated.
+    same = build_csr(
+        subject_keys["p256"], common_name="A.nmos.test", dns_names=["a.nmos.test", "b.nmos.test"]
+    )
+    names = _ext(ca_p384.issue(same, NMOS), x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["a.nmos.test", "b.nmos.test"]
+
+
+def test_csr_with_only_an_email_san_still_gets_the_cn_as_dns_name(
+    subject_keys: dict[str, PrivateKey], ca_p384: CertificateAuthority
+) -> None:
+    csr = _csr_with_san(subject_keys["p256"], [x509.RFC822Name("ops@nmos.test")], cn="m.nmos.test")
+    san = _ext(ca_p384.issue(csr, NMOS), x509.SubjectAlternativeName).value
+    assert list(san) == [x509.DNSName("m.nmos.test")]  # the e-mail name is not copied
 
 
 def test_empty_subject_gets_a_critical_san(
@@ -190,7 +205,8 @@ def test_ip_and_wildcard_are_issued_when_an_rfc7030_profile_allows_them(
     csr = _csr_with_san(subject_keys["p256"], [x509.DNSName("*.lab.test"), x509.IPAddress(address)])
     cert = ca_p384.issue(csr, profile)
     san = _ext(cert, x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["*.lab.test"]
+    # The CN (a host name the SAN lacks) leads, then the requested names (T4).
+    assert san.get_values_for_type(x509.DNSName) == ["n.nmos.test", "*.lab.test"]
     assert san.get_values_for_type(x509.IPAddress) == [address]
 
 
@@ -200,6 +216,7 @@ def test_other_san_forms_are_not_copied(
     csr = _csr_with_san(
         subject_keys["p256"],
         [x509.DNSName("ok.nmos.test"), x509.RFC822Name("ops@example.com")],
+        cn="ok.nmos.test",
     )
     cert = ca_p384.issue(csr, NMOS)
     san = _ext(cert, x509.SubjectAlternativeName).value

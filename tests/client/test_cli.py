@@ -507,3 +507,13 @@ def test_quirky_server_error_text_is_shown(pki: QuirkyPki) -> None:
         result = run("csrattrs", "--server", server.url, "--trust", pki.files["root"])
         assert server.paths() == ["/.well-known/est/csrattrs"]
     assert_clean_failure(result, "database on fire", "try again later")
+
+
+def test_a_host_name_cn_becomes_the_csr_san_unless_san_is_given() -> None:
+    from estkit.cli.client import _san_or_cn
+
+    # The prototype never put a SAN in its CSRs; a host-name CN now is one (BCP-003-01 T4).
+    assert _san_or_cn("node1.example.com", ()) == ("node1.example.com",)
+    assert _san_or_cn("node1.example.com", ("a.example",)) == ("a.example",)
+    assert _san_or_cn("Device 12", ()) == ()
+    assert _san_or_cn(None, ("a.example",)) == ("a.example",)

@@ -21,7 +21,7 @@ from estkit.client import (
     EstHttpError,
     EstPopError,
 )
-from estkit.client.submit import MAX_POP_RELINKS
+from estkit.client.submit import MAX_POP_RELINKS, POP_WHEN_POSSIBLE
 from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
     CsrAttrs,
@@ -188,3 +188,37 @@ async def test_async_client_links_too(pki: QuirkyPki, quirky: Start) -> None:
     opener, post = server.requests[-2:]
     assert opener.connection_id == post.connection_id
     assert post.tls_version == "TLSv1.2"
+
+
+def test_when_possible_links_under_tls12_without_being_asked(pki: QuirkyPki, quirky: Start) -> None:
+    """BCP-003-03 C7 (what the NMOS node uses): link whenever TLS 1.2 gives a tls-unique."""
+    server = quirky(_routes(pki, requires_pop=False), maximum_version=ssl.TLSVersion.TLSv1_2)
+    with EstClient(server.url, trust=pki.files["root"]) as client:
+        result = client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
+    assert result.pop_linked
+    post = server.requests[-1]
+    assert post.path == ENROLL and post.tls_version == "TLSv1.2"
+    challenge = describe_csr(decode_csr_body(post.body)).challenge_password
+    assert check_pop(challenge, post.tls_unique) is PopResult.MATCH
+
+
+def test_when_possible_sends_unlinked_under_tls13_when_not_required(
+    pki: QuirkyPki, quirky: Start
+) -> None:
+    server = quirky(_routes(pki, requires_pop=False))  # offers TLS 1.3
+    with EstClient(server.url, trust=pki.files["root"]) as client:
+        result = client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
+    assert not result.pop_linked
+    assert [r.tls_version for r in server.requests] == ["TLSv1.3"] * 3  # no pinned reconnect
+    assert describe_csr(decode_csr_body(server.requests[-1].body)).challenge_password is None
+    assert any("not linked" in note for note in result.notes)
+
+
+def test_when_possible_pins_tls12_when_the_server_requires_linking(
+    pki: QuirkyPki, quirky: Start
+) -> None:
+    server = quirky(_routes(pki, requires_pop=True))  # offers TLS 1.3, requires PoP
+    with EstClient(server.url, trust=pki.files["root"]) as client:
+        result = client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
+    assert result.pop_linked
+    assert server.requests[-1].tls_version == "TLSv1.2"

@@ -171,7 +171,7 @@ def test_approve_in_browser_then_revoke_puts_the_serial_on_the_crl(
     page.goto(env.console.url + "/")
     assert int(page.locator(".stat", has_text="revoked").locator(".value").inner_text()) >= 1
     refusals = page.locator("section", has_text="Refusals by reason").inner_text()
-    assert "404" in refusals and "no-such-label" in refusals
+    assert "404" in refusals and "unknown EST label" in refusals
     activity = page.locator("section", has_text="Recent activity").inner_text()
     assert "olivia revoked certificate" in activity
     _shot(page, "dashboard")

@@ -352,3 +352,6 @@ def test_revoke_over_http_lists_the_serial_in_the_server_crl(console_env: Consol
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value == (
         "superseded"
     )
+    # The same library call as `estkit server revoke`: the published CRL file is rewritten too.
+    published = x509.load_der_x509_crl((console_env.data_dir / "crl.der").read_bytes())
+    assert published.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None

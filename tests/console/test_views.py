@@ -63,6 +63,7 @@ class Record:
     revoked_at: dt.datetime | None = None
     revocation_reason: str | None = None
     certificate_pem: str = ""
+    issued_at: dt.datetime | None = None
 
 
 def _record(serial: str, cn: str, start_days_ago: int, days: int, **kw: Any) -> Record:
@@ -134,11 +135,30 @@ def test_dashboard_figures() -> None:
     stats = dashboard_stats(cert_rows(RECORDS, NOW), 3, refusals, [], NOW)
     assert (stats.pending, stats.valid, stats.revoked, stats.expired) == (3, 2, 1, 1)
     assert [row.record.serial for row in stats.expiring] == ["a1"]  # 10 days left
-    assert stats.refusals == [("400 · RSA key of 1024 bits is too small", 2)]
+    assert stats.refusals == [("400 · RSA key of N bits is too small", 2)]
     assert refusal_key(refusals[2]) == "403 · too old to count"
+    # Per-request details (quoted names, serials, sizes) do not split one reason into many.
+    unknown = [
+        Event(NOW, f"unknown EST label 'conformance-{tag}'", {"status": 404}) for tag in "ab"
+    ]
+    assert refusal_key(unknown[0]) == refusal_key(unknown[1]) == "404 · unknown EST label '…'"
+    serials = [
+        Event(NOW, f"certificate {serial} is revoked", {"status": 403})
+        for serial in ("5f0c1d2e3a4b5c6d7e8f", "0a1b2c3d4e5f60718293")
+    ]
+    assert refusal_key(serials[0]) == refusal_key(serials[1]) == "403 · certificate … is revoked"
     days = issued_per_day(cert_rows(RECORDS, NOW), NOW.date(), 14)
     assert len(days) == 14 and days[-1][0] == NOW.date()
     assert sum(count for _, count in days) == 2  # b2 (10 days ago) and d4 (5 days ago)
+
+
+def test_issued_per_day_counts_the_issue_time_not_the_backdated_not_before() -> None:
+    midnight = dt.datetime.combine(NOW.date(), dt.time(), tzinfo=dt.UTC)
+    record = _record("e5", "late.example", 0, 90, label=None, key_type="ECDSA P-256")
+    record.not_before = midnight - dt.timedelta(minutes=5)  # backdated across midnight
+    record.issued_at = midnight + dt.timedelta(minutes=1)
+    days = dict(issued_per_day(cert_rows([record], NOW), NOW.date(), 2))
+    assert days == {NOW.date() - dt.timedelta(days=1): 0, NOW.date(): 1}
 
 
 def test_humanize_duration() -> None:

@@ -30,6 +30,9 @@ def test_demo_json_in_a_fresh_process() -> None:
         ("ecdsa", True),
     ]
     assert "Traceback" not in completed.stderr
+    # The paths pointed into a temporary directory: the demo says they are gone.
+    assert not Path(data["root_ca"]).exists()
+    assert "temporary directory, now removed" in completed.stderr
 
 
 def test_demo_keeps_files_with_dir_and_reuses_the_server(tmp_path: Path) -> None:

@@ -378,6 +378,24 @@ def test_discovered_servers_are_tried_in_order_c12_d5(
     assert f"query[PTR] _nmos-certs._tcp.{DOMAIN}" in dns.queries()
 
 
+def test_configured_label_overrides_the_discovered_api_selector(
+    estkit_server: Any, dns_server: Any, tmp_path: Path
+) -> None:
+    zone = Zone().host("localhost", "127.0.0.1")
+    zone.advert("live", "localhost", estkit_server.port, txt=("pri=1",))  # no api_selector
+    dns = dns_server(zone)
+    config = config_for_server(estkit_server, tmp_path / "node", key_types=("p256",)).with_changes(
+        server=ServerSettings(label="short"),
+        discovery=DiscoverySettings(domain=DOMAIN, dns_server=dns.address),
+    )
+    result = run_workflow(NmosNode(config), renew=False)
+    issued = result.certificates[0].certificate
+    assert result.certificates[0].server.label == "short"
+    # The "short" label issues ~10-second certificates: the server really used that profile.
+    lifetime = issued.not_valid_after_utc - issued.not_valid_before_utc
+    assert lifetime.total_seconds() < 3600
+
+
 def test_key_files_are_0600_even_with_a_permissive_umask(
     estkit_server: Any, tmp_path: Path
 ) -> None:

@@ -53,7 +53,9 @@ def _request_id(response: HttpResult) -> int:
 
 
 def test_manual_approval_round_trip(estkit_server: EstkitTestServer, tmp_path: Path) -> None:
-    csr = openssl_csr(tmp_path, cn="waiting.example.com")
+    csr = openssl_csr(
+        tmp_path, cn="waiting.example.com", sans=["waiting.example.com", "alias.example.com"]
+    )
     first = _post(estkit_server, tmp_path, csr.b64, "manual")
     request_id = _request_id(first)
     # Repeating the identical request does not queue a second one.
@@ -67,6 +69,7 @@ def test_manual_approval_round_trip(estkit_server: EstkitTestServer, tmp_path: P
     # S4: what an operator needs to decide.
     assert row["status"] == "pending"
     assert row["common_name"] == "waiting.example.com"
+    assert row["dns_names"] == ["waiting.example.com", "alias.example.com"]
     assert row["key_type"] == "ECDSA P-256"
     assert row["client_subject"] == device_cert.subject.rfc4514_string()
     assert row["client_issuer"] == device_cert.issuer.rfc4514_string()
@@ -86,6 +89,31 @@ def test_manual_approval_round_trip(estkit_server: EstkitTestServer, tmp_path: P
     # A lost response can be fetched again: the same certificate, not a second one.
     again = certificate_from_response(_post(estkit_server, tmp_path, csr.b64, "manual").body)
     assert again == cert
+
+
+def test_an_approval_does_not_cover_a_csr_asking_for_other_names(
+    estkit_server: EstkitTestServer, tmp_path: Path
+) -> None:
+    approved = openssl_csr(tmp_path, cn="approved.example.com")
+    request_id = _request_id(_post(estkit_server, tmp_path, approved.b64, "manual"))
+    estkit_cli("server", "approve", estkit_server.data_dir, str(request_id))
+    # Same key pair and device, other names: the operator never saw these.
+    sneaky = openssl_csr(
+        tmp_path, cn="sneaky.example.com", sans=["other.example.com"], key_file=approved.key
+    )
+    refused = _post(estkit_server, tmp_path, sneaky.b64, "manual")
+    assert refused.status == 409, refused.text
+    assert f"request {request_id} for this key pair is approved for other names" in refused.text
+    assert "sneaky.example.com" in refused.text and "other.example.com" in refused.text
+    store = estkit_server.open_store()
+    assert store.get_request(request_id).status == "approved"  # nothing issued for it
+    assert not [r for r in store.list_issued() if "sneaky" in r.subject]
+    # The CSR the operator approved still gets its certificate.
+    issued = _post(estkit_server, tmp_path, approved.b64, "manual")
+    assert issued.status == 200, issued.text
+    assert certificate_from_response(issued.body).subject.rfc4514_string() == (
+        "CN=approved.example.com"
+    )
 
 
 def test_rejected_request_gets_403(estkit_server: EstkitTestServer, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from estkit.ca.crl import RevokedEntry
-from estkit.ca.manufacturer import ManufacturerCA, issue_device_certificate
+from estkit.ca.manufacturer import ManufacturerCA, create_manufacturer_ca, issue_device_certificate
 from estkit.fileio import write_file_atomic
 from estkit.server.config import add_trusted_client_root, load_config
 
@@ -57,6 +57,45 @@ def test_basic_and_digest_users_get_certificates(
         assert response.status == 200, (scheme, response.text)
     records = estkit_server.open_store().list_issued(label="http")
     assert {record.requester for record in records} >= {"user:alice"}
+
+
+def test_rfc7030_label_with_approval_still_challenges_clients_without_credentials(
+    fresh_server, tmp_path: Path
+) -> None:
+    server = fresh_server(
+        users={"alice": "wonderland"},
+        queued={"auth_mode": "rfc7030", "approval": "untrusted", "retry_after_seconds": 1},
+    )
+    paths = server.paths
+    url = server.est_url("simpleenroll", "queued")
+    # No certificate, no credentials: a 401 challenge, not a silent queue entry.
+    bare = curl(url, cacert=paths.ca_certificates, data=openssl_csr(tmp_path).b64, workdir=tmp_path)
+    assert bare.status == 401, bare.text
+    assert any(c.startswith("Digest ") for c in bare.headers["www-authenticate"])
+    # curl --digest starts without credentials (and without a body): it needs that challenge.
+    for scheme in ("--digest", "--basic"):
+        answer = curl(
+            url,
+            cacert=paths.ca_certificates,
+            data=openssl_csr(tmp_path).b64,
+            extra=[scheme, "--user", "alice:wonderland"],
+            workdir=tmp_path,
+        )
+        assert answer.status == 200, (scheme, answer.text)
+    # An untrusted client certificate is what the queue is for: 202, seen by the operator.
+    rogue_ca = create_manufacturer_ca(tmp_path / "rogue", common_name="Unknown Vendor CA")
+    rogue = issue_device_certificate(rogue_ca, device_serial="R-1")
+    rogue.write(tmp_path / "rogue.pem", tmp_path / "rogue.key")
+    queued = curl(
+        url,
+        cacert=paths.ca_certificates,
+        cert=tmp_path / "rogue.pem",
+        key=tmp_path / "rogue.key",
+        data=openssl_csr(tmp_path).b64,
+        workdir=tmp_path,
+    )
+    assert queued.status == 202, queued.text
+    assert [r.status for r in server.open_store().list_requests()] == ["pending"]
 
 
 def test_digest_with_httpx_client(estkit_server: EstkitTestServer, tmp_path: Path) -> None:

@@ -195,6 +195,18 @@ def test_serve_first_run_creates_demo_data_and_stops_cleanly(tmp_path: Path) -> 
     assert "Traceback" not in errors
 
 
+def test_serve_refuses_to_advertise_a_label_it_does_not_have(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    estkit_cli("server", "init", data)
+    result = estkit_cli(
+        "server", "serve", data, "--port", "0", "--advertise", "--advertise-label", "nosuch",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"--advertise-label 'nosuch' is not a label of this server" in result.stderr
+    assert b"estkit server add-label" in result.stderr and b"Traceback" not in result.stderr
+
+
 def test_serve_refuses_a_directory_without_config(tmp_path: Path) -> None:
     result = estkit_cli("server", "serve", tmp_path / "missing", check=False)
     assert result.returncode != 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from zeroconf import IPVersion, Zeroconf
 
+from estkit.server.config import add_label
 from estkit.server.datadir import init_data_dir
 from estkit.server.dnssd import SERVICE_TYPE, txt_values, unicast_records
 
@@ -20,6 +21,7 @@ LOOKUP_TIMEOUT_MS = 5000
 
 def test_serve_advertise_publishes_nmos_certs_over_mdns(tmp_path: Path) -> None:
     paths = init_data_dir(tmp_path / "data")
+    add_label(paths.data_dir, "lab")  # an api_selector must name a label the server has
     process, url, _ = _start_serve(
         [
             str(paths.data_dir),

@@ -114,3 +114,48 @@ def test_handshake_verification_fallback(fresh_server, tmp_path, monkeypatch) ->
     )  # fmt: skip
     assert refused.returncode != 0, refused.stdout
     assert b"HTTP" not in refused.stdout
+
+
+# BCP-003-01 T3 and T2 as the spec lists them, written out here (not taken from the server's
+# constants) so the test is a witness, not an echo.
+SPEC_TLS12_ORDER = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-SHA256", "ECDHE-RSA-AES256-SHA384",
+    "DHE-RSA-AES128-SHA256", "DHE-RSA-AES256-SHA256",
+]  # fmt: skip
+SPEC_TLS13_ORDER = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+]
+
+
+def _server_preference(
+    server: EstkitTestServer, version: str, option: str, suites: list[str]
+) -> list[str]:
+    """Offer ``suites`` in reverse, note the server's pick, drop it, repeat: the server's order."""
+    remaining = list(reversed(suites))
+    picks = []
+    while remaining:
+        result = s_client(server.host, server.port, version, option, ":".join(remaining))
+        negotiated = _negotiated(result.stdout)
+        assert negotiated is not None, (remaining, result.stderr)
+        picks.append(negotiated[1])
+        remaining.remove(negotiated[1])
+    return picks
+
+
+def test_tls12_preference_is_exactly_the_bcp_003_01_order(estkit_server: EstkitTestServer) -> None:
+    """Every listed suite is accepted, and the server prefers them in the spec's order."""
+    assert _server_preference(estkit_server, "-tls1_2", "-cipher", SPEC_TLS12_ORDER) == (
+        SPEC_TLS12_ORDER
+    )
+
+
+def test_tls13_preference_is_the_bcp_003_01_order(estkit_server: EstkitTestServer) -> None:
+    assert _server_preference(estkit_server, "-tls1_3", "-ciphersuites", SPEC_TLS13_ORDER) == (
+        SPEC_TLS13_ORDER
+    )

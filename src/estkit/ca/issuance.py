@@ -71,16 +71,16 @@ def _first_common_name(name: x509.Name) -> str | None:
 def leaf_subject_alt_names(
     csr: x509.CertificateSigningRequest, subject: x509.Name, profile: Profile
 ) -> list[x509.GeneralName]:
-    """The SAN of the certificate: the CSR's DNS names (and IP addresses when the profile allows).
+    """The SAN of the certificate: the subject CN, then the CSR's DNS names (and IP addresses
+    when the profile allows).
 
-    When the CSR asks for no SAN, the subject CN becomes the one DNS name (or IP address), because
-    TLS clients match host names against the SAN only (RFC 6125 §6.4.4) and BCP-003-01 T4 wants
-    the CN in the SAN. Other name forms (e-mail, URI, otherName) are not copied: nothing in EST or
-    NMOS uses them and copying unvetted names is how CAs mis-issue.
+    The CN leads the SAN whenever it is a host name the SAN lacks: BCP-003-01 T4 wants the CN in
+    the SAN, and TLS clients match host names against the SAN only (RFC 6125 §6.4.4). Other name
+    forms (e-mail, URI, otherName) are not copied: nothing in EST or NMOS uses them and copying
+    unvetted names is how CAs mis-issue.
     """
-    requested = _requested_general_names(csr)
     names: list[x509.GeneralName] = []
-    for general_name in requested:
+    for general_name in _requested_general_names(csr):
         if isinstance(general_name, x509.DNSName):
             _check_dns_name(general_name.value, profile)
             names.append(general_name)
@@ -91,11 +91,17 @@ def leaf_subject_alt_names(
                     "profile does not allow IP addresses (BCP-003-01): request a DNS name instead"
                 )
             names.append(general_name)
-    if requested:
-        return names
+    from_cn = _common_name_as_san(subject, profile)
+    present = {str(name.value).lower() for name in names}
+    if from_cn is not None and str(from_cn.value).lower() not in present:
+        names.insert(0, from_cn)
+    return names
+
+
+def _common_name_as_san(subject: x509.Name, profile: Profile) -> x509.GeneralName | None:
     common_name = _first_common_name(subject)
     if common_name is None:
-        return []
+        return None
     address = parse_ip(common_name)
     if address is not None:
         if not profile.allow_ip_addresses:
@@ -103,11 +109,11 @@ def leaf_subject_alt_names(
                 f"the CSR's common name is the IP address {common_name}; this profile does not "
                 "allow IP addresses (BCP-003-01): use the device's DNS name"
             )
-        return [x509.IPAddress(address)]
+        return x509.IPAddress(address)
     if is_hostname(common_name):
         _check_dns_name(common_name, profile)
-        return [x509.DNSName(common_name)]
-    return []
+        return x509.DNSName(common_name)
+    return None
 
 
 def _check_dns_name(name: str, profile: Profile) -> None:

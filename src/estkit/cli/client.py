@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 from cryptography import x509
 
+from estkit.ca.builders import is_hostname
 from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
 from estkit.client import (
     CaCertsResult,
@@ -522,9 +523,17 @@ def _build_request(
     return CsrSpec(
         key=generate_private_key(key_type),
         common_name=cn,
-        dns_names=tuple(san),
+        dns_names=_san_or_cn(cn, san),
         serial_number=serial_number,
     )
+
+
+def _san_or_cn(cn: str | None, san: tuple[str, ...]) -> tuple[str, ...]:
+    """--san, or the CN when it is a host name: TLS clients match names against the SAN only
+    (RFC 6125) and BCP-003-01 T4 wants the CN in it."""
+    if not san and cn and is_hostname(cn):
+        return (cn,)
+    return tuple(san)
 
 
 @client.command("enroll")
@@ -656,6 +665,7 @@ def serverkeygen_command(
         fail("say what to enroll: --cn NAME and/or --san DNS", code=EXIT_USAGE)
     if out_key is None:
         fail("the server makes a key: say where it goes with --out-key", code=EXIT_USAGE)
+    san = _san_or_cn(cn, san)
     with _client(options, need_credentials=encrypt_key) as est:
         result = est.serverkeygen(
             common_name=cn,

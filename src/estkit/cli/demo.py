@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from estkit.cli.nmos import EXPECTED_ERRORS, render_event, show_workflow_result
-from estkit.cli.output import console, fail, friendly_errors, print_json
+from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
 from estkit.nmos.config import NodeConfig, ServerSettings
 from estkit.nmos.errors import NmosError
 from estkit.nmos.node import NmosNode
@@ -80,6 +80,13 @@ def demo(directory: Path | None, as_json: bool) -> None:
                 fail(f"demo workflow failed: {exc}", exc.hint)
         if as_json:
             print_json(result.to_json())
+            if not kept:  # on stderr: stdout holds only the workflow's JSON document
+                err_console.print(
+                    "the files named above were in a temporary directory, now removed; "
+                    "use --dir DIR to keep them",
+                    style="dim",
+                    soft_wrap=True,
+                )
             return
         show_workflow_result(result)
         if kept:

@@ -244,7 +244,9 @@ def workflow(
         key_types=DEFAULT_KEY_TYPES,
         explicit_trust=not require_server_validation,
         max_attempts=max_attempts,
-        server=ServerSettings(host=host, port=port, label=label) if host else ServerSettings(),
+        server=ServerSettings(host=host, port=port, label=label)
+        if host
+        else ServerSettings(label=label),
         discovery=DiscoverySettings(
             domain=domain, dns_server=dns_server, mdns=mdns, allow_dev_servers=allow_dev_servers
         ),

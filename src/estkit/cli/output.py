@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,10 +44,14 @@ def print_json(data: Any) -> None:
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoReturn:
-    """Stop the command with a short message on stderr and a non-zero exit status."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Stop the command with a short message on stderr and a non-zero exit status.
+
+    The texts are escaped: they quote servers and config files, whose brackets ("[est]", a
+    server's "[/]") are not rich markup.
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
     raise SystemExit(code)
 
 

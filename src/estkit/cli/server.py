@@ -27,7 +27,6 @@ from estkit.ca.store import CertificateStore, RequestStateError, StoreError, ope
 from estkit.cli.output import EXIT_USAGE, console, fail, friendly_errors, print_json
 from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
-from estkit.fileio import write_file_atomic
 from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
 from estkit.protocol.errors import PathError
 from estkit.server.config import (
@@ -39,6 +38,7 @@ from estkit.server.config import (
     load_config,
 )
 from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
+from estkit.server.revocation import revoke_certificate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -216,7 +216,8 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     )
     console.print(
         f"  estkit client enroll --server {url} --trust {cacert} --cert {device} "
-        f"--key {device_key} --cn node1.example.com --out-cert node.pem --out-key node.key",
+        f"--key {device_key} --key-type p256 --cn node1.example.com --out-cert node.pem "
+        "--out-key node.key",
         soft_wrap=True,
     )
     # The name clients must use (the certificate holds names, not addresses: BCP-003-01 T4).
@@ -294,6 +295,13 @@ def serve_command(
             f"create it with `estkit server init {data_dir}`",
         )
     config = _config(data_dir)
+    if advertise_label is not None and advertise_label not in config.labels:
+        fail(
+            f"--advertise-label {advertise_label!r} is not a label of this server "
+            f"(configured: {', '.join(sorted(config.labels)) or 'none'})",
+            f"add it with `estkit server add-label {data_dir} {advertise_label}`",
+            code=EXIT_USAGE,
+        )
     paths = InitResult.for_directory(data_dir)
     _setup_logging(log_level, workers)
     advertisement: list[Any] = []
@@ -393,17 +401,6 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
     console.print(table)
 
 
-def _write_crl(data_dir: Path) -> Path:
-    """Regenerate the CRL file (the server also serves a fresh one at /crl)."""
-    config = _config(data_dir)
-    authority = CertificateAuthority.load(config.ca_directory)
-    with _store(data_dir) as store:
-        der = authority.build_crl(store.revoked_entries())
-    path = config.data_dir / "crl.der"
-    write_file_atomic(path, der)
-    return path
-
-
 @server.command("revoke")
 @data_dir_argument
 @click.argument("serial", metavar="SERIAL")
@@ -418,8 +415,7 @@ def _write_crl(data_dir: Path) -> Path:
 def revoke_command(data_dir: Path, serial: str, reason: str, as_json: bool) -> None:
     """Revoke an issued certificate (hex SERIAL) and regenerate the CRL."""
     with _store(data_dir) as store:
-        record = store.revoke(serial, reason)
-    crl_path = _write_crl(data_dir)
+        record, crl_path = revoke_certificate(_config(data_dir), store, serial, reason)
     if as_json:
         print_json({**record.to_json(), "crl": str(crl_path)})
         return

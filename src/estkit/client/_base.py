@@ -23,6 +23,7 @@ from .endpoint import EstEndpoint
 from .models import CsrSpec, EnrollResult
 from .responses import RequestContext
 from .retry import RetryPolicy, WaitCallback, utc_now
+from .submit import PopMode
 from .trust import (
     BCP_003_01_TLS12_CIPHERS,
     ClientCredentials,
@@ -155,7 +156,7 @@ class ClientBase:
         self,
         request: x509.CertificateSigningRequest | CsrSpec,
         operation: str,
-        pop: bool | None,
+        pop: PopMode,
         apply_csrattrs: bool,
     ) -> flows.Flow[EnrollResult]:
         return submit.enroll_flow(

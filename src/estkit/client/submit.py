@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -44,6 +45,12 @@ MAX_POP_RELINKS = 2
 # RFC 7030 §3.5: TLS versions where tls-unique exists.
 TLS12 = "TLSv1.2"
 
+# ``pop=POP_WHEN_POSSIBLE``: link the CSR whenever the connection has a tls-unique (TLS 1.2), send
+# it unlinked under TLS 1.3 unless the server's /csrattrs requires linking (then as ``pop=True``).
+# What BCP-003-03 C7 asks of a node: "TLS-session linking SHOULD be included".
+POP_WHEN_POSSIBLE = "when-possible"
+PopMode = bool | None | Literal["when-possible"]
+
 
 @dataclass
 class _Submission:
@@ -56,9 +63,17 @@ class _Submission:
 
 
 def _pop_attempt(
-    settings: FlowSettings, operation: str, spec: CsrSpec, state: _Submission
+    settings: FlowSettings,
+    operation: str,
+    spec: CsrSpec,
+    state: _Submission,
+    optional: bool = False,
 ) -> Flow[Reply]:
-    """Open a connection, link the CSR to its tls-unique, POST on that same connection (E14)."""
+    """Open a connection, link the CSR to its tls-unique, POST on that same connection (E14).
+
+    ``optional``: a connection without tls-unique (TLS 1.3) carries the CSR unlinked instead of
+    failing or reconnecting pinned to TLS 1.2.
+    """
     for _relink in range(MAX_POP_RELINKS + 1):
         try:
             opener = yield from exchange(get(settings, "csrattrs"), dedicated=True)
@@ -73,6 +88,13 @@ def _pop_attempt(
                 "server allow TLS 1.2",
                 url=exc.url,
             ) from exc
+        if opener.tls_unique is None and optional:
+            version = opener.tls_version or "an unknown TLS version"
+            state.notes.append(
+                f"the server negotiated {version}, which has no tls-unique: the CSR is not "
+                "linked to the TLS session (the server does not ask for it)"
+            )
+            return (yield from exchange(post_csr(settings, operation, build_csr_for(spec))))
         if opener.tls_unique is None:
             version = opener.tls_version or "an unknown TLS version"
             if state.pinned or opener.tls_version == TLS12:
@@ -86,8 +108,9 @@ def _pop_attempt(
                 raise EstPopError(
                     f"the server negotiated {version}, where tls-unique does not exist, and "
                     "proof-of-possession linking (RFC 7030 §3.5) needs it",
-                    hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True, --pop-tls12), "
-                    "or enroll without --pop if the server does not require it",
+                    hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True; on the "
+                    "command line, drop --no-tls12-fallback), or enroll without --pop if the "
+                    "server does not require it",
                     url=str(opener.url),
                 )
             state.pinned = True
@@ -121,7 +144,7 @@ def _submission(
     settings: FlowSettings,
     operation: str,
     request: x509.CertificateSigningRequest | CsrSpec,
-    pop: bool | None,
+    pop: PopMode,
     apply_attrs: bool = False,
 ) -> Flow[tuple[Reply, int, _Submission, x509.CertificateSigningRequest | None]]:
     """POST a CSR (polling on 202/503), linking it to the connection when PoP is wanted.
@@ -130,8 +153,9 @@ def _submission(
     server lists challengePassword) or ``apply_attrs`` (adjust the spec to what it asks for).
     """
     state = _Submission()
+    optional_pop = False
     if isinstance(request, x509.CertificateSigningRequest):
-        if pop:
+        if pop is True:
             raise ValueError(
                 "proof-of-possession needs the client to build the CSR on the connection that "
                 "carries it: pass a CsrSpec (key and names) instead of a finished CSR"
@@ -143,11 +167,14 @@ def _submission(
     else:
         csr = None
         use_pop = bool(pop)
-        if pop is None or apply_attrs:
+        when_possible = pop == POP_WHEN_POSSIBLE
+        if pop is None or when_possible or apply_attrs:
             attrs = yield from csrattrs_flow(settings)
-            if pop is None:
-                use_pop = attrs.requires_pop
-                if use_pop:
+            if pop is None or when_possible:
+                required = attrs.requires_pop
+                use_pop = required or when_possible
+                optional_pop = when_possible and not required
+                if required:
                     state.notes.append(
                         "the server's /csrattrs asks for proof-of-possession linking"
                     )
@@ -161,7 +188,7 @@ def _submission(
         nonlocal csr
         if use_pop:
             assert isinstance(request, CsrSpec)
-            return (yield from _pop_attempt(settings, operation, request, state))
+            return (yield from _pop_attempt(settings, operation, request, state, optional_pop))
         if csr is None:
             assert isinstance(request, CsrSpec)
             csr = build_csr_for(request)
@@ -185,7 +212,7 @@ def enroll_flow(
     request: x509.CertificateSigningRequest | CsrSpec,
     *,
     operation: str = "simpleenroll",
-    pop: bool | None = None,
+    pop: PopMode = None,
     apply_attrs: bool = False,
 ) -> Flow[EnrollResult]:
     """``POST /simpleenroll`` or ``/simplereenroll`` (E2, E3), with optional PoP (E14)."""
@@ -235,7 +262,7 @@ def serverkeygen_flow(
     spec: CsrSpec,
     *,
     encrypt_key: bool = False,
-    pop: bool | None = None,
+    pop: PopMode = None,
     apply_attrs: bool = False,
 ) -> Flow[ServerKeygenResult]:
     """``POST /serverkeygen`` (E5): the server makes the key; we may ask it to encrypt it."""

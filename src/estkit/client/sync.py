@@ -17,6 +17,7 @@ from .issued import order_chain
 from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
 from .responses import Reply
 from .retry import Sleep
+from .submit import PopMode
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class EstClient(ClientBase):
         self,
         request: x509.CertificateSigningRequest | CsrSpec,
         *,
-        pop: bool | None = None,
+        pop: PopMode = None,
         apply_csrattrs: bool = False,
     ) -> EnrollResult:
         """``POST /simpleenroll`` with a finished CSR or a :class:`CsrSpec` to build one from.
@@ -75,7 +76,7 @@ class EstClient(ClientBase):
         self,
         request: x509.CertificateSigningRequest | CsrSpec | None = None,
         *,
-        pop: bool | None = None,
+        pop: PopMode = None,
         reuse_key: bool = False,
         apply_csrattrs: bool = False,
     ) -> EnrollResult:
@@ -95,7 +96,7 @@ class EstClient(ClientBase):
         dns_names: Sequence[str] = (),
         serial_number: str | None = None,
         encrypt_key: bool = False,
-        pop: bool | None = None,
+        pop: PopMode = None,
         apply_csrattrs: bool = False,
     ) -> ServerKeygenResult:
         """``POST /serverkeygen``: the server makes the key pair and returns key + certificate.

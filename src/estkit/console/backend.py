@@ -1,7 +1,8 @@
 """The console's only door to the server's data: config, certificate store and CA.
 
 Why one class: every action the console offers must be the *same* library call the CLI makes
-(``store.decide_request``, ``store.revoke``), recorded in the audit log with the operator's name.
+(``store.decide_request``, ``revoke_certificate``), recorded in the audit log with the
+operator's name.
 Keeping them here, a dozen lines each, makes that easy to check.
 
 The store is opened and used on one dedicated worker thread (as the EST server does with its
@@ -33,6 +34,7 @@ from estkit.ca.store import (
 )
 from estkit.console.admin_ca import Operator
 from estkit.server.config import ServerConfig, load_config
+from estkit.server.revocation import revoke_certificate
 
 T = TypeVar("T")
 
@@ -73,7 +75,8 @@ def current_crl(authority: CertificateAuthority, store: CertificateStore) -> byt
     """The CRL exactly as the EST server's ``GET /crl`` builds it (DER).
 
     The server signs a fresh CRL from the store on every request, so a revocation recorded by
-    ``store.revoke`` is in the next CRL anyone fetches; there is no CRL file to rewrite.
+    ``store.revoke`` is in the next CRL anyone fetches (``revoke_certificate`` also rewrites
+    the ``crl.der`` file operators publish elsewhere).
     """
     return authority.build_crl(store.revoked_entries())
 
@@ -204,7 +207,7 @@ class ConsoleBackend:
                     f"certificate {serial} was already revoked "
                     f"({record.revocation_reason}, {record.revoked_at:%Y-%m-%d %H:%M} UTC)"
                 )
-            revoked = store.revoke(serial, reason)
+            revoked, _crl_file = revoke_certificate(self.config, store, serial, reason)
             store.log_event(
                 AUDIT_KIND,
                 f"{operator.name} revoked certificate {serial} ({reason}) in the {SOURCE}",

@@ -7,6 +7,7 @@ testing on their own, and the same functions feed both the full page and the liv
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class CertRow:
             return "revoked"
         return "expired" if self.expired else "valid"
 
+    @property
+    def issued_at(self) -> dt.datetime:
+        """When the store recorded the issuance (notBefore is backdated for clock skew)."""
+        return as_utc(getattr(self.record, "issued_at", None)) or self.not_before
+
     def seconds_left(self, now: dt.datetime) -> float:
         return (self.not_after - now).total_seconds()
 
@@ -161,7 +167,7 @@ def filter_certificates(rows: Sequence[CertRow], query: CertificateQuery) -> lis
     elif query.sort == "-expiry":
         selected.sort(key=lambda r: r.not_after, reverse=True)
     elif query.sort == "-issued":
-        selected.sort(key=lambda r: r.not_before, reverse=True)
+        selected.sort(key=lambda r: r.issued_at, reverse=True)
     else:
         selected.sort(
             key=lambda r: ((r.common_name or r.record.subject or "").lower(), r.not_after)
@@ -193,12 +199,16 @@ class DashboardStats:
 def issued_per_day(rows: Iterable[CertRow], today: dt.date, days: int) -> list[tuple[dt.date, int]]:
     """Certificates issued on each of the last ``days`` days (UTC), oldest first, zeros included.
 
-    The issue time is notBefore plus the CA's small backdating, so a certificate issued just after
-    midnight may count for the day before; good enough for a trend.
+    Counted by the store's issue time, not notBefore, which the CA backdates for clock skew.
     """
-    counts = Counter(row.not_before.date() for row in rows)
+    counts = Counter(row.issued_at.date() for row in rows)
     first = today - dt.timedelta(days=days - 1)
     return [(day, counts.get(day, 0)) for day in (first + dt.timedelta(n) for n in range(days))]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_LONG_HEX = re.compile(r"\b(?:[0-9A-Fa-f]{2}:){7,}[0-9A-Fa-f]{2}\b|\b[0-9A-Fa-f]{16,}\b")
+_BIG_NUMBER = re.compile(r"\b\d{3,}\b")
 
 
 def refusal_key(event: Any) -> str:
@@ -210,6 +220,10 @@ def refusal_key(event: Any) -> str:
     fields = getattr(event, "fields", None) or {}
     status = fields.get("status") if isinstance(fields, Mapping) else None
     message = str(getattr(event, "message", "") or "").split(";")[0].strip() or "unknown"
+    # Quoted names (labels, CNs), serials/fingerprints and sizes/offsets differ per request.
+    message = _QUOTED.sub("'…'", message)
+    message = _LONG_HEX.sub("…", message)
+    message = _BIG_NUMBER.sub("N", message)
     if len(message) > MAX_REASON_LENGTH:
         message = message[: MAX_REASON_LENGTH - 1] + "…"
     return f"{status} · {message}" if status else message

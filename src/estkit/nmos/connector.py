@@ -18,6 +18,7 @@ from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirma
 from estkit.client.errors import EstConnectionError, EstHttpError
 from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.retry import RetryPolicy, WaitCallback
+from estkit.client.submit import POP_WHEN_POSSIBLE, PopMode
 from estkit.client.sync import EstClient
 from estkit.client.trust import ClientCredentials, TrustAnchors, build_ssl_context
 from estkit.nmos.clock import Clock
@@ -77,13 +78,14 @@ class ClientConnector:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         on_wait: WaitCallback | None = None,
         timeout: float = EST_TIMEOUT_SECONDS,
-        pop: bool | None = None,
+        pop: PopMode = POP_WHEN_POSSIBLE,
     ) -> None:
         self.clock = clock
         self.retry = RetryPolicy(max_attempts=max_attempts)
         self.on_wait = on_wait
         self.timeout = timeout
-        # None: link the CSR to the TLS session when the server's /csrattrs asks for it (C7).
+        # C7 "TLS-session linking SHOULD be included": link whenever the TLS version has a
+        # tls-unique (1.2); under TLS 1.3 only when /csrattrs requires it (then pinned to 1.2).
         self.pop = pop
 
     def _client(

@@ -10,6 +10,7 @@ raises typed errors; the scheduling (when to renew, how long to back off) lives 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -163,9 +164,14 @@ class NmosNode:
         result = self._discover()
         for warning in result.warnings:
             self.emit("warning", "discover", warning)
-        for advert in result.adverts:
+        adverts = result.adverts
+        label = self.config.server.label
+        if label is not None:
+            # A configured label overrides what the adverts' api_selector says.
+            adverts = [dataclasses.replace(advert, label=label) for advert in adverts]
+        for advert in adverts:
             self.emit("info", "discover", f"found {advert.describe()}")
-        self._servers = result.adverts
+        self._servers = adverts
         return self._servers
 
     def forget_servers(self) -> None:
@@ -685,6 +691,11 @@ def _hint_for(failures: Sequence[str]) -> str:
         return "check that the EST server is running and reachable at the address shown"
     if "verify" in text or "tls" in text:
         return "check the trust anchors (root CA) and the server's TLS certificate"
+    if "policy" in text or "400" in text:
+        return (
+            "the server refused the request itself: check --hostname (a DNS name, no IP "
+            "address or wildcard) and the server's profile"
+        )
     if "403" in text or "401" in text or "refused" in text:
         return "the server refused this node: check the client certificate (--cert/--key)"
     return "see the messages above; check the server's log for the refusal reason"

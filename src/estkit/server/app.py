@@ -337,7 +337,12 @@ class EstHandler:
             # challenge, so a 401 must come before any complaint about the CSR.
             client_status = await self.state.run(self.state.trust.check, client_certificate, now)
             anonymous = not client_status.trusted and not client_status.revoked
-            if anonymous and not would_queue(profile, authenticated=False):
+            # A request with neither credentials nor a client certificate is challenged even on
+            # a label that queues: it is how Digest clients start (the operator could not tell
+            # who asked anyway). An untrusted certificate is what the approval queue is for.
+            if anonymous and (
+                client_certificate is None or not would_queue(profile, authenticated=False)
+            ):
                 raise Refusal(
                     401,
                     f"authentication required: {client_status.reason}; authenticate with "

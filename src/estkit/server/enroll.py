@@ -328,13 +328,47 @@ def _queue(
             requester=requester,
         )
         return Queued(added.id, retry, new=True)
-    if existing.status == "pending":
-        return Queued(existing.id, retry, new=False)
     if existing.status == "rejected":
         by = f" {existing.decided_by}" if existing.decided_by else ""
         note = f": {existing.note}" if existing.note else ""
         raise Refusal(403, f"request {existing.id} was rejected by the operator{by}{note}")
+    # The queue knows a request by its key and requester; what the operator decides on is the
+    # names. A repeat that asks for other names must not ride on that decision (S4).
+    differences = _name_differences(existing.csr, request.csr)
+    if differences:
+        raise Refusal(
+            409,
+            f"request {existing.id} for this key pair is {existing.status} for other names: "
+            f"this CSR has {'; '.join(differences)}. Repeat the identical CSR, or make a new "
+            "key pair for a new request",
+        )
+    if existing.status == "pending":
+        return Queued(existing.id, retry, new=False)
     return existing
+
+
+def _requested_names(csr: x509.CertificateSigningRequest) -> list[str]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return sorted(_general_name_text(name) for name in san)
+
+
+def _name_differences(
+    queued: x509.CertificateSigningRequest, repeated: x509.CertificateSigningRequest
+) -> list[str]:
+    """What the repeated CSR asks for that the queued one did not (subject, SAN)."""
+    differences = []
+    if repeated.subject != queued.subject:
+        differences.append(
+            f"subject {repeated.subject.rfc4514_string()!r} instead of "
+            f"{queued.subject.rfc4514_string()!r}"
+        )
+    wanted, queued_names = _requested_names(repeated), _requested_names(queued)
+    if wanted != queued_names:
+        differences.append(f"subjectAltName {wanted} instead of {queued_names}")
+    return differences
 
 
 def _issue(

@@ -1,4 +1,4 @@
-"""The benchmark scripts still run end to end (briefly) and print their figures without errors.
+"""The benchmark and fuzzing scripts still run end to end (briefly) and print their figures.
 
 Why: benchmarks are not timed tests, so nothing else exercises them, and a change elsewhere (the
 server banner now names `localhost`, not 127.0.0.1) once left two of them unable to start. These
@@ -51,3 +51,15 @@ def test_fleet_soak_delivers_every_certificate_to_a_small_fleet() -> None:
     )
     assert "20 nodes (20 ok, 0 failed)" in out, out
     assert "80 certificates recorded, 80 delivered to nodes (all present)" in out, out
+
+
+def test_http_fuzz_script_reports_inputs_tried() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS.parent / "fuzz" / "fuzz_http.py"), "--examples", "5"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tried = re.search(r"total: (\d+) inputs tried, 0 failing inputs", result.stdout)
+    assert tried and int(tried.group(1)) >= 10, result.stdout

@@ -86,7 +86,9 @@ def test_rollover_certificates_follow_rfc4210(rolled) -> None:
 def test_cacerts_serves_everything_and_classifies(rolled) -> None:
     authority, result, old_issuing, _old_leaf, _new_leaf = rolled
     cacerts = authority.cacerts
-    assert len(cacerts) == 5
+    # The three RFC 4210 certificates, the new root and issuing CA, and the previous issuing CA,
+    # which still anchors everything issued before the rollover (the server's TLS certificate).
+    assert len(cacerts) == 6
     assert set(map(bytes, (c.fingerprint(_sha256()) for c in cacerts))) == {
         c.fingerprint(_sha256())
         for c in (
@@ -95,6 +97,7 @@ def test_cacerts_serves_everything_and_classifies(rolled) -> None:
             result.old_with_new,
             result.new_with_old,
             result.issuing,
+            old_issuing,
         )
     }
     classified = classify_ca_certificates(cacerts)
@@ -104,7 +107,7 @@ def test_cacerts_serves_everything_and_classifies(rolled) -> None:
     assert classified.old_with_old == result.old_with_old
     assert classified.old_with_new == result.old_with_new
     assert classified.new_with_old == result.new_with_old
-    assert classified.intermediates == [result.issuing]
+    assert classified.intermediates == [result.issuing, old_issuing]
     assert authority.root_certificates == [result.new_with_new, result.old_with_old]
     assert authority.previous_issuers == [old_issuing]
     bundle = x509.load_pem_x509_certificates(authority.cacerts_path.read_bytes())

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from estkit.ca.authority import CertificateAuthority
 from estkit.conformance import Status, SuiteReport, Target, make_rogue_identity, run_suite
 from estkit.conformance.target import Identity
 from estkit.fileio import write_file_atomic
@@ -144,6 +145,22 @@ def test_trust_list_with_the_rogue_ca_fails_the_rogue_case_only(tmp_path: Path) 
         assert failing(report) == {"rogue-client-refused"}
         result = report.result("rogue-client-refused")
         assert "S3" in result.message and "given with --rogue-cert" in result.message
+    finally:
+        server.running.stop()
+
+
+def test_a_server_in_root_rollover_still_passes_everything(tmp_path: Path) -> None:
+    """After `estkit server rollover` the server's TLS certificate still comes from the previous
+    issuing CA: /cacerts must carry it, or clients cannot anchor the server (cacerts-root)."""
+    server = start_conformance_server(tmp_path / "data")
+    try:
+        CertificateAuthority.load(server.paths.data_dir / "ca").rollover()
+        report = run_suite(server.target())
+        assert statuses(report) == expected_statuses(), [
+            (r.id, r.message) for r in report.results if r.status is Status.FAIL
+        ]
+        served = report.result("cacerts-root")
+        assert served.status is Status.PASS
     finally:
         server.running.stop()
 

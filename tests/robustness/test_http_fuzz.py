@@ -2,13 +2,15 @@
 headers and bodies get a 2xx/4xx answer (501 only for the documented fullcmc), never a 500, never
 a hang, and the server keeps serving afterwards.
 
-Bounded (a few hundred requests, each on a fresh TLS connection) so the run takes seconds; the
-long, coverage-guided run of the parsers underneath is ``fuzz/fuzz_protocol.py``.
+Bounded (a few hundred requests, each on a fresh TLS connection) so the run takes seconds;
+``fuzz/fuzz_http.py`` runs the same properties for as long as you like, and the coverage-guided run
+of the parsers underneath is ``fuzz/fuzz_protocol.py``.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 from collections.abc import Iterator
 
@@ -24,8 +26,11 @@ from estkit.server.runner import RunningServer, start_server_thread
 
 from .support import client_context, raw_tls, request
 
+# fuzz/fuzz_http.py runs these same properties for longer by raising this through the environment.
+EXAMPLES_ENV = "ESTKIT_HTTP_FUZZ_EXAMPLES"
+DEFAULT_EXAMPLES = 150
 SETTINGS = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get(EXAMPLES_ENV, DEFAULT_EXAMPLES)),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

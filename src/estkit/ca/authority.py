@@ -300,6 +300,13 @@ class CertificateAuthority:
                 certs.append(extra)
         if gen.issuing is not None:
             certs.append(gen.issuing)
+        if gen.old_with_old is not None:
+            # During a rollover the previous issuing CA still anchors every certificate issued
+            # before it, the server's own TLS certificate included: clients need it to build
+            # those chains (RFC 7030 §4.1.3 "any intermediates").
+            previous = self._history()[:1]
+            if previous and previous[0].issuing is not None:
+                certs.append(previous[0].issuing)
         return certs
 
     @property

@@ -41,6 +41,7 @@ from .retry import (
     RetryPolicy,
     WaitDecision,
 )
+from .submit import POP_WHEN_POSSIBLE, PopMode
 from .sync import EstClient
 from .trust import ClientCredentials, TrustAnchors
 
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_RETRY_AFTER_SECONDS",
     "MAX_RETRY_AFTER_SECONDS",
+    "POP_WHEN_POSSIBLE",
     "AsyncEstClient",
     "CaCertsResult",
     "CandidateCertificate",
@@ -69,6 +71,7 @@ __all__ = [
     "EstRetryLaterError",
     "EstTimeoutError",
     "EstTlsError",
+    "PopMode",
     "RetryPolicy",
     "ServerKeygenResult",
     "TrustAnchors",

@@ -167,3 +167,18 @@ def test_busy_admin_port_is_one_clear_error(data_dir: Path) -> None:
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ca_page_shows_a_rollover_done_with_the_cli(data_dir: Path) -> None:
+    with _serve(data_dir, "--admin-port", "0") as served:
+        with httpx.Client(verify=_trust(data_dir), follow_redirects=True) as client:
+            assert client.get(served.login_url).status_code == 200
+            before = client.get(served.console_url + "/ca").text
+            assert "no rollover" in before
+            rolled = _estkit("server", "rollover", str(data_dir))
+            assert rolled.returncode == 0, rolled.stderr
+            # The running console reads the CA from disk on each page: no restart needed.
+            after = client.get(served.console_url + "/ca").text
+        assert "rollover in progress" in after
+        for role in ("OldWithOld", "OldWithNew", "NewWithOld", "NewWithNew"):
+            assert role in after, role

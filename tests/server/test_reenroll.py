@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,3 +137,56 @@ def test_revoke_then_crl_lists_it_and_reenroll_is_refused(fresh_server, tmp_path
     assert response.status == 403
     assert "was revoked on" in response.text
     assert last_refusal(store, before).fields["status"] == 403
+
+
+def test_after_a_rollover_older_certificates_are_revoked_on_their_own_issuers_crl(
+    fresh_server, tmp_path: Path
+) -> None:
+    """A CRL must be signed by the certificate's issuer (RFC 5280): the pre-rollover issuing CA
+    keeps publishing one at /crl/<generation>, which openssl then uses to refuse the leaf."""
+    from estkit.ca.authority import CertificateAuthority
+
+    server = fresh_server()
+    cert_pem, _key = _enroll_node(server, tmp_path, "before-rollover.example.com")
+    old_chain = tmp_path / "old-chain.pem"
+    old_chain.write_bytes((server.data_dir / "ca" / "chain.pem").read_bytes())
+    authority = CertificateAuthority.load(server.data_dir / "ca")
+    old_generation = authority.generation
+    authority.rollover()
+    serial = run([tool("openssl"), "x509", "-in", cert_pem, "-noout", "-serial"]).stdout
+    serial_hex = serial.decode().strip().split("=")[1].lower().lstrip("0")
+    estkit_cli("server", "revoke", server.data_dir, serial_hex, "--reason", "keyCompromise")
+    assert (server.data_dir / f"crl-{old_generation}.der").is_file()
+
+    def fetch(path: str) -> Path:
+        response = curl(
+            f"{server.url}{path}",
+            cacert=server.paths.ca_certificates,
+            content_type=None,
+            workdir=tmp_path,
+        )
+        assert response.status == 200, response.text
+        out = tmp_path / (path.strip("/").replace("/", "-") + ".der")
+        out.write_bytes(response.body)
+        pem = out.with_suffix(".pem")
+        run([tool("openssl"), "crl", "-inform", "DER", "-in", out, "-out", pem])
+        return pem
+
+    def verify_with(crl_pem: Path) -> subprocess.CompletedProcess[bytes]:
+        return run(
+            [tool("openssl"), "verify", "-crl_check", "-CRLfile", crl_pem,
+             "-CAfile", old_chain, cert_pem],
+            check=False,
+        )  # fmt: skip
+
+    refused = verify_with(fetch(f"/crl/{old_generation}"))
+    assert refused.returncode != 0
+    assert b"certificate revoked" in refused.stdout + refused.stderr
+    # The current issuer's CRL cannot speak for the old generation's leaves.
+    current = verify_with(fetch("/crl"))
+    assert b"certificate revoked" not in current.stdout + current.stderr
+    unknown = curl(
+        f"{server.url}/crl/g99", cacert=server.paths.ca_certificates, content_type=None,
+        workdir=tmp_path,
+    )  # fmt: skip
+    assert unknown.status == 404 and "no CA generation 'g99'" in unknown.text

@@ -323,6 +323,16 @@ class CertificateAuthority:
         }
 
     @property
+    def issuers_by_generation(self) -> dict[str, x509.Certificate]:
+        """Each generation's leaf-signing certificate, current first: a CRL must be signed by
+        the issuer of the certificates it lists (RFC 5280 §5), so every generation with
+        still-valid leaves needs its own."""
+        issuers = {self._gen.name: self.issuer_certificate}
+        for generation in self._history():
+            issuers[generation.name] = generation.issuing or generation.root
+        return issuers
+
+    @property
     def previous_issuers(self) -> list[x509.Certificate]:
         """Issuing CAs of earlier generations (newest first): their leaves are still valid and
         a server verifying client certificates must still accept them."""

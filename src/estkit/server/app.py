@@ -181,9 +181,9 @@ class EstHandler:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         self.state.refresh()
         raw_path = request.rel_url.raw_path
-        if raw_path == CRL_PATH:
+        if raw_path == CRL_PATH or raw_path.startswith(CRL_PATH + "/"):
             self._require_method(request, ("GET", "HEAD"), "crl")
-            return await self.crl()
+            return await self.crl(raw_path[len(CRL_PATH) + 1 :] or None)
         try:
             label, operation = parse_path(raw_path)
         except PathError as exc:
@@ -222,10 +222,24 @@ class EstHandler:
     def csrattrs(self, profile: Profile) -> web.Response:
         return _base64_response(encode_csrattrs(csrattrs_for(profile)), CSRATTRS)
 
-    async def crl(self) -> web.Response:
+    async def crl(self, generation: str | None = None) -> web.Response:
+        """``/crl``: signed by the current issuing CA; ``/crl/<generation>`` (``/crl/g1``): by
+        that generation's, for certificates issued before a rollover."""
+        authority = self.state.authority
+        issuer = None
+        if generation is not None:
+            issuers = authority.issuers_by_generation
+            if generation not in issuers:
+                raise Refusal(
+                    404,
+                    f"no CA generation {generation!r}: this server has "
+                    f"{', '.join(sorted(issuers))} (/crl is the current one's)",
+                )
+            issuer = issuers[generation]
+
         def build() -> bytes:
             entries = self.state.store.revoked_entries()
-            return self.state.authority.build_crl(entries)
+            return authority.build_crl(entries, issuer=issuer)
 
         der = await self.state.run(build)
         response = web.Response(status=200, body=der)

@@ -18,10 +18,20 @@ CRL_FILE_NAME = "crl.der"
 
 
 def write_crl_file(config: ServerConfig, store: CertificateStore) -> Path:
-    """Sign a CRL of everything revoked so far and write it (atomically) to ``DIR/crl.der``."""
+    """Sign a CRL of everything revoked so far and write it (atomically) to ``DIR/crl.der``.
+
+    After a rollover, each earlier CA generation's CRL goes to ``DIR/crl-<generation>.der``
+    (also served at ``/crl/<generation>``): leaves issued before it chain to that issuer.
+    """
     authority = CertificateAuthority.load(config.ca_directory)
+    entries = store.revoked_entries()
     path = config.data_dir / CRL_FILE_NAME
-    write_file_atomic(path, authority.build_crl(store.revoked_entries()))
+    for generation, issuer in authority.issuers_by_generation.items():
+        der = authority.build_crl(entries, issuer=issuer)
+        if generation == authority.generation:
+            write_file_atomic(path, der)
+        else:
+            write_file_atomic(config.data_dir / f"crl-{generation}.der", der)
     return path
 
 

@@ -396,6 +396,31 @@ def test_configured_label_overrides_the_discovered_api_selector(
     assert lifetime.total_seconds() < 3600
 
 
+def test_agent_rediscovers_after_each_failure_d5(
+    estkit_server: Any, dns_server: Any, tmp_path: Path
+) -> None:
+    """D5: a failed step forgets the adverts, so the next one asks DNS-SD again."""
+    from estkit.nmos.agent import RenewalAgent
+
+    zone = Zone().host("localhost", "127.0.0.1")
+    zone.advert("dead", "localhost", free_port(), txt=("pri=1",))
+    dns = dns_server(zone)
+    config = config_for_server(estkit_server, tmp_path / "node", key_types=("p256",)).with_changes(
+        server=ServerSettings(),
+        discovery=DiscoverySettings(domain=DOMAIN, dns_server=dns.address),
+        max_attempts=1,
+    )
+    clock = ManualClock()
+    agent = RenewalAgent(NmosNode(config, clock=clock))
+    lookups = f"query[PTR] _nmos-certs._tcp.{DOMAIN}"
+    for step in range(1, 4):
+        outcome = agent.run_once()
+        assert outcome.next_at is not None  # it will try again
+        assert dns.queries().count(lookups) == step
+        clock.set(outcome.next_at)
+    assert not (tmp_path / "node" / "ecdsa-cert.pem").exists()
+
+
 def test_key_files_are_0600_even_with_a_permissive_umask(
     estkit_server: Any, tmp_path: Path
 ) -> None:

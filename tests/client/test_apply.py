@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from estkit.cli.main import cli
 from estkit.client import CsrSpec, apply_csrattrs, key_type_for
+from estkit.client.flows import build_csr_for
 from estkit.protocol import (
     EC_PUBLIC_KEY_OID,
     EXTENSION_REQUEST_OID,
@@ -54,6 +55,18 @@ def _extension_request(*dotted: str) -> bytes:
         _child_spec = _Ext
 
     return bytes(_Exts([_Ext({"extnID": d, "extnValue": b""}) for d in dotted]).dump())
+
+
+def _filled_extension_request(dotted: str, value: bytes) -> bytes:
+    """An Extensions template entry the server filled in (draft-ietf-lamps-rfc7030-csrattrs)."""
+
+    class _Ext(core.Sequence):  # type: ignore[misc]
+        _fields: ClassVar = [("extnID", core.ObjectIdentifier), ("extnValue", core.OctetString)]
+
+    class _Exts(core.SequenceOf):  # type: ignore[misc]
+        _child_spec = _Ext
+
+    return bytes(_Exts([_Ext({"extnID": dotted, "extnValue": value})]).dump())
 
 
 def _wishes() -> CsrAttrs:
@@ -160,3 +173,32 @@ def test_cli_apply_csrattrs_picks_key_and_hash(
     assert isinstance(posted.signature_hash_algorithm, hashes.SHA384)
     assert describe_public_key(load_private_key(key_file.read_bytes()).public_key()).size == 384
     assert "macAddress" in result.stderr  # the wish it could not fulfil, reported
+
+
+def test_apply_puts_given_attribute_values_and_filled_extensions_in_the_csr() -> None:
+    vendor_attribute = "1.3.6.1.4.1.99999.7"
+    vendor_extension = "1.3.6.1.4.1.99999.8"
+    attribute_value = bytes(core.UTF8String("studio-a").dump())
+    extension_value = bytes(core.UTF8String("rack-12").dump())
+    wishes = CsrAttrs(
+        attributes=(
+            CsrAttribute(x509.ObjectIdentifier(vendor_attribute), (attribute_value,)),
+            CsrAttribute(
+                x509.ObjectIdentifier(EXTENSION_REQUEST_OID),
+                (_filled_extension_request(vendor_extension, extension_value),),
+            ),
+        )
+    )
+    spec = CsrSpec(key=generate_private_key("p256"), common_name="x.example")
+    applied, warnings = apply_csrattrs(spec, wishes)
+    assert warnings == []
+    csr = build_csr_for(applied)
+    # The CSR really carries both, byte for byte as the server gave them.
+    extension = csr.extensions.get_extension_for_oid(x509.ObjectIdentifier(vendor_extension))
+    assert extension.value.value == extension_value
+    attribute = csr.attributes.get_attribute_for_oid(x509.ObjectIdentifier(vendor_attribute))
+    assert attribute.value == b"studio-a"
+    # Applying twice adds nothing twice.
+    again, _ = apply_csrattrs(applied, wishes)
+    assert again.extensions == applied.extensions
+    assert again.extra_attributes == applied.extra_attributes

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from cryptography import x509
+
 from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
     EC_PUBLIC_KEY_OID,
@@ -20,6 +22,7 @@ from estkit.protocol import (
     describe_public_key,
     oid_name,
 )
+from estkit.protocol.csrattrs import extension_templates
 
 from .models import CsrSpec
 
@@ -46,8 +49,17 @@ def key_type_for(attrs: CsrAttrs) -> str | None:
     return None
 
 
+def _extension_templates(attrs: CsrAttrs) -> list[tuple[str, bool, bytes]]:
+    for attribute in attrs.attributes:
+        if attribute.oid.dotted_string == EXTENSION_REQUEST_OID:
+            return [t for value in attribute.values for t in extension_templates(value)]
+    return []
+
+
 def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
-    """``spec`` adjusted to ``attrs`` (hash), plus warnings for wishes it cannot fulfil."""
+    """``spec`` adjusted to ``attrs`` (the hash, attributes given with values, extensions given
+    filled in), plus warnings for wishes it cannot fulfil (the key type is chosen before the key
+    exists: see :func:`key_type_for`)."""
     warnings: list[str] = []
     changes: dict[str, object] = {}
 
@@ -89,21 +101,44 @@ def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
             continue
         warnings.append(f"the server asks for {oid_name(oid)}, which this client cannot fill in")
 
+    # Extensions the server hands over filled in (an extensionRequest template with values) are
+    # copied as given; ones it only names must come from the caller.
+    templates = _extension_templates(attrs)
+    present = {ext.oid.dotted_string for ext in spec.extensions}
+    added_extensions: list[x509.ExtensionType] = []
+    for dotted, _critical, value in templates:
+        if dotted == SUBJECT_ALT_NAME_OID or dotted in present:
+            continue  # names come from --cn/--san; never override what the caller set
+        added_extensions.append(x509.UnrecognizedExtension(x509.ObjectIdentifier(dotted), value))
+        present.add(dotted)
+    if added_extensions:
+        changes["extensions"] = (*spec.extensions, *added_extensions)
+    filled = {dotted for dotted, _critical, _value in templates}
     for oid in attrs.requested_extension_oids:
         if oid.dotted_string == SUBJECT_ALT_NAME_OID:
             if not spec.dns_names:
                 warnings.append("the server asks for a subjectAltName: pass DNS names (--san)")
             continue
+        if oid.dotted_string in filled:
+            continue
         warnings.append(
             f"the server asks for the extension {oid_name(oid)}, which this client does not add"
         )
+    # Attributes the server gives with values are put in the CSR with those values.
+    extra = list(spec.extra_attributes)
     for attribute in attrs.attributes:
         dotted = attribute.oid.dotted_string
         if dotted in _HANDLED_ELSEWHERE or dotted == EXTENSION_REQUEST_OID:
             continue
-        warnings.append(
-            f"the server asks for the attribute {oid_name(attribute.oid)} with given values, "
-            "which this client does not add"
-        )
+        if not attribute.values or any(oid == attribute.oid for oid, _ in extra):
+            continue
+        extra.append((attribute.oid, attribute.values[0]))
+        if len(attribute.values) > 1:
+            warnings.append(
+                f"the server gives {len(attribute.values)} values for {oid_name(attribute.oid)}; "
+                "the CSR carries the first"
+            )
+    if len(extra) != len(spec.extra_attributes):
+        changes["extra_attributes"] = tuple(extra)
 
     return (dataclasses.replace(spec, **changes) if changes else spec), warnings  # type: ignore[arg-type]

@@ -424,6 +424,21 @@ def test_serverkeygen_writes_key_and_certificate(estkit_server: Any, tmp_path: P
     assert from_cert == from_key
 
 
+def test_serverkeygen_applies_csrattrs_on_request(estkit_server: Any, tmp_path: Path) -> None:
+    def serverkeygen(*extra: str) -> dict[str, Any]:
+        result = run(
+            "serverkeygen", *_common(estkit_server), *extra, "--cn", "fit.example",
+            "--out-cert", tmp_path / "fit.pem", "--out-key", tmp_path / "fit.key", "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    # The nmos profile's /csrattrs asks for the device serialNumber, which was not given.
+    fitted = serverkeygen("--apply-csrattrs")
+    assert any("serialNumber" in w and "--serial-number" in w for w in fitted["warnings"])
+    assert not any("serialNumber" in w for w in serverkeygen()["warnings"])
+
+
 def test_serverkeygen_needs_somewhere_for_the_key(estkit_server: Any) -> None:
     result = run("serverkeygen", *_common(estkit_server), "--cn", "gen.example")
     assert_clean_failure(result, "--out-key")

@@ -637,6 +637,11 @@ def reenroll_command(
 )
 @click.option("--pop/--no-pop", default=None, help="Link the CSR to the TLS connection.")
 @click.option(
+    "--apply-csrattrs",
+    is_flag=True,
+    help="Fit the request to the server's /csrattrs and report what cannot be fulfilled.",
+)
+@click.option(
     "--out-cert",
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="PEM",
@@ -655,6 +660,7 @@ def serverkeygen_command(
     serial_number: str | None,
     encrypt_key: bool,
     pop: bool | None,
+    apply_csrattrs: bool,
     out_cert: Path | None,
     out_key: Path | None,
     **kwargs: Any,
@@ -673,6 +679,7 @@ def serverkeygen_command(
             serial_number=serial_number,
             encrypt_key=encrypt_key,
             pop=pop,
+            apply_csrattrs=apply_csrattrs,
         )
         _complete_chain(est, result)
     _write_outputs(out_cert, out_key, result.fullchain_pem(), result.key_pem())

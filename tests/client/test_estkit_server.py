@@ -353,3 +353,10 @@ async def test_async_concurrent_pop_enrollments(estkit_server: Any) -> None:
     assert all(result.pop_linked for result in results)
     for spec, result in zip(specs, results, strict=True):
         assert public_keys_equal(result.certificate.public_key(), spec.key.public_key())
+
+
+def test_csrattrs_404_quotes_the_server_so_an_unknown_label_shows(estkit_server: Any) -> None:
+    with _client(estkit_server, label="nosuch") as client:
+        result = client.csrattrs()
+    assert result.status == 404 and result.attrs.oids == ()
+    assert any("unknown EST label 'nosuch'" in warning for warning in result.warnings)

@@ -246,12 +246,22 @@ def interpret_cacerts(reply: Reply) -> CaCertsResult:
     return CaCertsResult(certificates, ca_set, warnings, _body_form(reply.body))
 
 
+# How much of a 404 body /csrattrs quotes in its warning.
+MAX_QUOTED_TEXT = 200
+
+
 def interpret_csrattrs(reply: Reply) -> CsrAttrsResult:
     """``/csrattrs``: 200 with attributes, or 204/404 meaning "no wishes" (E4)."""
     if reply.status in (204, 404):
         warnings = []
         if reply.status == 404:
-            warnings.append("the server has no CSR attributes (404)")
+            # RFC 7030 §4.5.2 lets 404 mean "no attributes", but it is also what an unknown
+            # label gets: show the server's words so a person can tell the two apart.
+            said = reply.body[:MAX_QUOTED_TEXT].decode("utf-8", "replace").strip()
+            said = said.splitlines()[0] if said else ""
+            warnings.append(
+                "the server has no CSR attributes (404" + (f": {said})" if said else ")")
+            )
         return CsrAttrsResult(CsrAttrs(), reply.status, warnings)
     warnings = []
     if reply.body.strip(b"\0 \t\r\n") == b"":

@@ -244,8 +244,10 @@ def test_root_from_another_domain_reprovisions_everything_c15(
     assert moved.trust_anchors() == [other.authority.root_certificate]
     assert old_root not in moved.trust_anchors()
     assert [c.operation for c in other.calls] == ["cacerts", "simpleenroll"]
-    leaf = current(moved)
-    assert leaf[0] != 0
+    # The installed certificate is now one of the new domain's CA, not the old one.
+    installed = moved.installed("ecdsa")
+    assert installed is not None
+    installed.certificate.verify_directly_issued_by(other.authority.issuer_certificate)
     assert any("provisioning from scratch (C15)" in m for m in events.messages())
 
 

@@ -1,4 +1,7 @@
-"""/serverkeygen: key-encryption attributes, multipart build/parse, CMS EnvelopedData (E5)."""
+"""/serverkeygen: key-encryption attributes, multipart build/parse, CMS EnvelopedData (E5).
+
+EnvelopedData for RSA recipients is covered here; the EC (key agreement) construction itself is
+tested in ``test_cms_kari.py``, its use through :func:`encrypt_private_key_for` here."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from estkit.protocol import (
     ASYMMETRIC_DECRYPT_KEY_IDENTIFIER,
@@ -26,6 +30,7 @@ from estkit.protocol import (
     build_certs_only,
     build_csr,
     build_serverkeygen_response,
+    can_encrypt_to,
     certificates_to_pem,
     decrypt_private_key,
     encode_base64_body,
@@ -217,11 +222,25 @@ def test_openssl_made_envelope_decrypts(
     assert public_keys_equal(decrypt_private_key(envelope, rsa_cert, rsa_key), p256_key)
 
 
-def test_encrypt_refuses_non_rsa_recipient(
-    p256_key: PrivateKey, leaf_cert: x509.Certificate
+def test_encrypted_reply_round_trip_to_an_ec_certificate(
+    p384_key: PrivateKey, p256_key: PrivateKey, leaf_cert: x509.Certificate
 ) -> None:
-    with pytest.raises(ValueError, match="only be encrypted to a certificate with an RSA key"):
-        encrypt_private_key_for(private_key_to_der(p256_key), leaf_cert)
+    # The client's path: parse the reply, then decrypt the kari envelope with the EC key.
+    generated = private_key_to_der(p384_key)
+    envelope = encrypt_private_key_for(generated, leaf_cert)
+    body, content_type = build_serverkeygen_response(envelope, SERVER_GENERATED_KEY, [leaf_cert])
+    result = parse_serverkeygen_response(body, content_type)
+    assert result.encrypted
+    assert result.key_der == envelope
+    decrypted = decrypt_private_key(result.key_der, leaf_cert, p256_key)
+    assert private_key_to_der(decrypted) == generated
+
+
+def test_encrypt_refuses_unsupported_recipient(ca_key: PrivateKey) -> None:
+    edwards = make_cert(ed25519.Ed25519PrivateKey.generate(), "ed", issuer_key=ca_key, issuer="ca")
+    assert not can_encrypt_to(edwards)
+    with pytest.raises(ValueError, match="RSA key or an EC key on secp256r1, secp384r1"):
+        encrypt_private_key_for(b"\x30\x00", edwards)
 
 
 def test_decrypt_errors(
@@ -237,8 +256,10 @@ def test_decrypt_errors(
     not_a_key = encrypt_private_key_for(b"\x30\x03\x02\x01\x00", rsa_cert)
     with pytest.raises(Pkcs7Error, match="is not a private key"):
         decrypt_private_key(not_a_key, rsa_cert, rsa_key)
-    with pytest.raises(ValueError, match="only an RSA private key"):
-        decrypt_private_key(envelope, rsa_cert, p256_key)
+    with pytest.raises(Pkcs7Error, match="no key-agreement recipient"):
+        decrypt_private_key(envelope, rsa_cert, p256_key)  # an EC key, an RSA (ktri) envelope
+    with pytest.raises(ValueError, match="only an RSA or EC private key"):
+        decrypt_private_key(envelope, rsa_cert, ed25519.Ed25519PrivateKey.generate())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

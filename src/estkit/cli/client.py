@@ -633,7 +633,7 @@ def reenroll_command(
 @click.option(
     "--encrypt-key",
     is_flag=True,
-    help="Ask for the key encrypted to --cert (RSA), as BCP-003-03 recommends.",
+    help="Ask for the key encrypted to --cert (RSA or EC), as BCP-003-03 recommends.",
 )
 @click.option("--pop/--no-pop", default=None, help="Link the CSR to the TLS connection.")
 @click.option(

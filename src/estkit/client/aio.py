@@ -104,7 +104,8 @@ class AsyncEstClient(ClientBase):
     ) -> ServerKeygenResult:
         """``POST /serverkeygen``: the server makes the key pair and returns key + certificate.
 
-        ``encrypt_key`` asks for the key encrypted to the client certificate (RSA only).
+        ``encrypt_key`` asks for the key encrypted to the client certificate (RSA, or EC P-256,
+        P-384 and P-521 by key agreement).
         """
         chosen = self._serverkeygen_spec(spec, common_name, dns_names, serial_number)
         return await self._run(

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from estkit.protocol import challenge_password_for, describe_csr, key_encryption_attribute
+from estkit.protocol.certs import key_identifier
 
 from .apply import apply_csrattrs
 from .errors import EstPopError, EstTlsError
@@ -249,12 +250,7 @@ def asymmetric_key_request(credentials: ClientCredentials) -> tuple[x509.ObjectI
     The value identifies the key the server should encrypt to: the subject key identifier of the
     client certificate (computed from its public key when the extension is absent).
     """
-    cert = credentials.certificate
-    try:
-        identifier = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        identifier = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
-    return key_encryption_attribute("asymmetric", identifier)
+    return key_encryption_attribute("asymmetric", key_identifier(credentials.certificate))
 
 
 def serverkeygen_flow(

@@ -95,6 +95,15 @@ def common_name(cert: x509.Certificate) -> str | None:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
+def key_identifier(cert: x509.Certificate) -> bytes:
+    """The certificate's subject key identifier, computed from its public key (RFC 5280
+    §4.2.1.2 method 1) when the extension is absent: how EST names the key to encrypt to."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+
+
 def is_self_signed(cert: x509.Certificate) -> bool:
     """True when subject equals issuer and the signature verifies with the certificate's own key."""
     try:
@@ -171,6 +180,7 @@ __all__ = [
     "is_ca_certificate",
     "is_self_signed",
     "is_signed_by",
+    "key_identifier",
     "load_pem_certificates",
     "order_certificates",
     "parse_fingerprint",

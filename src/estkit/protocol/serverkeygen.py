@@ -21,11 +21,12 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7 as _pkcs7
 from cryptography.x509.oid import ObjectIdentifier
 
 from . import _asn1
+from .cms_kari import SUPPORTED_CURVES, envelope_for_ec_recipient, is_ec_recipient, open_ec_envelope
 from .csr import csr_attribute_values
 from .encoding import decode_body, encode_base64_body
 from .errors import CsrError, EncodingError, EstProtocolError, MultipartError, Pkcs7Error
@@ -69,7 +70,7 @@ def key_encryption_attribute(
     """The ``(oid, DER value)`` pair for :func:`estkit.protocol.build_csr`'s ``extra_attributes``.
 
     For ``"asymmetric"`` the identifier is the SubjectKeyIdentifier of the client certificate
-    whose RSA key should receive the encrypted private key.
+    whose RSA or EC key should receive the encrypted private key.
     """
     oid = ASYMMETRIC_DECRYPT_KEY_IDENTIFIER if kind == "asymmetric" else DECRYPT_KEY_IDENTIFIER
     return oid, bytes(core.OctetString(identifier).dump())
@@ -298,16 +299,25 @@ def parse_serverkeygen_response(body: bytes, content_type: str) -> ServerKeygenR
     return ServerKeygenResult(private_key, key_der, key_media, False, certificates, warnings)
 
 
-def encrypt_private_key_for(key_der: bytes, recipient: x509.Certificate) -> bytes:
-    """CMS EnvelopedData (DER) of ``key_der`` for ``recipient``'s RSA key (RFC 7030 §4.4.2).
+def can_encrypt_to(recipient: x509.Certificate) -> bool:
+    """Whether :func:`encrypt_private_key_for` can encrypt to ``recipient``'s key."""
+    return isinstance(recipient.public_key(), rsa.RSAPublicKey) or is_ec_recipient(recipient)
 
-    Only RSA recipients: key transport (ktri) is what ``cryptography`` builds; EC recipients
-    would need key agreement (kari), which it does not offer.
+
+def encrypt_private_key_for(key_der: bytes, recipient: x509.Certificate) -> bytes:
+    """CMS EnvelopedData (DER) of ``key_der`` for ``recipient``'s key (RFC 7030 §4.4.2).
+
+    RSA recipients get key transport (``ktri``), which ``cryptography`` builds; EC recipients
+    (P-256, P-384, P-521) get ephemeral-static ECDH key agreement (``kari``), which it does not
+    offer, so :mod:`.cms_kari` builds it. Raises :class:`ValueError` for any other key.
     """
+    if is_ec_recipient(recipient):
+        return envelope_for_ec_recipient(bytes(key_der), recipient)
     if not isinstance(recipient.public_key(), rsa.RSAPublicKey):
         raise ValueError(
-            "the key can only be encrypted to a certificate with an RSA key; the client "
-            "certificate has a different key type: request the key unencrypted over TLS instead"
+            "the key can only be encrypted to a certificate with an RSA key or an EC key on "
+            f"{', '.join(SUPPORTED_CURVES)}; the client certificate has a different key type: "
+            "request the key unencrypted over TLS instead"
         )
     return (
         _pkcs7.PKCS7EnvelopeBuilder()
@@ -318,19 +328,31 @@ def encrypt_private_key_for(key_der: bytes, recipient: x509.Certificate) -> byte
     )
 
 
-def decrypt_private_key(
+def _decrypt(
     envelope_der: bytes, recipient_cert: x509.Certificate, recipient_key: PrivateKey
-) -> PrivateKey:
-    """Decrypt an EnvelopedData made by :func:`encrypt_private_key_for` and load the key."""
+) -> bytes:
+    if isinstance(recipient_key, ec.EllipticCurvePrivateKey):
+        return open_ec_envelope(bytes(envelope_der), recipient_cert, recipient_key)
     if not isinstance(recipient_key, rsa.RSAPrivateKey):
-        raise ValueError("only an RSA private key can decrypt this EnvelopedData")
+        raise ValueError("only an RSA or EC private key can decrypt this EnvelopedData")
     try:
-        key_der = _pkcs7.pkcs7_decrypt_der(bytes(envelope_der), recipient_cert, recipient_key, [])
+        return _pkcs7.pkcs7_decrypt_der(bytes(envelope_der), recipient_cert, recipient_key, [])
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise Pkcs7Error(
             f"cannot decrypt the server-generated key ({exc}); check that it was encrypted to "
             "this certificate and that the matching private key is used"
         ) from None
+
+
+def decrypt_private_key(
+    envelope_der: bytes, recipient_cert: x509.Certificate, recipient_key: PrivateKey
+) -> PrivateKey:
+    """Decrypt an EnvelopedData made by :func:`encrypt_private_key_for` and load the key.
+
+    An RSA key opens key transport (``cryptography``), an EC key opens key agreement
+    (:mod:`.cms_kari`); both raise :class:`Pkcs7Error` when the envelope does not open.
+    """
+    key_der = _decrypt(envelope_der, recipient_cert, recipient_key)
     try:
         return load_private_key(key_der)
     except EncodingError as exc:
@@ -345,6 +367,7 @@ __all__ = [
     "KeyEncryptionRequest",
     "ServerKeygenResult",
     "build_serverkeygen_response",
+    "can_encrypt_to",
     "decrypt_private_key",
     "encrypt_private_key_for",
     "key_encryption_attribute",

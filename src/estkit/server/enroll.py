@@ -19,12 +19,12 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from estkit.ca.authority import CaError
 from estkit.ca.issuance import leaf_subject_alt_names
 from estkit.ca.profiles import Profile
 from estkit.ca.store import DuplicateSerialError, PendingRequest, RequestStateError
+from estkit.protocol.certs import key_identifier
 from estkit.protocol.csr import CsrInfo, check_csr_policy, describe_csr
 from estkit.protocol.errors import CsrError, CsrPolicyError
 from estkit.protocol.keys import (
@@ -37,6 +37,7 @@ from estkit.protocol.keys import (
 from estkit.protocol.pop import PopResult, check_pop
 from estkit.protocol.serverkeygen import (
     KeyEncryptionRequest,
+    can_encrypt_to,
     encrypt_private_key_for,
     key_encryption_request,
 )
@@ -199,19 +200,15 @@ def _check_reenroll(
     return current
 
 
-def _key_identifier(certificate: x509.Certificate) -> bytes:
-    try:
-        return certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value.digest
-    except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
-
-
 def _check_key_encryption(
     request: EnrollmentRequest, client: ClientCertificateStatus
 ) -> KeyEncryptionRequest | None:
-    """RFC 7030 §4.4.1.2: only asymmetric encryption to the authenticating RSA certificate."""
+    """RFC 7030 §4.4.1.2: only asymmetric encryption to the authenticating certificate.
+
+    RSA certificates get key transport, EC (P-256/P-384/P-521) ones ECDH key agreement; a 501
+    remains for what cannot be done (symmetric keys we do not share, a key identifier naming
+    another certificate, a key type neither path handles).
+    """
     try:
         wanted = key_encryption_request(request.csr)
     except ValueError as exc:
@@ -221,10 +218,10 @@ def _check_key_encryption(
     if wanted is None:
         return None
     supported = (
-        "this server can encrypt the generated key only to the RSA TLS client certificate "
-        "the request is authenticated with (AsymmetricDecryptKeyIdentifier = that "
-        "certificate's subject key identifier), or return it unencrypted over TLS when the "
-        "CSR asks for no encryption"
+        "this server can encrypt the generated key only to the RSA or EC (P-256, P-384, P-521) "
+        "TLS client certificate the request is authenticated with (AsymmetricDecryptKeyIdentifier "
+        "= that certificate's subject key identifier), or return it unencrypted over TLS when "
+        "the CSR asks for no encryption"
     )
     if wanted.kind == "symmetric":
         raise Refusal(
@@ -237,15 +234,17 @@ def _check_key_encryption(
         raise Refusal(
             501, f"serverkeygen: no trusted client certificate to encrypt the key to; {supported}"
         )
-    if wanted.identifier != _key_identifier(certificate):
+    if wanted.identifier != key_identifier(certificate):
         raise Refusal(
             501,
             "serverkeygen: AsymmetricDecryptKeyIdentifier does not name the client certificate "
             f"of this connection; {supported}",
         )
-    if not isinstance(certificate.public_key(), rsa.RSAPublicKey):
+    if not can_encrypt_to(certificate):
         raise Refusal(
-            501, f"serverkeygen: the client certificate has no RSA key to encrypt to; {supported}"
+            501,
+            "serverkeygen: the client certificate's key is neither RSA nor EC on P-256, P-384 "
+            f"or P-521, so the key cannot be encrypted to it; {supported}",
         )
     return wanted
 

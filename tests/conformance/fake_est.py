@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
@@ -31,7 +31,9 @@ from estkit.protocol import (
     PopResult,
     build_certs_only,
     build_serverkeygen_response,
+    certificates_to_pem,
     check_pop,
+    decode_body,
     decode_csr_body,
     describe_csr,
     encode_base64_body,
@@ -43,7 +45,7 @@ from estkit.protocol import (
     tls_unique_for,
 )
 
-from .pki import SERVER_NAME, FakePki
+from .pki import SERVER_NAME, FakePki, sign
 
 BCP_TLS12_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-SHA256:"
@@ -53,6 +55,7 @@ BCP_TLS12_CIPHERS = (
 )
 MAX_BODY_BYTES = 64 * 1024
 UNLIMITED_BODY_BYTES = 16 * 1024 * 1024
+PLAIN_HTTP_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
 OPERATIONS = {
     "cacerts": "GET",
     "csrattrs": "GET",
@@ -64,7 +67,7 @@ OPERATIONS = {
 
 @dataclass(frozen=True)
 class Faults:
-    """Each flag breaks one thing; all False is a compliant server."""
+    """Each field breaks one thing; the defaults are a compliant server."""
 
     wrong_media_type: bool = False  # /simpleenroll answers application/octet-stream
     der_bodies: bool = False  # 200 bodies are raw DER, not base64
@@ -82,6 +85,22 @@ class Faults:
     extra_ciphers: str = ""  # TLS 1.2 suites accepted beyond BCP-003-01
     server_names: tuple[str, ...] = (SERVER_NAME,)  # a wildcard here breaks T4
     self_signed_tls: bool = False  # TLS certificates not issued by the CA of /cacerts (S2)
+    unknown_label_status: int = 404  # what an unknown label answers (E7 wants 404)
+    wrong_method_status: int = 405  # what a wrong HTTP method answers (E2, E10 want a 4xx)
+    accept_bad_signature: bool = False  # issues for a CSR whose signature does not verify (E2)
+    pop_presence_only: bool = False  # with require_pop: any challengePassword will do (E14)
+    csrattrs_not_csrattrs: bool = False  # /csrattrs 200 is base64 DER, but not CsrAttrs (E4)
+    serverkeygen_wrong_key: bool = False  # the key part is not the certificate's key (E5)
+    drop_san: bool = False  # issued certificates lack the SAN the CSR asked for (C9)
+    refuse_reenroll: bool = False  # /simplereenroll always 400 (E3)
+    intermediate_ca: bool = False  # issues from an intermediate /cacerts does not return (E1)
+    tls12_only: bool = False  # no TLS 1.3 (T1 SHOULD)
+    drop_ciphers: tuple[str, ...] = ()  # TLS 1.2 suites of BCP-003-01 not offered (T3)
+    server_key_types: tuple[str, ...] = ("rsa", "ec")  # TLS certificates loaded (T5)
+    plain_http: bool = False  # the EST port also answers unencrypted HTTP (T5)
+    # /serverkeygen parts: "der" = raw DER without Content-Transfer-Encoding (E15 fail),
+    # "no-cte" = base64 without the header (noted only: RFC 8951 receivers ignore it)
+    serverkeygen_parts: str = "base64"
 
 
 @dataclass
@@ -104,17 +123,22 @@ class FakeEstServer:
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _deferred: int = 0
+    _tls_port: int = 0
+    _intermediate: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
 
     # -- TLS ------------------------------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ciphers = BCP_TLS12_CIPHERS + (
+        if self.faults.tls12_only:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        listed = [c for c in BCP_TLS12_CIPHERS.split(":") if c not in self.faults.drop_ciphers]
+        ciphers = ":".join(listed) + (
             f":{self.faults.extra_ciphers}" if self.faults.extra_ciphers else ""
         )
         ctx.set_ciphers(ciphers + ":@SECLEVEL=0")
-        for kind in ("rsa", "ec"):
+        for kind in self.faults.server_key_types:
             cert, key = self.pki.server_pair(
                 kind,
                 self.faults.server_names,
@@ -127,6 +151,8 @@ class FakeEstServer:
             ctx.load_dh_params(dh)
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(cadata=self.pki.client_roots_pem)
+        if self.faults.intermediate_ca:  # so certificates it issued authenticate re-enrollment
+            ctx.load_verify_locations(cadata=certificates_to_pem([self._issuer[0]]).decode())
         return ctx
 
     # -- HTTP -----------------------------------------------------------------------------------
@@ -154,18 +180,25 @@ class FakeEstServer:
         except EstProtocolError as exc:
             return self._answer(request, 404, f"not an EST path: {exc}")
         if label not in self.labels:
-            return self._answer(request, 404, f"unknown label {label!r}")
+            status = self.faults.unknown_label_status
+            if status == 200 and operation == "cacerts":
+                return self._certs_response(request, [self.pki.root])
+            return self._answer(request, status, f"unknown label {label!r}")
         wanted = OPERATIONS.get(operation)
         if wanted is None or (operation == "serverkeygen" and self.faults.no_serverkeygen):
             return self._answer(request, 404, f"{operation} not implemented")
         if request.method != wanted:
-            return self._answer(request, 405, f"use {wanted}", headers={"Allow": wanted})
+            status = self.faults.wrong_method_status
+            return self._answer(request, status, f"use {wanted}", headers={"Allow": wanted})
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         peer = x509.load_der_x509_certificate(peer_der) if peer_der else None
         if operation == "cacerts":
             return self._certs_response(request, [self.pki.root])
         if operation == "csrattrs":
+            if self.faults.csrattrs_not_csrattrs:  # an INTEGER, not a SEQUENCE of attributes
+                return self._answer(request, 200, body=encode_base64_body(b"\x02\x01\x05"),
+                                    headers={"Content-Type": "application/csrattrs"})  # fmt: skip
             if not self.faults.require_pop:
                 return self._answer(request, 204, "no attributes")
             der = encode_csrattrs(CsrAttrs(oids=(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),)))
@@ -198,23 +231,44 @@ class FakeEstServer:
         try:
             csr = decode_csr_body(body)
         except EstProtocolError as exc:
-            if self.faults.crash_on_bad_base64 and "base64" in str(exc):
-                self.answers.append(
-                    Answer(request.method, request.path, 500, "crashed", content_type)
-                )
-                raise RuntimeError("simulated crash on bad base64") from exc
-            return self._answer(request, 400, f"bad CSR: {exc}")
+            if self.faults.accept_bad_signature and "signature" in str(exc):
+                csr = x509.load_der_x509_csr(decode_body(body)[0])
+            else:
+                return self._bad_csr(request, exc, content_type)
+        return await self._issue(request, operation, peer, ssl_object, csr)
+
+    def _bad_csr(
+        self, request: web.Request, exc: EstProtocolError, content_type: str
+    ) -> web.Response:
+        if self.faults.crash_on_bad_base64 and "base64" in str(exc):
+            self.answers.append(Answer(request.method, request.path, 500, "crashed", content_type))
+            raise RuntimeError("simulated crash on bad base64") from exc
+        return self._answer(request, 400, f"bad CSR: {exc}")
+
+    async def _issue(
+        self,
+        request: web.Request,
+        operation: str,
+        peer: x509.Certificate | None,
+        ssl_object: ssl.SSLObject | None,
+        csr: x509.CertificateSigningRequest,
+    ) -> web.Response:
         if peer is None and not self.faults.issue_without_client_cert:
             return self._answer(request, 403, "client certificate required")
         info = describe_csr(csr)
         if self.faults.require_pop:
             result = check_pop(info.challenge_password, tls_unique_for(ssl_object))
+            if self.faults.pop_presence_only and result is PopResult.MISMATCH:
+                result = PopResult.MATCH
             if result is not PopResult.MATCH:
                 return self._answer(request, 400, f"proof-of-possession: {result.value}")
         if self.faults.refuse_rsa and info.key.family == "rsa":
             return self._answer(request, 400, "RSA keys are not accepted")
         if operation == "simplereenroll":
-            if peer is None or peer.issuer != self.pki.root.subject:
+            if self.faults.refuse_reenroll:
+                return self._answer(request, 400, "re-enrollment is broken here")
+            ours = self._issuer[0] if self.faults.intermediate_ca else self.pki.root
+            if peer is None or peer.issuer != ours.subject:
                 return self._answer(request, 403, "re-enroll with a certificate we issued")
             if csr.subject != peer.subject and not self.faults.accept_changed_subject:
                 return self._answer(request, 400, "subject differs from the certificate")
@@ -226,13 +280,56 @@ class FakeEstServer:
         ekus = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
         names = list(info.dns_names) or ([info.common_name] if info.common_name else [])
         san = x509.SubjectAlternativeName([x509.DNSName(n) for n in names]) if names else None
+        if self.faults.drop_san:
+            san = None
         if operation == "serverkeygen":
             key = ec.generate_private_key(ec.SECP256R1())
-            cert = self.pki.issue(key.public_key(), csr.subject, san, ekus)
-            body, content_type = build_serverkeygen_response(private_key_to_der(key), PKCS8, [cert])
+            cert = self._sign(key.public_key(), csr.subject, san, ekus)
+            sent = (
+                ec.generate_private_key(ec.SECP256R1())
+                if self.faults.serverkeygen_wrong_key
+                else key
+            )
+            body, content_type = self._keygen_body(private_key_to_der(sent), cert)
             return self._answer(request, 200, body=body, headers={"Content-Type": content_type})
-        cert = self.pki.issue(csr.public_key(), csr.subject, san, ekus)
+        cert = self._sign(csr.public_key(), csr.subject, san, ekus)
         return self._certs_response(request, [cert])
+
+    def _keygen_body(self, key_der: bytes, cert: x509.Certificate) -> tuple[bytes, str]:
+        form = self.faults.serverkeygen_parts
+        if form == "base64":
+            return build_serverkeygen_response(key_der, PKCS8, [cert])
+        boundary = "fake-est-boundary"
+        parts = [(PKCS8, key_der), (PKCS7_CERTS_ONLY, build_certs_only([cert]))]
+        body = b""
+        for media_type, der in parts:
+            content = der if form == "der" else encode_base64_body(der)
+            body += f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode() + content
+            body += b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        return body, f"multipart/mixed; boundary={boundary}"
+
+    @property
+    def _issuer(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """Who signs issued certificates: the root, or (fault) an intermediate under it."""
+        if self._intermediate is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fake EST Issuing CA")])
+            cert = sign(name, key.public_key(), self.pki.root.subject, self.pki.root_key, ca=True)
+            self._intermediate = (cert, key)
+        return self._intermediate
+
+    def _sign(
+        self,
+        public_key: object,
+        subject: x509.Name,
+        san: x509.SubjectAlternativeName | None,
+        ekus: tuple[x509.ObjectIdentifier, ...],
+    ) -> x509.Certificate:
+        if not self.faults.intermediate_ca:
+            return self.pki.issue(public_key, subject, san, ekus)
+        cert, key = self._issuer
+        return sign(subject, public_key, cert.subject, key, san=san, ekus=ekus)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -253,6 +350,11 @@ class FakeEstServer:
                 site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
                 loop.run_until_complete(site.start())
                 self.port = runner.addresses[0][1]
+                if self.faults.plain_http:
+                    front = loop.run_until_complete(
+                        asyncio.start_server(self._plain_or_tls, "127.0.0.1", 0)
+                    )
+                    self._tls_port, self.port = self.port, front.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
                 ready.set()
@@ -271,6 +373,28 @@ class FakeEstServer:
             raise failure[0]
         return self
 
+    async def _plain_or_tls(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The plain_http fault: TLS (first byte 0x16, a handshake record) goes through to the
+        real server; anything else gets a plain-text HTTP 200."""
+        try:
+            first = await reader.read(1)
+            if first == b"\x16":
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._tls_port)
+                up_writer.write(first)
+                await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+                return
+            head = first + await reader.readuntil(b"\r\n\r\n")
+            method, path = [*head.split(b" "), b"", b""][:2]
+            self.answers.append(Answer(method.decode(), path.decode(), 200, "plain http"))
+            writer.write(PLAIN_HTTP_ANSWER)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -279,6 +403,17 @@ class FakeEstServer:
 
     def statuses(self, path_suffix: str) -> list[int]:
         return [a.status for a in self.answers if a.path.endswith(path_suffix)]
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
 
 
 @contextmanager

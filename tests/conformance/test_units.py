@@ -24,6 +24,7 @@ from estkit.conformance import (
     make_rogue_identity,
     run_suite,
 )
+from estkit.conformance.cases._common import split_multipart
 from estkit.conformance.model import Outcome, failed, passed
 from estkit.conformance.reports import report_to_html, report_to_json, report_to_junit
 from estkit.conformance.runner import select_cases
@@ -180,3 +181,21 @@ def test_console_table_keeps_every_message_whole_on_an_80_column_terminal() -> N
         assert flat.count("final-word") == len(results), text
         assert flat.count("server-certificate-names") == len(results)
         assert "…" not in text
+
+
+def test_split_multipart_keeps_part_headers_and_bytes() -> None:
+    body = (
+        b"preamble\r\n--b1\r\nContent-Type: application/pkcs8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nTUlJ\r\n"
+        b"--b1\nContent-Type: x/y\n\n\x30\x03\r\n\x01\x02\n--b1--\r\nepilogue"
+    )
+    parts = split_multipart(body, "b1")
+    assert [p.headers for p in parts] == [
+        {"content-type": "application/pkcs8", "content-transfer-encoding": "base64"},
+        {"content-type": "x/y"},
+    ]
+    assert [p.content for p in parts] == [b"TUlJ", b"\x30\x03\r\n\x01\x02"]
+    with pytest.raises(ValueError, match="close delimiter"):
+        split_multipart(b"--b1\r\n\r\nTUlJ\r\n", "b1")
+    with pytest.raises(ValueError, match="no '--b2' delimiter"):
+        split_multipart(body, "b2")

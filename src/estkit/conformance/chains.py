@@ -30,10 +30,11 @@ def contains(pool: Iterable[x509.Certificate], cert: x509.Certificate) -> bool:
     return any(der(candidate) == wanted for candidate in pool)
 
 
-def find_issuer(
-    cert: x509.Certificate, pool: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
-    """A certificate of ``pool`` whose key really signed ``cert`` (names alone prove nothing)."""
+def issuers_of(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """Certificates of ``pool`` whose key really signed ``cert`` (names alone prove nothing),
+    self-signed ones first: during a root rollover one key has several certificates (OldWithOld,
+    OldWithNew), and the root is the one that ends the walk."""
+    found = []
     for candidate in pool:
         if candidate.subject != cert.issuer or der(candidate) == der(cert):
             continue
@@ -41,8 +42,16 @@ def find_issuer(
             cert.verify_directly_issued_by(candidate)
         except (ValueError, TypeError, InvalidSignature):
             continue
-        return candidate
-    return None
+        found.append(candidate)
+    return sorted(found, key=lambda candidate: not is_self_signed(candidate))
+
+
+def find_issuer(
+    cert: x509.Certificate, pool: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    """The best certificate of ``pool`` whose key signed ``cert`` (see :func:`issuers_of`)."""
+    found = issuers_of(cert, pool)
+    return found[0] if found else None
 
 
 def chain_to_root(
@@ -50,26 +59,45 @@ def chain_to_root(
 ) -> tuple[list[x509.Certificate], str | None]:
     """Walk from ``leaf`` through ``pool`` to a self-signed certificate of ``pool``.
 
-    Returns the chain (leaf first) and ``None``, or the partial chain and what is missing.
+    Returns the chain (leaf first) and ``None``, or the longest partial chain and what is
+    missing. Every issuer candidate is tried (a depth-first search), so rollover cross
+    certificates that share a root's name and key cannot send the walk round in a loop.
     """
-    chain = [leaf]
-    current = leaf
-    for _ in range(MAX_CERTS_IN_PKCS7):
+    best: tuple[list[x509.Certificate], str] = ([leaf], "")
+
+    def walk(chain: list[x509.Certificate]) -> list[x509.Certificate] | None:
+        nonlocal best
+        current = chain[-1]
         if is_self_signed(current):
             if contains(pool, current):
-                return chain, None
-            return chain, f"the chain ends at {name(current)}, which is not in the set"
-        issuer = find_issuer(current, pool)
-        if issuer is None:
-            return chain, (
-                f"no certificate for the issuer {current.issuer.rfc4514_string()} of "
-                f"{name(current)} (none present whose key verifies its signature)"
-            )
-        if contains(chain, issuer):
-            return chain, f"the chain loops at {name(issuer)}"
-        chain.append(issuer)
-        current = issuer
-    return chain, f"no root within {MAX_CERTS_IN_PKCS7} links"
+                return chain
+            problem = f"the chain ends at {name(current)}, which is not in the set"
+        elif len(chain) > MAX_CERTS_IN_PKCS7:
+            problem = f"no root within {MAX_CERTS_IN_PKCS7} links"
+        else:
+            candidates = issuers_of(current, pool)
+            fresh = [c for c in candidates if not contains(chain, c)]
+            for issuer in fresh:
+                done = walk([*chain, issuer])
+                if done is not None:
+                    return done
+            if not candidates:
+                problem = (
+                    f"no certificate for the issuer {current.issuer.rfc4514_string()} of "
+                    f"{name(current)} (none present whose key verifies its signature)"
+                )
+            elif not fresh:
+                problem = f"the chain loops at {name(candidates[0])}"
+            else:
+                return None  # every branch failed; a deeper one recorded why
+        if len(chain) >= len(best[0]) or not best[1]:
+            best = (chain, problem)
+        return None
+
+    complete = walk([leaf])
+    if complete is not None:
+        return complete, None
+    return best
 
 
 def name(cert: x509.Certificate) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from estkit.conformance.model import Outcome, failed, passed, skipped
 from estkit.conformance.session import Issuance, Session
 from estkit.conformance.transport import Exchange
 from estkit.protocol import EstProtocolError, decode_body, parse_media_type
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def baseline_or_skip(session: Session) -> tuple[Issuance | None, Outcome | None]:
@@ -87,7 +92,8 @@ def encoding_problems(
                 elif found.lower() != value.lower():
                     problems.append(f"E16: {where} has {name}={found}, expected {name}={value}")
     if wanted.essence.startswith("multipart/"):
-        return problems, notes
+        found, noted = multipart_encoding_problems(exchange)
+        return problems + found, notes + noted
     try:
         _der, form = decode_body(exchange.body)
     except EstProtocolError as exc:
@@ -97,4 +103,86 @@ def encoding_problems(
             problems.append(
                 f"E15: {where} body is {form.upper()}, not base64 of DER as RFC 8951 requires"
             )
+    return problems, notes
+
+
+@dataclass(frozen=True)
+class MultipartPart:
+    number: int
+    headers: dict[str, str]  # names lower-cased
+    content: bytes
+
+
+def split_multipart(body: bytes, boundary: str) -> list[MultipartPart]:
+    """The body parts of a multipart body (RFC 2046 §5.1.1), headers kept; CRLF or LF.
+
+    Why not :func:`estkit.protocol.parse_serverkeygen_response`: it is a tolerant *client*
+    parser that ignores Content-Transfer-Encoding (as RFC 8951 says a receiver must) and so
+    cannot tell a conformance check what the server actually sent in each part.
+    """
+    delimiter = re.escape(b"--" + boundary.encode("latin-1"))
+    pattern = re.compile(rb"(?:^|\r?\n)" + delimiter + rb"(--)?[ \t]*(?:\r?\n|$)")
+    matches = list(pattern.finditer(body))
+    if not matches:
+        raise ValueError(f"no '--{boundary}' delimiter in the body")
+    parts: list[MultipartPart] = []
+    for index, match in enumerate(matches):
+        if match.group(1):  # the close delimiter
+            return parts
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(body)
+        raw = body[match.end() : end]
+        split = _HEADER_END.search(raw)
+        if raw.startswith((b"\r\n", b"\n")):
+            header_bytes, content = b"", raw.split(b"\n", 1)[1]
+        elif split is None:
+            raise ValueError(f"part {len(parts) + 1} has no blank line after its headers")
+        else:
+            header_bytes, content = raw[: split.start()], raw[split.end() :]
+        headers: dict[str, str] = {}
+        for line in header_bytes.decode("latin-1").splitlines():
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        parts.append(MultipartPart(len(parts) + 1, headers, content))
+    raise ValueError(f"no close delimiter '--{boundary}--'")
+
+
+def multipart_encoding_problems(exchange: Exchange) -> tuple[list[str], list[str]]:
+    """Each part of a ``multipart/mixed`` answer (E5) must be base64 of DER (E15); a part without
+    ``Content-Transfer-Encoding: base64`` is only noted, since receivers must ignore that header
+    (RFC 8951 §3.1) though older clients rely on it (RFC 7030 §4.4.2 sends it)."""
+    where = f"{exchange.method} {exchange.path}"
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        boundary = parse_media_type(exchange.content_type).param("boundary")
+    except EstProtocolError:
+        return problems, notes  # already reported as a media-type problem
+    if not boundary:
+        return [f"E5: {where} multipart Content-Type has no boundary parameter"], notes
+    try:
+        parts = split_multipart(bytes(exchange.body), boundary)
+    except ValueError as exc:
+        return [f"E5: {where} multipart body does not split into parts: {exc}"], notes
+    if not parts:
+        return [f"E5: {where} multipart body has no parts"], notes
+    for part in parts:
+        label = part.headers.get("content-type", "no Content-Type")
+        which = f"{where} part {part.number} ({label})"
+        transfer = part.headers.get("content-transfer-encoding")
+        try:
+            _der, form = decode_body(part.content)
+        except EstProtocolError as exc:
+            problems.append(f"E5, E15: {which} does not decode: {exc}")
+            continue
+        if form != "base64":
+            header = f"Content-Transfer-Encoding: {transfer}" if transfer else "no header"
+            problems.append(
+                f"E5, E15: {which} is {form.upper()} ({header}), not base64 of DER as RFC 8951 "
+                "requires"
+            )
+        elif transfer is None:
+            notes.append(f"E5: {which} lacks Content-Transfer-Encoding: base64 (RFC 7030 §4.4.2)")
+        elif transfer.lower() != "base64":
+            notes.append(f"E5: {which} is base64 but says Content-Transfer-Encoding: {transfer}")
     return problems, notes

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from estkit.ca.store import CertificateStore, Event, open_store
-from estkit.conformance import Status, Target
+from estkit.conformance import Status, SuiteReport, Target
 from estkit.conformance.suites import local_catalogue
 from estkit.server.config import add_label, add_user
 from estkit.server.datadir import InitResult, init_data_dir
@@ -51,6 +51,11 @@ def expected_statuses() -> dict[str, Status]:
     if not local_catalogue().groups["3des"]:
         expected["tls-3des-refused"] = Status.SKIP
     return expected
+
+
+def non_passing(report: SuiteReport) -> dict[str, Status]:
+    """Each case that did not plainly pass, with its status (compare with expected_statuses)."""
+    return {r.id: r.status for r in report.results if r.status is not Status.PASS}
 
 
 @dataclass

@@ -23,7 +23,12 @@ from estkit.protocol import certificates_to_pem, load_pem_certificates, load_pri
 from estkit.server.config import add_trusted_client_root
 from estkit.server.runner import start_server_thread
 
-from .conftest import ConformanceServer, expected_statuses, start_conformance_server
+from .conftest import (
+    ConformanceServer,
+    expected_statuses,
+    non_passing,
+    start_conformance_server,
+)
 
 # Refusal cases → (HTTP status, words of the reason) the server must have logged for the probe.
 REFUSALS = {
@@ -39,10 +44,6 @@ REFUSALS = {
 }
 
 
-def statuses(report: SuiteReport) -> dict[str, Status]:
-    return {r.id: r.status for r in report.results if r.status is not Status.PASS}
-
-
 def failing(report: SuiteReport) -> set[str]:
     return {r.id for r in report.results if r.status is Status.FAIL}
 
@@ -56,7 +57,7 @@ def test_full_run_against_a_correct_server_passes(
     elapsed = time.perf_counter() - started
     print(f"\nfull conformance run against estkit: {elapsed:.2f} s, {len(report.results)} cases")
     assert len(report.results) >= 25
-    assert statuses(report) == expected_statuses()
+    assert non_passing(report) == expected_statuses()
     assert report.exit_status == 0
     # Every refusal case reached the server and was refused there for the reason it probes.
     refusals = conformance_server.refusals_since(first_event)
@@ -156,7 +157,7 @@ def test_a_server_in_root_rollover_still_passes_everything(tmp_path: Path) -> No
     try:
         CertificateAuthority.load(server.paths.data_dir / "ca").rollover()
         report = run_suite(server.target())
-        assert statuses(report) == expected_statuses(), [
+        assert non_passing(report) == expected_statuses(), [
             (r.id, r.message) for r in report.results if r.status is Status.FAIL
         ]
         served = report.result("cacerts-root")

@@ -14,17 +14,13 @@ import pytest
 
 from estkit.conformance import Status, SuiteReport, run_suite
 
-from .conftest import expected_statuses, fake_target
+from .conftest import expected_statuses, fake_target, non_passing
 from .fake_est import FakeEstServer, Faults
 from .pki import FakePki
 from .test_faulty_servers import assert_fails_citing_requirement
 
 Witness = Callable[[FakeEstServer, SuiteReport], bool]
 FAIL, WARN, NA, SKIP = Status.FAIL, Status.WARN, Status.NA, Status.SKIP
-
-
-def non_passing(report: SuiteReport) -> dict[str, Status]:
-    return {r.id: r.status for r in report.results if r.status is not Status.PASS}
 
 
 def answered(server: FakeEstServer, suffix: str, status: int, method: str | None = None) -> bool:

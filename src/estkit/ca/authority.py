@@ -336,10 +336,7 @@ class CertificateAuthority:
     def previous_issuers(self) -> list[x509.Certificate]:
         """Issuing CAs of earlier generations (newest first): their leaves are still valid and
         a server verifying client certificates must still accept them."""
-        result: list[x509.Certificate] = []
-        for generation in self._history():
-            result.append(generation.issuing if generation.issuing is not None else generation.root)
-        return result
+        return list(self.issuers_by_generation.values())[1:]
 
     @property
     def root_path(self) -> Path:

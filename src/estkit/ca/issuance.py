@@ -50,7 +50,8 @@ def verified_public_key(csr: x509.CertificateSigningRequest, profile: Profile) -
     return csr.public_key()  # type: ignore[return-value]
 
 
-def _requested_general_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+def requested_general_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    """Every name the CSR's extension request asks for in its SAN, of any type, as requested."""
     try:
         extension = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -80,7 +81,7 @@ def leaf_subject_alt_names(
     unvetted names is how CAs mis-issue.
     """
     names: list[x509.GeneralName] = []
-    for general_name in _requested_general_names(csr):
+    for general_name in requested_general_names(csr):
         if isinstance(general_name, x509.DNSName):
             _check_dns_name(general_name.value, profile)
             names.append(general_name)
@@ -187,4 +188,9 @@ def sign_leaf(
     return builder.sign(issuer_key, signature_hash_for(issuer_key))
 
 
-__all__ = ["leaf_subject_alt_names", "sign_leaf", "verified_public_key"]
+__all__ = [
+    "leaf_subject_alt_names",
+    "requested_general_names",
+    "sign_leaf",
+    "verified_public_key",
+]

@@ -49,7 +49,7 @@ def key_type_for(attrs: CsrAttrs) -> str | None:
     return None
 
 
-def _extension_templates(attrs: CsrAttrs) -> list[tuple[str, bool, bytes]]:
+def _extension_templates(attrs: CsrAttrs) -> list[tuple[str, bytes]]:
     for attribute in attrs.attributes:
         if attribute.oid.dotted_string == EXTENSION_REQUEST_OID:
             return [t for value in attribute.values for t in extension_templates(value)]
@@ -106,14 +106,14 @@ def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
     templates = _extension_templates(attrs)
     present = {ext.oid.dotted_string for ext in spec.extensions}
     added_extensions: list[x509.ExtensionType] = []
-    for dotted, _critical, value in templates:
+    for dotted, value in templates:
         if dotted == SUBJECT_ALT_NAME_OID or dotted in present:
             continue  # names come from --cn/--san; never override what the caller set
         added_extensions.append(x509.UnrecognizedExtension(x509.ObjectIdentifier(dotted), value))
         present.add(dotted)
     if added_extensions:
         changes["extensions"] = (*spec.extensions, *added_extensions)
-    filled = {dotted for dotted, _critical, _value in templates}
+    filled = {dotted for dotted, _value in templates}
     for oid in attrs.requested_extension_oids:
         if oid.dotted_string == SUBJECT_ALT_NAME_OID:
             if not spec.dns_names:

@@ -98,7 +98,7 @@ class CertRow:
     @property
     def issued_at(self) -> dt.datetime:
         """When the store recorded the issuance (notBefore is backdated for clock skew)."""
-        return as_utc(getattr(self.record, "issued_at", None)) or self.not_before
+        return as_utc(self.record.issued_at) or self.not_before
 
     def seconds_left(self, now: dt.datetime) -> float:
         return (self.not_after - now).total_seconds()

@@ -76,15 +76,14 @@ def oid_name(oid: ObjectIdentifier | str) -> str:
     return f"{name} ({dotted})" if name else dotted
 
 
-_TAG_BOOLEAN = 1
 _TAG_OCTET_STRING = 4
 
 
-def extension_templates(der: bytes) -> list[tuple[str, bool, bytes]]:
+def extension_templates(der: bytes) -> list[tuple[str, bytes]]:
     """The filled-in entries of one extensionRequest ``Extensions`` template, as
-    ``(dotted OID, critical, extnValue contents)``; entries with an empty extnValue only name an
-    extension the client must fill in itself and are left out."""
-    found: list[tuple[str, bool, bytes]] = []
+    ``(dotted OID, extnValue contents)``; entries with an empty extnValue only name an extension
+    the client must fill in itself and are left out."""
+    found: list[tuple[str, bytes]] = []
     try:
         value = _asn1.Element(der)
         if not (value.is_universal(_asn1.TAG_SEQUENCE) and value.constructed):
@@ -96,14 +95,9 @@ def extension_templates(der: bytes) -> list[tuple[str, bool, bytes]]:
             if len(parts) < 2 or not parts[0].is_universal(_asn1.TAG_OID):
                 continue
             dotted = _value_oid(parts[0].der)
-            critical = (
-                len(parts) == 3
-                and parts[1].is_universal(_TAG_BOOLEAN)
-                and (parts[1].contents not in (b"", b"\x00"))
-            )
             octets = parts[-1]
             if dotted is not None and octets.is_universal(_TAG_OCTET_STRING) and octets.contents:
-                found.append((dotted, critical, octets.contents))
+                found.append((dotted, octets.contents))
     except _asn1.ASN1_ERRORS:
         return found
     return found

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from estkit.ca.authority import CaError
-from estkit.ca.issuance import leaf_subject_alt_names
+from estkit.ca.issuance import leaf_subject_alt_names, requested_general_names
 from estkit.ca.profiles import Profile
 from estkit.ca.store import DuplicateSerialError, PendingRequest, RequestStateError
 from estkit.protocol.certs import key_identifier
@@ -347,11 +347,7 @@ def _queue(
 
 
 def _requested_names(csr: x509.CertificateSigningRequest) -> list[str]:
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return sorted(_general_name_text(name) for name in san)
+    return sorted(_general_name_text(name) for name in requested_general_names(csr))
 
 
 def _name_differences(

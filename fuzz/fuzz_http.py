@@ -14,20 +14,32 @@ Exit status 0 when no property failed; the failing input is printed by pytest/hy
 from __future__ import annotations
 
 import argparse
+import collections
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PROPERTIES = "tests/robustness/test_http_fuzz.py"
 EXAMPLES_ENV = "ESTKIT_HTTP_FUZZ_EXAMPLES"  # read by the test module
-# From hypothesis's --hypothesis-show-statistics: "N passing examples, M failing examples, K invalid
-# examples", once per phase, under a "tests/...::name:" header per property.
-_COUNTS = re.compile(r"(\d+) passing examples?, (\d+) failing examples?, (\d+) invalid")
-_TEST = re.compile(r"^(tests/\S+::\S+):\s*$", re.MULTILINE)
+# The properties append one line per input they ran ("name ok|fail") to this file: the count comes
+# from the inputs themselves, not from parsing hypothesis's human-readable statistics.
+COUNTS_ENV = "ESTKIT_HTTP_FUZZ_COUNTS"
+
+
+def read_counts(path: Path) -> dict[str, tuple[int, int]]:
+    """Per property: (inputs run, inputs that failed), from the file the properties wrote."""
+    tried: collections.Counter[str] = collections.Counter()
+    failed: collections.Counter[str] = collections.Counter()
+    if path.exists():
+        for line in path.read_text(encoding="ascii").splitlines():
+            name, _, outcome = line.partition(" ")
+            tried[name] += 1
+            failed[name] += outcome != "ok"
+    return {name: (tried[name], failed[name]) for name in sorted(tried)}
 
 
 def main() -> int:
@@ -35,32 +47,34 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=2000, help="examples per property")
     args = parser.parse_args()
     started = time.monotonic()
-    completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", PROPERTIES,
-         "--hypothesis-show-statistics", "--timeout", "0"],
-        cwd=REPO,
-        env=dict(os.environ, **{EXAMPLES_ENV: str(args.examples)}),
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        counts_file = Path(scratch) / "counts"
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", PROPERTIES,
+             "--timeout", "0"],
+            cwd=REPO,
+            env=dict(os.environ, **{EXAMPLES_ENV: str(args.examples),
+                                    COUNTS_ENV: str(counts_file)}),
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        counts = read_counts(counts_file)
     elapsed = time.monotonic() - started
-    output = completed.stdout + completed.stderr
-    tried = failed = 0
     print(f"HTTP endpoint fuzzing, {args.examples} examples per property, {elapsed:.0f} s")
-    # The statistics come as "tests/...::name:" headers, each followed by its counts.
-    names = _TEST.findall(output)
-    bodies = _TEST.split(output)[2::2]
-    for name, body in zip(names, bodies, strict=False):
-        counts = [tuple(map(int, match)) for match in _COUNTS.findall(body)]
-        passing = sum(c[0] for c in counts)
-        failing = sum(c[1] for c in counts)
-        tried += passing + failing
-        failed += failing
-        print(f"  {name.split('::')[-1]:<55} {passing + failing:>7} inputs, {failing} failing")
+    for name, (tried, failing) in counts.items():
+        print(f"  {name:<55} {tried:>7} inputs, {failing} failing")
+    tried = sum(t for t, _ in counts.values())
+    failed = sum(f for _, f in counts.values())
     print(f"total: {tried} inputs tried, {failed} failing inputs")
     if completed.returncode != 0:
-        print(output[-4000:])
-    return 0 if completed.returncode == 0 else 1
+        print(completed.stdout[-4000:] + completed.stderr[-2000:])
+        return 1
+    if tried == 0:
+        # Nothing ran (collection error, a skip, a renamed property): that is not a pass.
+        print("no input was run: the properties did not execute; see pytest's output above")
+        print(completed.stdout[-4000:] + completed.stderr[-2000:])
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

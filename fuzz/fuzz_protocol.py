@@ -14,7 +14,7 @@ process for atheris, because libFuzzer can run only once per process.
 A "crash" is any exception a parser is not documented to raise (see ``fuzz/targets.py``). Every
 crashing input is saved under ``--crash-dir`` (default ``fuzz/crashes``) as ``TARGET-SHA1.bin``;
 replay one with ``--replay FILE --target NAME``. Exit status: 0 no crash, 1 crashes found,
-2 a target hung or its fuzzing process died.
+2 a target hung or its fuzzing process died, 3 a target ran no input at all.
 """
 
 from __future__ import annotations
@@ -372,7 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(summaries)
     if any(s.note for s in summaries):
         return 2
-    return 1 if any(s.crashes for s in summaries) else 0
+    if any(s.crashes for s in summaries):
+        return 1
+    idle = [s.target for s in summaries if s.inputs == 0]
+    if idle:
+        # A target that ran no input tested nothing: say so and fail rather than pass silently.
+        print(f"no input was run for: {', '.join(idle)}", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,12 @@ APT_TIMEOUT_SECONDS = 900
 def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     return subprocess.run(
-        ["apt-get", *args], capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_SECONDS
+        # Wait for another apt run (a second fixture, unattended upgrades) to release the lock.
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=APT_TIMEOUT_SECONDS,
     )
 
 

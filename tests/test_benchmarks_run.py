@@ -63,3 +63,21 @@ def test_http_fuzz_script_reports_inputs_tried() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     tried = re.search(r"total: (\d+) inputs tried, 0 failing inputs", result.stdout)
     assert tried and int(tried.group(1)) >= 10, result.stdout
+    # Both properties ran, each counted by the property itself.
+    assert re.search(r"random_requests\s+[1-9]\d* inputs", result.stdout), result.stdout
+    assert re.search(r"raw_bytes\s+[1-9]\d* inputs", result.stdout), result.stdout
+
+
+def test_http_fuzz_script_fails_when_no_input_ran() -> None:
+    """Select only the non-property test: pytest passes, but no input was fuzzed, so the script
+    must say so and exit non-zero instead of reporting a clean run (the hypothesis-wording bug)."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS.parent / "fuzz" / "fuzz_http.py"), "--examples", "5"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        env=dict(os.environ, PYTEST_ADDOPTS="-k test_server_still_serves_after_fuzzing"),
+    )
+    assert "total: 0 inputs tried" in result.stdout, result.stdout
+    assert "no input was run" in result.stdout, result.stdout
+    assert result.returncode == 1, result.stdout + result.stderr

@@ -10,6 +10,7 @@ of the parsers underneath is ``fuzz/fuzz_protocol.py``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import ssl
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ from .support import client_context, raw_tls, request
 
 # fuzz/fuzz_http.py runs these same properties for longer by raising this through the environment.
 EXAMPLES_ENV = "ESTKIT_HTTP_FUZZ_EXAMPLES"
+# ...and counts the inputs they really ran through this file: one line per input, "name ok|fail".
+# Counted here, in the properties, so the figure does not hang on another library's report wording.
+COUNTS_ENV = "ESTKIT_HTTP_FUZZ_COUNTS"
 DEFAULT_EXAMPLES = 150
 SETTINGS = settings(
     max_examples=int(os.environ.get(EXAMPLES_ENV, DEFAULT_EXAMPLES)),
@@ -44,6 +48,20 @@ _KEY = generate_private_key("p256")
 VALID_CSR_DER = build_csr(
     _KEY, common_name="fuzz.example.com", dns_names=["fuzz.example.com"]
 ).public_bytes(serialization.Encoding.DER)
+
+
+@contextlib.contextmanager
+def _counted(name: str) -> Iterator[None]:
+    """Record one input of property ``name`` (and whether it failed) for fuzz/fuzz_http.py."""
+    counts = os.environ.get(COUNTS_ENV)
+    outcome = "fail"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        if counts:
+            with open(counts, "a", encoding="ascii") as sink:
+                sink.write(f"{name} {outcome}\n")
 
 
 class FuzzTarget:
@@ -202,18 +220,19 @@ def test_random_requests_never_get_a_5xx_or_hang(
     if content_type is not None:
         all_headers["Content-Type"] = content_type
     context = target.authenticated if authenticated else target.anonymous
-    # A socket timeout here (TimeoutError) fails the test: that is a hang.
-    reply = request(
-        target.running.port,
-        method,
-        path,
-        context,
-        body=body,
-        headers=all_headers,
-        timeout=HANG_SECONDS,
-    )
-    assert _acceptable(reply.status, path), (reply.status, method, path, reply.text[:300])
-    assert "Traceback" not in reply.text
+    with _counted("random_requests"):
+        # A socket timeout here (TimeoutError) fails the test: that is a hang.
+        reply = request(
+            target.running.port,
+            method,
+            path,
+            context,
+            body=body,
+            headers=all_headers,
+            timeout=HANG_SECONDS,
+        )
+        assert _acceptable(reply.status, path), (reply.status, method, path, reply.text[:300])
+        assert "Traceback" not in reply.text
 
 
 @SETTINGS
@@ -222,6 +241,11 @@ def test_random_requests_never_get_a_5xx_or_hang(
 @example(raw=b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nContent-Length: 9")  # no body
 def test_raw_bytes_instead_of_http_get_no_5xx(target: FuzzTarget, raw: bytes) -> None:
     """Whatever arrives after the TLS handshake, the answer is never a 5xx status line."""
+    with _counted("raw_bytes"):
+        _raw_exchange(target, raw)
+
+
+def _raw_exchange(target: FuzzTarget, raw: bytes) -> None:
     received = b""
     with raw_tls(target.running.port, target.anonymous, timeout=HANG_SECONDS) as tls:
         tls.sendall(raw + b"\r\n\r\n")

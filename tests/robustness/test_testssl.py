@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # Generous: the scan takes ~25 s on the 2-core CI machine; this only stops a hung scan.
 TESTSSL_TIMEOUT_SECONDS = 300
 
-# BCP-003-01 as summarised in shared/reference/bcp-003-03-digest.md, written out here with IANA
+# BCP-003-01 as summarised in docs/requirements.md (T2, T3), written out here with IANA
 # names (what testssl.sh reports) rather than imported from the server, so the scan checks the
 # server against the specification and not against itself.
 T2_TLS13_SUITES = {

@@ -63,7 +63,7 @@ def not_applicable(message: str, **evidence: Any) -> Outcome:
 class Case:
     """One conformance check.
 
-    ``requirement`` cites the IDs of shared/reference (E…, S…, T…, C…, D…) so every verdict can be
+    ``requirement`` cites IDs of docs/requirements.md (E…, S…, T…, C…, D…) so every verdict can be
     traced to a sentence of a specification; failure messages repeat the ID.
     """
 

@@ -1,4 +1,4 @@
-"""BCP-003-03 EST server cases (IDs S… and C… of shared/reference/bcp-003-03-digest.md)."""
+"""BCP-003-03 EST server cases (IDs S… and C… of docs/requirements.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RFC 7030 / RFC 8951 cases (requirement IDs E… of shared/reference/rfc7030-checklist.md)."""
+"""RFC 7030 / RFC 8951 cases (requirement IDs E… of docs/requirements.md)."""
 
 from __future__ import annotations
 

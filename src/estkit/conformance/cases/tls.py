@@ -1,4 +1,4 @@
-"""BCP-003-01 TLS cases (requirement IDs T… and S2 of shared/reference/bcp-003-03-digest.md).
+"""BCP-003-01 TLS cases (requirement IDs T… and S2 of docs/requirements.md).
 
 Every probe presents the manufacturer certificate, so a server that demands a client certificate
 for every handshake is judged on its suites and versions, not on the missing certificate.

@@ -32,10 +32,14 @@ from estkit.protocol.errors import PathError
 from estkit.server.config import (
     ConfigError,
     ServerConfig,
+    TrustedClientRootInfo,
     add_label,
     add_trusted_client_root,
     add_user,
+    describe_trusted_client_roots,
     load_config,
+    read_manufacturer_ca,
+    remove_trusted_client_root,
 )
 from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
 from estkit.server.revocation import revoke_certificate
@@ -653,16 +657,114 @@ def add_user_command(data_dir: Path, username: str, password: str) -> None:
     console.print(f"user {username!r} added")
 
 
+def _trust_document(info: TrustedClientRootInfo, data_dir: Path) -> dict[str, Any]:
+    root = info.root
+    return {
+        "certificate": str(root.certificate),
+        "subjects": [cert.subject.rfc4514_string() for cert in info.certificates],
+        "fingerprints": info.fingerprints,
+        "not_after": [cert.not_valid_after_utc for cert in info.certificates],
+        "crl": str(root.crl) if root.crl else None,
+        "accept_expired": root.accept_expired,
+        "error": info.error,
+    }
+
+
+def _print_trust_list(data_dir: Path, as_json: bool) -> None:
+    infos = describe_trusted_client_roots(data_dir)
+    if as_json:
+        print_json({"trusted_client_roots": [_trust_document(i, data_dir) for i in infos]})
+        return
+    if not infos:
+        console.print("no manufacturer CA is trusted (only certificates this CA issued)")
+        return
+    for info in infos:
+        console.print(f"{info.root.certificate}", markup=False, soft_wrap=True)
+        if info.error:
+            console.print(f"  cannot be read: {info.error}", markup=False, soft_wrap=True)
+        for cert in info.certificates:
+            console.print(f"  {cert.subject.rfc4514_string()}", markup=False, soft_wrap=True)
+            console.print(
+                f"    fingerprint {sha256_fingerprint(cert)}", markup=False, soft_wrap=True
+            )
+            console.print(
+                f"    valid until {cert.not_valid_after_utc.isoformat()}",
+                markup=False,
+                soft_wrap=True,
+            )
+        crl = info.root.crl if info.root.crl else "none"
+        console.print(f"  CRL: {crl}", markup=False, soft_wrap=True)
+        console.print(
+            f"  accepts expired devices: {info.root.accept_expired}", markup=False, soft_wrap=True
+        )
+
+
 @server.command("trust")
 @data_dir_argument
-@click.argument("ca_pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--crl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--accept-expired", is_flag=True, help="Accept expired, unrevoked devices (S3).")
+@click.argument(
+    "ca_pem", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--crl",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CRL of that CA (PEM or DER), re-read when it changes; kept when omitted.",
+)
+@click.option(
+    "--accept-expired/--refuse-expired",
+    default=None,
+    help="Accept expired, unrevoked devices (S3); unchanged when omitted (default: refuse).",
+)
+@click.option("--list", "list_only", is_flag=True, help="Show the trusted manufacturer CAs.")
+@json_option
 @_command
-def trust_command(data_dir: Path, ca_pem: Path, crl: Path | None, accept_expired: bool) -> None:
+def trust_command(
+    data_dir: Path,
+    ca_pem: Path | None,
+    crl: Path | None,
+    accept_expired: bool | None,
+    list_only: bool,
+    as_json: bool,
+) -> None:
     """Trust device certificates of another manufacturer CA (with an optional CRL file)."""
-    add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
-    console.print(f"trusting device certificates issued under {ca_pem}")
+    if list_only:
+        if ca_pem or crl or accept_expired is not None:
+            fail("--list takes no CA file or other option", code=EXIT_USAGE)
+        _print_trust_list(data_dir, as_json)
+        return
+    if ca_pem is None:
+        fail("say which CA certificate to trust: estkit server trust DIR CA_PEM", code=EXIT_USAGE)
+    root = add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
+    info = TrustedClientRootInfo(root, tuple(read_manufacturer_ca(root.certificate)))
+    if as_json:
+        print_json(_trust_document(info, data_dir))
+        return
+    for cert in info.certificates:
+        console.print(
+            f"trusting device certificates issued under {cert.subject.rfc4514_string()} "
+            f"({sha256_fingerprint(cert)})",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(f"  CRL: {root.crl if root.crl else 'none'}", markup=False, soft_wrap=True)
+    console.print(f"  accepts expired devices: {root.accept_expired}", markup=False, soft_wrap=True)
+
+
+@server.command("untrust")
+@data_dir_argument
+@click.argument("which", metavar="CA_PEM|sha256:HEX")
+@json_option
+@_command
+def untrust_command(data_dir: Path, which: str, as_json: bool) -> None:
+    """Stop trusting a manufacturer CA, given by its file or a certificate fingerprint."""
+    root = remove_trusted_client_root(data_dir, which)
+    if as_json:
+        print_json({"removed": str(root.certificate)})
+        return
+    console.print(
+        f"no longer trusting device certificates under {root.certificate}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # `estkit server admin-cert` lives with the console it issues operator certificates for.

@@ -22,9 +22,17 @@ from cryptography import x509
 from rich.table import Table
 
 from estkit.ca.authority import CaError, CertificateAuthority
+from estkit.ca.builders import is_hostname, parse_ip
 from estkit.ca.profiles import ProfileError
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
-from estkit.cli.output import EXIT_USAGE, console, fail, friendly_errors, print_json
+from estkit.cli.output import (
+    EXIT_USAGE,
+    console,
+    err_console,
+    fail,
+    friendly_errors,
+    print_json,
+)
 from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
 from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
@@ -131,6 +139,36 @@ def _print_init(result: InitResult) -> None:
     console.print(f"  CA fingerprint: {result.ca_fingerprint}")
 
 
+def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
+    """BCP-003-01 T4: server certificates name hosts by DNS name, no IP addresses, no wildcards.
+    Both are refused unless the operator says so, and then still warned about."""
+    unusual = []
+    for name in hostnames:
+        if parse_ip(name) is not None:
+            unusual.append(f"{name} is an IP address")
+        elif name.strip().startswith("*"):
+            unusual.append(f"{name} is a wildcard name")
+        elif not is_hostname(name.strip()):
+            fail(f"--hostname {name!r} is not a DNS host name", code=EXIT_USAGE)
+    if not unusual:
+        return
+    problem = "; ".join(unusual)
+    why = "BCP-003-01 T4 wants server certificates to carry DNS host names only"
+    if not allowed:
+        fail(
+            f"{problem}: {why}",
+            "give the server's DNS name (e.g. est.example.com), or pass "
+            "--allow-ip-or-wildcard if you really mean it",
+            EXIT_USAGE,
+        )
+    err_console.print(
+        f"warning: {problem}; {why}, so NMOS nodes and the conformance suite may refuse it",
+        markup=False,
+        soft_wrap=True,
+        style="yellow",
+    )
+
+
 @server.command("init")
 @data_dir_argument
 @click.option(
@@ -149,6 +187,11 @@ def _print_init(result: InitResult) -> None:
 )
 @click.option("--db", "db_url", metavar="URL", help="Store URL (default: DIR/estkit.db).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (old keys stay on disk).")
+@click.option(
+    "--allow-ip-or-wildcard",
+    is_flag=True,
+    help="Accept IP addresses and *. wildcards in --hostname (against BCP-003-01 T4).",
+)
 @json_option
 @_command
 def init_command(
@@ -157,9 +200,11 @@ def init_command(
     key_type: str,
     db_url: str | None,
     force: bool,
+    allow_ip_or_wildcard: bool,
     as_json: bool,
 ) -> None:
     """Create DIR: root + issuing CA, TLS certificates, demo manufacturer and device, config."""
+    _check_hostnames(hostnames, allow_ip_or_wildcard)
     result = init_data_dir(
         data_dir,
         hostnames=hostnames or ("localhost",),
@@ -541,7 +586,11 @@ def _default_dns_host(data_dir: Path) -> str:
 @server.command("dns-records")
 @data_dir_argument
 @click.option("--domain", default="example.com", show_default=True, help="Zone (DNS domain).")
-@click.option("--host", help="SRV target; relative to --domain unless it ends with '.'.")
+@click.option(
+    "--host",
+    help="SRV target: a name with dots (est.example.com, trailing dot optional) is used as is; "
+    "a single label (est) is relative to --domain.",
+)
 @click.option("--address", "addresses", multiple=True, help="IP of the host (A/AAAA); repeatable.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: from the config).")
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri (default: config, 10).")
@@ -583,6 +632,7 @@ def dns_records_command(
         instance=instance,
         ttl=ttl,
     )
+    notes.extend(f"; {note}" for note in records.notes)
     sys.stdout.write(
         "; estkit EST server: unicast DNS-SD for BCP-003-03 (_nmos-certs._tcp)\n"
         + "".join(note + "\n" for note in notes)

@@ -1,0 +1,94 @@
+"""`estkit server dns-records --host` with fully qualified names and `server init --hostname`
+refusing IP and wildcard names (issue 15, item 7; BCP-003-03 D2, BCP-003-01 T4)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import dns.zone
+import pytest
+from click.testing import CliRunner, Result
+from cryptography import x509
+
+from estkit.cli.main import cli
+
+
+def _server(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, ["server", *map(str, args)])
+
+
+def _zone(text: str) -> dns.zone.Zone:
+    """The records as a real zone: dnspython refuses out-of-zone data and malformed records."""
+    return dns.zone.from_text(
+        "$ORIGIN example.com.\n@ 3600 IN SOA ns hostmaster 1 7200 900 1209600 300\n"
+        "@ 3600 IN NS ns\nns 3600 IN A 192.0.2.1\n" + text,
+        origin="example.com.",
+    )
+
+
+def _srv_target(zone: dns.zone.Zone) -> str:
+    instance = next(iter(zone.find_rdataset("_nmos-certs._tcp", "PTR"))).target
+    srv = next(iter(zone.find_rdataset(instance, "SRV")))
+    return str(srv.target.derelativize(zone.origin).to_text())
+
+
+@pytest.mark.parametrize("host", ["est.example.com", "est.example.com.", "est", "EST.example.com"])
+def test_dns_records_host_forms(estkit_server: Any, host: str) -> None:
+    result = _server(
+        "dns-records", estkit_server.data_dir, "--domain", "example.com", "--host", host,
+        "--address", "192.0.2.10",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "example.com.example.com" not in result.stdout.lower()
+    zone = _zone(result.stdout)
+    assert _srv_target(zone).lower() == "est.example.com."
+    assert next(iter(zone.find_rdataset("est", "A"))).address == "192.0.2.10"
+
+
+def test_dns_records_target_in_another_zone(estkit_server: Any) -> None:
+    result = _server(
+        "dns-records", estkit_server.data_dir, "--domain", "example.com",
+        "--host", "est.lab.example.net", "--address", "192.0.2.10",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "; est.lab.example.net. is outside example.com.: its address records belong" in (
+        result.stdout
+    )
+    assert "est.lab.example.net. 3600 IN A 192.0.2.10" in result.stdout
+    assert re.search(r"IN SRV 0 0 \d+ est\.lab\.example\.net\.$", result.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("192.0.2.7", "is an IP address"), ("::1", "is an IP address"), ("*.example.com", "wildcard")],
+)
+def test_init_refuses_ip_and_wildcard_hostnames(tmp_path: Path, name: str, why: str) -> None:
+    refused = _server("init", tmp_path / "d", "--hostname", name)
+    assert refused.exit_code == 2
+    assert why in refused.stderr and "BCP-003-01 T4" in refused.stderr
+    assert "--allow-ip-or-wildcard" in refused.stderr
+    assert not (tmp_path / "d").exists(), "nothing is created for a refused name"
+
+    allowed = _server("init", tmp_path / "d", "--hostname", name, "--allow-ip-or-wildcard")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert f"warning: {name} {why}" in allowed.stderr or why in allowed.stderr
+    assert "warning:" in allowed.stderr
+
+
+def test_init_refuses_a_malformed_hostname(tmp_path: Path) -> None:
+    refused = _server("init", tmp_path / "d", "--hostname", "not a name")
+    assert refused.exit_code == 2
+    assert "is not a DNS host name" in refused.stderr
+
+
+def test_init_takes_a_plain_dns_name_silently(tmp_path: Path) -> None:
+    result = _server("init", tmp_path / "d", "--hostname", "est.example.com")
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr
+    cert = x509.load_pem_x509_certificates(
+        next((tmp_path / "d" / "tls").glob("*.pem")).read_bytes()
+    )[0]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["est.example.com"]

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.builders import is_hostname, parse_ip
-from estkit.ca.profiles import ProfileError
+from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
 from estkit.cli.output import (
     EXIT_USAGE,
@@ -668,19 +668,56 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
     console.print("  /cacerts now serves OldWithOld, NewWithNew, OldWithNew, NewWithOld")
 
 
+def _profile_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value) or "(none)"
+    return str(value)
+
+
 @server.command("add-label")
 @data_dir_argument
 @click.argument("label")
+@click.option(
+    "--approval",
+    type=click.Choice(APPROVAL_MODES),
+    help="auto: issue at once; manual: every request waits for 'estkit server approve'; "
+    "untrusted: requests without a trusted client certificate wait.",
+)
+@click.option(
+    "--auth-mode",
+    type=click.Choice(AUTH_MODES),
+    help="nmos: client certificates (BCP-003-03); rfc7030: also HTTP users.",
+)
+@click.option(
+    "--require-pop/--no-require-pop",
+    default=None,
+    help="Require CSRs linked to the TLS session (RFC 7030 §3.5).",
+)
+@click.option(
+    "--validity-seconds", type=click.IntRange(min=1), help="Lifetime of issued certificates."
+)
 @click.option(
     "--set",
     "settings",
     multiple=True,
     metavar="FIELD=VALUE",
-    help="Profile field, e.g. approval=manual, require_pop=true; repeatable.",
+    help="Any profile field, e.g. retry_after_seconds=30, ekus=['clientAuth']; repeatable.",
 )
+@json_option
 @_command
-def add_label_command(data_dir: Path, label: str, settings: tuple[str, ...]) -> None:
-    """Add (or replace) an EST label with its CA profile."""
+def add_label_command(
+    data_dir: Path,
+    label: str,
+    approval: str | None,
+    auth_mode: str | None,
+    require_pop: bool | None,
+    validity_seconds: int | None,
+    settings: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add (or replace) an EST label with its CA profile (/.well-known/est/LABEL/...)."""
     import tomllib
 
     fields: dict[str, Any] = {}
@@ -692,8 +729,32 @@ def add_label_command(data_dir: Path, label: str, settings: tuple[str, ...]) -> 
             fields[name.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             fields[name.strip()] = value  # a bare word such as manual
+    options = {
+        "approval": approval,
+        "auth_mode": auth_mode,
+        "require_pop": require_pop,
+        "validity_seconds": validity_seconds,
+    }
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in fields and fields[name] != value:
+            fail(
+                f"--{name.replace('_', '-')} {value} and --set {name}={fields[name]} disagree",
+                code=EXIT_USAGE,
+            )
+        fields[name] = value
+    existed = label in _config(data_dir).labels
     profile = add_label(data_dir, label, **fields)
-    console.print(f"label {label!r} added: {profile}")
+    mapping = profile_to_mapping(profile, include_label=False)
+    if as_json:
+        print_json({"label": label, "replaced": existed, "profile": mapping})
+        return
+    verb = "replaced" if existed else "added"
+    console.print(f"label {label} {verb}: clients use /.well-known/est/{label}/...", markup=False)
+    width = max(len(name) for name in mapping)
+    for name, value in mapping.items():
+        console.print(f"  {name:<{width}}  {_profile_value(value)}", markup=False, soft_wrap=True)
 
 
 @server.command("add-user")

@@ -12,11 +12,15 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from estkit.cli.client_pending import MAX_PENDING_STATE_BYTES, pending_path
 from estkit.cli.main import cli
 from estkit.protocol import load_pem_certificates, load_private_key, public_keys_equal
+
+from .pki import QuirkyPki
+from .quirky import Canned, QuirkyServer
 
 
 def _run(*args: str | Path) -> Result:
@@ -155,3 +159,70 @@ def test_a_damaged_state_file_is_refused_clearly(estkit_server: Any, tmp_path: P
     state.write_bytes(b" " * (MAX_PENDING_STATE_BYTES + 1))
     result = _enroll(estkit_server, tmp_path)
     assert f"larger than {MAX_PENDING_STATE_BYTES} bytes" in result.stderr
+
+
+# --- permanent errors fail at once (issue 15, item 5) and keep no key --------------------------
+
+
+def _enroll_quirky(url: str, trust: Path, tmp_path: Path) -> Result:
+    return _run(
+        "client", "enroll", "--server", url, "--trust", trust, "--no-pop",
+        "--max-attempts", "5", "--max-wait", "0", "--key-type", "p256", "--cn", "x.example",
+        "--out-key", tmp_path / "x.key",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"), [(400, "(400)"), (403, "forbidden (403)"), (500, "500")]
+)
+def test_permanent_http_errors_are_not_retried(
+    pki: QuirkyPki, tmp_path: Path, status: int, shown: str
+) -> None:
+    routes = {
+        "/.well-known/est/simpleenroll": Canned(
+            status, [("Content-Type", "text/plain")], b"no such thing\n"
+        )
+    }
+    with QuirkyServer(pki.files["server_chain"], pki.files["server_key"], routes) as server:
+        result = _enroll_quirky(server.url, pki.files["root"], tmp_path)
+        assert server.paths() == ["/.well-known/est/simpleenroll"], "exactly one POST"
+    assert result.exit_code != 0
+    assert shown in result.stderr and "no such thing" in result.stderr
+    assert "attempt " not in result.stderr, "no wait announced: nothing was retried"
+    assert not pending_path(tmp_path / "x.key").exists()
+
+
+def test_busy_server_is_retried_up_to_the_limit(pki: QuirkyPki, tmp_path: Path) -> None:
+    """The contrast: 503 is the retryable answer, polled up to --max-attempts."""
+    routes = {
+        "/.well-known/est/simpleenroll": Canned(
+            503, [("Retry-After", "0"), ("Content-Type", "text/plain")], b"busy\n"
+        )
+    }
+    with QuirkyServer(pki.files["server_chain"], pki.files["server_key"], routes) as server:
+        result = _enroll_quirky(server.url, pki.files["root"], tmp_path)
+        assert server.paths() == ["/.well-known/est/simpleenroll"] * 5
+    assert "still unavailable (503) after 5 attempt(s)" in result.stderr
+    assert pending_path(tmp_path / "x.key").exists(), "may be queued: the key is kept"
+
+
+def test_tls_verification_failure_is_not_retried(
+    estkit_server: Any, pki: QuirkyPki, tmp_path: Path
+) -> None:
+    # The quirky server's certificate does not chain to the estkit server's CA.
+    with QuirkyServer(pki.files["server_chain"], pki.files["server_key"], {}) as server:
+        result = _enroll_quirky(server.url, estkit_server.paths.ca_certificates, tmp_path)
+        assert server.paths() == []
+    assert result.exit_code != 0
+    assert "could not verify" in result.stderr
+    assert "attempt " not in result.stderr
+
+
+def test_connection_refused_is_not_retried(pki: QuirkyPki, tmp_path: Path) -> None:
+    server = QuirkyServer(pki.files["server_chain"], pki.files["server_key"], {})
+    port = server.port
+    server.stop()
+    result = _enroll_quirky(f"https://127.0.0.1:{port}", pki.files["root"], tmp_path)
+    assert result.exit_code != 0
+    assert "cannot connect" in result.stderr
+    assert "attempt " not in result.stderr

@@ -26,6 +26,7 @@ from estkit.cli.client_pending import (
     save_pending,
 )
 from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
+from estkit.cli.prompts import read_secret
 from estkit.client import (
     CaCertsResult,
     ClientCredentials,
@@ -177,7 +178,7 @@ def _password(options: CommonOptions) -> str | None:
         return None
     if options.password is not None:
         return options.password
-    return str(click.prompt(f"Password for {options.user}", hide_input=True, err=True))
+    return read_secret(f"Password for {options.user}")
 
 
 def _note(message: str) -> None:

@@ -33,9 +33,10 @@ from estkit.cli.output import (
     friendly_errors,
     print_json,
 )
+from estkit.cli.prompts import read_secret
 from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
-from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
+from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.errors import PathError
 from estkit.server.config import (
     ConfigError,
@@ -231,7 +232,7 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     console.print(f"  data directory:  {info.data_dir}")
     authority = CertificateAuthority.load(load_config(info.data_dir).ca_directory)
     console.print(
-        f"  CA fingerprint:  SHA-256 {format_fingerprint(authority.root_certificate)}",
+        f"  CA fingerprint:  {sha256_fingerprint(authority.root_certificate)}",
         soft_wrap=True,
     )
     console.print(f"  trust anchor:    {cacert}")
@@ -271,7 +272,11 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     )
     # The name clients must use (the certificate holds names, not addresses: BCP-003-01 T4).
     public_host = urlsplit(url).hostname or info.host
-    console.print(f"  estkit nmos workflow --ip {public_host} --port {info.port}", soft_wrap=True)
+    console.print(
+        f"  estkit nmos workflow --ip {public_host} --port {info.port} --cert {device} "
+        f"--key {device_key}",
+        soft_wrap=True,
+    )
     console.print("Press Ctrl+C to stop.", style="dim")
 
 
@@ -760,10 +765,15 @@ def add_label_command(
 @server.command("add-user")
 @data_dir_argument
 @click.argument("username")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option(
+    "--password",
+    help="The password (default: asked twice on the terminal, or one line of standard input).",
+)
 @_command
-def add_user_command(data_dir: Path, username: str, password: str) -> None:
+def add_user_command(data_dir: Path, username: str, password: str | None) -> None:
     """Add an HTTP Basic/Digest user for rfc7030-mode labels (hashes stored, never the password)."""
+    if password is None:
+        password = read_secret("Password", confirm=True)
     add_user(data_dir, username, password)
     console.print(f"user {username!r} added")
 

@@ -52,6 +52,7 @@ from estkit.server.config import (
 )
 from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
 from estkit.server.revocation import revoke_certificate
+from estkit.server.tls_certs import renew_tls_certificates
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -658,11 +659,14 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
     config = _config(data_dir)
     authority = CertificateAuthority.load(config.ca_directory)
     result = authority.rollover(key_type=key_type)
+    renewed = renew_tls_certificates(config, authority)
     data = {
         "generation": result.generation,
         "old_root_fingerprint": sha256_fingerprint(result.old_with_old),
         "new_root_fingerprint": sha256_fingerprint(result.new_with_new),
+        "new_root": str(authority.root_path),
         "ca_certificates": str(authority.cacerts_path),
+        "tls_certificates": [str(item.pair.certificate) for item in renewed],
     }
     if as_json:
         print_json(data)
@@ -671,6 +675,14 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
     console.print(f"  old root: {data['old_root_fingerprint']}")
     console.print(f"  new root: {data['new_root_fingerprint']}")
     console.print("  /cacerts now serves OldWithOld, NewWithNew, OldWithNew, NewWithOld")
+    for item in renewed:
+        console.print(
+            f"  TLS certificate {item.pair.certificate} issued under the new root, presented "
+            "with NewWithOld so holders of either root can connect",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(f"  give new devices the new root: {authority.root_path}", soft_wrap=True)
 
 
 def _profile_value(value: Any) -> str:

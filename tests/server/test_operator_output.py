@@ -3,6 +3,8 @@ banner's workflow hint with --cert/--key, and passwords piped in without GetPass
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -61,3 +63,29 @@ def test_piped_password_without_getpass_warning(tmp_path: Path) -> None:
     assert empty.returncode != 0
     assert "no password given: standard input was empty" in empty.stderr
     assert "carol" not in load_config(paths.config).users
+
+
+def _estkit(*args: str | Path, columns: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "estkit.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+
+
+def test_certs_never_cut_serials_at_80_columns(tmp_path: Path) -> None:
+    assert _estkit("demo", "--dir", tmp_path, columns=80).returncode == 0
+    data = tmp_path / "server"
+    listing = json.loads(_estkit("server", "certs", data, "--json", columns=80).stdout)
+    serials = [record["serial"] for record in listing]
+    assert len(serials) == 4 and all(len(serial) >= 30 for serial in serials)
+    for columns in (80, 250):
+        shown = _estkit("server", "certs", data, columns=columns)
+        assert shown.returncode == 0, shown.stderr
+        assert all(len(line) <= columns for line in shown.stdout.splitlines())
+        for serial in serials:  # each whole, on one line
+            assert serial in shown.stdout, (columns, shown.stdout)
+        assert "…" not in shown.stdout

@@ -11,7 +11,7 @@ import getpass
 import ipaddress
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -438,12 +438,9 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
     if as_json:
         print_json([record.to_json() for record in records])
         return
-    table = Table(title=f"{len(records)} issued certificate(s)")
-    for column in ("serial", "subject", "not after", "operation", "label", "key", "status"):
-        table.add_column(column, overflow="fold")
-    for record in records:
-        style = "red" if record.status == "revoked" else None
-        table.add_row(
+    columns = ("serial", "subject", "not after", "operation", "label", "key", "status")
+    rows = [
+        (
             record.serial,
             record.subject,
             record.not_after.strftime("%Y-%m-%d %H:%M:%SZ"),
@@ -451,9 +448,39 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
             record.label or "-",
             record.key_type,
             record.status,
-            style=style,
         )
-    console.print(table)
+        for record in records
+    ]
+    _print_records(f"{len(records)} issued certificate(s)", columns, rows)
+
+
+# Borders and padding rich adds around each column of a Table (box, one space either side).
+_TABLE_OVERHEAD_PER_COLUMN = 3
+
+
+def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table when every value fits on one line of the terminal; otherwise one block per row
+    (first column as its heading, then "name: value" lines), so identifiers such as serials
+    are never cut or folded in the middle (full values are in --json either way)."""
+    widths = [
+        max([len(column), *(len(row[index]) for row in rows)])
+        for index, column in enumerate(columns)
+    ]
+    needed = sum(widths) + _TABLE_OVERHEAD_PER_COLUMN * len(columns) + 1
+    if needed <= console.width:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row, style="red" if "revoked" in row else None)
+        console.print(table)
+        return
+    console.print(title, markup=False)
+    label_width = max(len(column) for column in columns[1:])
+    for row in rows:
+        console.print(f"{columns[0]} {row[0]}", markup=False, soft_wrap=True, style="bold")
+        for column, value in zip(columns[1:], row[1:], strict=True):
+            console.print(f"  {column:<{label_width}}  {value}", markup=False, soft_wrap=True)
 
 
 @server.command("revoke")

@@ -3,6 +3,7 @@ refusing IP and wildcard names (issue 15, item 7; BCP-003-03 D2, BCP-003-01 T4).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,15 @@ def test_init_takes_a_plain_dns_name_silently(tmp_path: Path) -> None:
     )[0]
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["est.example.com"]
+
+
+def test_dns_records_json(estkit_server: Any) -> None:
+    result = _server(
+        "dns-records", estkit_server.data_dir, "--domain", "example.com", "--host", "est",
+        "--address", "192.0.2.10", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert "est.example.com. 3600 IN A 192.0.2.10" in document["records"]
+    assert any(" SRV 0 0 " in line for line in document["records"])
+    assert document["notes"] == []

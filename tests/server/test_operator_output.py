@@ -58,6 +58,7 @@ def test_piped_password_without_getpass_warning(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     assert "GetPassWarning" not in added.stderr and "may be echoed" not in added.stderr
     assert verify_basic_password(load_config(paths.config).users["bob"].basic, "s3cret")
+    assert "user bob added (HTTP Basic and Digest)" in added.stdout
 
     empty = _add_user(paths.data_dir, "carol", "")
     assert empty.returncode != 0

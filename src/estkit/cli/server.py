@@ -630,6 +630,7 @@ def _default_dns_host(data_dir: Path) -> str:
 @click.option("--label", help="TXT api_selector: the EST label clients must use (D4).")
 @click.option("--instance", default="estkit", show_default=True, help="Service instance name.")
 @click.option("--ttl", type=click.IntRange(min=0), default=3600, show_default=True)
+@json_option
 @_command
 def dns_records_command(
     data_dir: Path,
@@ -641,6 +642,7 @@ def dns_records_command(
     label: str | None,
     instance: str,
     ttl: int,
+    as_json: bool,
 ) -> None:
     """Print the unicast DNS-SD records (PTR/SRV/TXT/A) to paste into a zone (D1-D4)."""
     from estkit.server.dnssd import unicast_records
@@ -666,6 +668,14 @@ def dns_records_command(
         ttl=ttl,
     )
     notes.extend(f"; {note}" for note in records.notes)
+    if as_json:
+        print_json(
+            {
+                "records": list(records.lines),
+                "notes": [note.removeprefix("; ") for note in notes],
+            }
+        )
+        return
     sys.stdout.write(
         "; estkit EST server: unicast DNS-SD for BCP-003-03 (_nmos-certs._tcp)\n"
         + "".join(note + "\n" for note in notes)
@@ -808,13 +818,17 @@ def add_label_command(
     "--password",
     help="The password (default: asked twice on the terminal, or one line of standard input).",
 )
+@json_option
 @_command
-def add_user_command(data_dir: Path, username: str, password: str | None) -> None:
+def add_user_command(data_dir: Path, username: str, password: str | None, as_json: bool) -> None:
     """Add an HTTP Basic/Digest user for rfc7030-mode labels (hashes stored, never the password)."""
     if password is None:
         password = read_secret("Password", confirm=True)
     add_user(data_dir, username, password)
-    console.print(f"user {username!r} added")
+    if as_json:
+        print_json({"user": username, "schemes": ["basic", "digest SHA-256", "digest MD5"]})
+        return
+    console.print(f"user {username} added (HTTP Basic and Digest)", markup=False)
 
 
 def _trust_document(info: TrustedClientRootInfo, data_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,13 @@ import dns.zone
 import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
+from zeroconf import IPVersion, Zeroconf
 
 from estkit.cli.main import cli
+from estkit.server.dnssd import SERVICE_TYPE
+
+from .test_cli import SERVE_TIMEOUT_SECONDS, _start_serve
+from .test_dnssd import LOOKUP_TIMEOUT_MS
 
 
 def _server(*args: str | Path) -> Result:
@@ -105,3 +111,41 @@ def test_dns_records_json(estkit_server: Any) -> None:
     assert "est.example.com. 3600 IN A 192.0.2.10" in document["records"]
     assert any(" SRV 0 0 " in line for line in document["records"])
     assert document["notes"] == []
+
+
+def _advertise(data_dir: Path, cwd: Path) -> tuple[str | None, str, str]:
+    """Serve with --advertise; the SRV target an independent zeroconf browser sees, stdout and
+    stderr of the server."""
+    process, _url, lines = _start_serve([str(data_dir), "--port", "0", "--advertise"], cwd)
+    browser = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        info = browser.get_service_info(
+            f"{SERVICE_TYPE}.local.", f"estkit.{SERVICE_TYPE}.local.", timeout=LOOKUP_TIMEOUT_MS
+        )
+        server = info.server if info is not None else None
+    finally:
+        browser.close()
+        process.send_signal(signal.SIGTERM)
+        output, errors = process.communicate(timeout=SERVE_TIMEOUT_SECONDS)
+    return server, "".join(lines) + output, errors
+
+
+def test_advertise_announces_the_certificates_local_name(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    made = _server("init", data, "--hostname", "estlab.local", "--hostname", "localhost")
+    assert made.exit_code == 0, made.stderr
+    server, output, errors = _advertise(data, tmp_path)
+    assert server == "estlab.local."
+    assert "on host estlab.local." in output
+    assert "not in the server certificate" not in errors
+
+
+def test_advertise_warns_when_the_certificate_has_no_local_name(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    assert _server("init", data, "--hostname", "est.example.com").exit_code == 0
+    server, _output, errors = _advertise(data, tmp_path)
+    assert server is not None and server.endswith(".local.")
+    assert f"warning: mDNS announces the host {server}, which is not in the server" in " ".join(
+        errors.split()
+    )
+    assert "(est.example.com)" in errors

@@ -371,23 +371,35 @@ def serve_command(
     def on_ready(info: ServerInfo) -> None:
         _banner(info, paths, consoles)
         if advertise:
-            from estkit.server.dnssd import MdnsAdvertisement, MdnsError
+            from estkit.server.dnssd import MdnsAdvertisement, MdnsError, mdns_host_name
 
             address = info.host if info.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            names = _certificate_dns_names(data_dir)
             ad = MdnsAdvertisement(
                 port=info.port,
                 addresses=[address],
                 pri=100 if pri is None else pri,
                 label=advertise_label,
+                host_name=mdns_host_name(names),
                 interfaces=[address] if ipaddress.ip_address(address).is_loopback else None,
             )
+            if mdns_host_name(names) is None:
+                err_console.print(
+                    f"warning: mDNS announces the host {ad.host}, which is not in the server "
+                    f"certificate ({', '.join(names) or 'no DNS names'}): nodes that find the "
+                    "server over mDNS will fail hostname verification. Give the server a .local "
+                    "name when creating it: estkit server init DIR --hostname NAME.local",
+                    markup=False,
+                    soft_wrap=True,
+                    style="yellow",
+                )
             try:
                 ad.start()
             except MdnsError as exc:
                 logging.getLogger("estkit.server").warning("%s; serving without it", exc)
                 return
             advertisement.append(ad)
-            console.print(f"  advertised over mDNS as {ad.name}")
+            console.print(f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False)
 
     listen_host, listen_port = host or config.host, config.port if port is None else port
     try:
@@ -603,17 +615,22 @@ def reject_command(data_dir: Path, request_id: int, note: str, as_json: bool) ->
 # --- DNS-SD -----------------------------------------------------------------------------------
 
 
-def _default_dns_host(data_dir: Path) -> str:
-    config = _config(data_dir)
-    for pair in config.tls_certificates:
+def _certificate_dns_names(data_dir: Path) -> list[str]:
+    """The DNS names of the server's TLS certificates, in order, without repeats."""
+    names: list[str] = []
+    for pair in _config(data_dir).tls_certificates:
         cert = x509.load_pem_x509_certificates(pair.certificate.read_bytes())[0]
         try:
-            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
             continue
-        for name in names.get_values_for_type(x509.DNSName):
-            return name
-    return "est"
+        names += [name for name in san.get_values_for_type(x509.DNSName) if name not in names]
+    return names
+
+
+def _default_dns_host(data_dir: Path) -> str:
+    names = _certificate_dns_names(data_dir)
+    return names[0] if names else "est"
 
 
 @server.command("dns-records")

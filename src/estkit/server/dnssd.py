@@ -122,6 +122,20 @@ def unicast_records(
     return DnsSdRecords(tuple(lines), tuple(notes))
 
 
+MDNS_DOMAIN_SUFFIX = ".local"
+
+
+def mdns_host_name(certificate_names: Sequence[str]) -> str | None:
+    """The first ``.local`` name of the server certificate, without the suffix: the only kind
+    of SRV target that mDNS resolves *and* that a node's hostname verification then accepts
+    (BCP-003-01 T4 puts names, not addresses, in the certificate). None when there is none."""
+    for name in certificate_names:
+        bare = name.rstrip(".")
+        if bare.lower().endswith(MDNS_DOMAIN_SUFFIX) and len(bare) > len(MDNS_DOMAIN_SUFFIX):
+            return bare[: -len(MDNS_DOMAIN_SUFFIX)]
+    return None
+
+
 class MdnsAdvertisement:
     """An mDNS advertisement of the server (lab use only; BCP-003-03 D1 prefers unicast).
 
@@ -143,6 +157,7 @@ class MdnsAdvertisement:
 
         self._interfaces = list(interfaces) if interfaces else None
         host = (host_name or socket.gethostname().split(".")[0] or "estkit").rstrip(".")
+        self.host = f"{host}.local."
         self.service_type = f"{SERVICE_TYPE}.local."
         self.name = f"{instance}.{self.service_type}"
         self.info = ServiceInfo(
@@ -150,7 +165,7 @@ class MdnsAdvertisement:
             self.name,
             port=port,
             properties=txt_values(pri, label),
-            server=f"{host}.local.",
+            server=self.host,
             parsed_addresses=list(addresses),
         )
         self._zeroconf: object | None = None

@@ -848,7 +848,7 @@ def add_user_command(data_dir: Path, username: str, password: str | None, as_jso
     console.print(f"user {username} added (HTTP Basic and Digest)", markup=False)
 
 
-def _trust_document(info: TrustedClientRootInfo, data_dir: Path) -> dict[str, Any]:
+def _trust_document(info: TrustedClientRootInfo) -> dict[str, Any]:
     root = info.root
     return {
         "certificate": str(root.certificate),
@@ -864,7 +864,7 @@ def _trust_document(info: TrustedClientRootInfo, data_dir: Path) -> dict[str, An
 def _print_trust_list(data_dir: Path, as_json: bool) -> None:
     infos = describe_trusted_client_roots(data_dir)
     if as_json:
-        print_json({"trusted_client_roots": [_trust_document(i, data_dir) for i in infos]})
+        print_json({"trusted_client_roots": [_trust_document(i) for i in infos]})
         return
     if not infos:
         console.print("no manufacturer CA is trusted (only certificates this CA issued)")
@@ -927,7 +927,7 @@ def trust_command(
     root = add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
     info = TrustedClientRootInfo(root, tuple(read_manufacturer_ca(root.certificate)))
     if as_json:
-        print_json(_trust_document(info, data_dir))
+        print_json(_trust_document(info))
         return
     for cert in info.certificates:
         console.print(

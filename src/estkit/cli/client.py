@@ -19,7 +19,14 @@ import click
 from cryptography import x509
 
 from estkit.ca.builders import is_hostname
+from estkit.cli.client_pending import (
+    PendingEnrollment,
+    explain_failure,
+    load_pending,
+    save_pending,
+)
 from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
+from estkit.cli.prompts import read_secret
 from estkit.client import (
     CaCertsResult,
     ClientCredentials,
@@ -171,7 +178,7 @@ def _password(options: CommonOptions) -> str | None:
         return None
     if options.password is not None:
         return options.password
-    return str(click.prompt(f"Password for {options.user}", hide_input=True, err=True))
+    return read_secret(f"Password for {options.user}")
 
 
 def _note(message: str) -> None:
@@ -562,12 +569,52 @@ def enroll_command(
     options = _pop_common(kwargs)
     _check_request_options(csr_file, key_type, cn, san, serial_number, out_key, apply_csrattrs)
     with _client(options, pin_tls12_for_pop=not no_tls12_fallback) as est:
-        request = _build_request(est, csr_file, key_type, cn, san, serial_number)
-        result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+        pending = _pending_request(options, out_key, csr_file, key_type, cn, san, serial_number)
+        request = (
+            pending.spec
+            if pending is not None
+            else _build_request(est, csr_file, key_type, cn, san, serial_number)
+        )
+        if pending is None and out_key is not None and isinstance(request, CsrSpec):
+            pending = save_pending(out_key, request, server=options.server, label=options.label)
+        try:
+            result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+        except EstError as exc:
+            if pending is not None:
+                explain_failure(pending, exc)
+            raise
         _complete_chain(est, result)
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
     _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
+    if pending is not None:
+        pending.forget()
     _report(options, result, "enrolled", out_cert, out_key)
+
+
+def _pending_request(
+    options: CommonOptions,
+    out_key: Path | None,
+    csr_file: Path | None,
+    key_type: str | None,
+    cn: str | None,
+    san: tuple[str, ...],
+    serial_number: str | None,
+) -> PendingEnrollment | None:
+    """The enrollment an earlier run left pending for ``--out-key``, when this run repeats it."""
+    if csr_file is not None or out_key is None:
+        return None
+    pending = load_pending(
+        out_key,
+        server=options.server,
+        label=options.label,
+        common_name=cn,
+        dns_names=_san_or_cn(cn, san),
+        serial_number=serial_number,
+        key_type=key_type,
+    )
+    if pending is not None:
+        _note(f"sending the pending request kept in {pending.path} again (same key and names)")
+    return pending
 
 
 @client.command("reenroll")

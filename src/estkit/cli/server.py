@@ -11,7 +11,7 @@ import getpass
 import ipaddress
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,23 +22,37 @@ from cryptography import x509
 from rich.table import Table
 
 from estkit.ca.authority import CaError, CertificateAuthority
-from estkit.ca.profiles import ProfileError
+from estkit.ca.builders import is_hostname, parse_ip
+from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
-from estkit.cli.output import EXIT_USAGE, console, fail, friendly_errors, print_json
+from estkit.cli.output import (
+    EXIT_USAGE,
+    console,
+    err_console,
+    fail,
+    friendly_errors,
+    print_json,
+)
+from estkit.cli.prompts import read_secret
 from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
-from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
+from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.errors import PathError
 from estkit.server.config import (
     ConfigError,
     ServerConfig,
+    TrustedClientRootInfo,
     add_label,
     add_trusted_client_root,
     add_user,
+    describe_trusted_client_roots,
     load_config,
+    read_manufacturer_ca,
+    remove_trusted_client_root,
 )
 from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
 from estkit.server.revocation import revoke_certificate
+from estkit.server.tls_certs import renew_tls_certificates
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,6 +141,36 @@ def _print_init(result: InitResult) -> None:
     console.print(f"  CA fingerprint: {result.ca_fingerprint}")
 
 
+def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
+    """BCP-003-01 T4: server certificates name hosts by DNS name, no IP addresses, no wildcards.
+    Both are refused unless the operator says so, and then still warned about."""
+    unusual = []
+    for name in hostnames:
+        if parse_ip(name) is not None:
+            unusual.append(f"{name} is an IP address")
+        elif name.strip().startswith("*"):
+            unusual.append(f"{name} is a wildcard name")
+        elif not is_hostname(name.strip()):
+            fail(f"--hostname {name!r} is not a DNS host name", code=EXIT_USAGE)
+    if not unusual:
+        return
+    problem = "; ".join(unusual)
+    why = "BCP-003-01 T4 wants server certificates to carry DNS host names only"
+    if not allowed:
+        fail(
+            f"{problem}: {why}",
+            "give the server's DNS name (e.g. est.example.com), or pass "
+            "--allow-ip-or-wildcard if you really mean it",
+            EXIT_USAGE,
+        )
+    err_console.print(
+        f"warning: {problem}; {why}, so NMOS nodes and the conformance suite may refuse it",
+        markup=False,
+        soft_wrap=True,
+        style="yellow",
+    )
+
+
 @server.command("init")
 @data_dir_argument
 @click.option(
@@ -145,6 +189,11 @@ def _print_init(result: InitResult) -> None:
 )
 @click.option("--db", "db_url", metavar="URL", help="Store URL (default: DIR/estkit.db).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (old keys stay on disk).")
+@click.option(
+    "--allow-ip-or-wildcard",
+    is_flag=True,
+    help="Accept IP addresses and *. wildcards in --hostname (against BCP-003-01 T4).",
+)
 @json_option
 @_command
 def init_command(
@@ -153,9 +202,11 @@ def init_command(
     key_type: str,
     db_url: str | None,
     force: bool,
+    allow_ip_or_wildcard: bool,
     as_json: bool,
 ) -> None:
     """Create DIR: root + issuing CA, TLS certificates, demo manufacturer and device, config."""
+    _check_hostnames(hostnames, allow_ip_or_wildcard)
     result = init_data_dir(
         data_dir,
         hostnames=hostnames or ("localhost",),
@@ -182,7 +233,7 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     console.print(f"  data directory:  {info.data_dir}")
     authority = CertificateAuthority.load(load_config(info.data_dir).ca_directory)
     console.print(
-        f"  CA fingerprint:  SHA-256 {format_fingerprint(authority.root_certificate)}",
+        f"  CA fingerprint:  {sha256_fingerprint(authority.root_certificate)}",
         soft_wrap=True,
     )
     console.print(f"  trust anchor:    {cacert}")
@@ -222,7 +273,11 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     )
     # The name clients must use (the certificate holds names, not addresses: BCP-003-01 T4).
     public_host = urlsplit(url).hostname or info.host
-    console.print(f"  estkit nmos workflow --ip {public_host} --port {info.port}", soft_wrap=True)
+    console.print(
+        f"  estkit nmos workflow --ip {public_host} --port {info.port} --cert {device} "
+        f"--key {device_key}",
+        soft_wrap=True,
+    )
     console.print("Press Ctrl+C to stop.", style="dim")
 
 
@@ -316,23 +371,35 @@ def serve_command(
     def on_ready(info: ServerInfo) -> None:
         _banner(info, paths, consoles)
         if advertise:
-            from estkit.server.dnssd import MdnsAdvertisement, MdnsError
+            from estkit.server.dnssd import MdnsAdvertisement, MdnsError, mdns_host_name
 
             address = info.host if info.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            names = _certificate_dns_names(data_dir)
             ad = MdnsAdvertisement(
                 port=info.port,
                 addresses=[address],
                 pri=100 if pri is None else pri,
                 label=advertise_label,
+                host_name=mdns_host_name(names),
                 interfaces=[address] if ipaddress.ip_address(address).is_loopback else None,
             )
+            if mdns_host_name(names) is None:
+                err_console.print(
+                    f"warning: mDNS announces the host {ad.host}, which is not in the server "
+                    f"certificate ({', '.join(names) or 'no DNS names'}): nodes that find the "
+                    "server over mDNS will fail hostname verification. Give the server a .local "
+                    "name when creating it: estkit server init DIR --hostname NAME.local",
+                    markup=False,
+                    soft_wrap=True,
+                    style="yellow",
+                )
             try:
                 ad.start()
             except MdnsError as exc:
                 logging.getLogger("estkit.server").warning("%s; serving without it", exc)
                 return
             advertisement.append(ad)
-            console.print(f"  advertised over mDNS as {ad.name}")
+            console.print(f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False)
 
     listen_host, listen_port = host or config.host, config.port if port is None else port
     try:
@@ -383,12 +450,9 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
     if as_json:
         print_json([record.to_json() for record in records])
         return
-    table = Table(title=f"{len(records)} issued certificate(s)")
-    for column in ("serial", "subject", "not after", "operation", "label", "key", "status"):
-        table.add_column(column, overflow="fold")
-    for record in records:
-        style = "red" if record.status == "revoked" else None
-        table.add_row(
+    columns = ("serial", "subject", "not after", "operation", "label", "key", "status")
+    rows = [
+        (
             record.serial,
             record.subject,
             record.not_after.strftime("%Y-%m-%d %H:%M:%SZ"),
@@ -396,9 +460,39 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
             record.label or "-",
             record.key_type,
             record.status,
-            style=style,
         )
-    console.print(table)
+        for record in records
+    ]
+    _print_records(f"{len(records)} issued certificate(s)", columns, rows)
+
+
+# Borders and padding rich adds around each column of a Table (box, one space either side).
+_TABLE_OVERHEAD_PER_COLUMN = 3
+
+
+def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table when every value fits on one line of the terminal; otherwise one block per row
+    (first column as its heading, then "name: value" lines), so identifiers such as serials
+    are never cut or folded in the middle (full values are in --json either way)."""
+    widths = [
+        max([len(column), *(len(row[index]) for row in rows)])
+        for index, column in enumerate(columns)
+    ]
+    needed = sum(widths) + _TABLE_OVERHEAD_PER_COLUMN * len(columns) + 1
+    if needed <= console.width:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(*row, style="red" if "revoked" in row else None)
+        console.print(table)
+        return
+    console.print(title, markup=False)
+    label_width = max(len(column) for column in columns[1:])
+    for row in rows:
+        console.print(f"{columns[0]} {row[0]}", markup=False, soft_wrap=True, style="bold")
+        for column, value in zip(columns[1:], row[1:], strict=True):
+            console.print(f"  {column:<{label_width}}  {value}", markup=False, soft_wrap=True)
 
 
 @server.command("revoke")
@@ -521,29 +615,39 @@ def reject_command(data_dir: Path, request_id: int, note: str, as_json: bool) ->
 # --- DNS-SD -----------------------------------------------------------------------------------
 
 
-def _default_dns_host(data_dir: Path) -> str:
-    config = _config(data_dir)
-    for pair in config.tls_certificates:
+def _certificate_dns_names(data_dir: Path) -> list[str]:
+    """The DNS names of the server's TLS certificates, in order, without repeats."""
+    names: list[str] = []
+    for pair in _config(data_dir).tls_certificates:
         cert = x509.load_pem_x509_certificates(pair.certificate.read_bytes())[0]
         try:
-            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
             continue
-        for name in names.get_values_for_type(x509.DNSName):
-            return name
-    return "est"
+        names += [name for name in san.get_values_for_type(x509.DNSName) if name not in names]
+    return names
+
+
+def _default_dns_host(data_dir: Path) -> str:
+    names = _certificate_dns_names(data_dir)
+    return names[0] if names else "est"
 
 
 @server.command("dns-records")
 @data_dir_argument
 @click.option("--domain", default="example.com", show_default=True, help="Zone (DNS domain).")
-@click.option("--host", help="SRV target; relative to --domain unless it ends with '.'.")
+@click.option(
+    "--host",
+    help="SRV target: a name with dots (est.example.com, trailing dot optional) is used as is; "
+    "a single label (est) is relative to --domain.",
+)
 @click.option("--address", "addresses", multiple=True, help="IP of the host (A/AAAA); repeatable.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: from the config).")
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri (default: config, 10).")
 @click.option("--label", help="TXT api_selector: the EST label clients must use (D4).")
 @click.option("--instance", default="estkit", show_default=True, help="Service instance name.")
 @click.option("--ttl", type=click.IntRange(min=0), default=3600, show_default=True)
+@json_option
 @_command
 def dns_records_command(
     data_dir: Path,
@@ -555,6 +659,7 @@ def dns_records_command(
     label: str | None,
     instance: str,
     ttl: int,
+    as_json: bool,
 ) -> None:
     """Print the unicast DNS-SD records (PTR/SRV/TXT/A) to paste into a zone (D1-D4)."""
     from estkit.server.dnssd import unicast_records
@@ -579,6 +684,15 @@ def dns_records_command(
         instance=instance,
         ttl=ttl,
     )
+    notes.extend(f"; {note}" for note in records.notes)
+    if as_json:
+        print_json(
+            {
+                "records": list(records.lines),
+                "notes": [note.removeprefix("; ") for note in notes],
+            }
+        )
+        return
     sys.stdout.write(
         "; estkit EST server: unicast DNS-SD for BCP-003-03 (_nmos-certs._tcp)\n"
         + "".join(note + "\n" for note in notes)
@@ -599,11 +713,14 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
     config = _config(data_dir)
     authority = CertificateAuthority.load(config.ca_directory)
     result = authority.rollover(key_type=key_type)
+    renewed = renew_tls_certificates(config, authority)
     data = {
         "generation": result.generation,
         "old_root_fingerprint": sha256_fingerprint(result.old_with_old),
         "new_root_fingerprint": sha256_fingerprint(result.new_with_new),
+        "new_root": str(authority.root_path),
         "ca_certificates": str(authority.cacerts_path),
+        "tls_certificates": [str(item.pair.certificate) for item in renewed],
     }
     if as_json:
         print_json(data)
@@ -612,21 +729,66 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
     console.print(f"  old root: {data['old_root_fingerprint']}")
     console.print(f"  new root: {data['new_root_fingerprint']}")
     console.print("  /cacerts now serves OldWithOld, NewWithNew, OldWithNew, NewWithOld")
+    for item in renewed:
+        console.print(
+            f"  TLS certificate {item.pair.certificate} issued under the new root, presented "
+            "with NewWithOld so holders of either root can connect",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(f"  give new devices the new root: {authority.root_path}", soft_wrap=True)
+
+
+def _profile_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value) or "(none)"
+    return str(value)
 
 
 @server.command("add-label")
 @data_dir_argument
 @click.argument("label")
 @click.option(
+    "--approval",
+    type=click.Choice(APPROVAL_MODES),
+    help="auto: issue at once; manual: every request waits for 'estkit server approve'; "
+    "untrusted: requests without a trusted client certificate wait.",
+)
+@click.option(
+    "--auth-mode",
+    type=click.Choice(AUTH_MODES),
+    help="nmos: client certificates (BCP-003-03); rfc7030: also HTTP users.",
+)
+@click.option(
+    "--require-pop/--no-require-pop",
+    default=None,
+    help="Require CSRs linked to the TLS session (RFC 7030 §3.5).",
+)
+@click.option(
+    "--validity-seconds", type=click.IntRange(min=1), help="Lifetime of issued certificates."
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
     metavar="FIELD=VALUE",
-    help="Profile field, e.g. approval=manual, require_pop=true; repeatable.",
+    help="Any profile field, e.g. retry_after_seconds=30, ekus=['clientAuth']; repeatable.",
 )
+@json_option
 @_command
-def add_label_command(data_dir: Path, label: str, settings: tuple[str, ...]) -> None:
-    """Add (or replace) an EST label with its CA profile."""
+def add_label_command(
+    data_dir: Path,
+    label: str,
+    approval: str | None,
+    auth_mode: str | None,
+    require_pop: bool | None,
+    validity_seconds: int | None,
+    settings: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add (or replace) an EST label with its CA profile (/.well-known/est/LABEL/...)."""
     import tomllib
 
     fields: dict[str, Any] = {}
@@ -638,31 +800,162 @@ def add_label_command(data_dir: Path, label: str, settings: tuple[str, ...]) -> 
             fields[name.strip()] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             fields[name.strip()] = value  # a bare word such as manual
+    options = {
+        "approval": approval,
+        "auth_mode": auth_mode,
+        "require_pop": require_pop,
+        "validity_seconds": validity_seconds,
+    }
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in fields and fields[name] != value:
+            fail(
+                f"--{name.replace('_', '-')} {value} and --set {name}={fields[name]} disagree",
+                code=EXIT_USAGE,
+            )
+        fields[name] = value
+    existed = label in _config(data_dir).labels
     profile = add_label(data_dir, label, **fields)
-    console.print(f"label {label!r} added: {profile}")
+    mapping = profile_to_mapping(profile, include_label=False)
+    if as_json:
+        print_json({"label": label, "replaced": existed, "profile": mapping})
+        return
+    verb = "replaced" if existed else "added"
+    console.print(f"label {label} {verb}: clients use /.well-known/est/{label}/...", markup=False)
+    width = max(len(name) for name in mapping)
+    for name, value in mapping.items():
+        console.print(f"  {name:<{width}}  {_profile_value(value)}", markup=False, soft_wrap=True)
 
 
 @server.command("add-user")
 @data_dir_argument
 @click.argument("username")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option(
+    "--password",
+    help="The password (default: asked twice on the terminal, or one line of standard input).",
+)
+@json_option
 @_command
-def add_user_command(data_dir: Path, username: str, password: str) -> None:
+def add_user_command(data_dir: Path, username: str, password: str | None, as_json: bool) -> None:
     """Add an HTTP Basic/Digest user for rfc7030-mode labels (hashes stored, never the password)."""
+    if password is None:
+        password = read_secret("Password", confirm=True)
     add_user(data_dir, username, password)
-    console.print(f"user {username!r} added")
+    if as_json:
+        print_json({"user": username, "schemes": ["basic", "digest SHA-256", "digest MD5"]})
+        return
+    console.print(f"user {username} added (HTTP Basic and Digest)", markup=False)
+
+
+def _trust_document(info: TrustedClientRootInfo) -> dict[str, Any]:
+    root = info.root
+    return {
+        "certificate": str(root.certificate),
+        "subjects": [cert.subject.rfc4514_string() for cert in info.certificates],
+        "fingerprints": info.fingerprints,
+        "not_after": [cert.not_valid_after_utc for cert in info.certificates],
+        "crl": str(root.crl) if root.crl else None,
+        "accept_expired": root.accept_expired,
+        "error": info.error,
+    }
+
+
+def _print_trust_list(data_dir: Path, as_json: bool) -> None:
+    infos = describe_trusted_client_roots(data_dir)
+    if as_json:
+        print_json({"trusted_client_roots": [_trust_document(i) for i in infos]})
+        return
+    if not infos:
+        console.print("no manufacturer CA is trusted (only certificates this CA issued)")
+        return
+    for info in infos:
+        console.print(f"{info.root.certificate}", markup=False, soft_wrap=True)
+        if info.error:
+            console.print(f"  cannot be read: {info.error}", markup=False, soft_wrap=True)
+        for cert in info.certificates:
+            console.print(f"  {cert.subject.rfc4514_string()}", markup=False, soft_wrap=True)
+            console.print(
+                f"    fingerprint {sha256_fingerprint(cert)}", markup=False, soft_wrap=True
+            )
+            console.print(
+                f"    valid until {cert.not_valid_after_utc.isoformat()}",
+                markup=False,
+                soft_wrap=True,
+            )
+        crl = info.root.crl if info.root.crl else "none"
+        console.print(f"  CRL: {crl}", markup=False, soft_wrap=True)
+        console.print(
+            f"  accepts expired devices: {info.root.accept_expired}", markup=False, soft_wrap=True
+        )
 
 
 @server.command("trust")
 @data_dir_argument
-@click.argument("ca_pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--crl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--accept-expired", is_flag=True, help="Accept expired, unrevoked devices (S3).")
+@click.argument(
+    "ca_pem", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--crl",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CRL of that CA (PEM or DER), re-read when it changes; kept when omitted.",
+)
+@click.option(
+    "--accept-expired/--refuse-expired",
+    default=None,
+    help="Accept expired, unrevoked devices (S3); unchanged when omitted (default: refuse).",
+)
+@click.option("--list", "list_only", is_flag=True, help="Show the trusted manufacturer CAs.")
+@json_option
 @_command
-def trust_command(data_dir: Path, ca_pem: Path, crl: Path | None, accept_expired: bool) -> None:
+def trust_command(
+    data_dir: Path,
+    ca_pem: Path | None,
+    crl: Path | None,
+    accept_expired: bool | None,
+    list_only: bool,
+    as_json: bool,
+) -> None:
     """Trust device certificates of another manufacturer CA (with an optional CRL file)."""
-    add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
-    console.print(f"trusting device certificates issued under {ca_pem}")
+    if list_only:
+        if ca_pem or crl or accept_expired is not None:
+            fail("--list takes no CA file or other option", code=EXIT_USAGE)
+        _print_trust_list(data_dir, as_json)
+        return
+    if ca_pem is None:
+        fail("say which CA certificate to trust: estkit server trust DIR CA_PEM", code=EXIT_USAGE)
+    root = add_trusted_client_root(data_dir, ca_pem, crl, accept_expired=accept_expired)
+    info = TrustedClientRootInfo(root, tuple(read_manufacturer_ca(root.certificate)))
+    if as_json:
+        print_json(_trust_document(info))
+        return
+    for cert in info.certificates:
+        console.print(
+            f"trusting device certificates issued under {cert.subject.rfc4514_string()} "
+            f"({sha256_fingerprint(cert)})",
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(f"  CRL: {root.crl if root.crl else 'none'}", markup=False, soft_wrap=True)
+    console.print(f"  accepts expired devices: {root.accept_expired}", markup=False, soft_wrap=True)
+
+
+@server.command("untrust")
+@data_dir_argument
+@click.argument("which", metavar="CA_PEM|sha256:HEX")
+@json_option
+@_command
+def untrust_command(data_dir: Path, which: str, as_json: bool) -> None:
+    """Stop trusting a manufacturer CA, given by its file or a certificate fingerprint."""
+    root = remove_trusted_client_root(data_dir, which)
+    if as_json:
+        print_json({"removed": str(root.certificate)})
+        return
+    console.print(
+        f"no longer trusting device certificates under {root.certificate}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # `estkit server admin-cert` lives with the console it issues operator certificates for.

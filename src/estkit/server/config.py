@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
 from estkit.fileio import write_private_file_atomic
+from estkit.protocol.certs import (
+    is_ca_certificate,
+    load_pem_certificates,
+    parse_fingerprint,
+    sha256_fingerprint,
+)
+from estkit.protocol.errors import EncodingError
 from estkit.protocol.paths import validate_label
 from estkit.server.limits import ConnectionLimits, LimitsError
 
@@ -162,7 +171,8 @@ def _resolve(base: Path, value: object, where: str) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty path string, got {value!r}")
     candidate = Path(value).expanduser()
-    return candidate if candidate.is_absolute() else (base / candidate)
+    # normpath: a path written relative to the data directory may climb out of it ("../m.pem").
+    return candidate if candidate.is_absolute() else Path(os.path.normpath(base / candidate))
 
 
 def _database_url(base: Path, value: object, path: Path) -> str:
@@ -472,34 +482,205 @@ def add_user(config_path: str | os.PathLike[str], username: str, password: str) 
     _edit(config_path, change)
 
 
+# A manufacturer CA file holds a root and perhaps a few intermediates (a few KB); a CRL of a large
+# manufacturer may reach megabytes. Reading is bounded so a wrong path (a log, a disk image) fails
+# fast with a message instead of being slurped into memory.
+MAX_TRUST_FILE_BYTES = 1024 * 1024
+MAX_CRL_FILE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TrustedClientRootInfo:
+    """One ``trusted_client_roots`` entry with what an operator needs to recognise it."""
+
+    root: TrustedClientRoot
+    certificates: tuple[x509.Certificate, ...]
+    error: str | None = None  # the file could not be read: the server would refuse to start
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return [sha256_fingerprint(cert) for cert in self.certificates]
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"no {what} file at {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a {what} file") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path} is larger than {limit} bytes: not a {what} file")
+    return data
+
+
+def read_manufacturer_ca(pem_path: str | os.PathLike[str]) -> list[x509.Certificate]:
+    """The CA certificate(s) in ``pem_path``, refusing anything that cannot issue device
+    certificates: a file without a certificate, or an end-entity (CA:FALSE) certificate."""
+    path = Path(pem_path)
+    data = _read_bounded(path, MAX_TRUST_FILE_BYTES, "certificate")
+    try:
+        certificates = load_pem_certificates(data)
+    except EncodingError:
+        try:
+            certificates = [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            raise ConfigError(
+                f"{path} holds no certificate (neither PEM '-----BEGIN CERTIFICATE-----' "
+                "blocks nor DER)",
+                "give the manufacturer's CA certificate, as the manufacturer publishes it",
+            ) from None
+    for cert in certificates:
+        if not is_ca_certificate(cert):
+            raise ConfigError(
+                f"{path}: {cert.subject.rfc4514_string()} is not a CA certificate "
+                "(basicConstraints CA:TRUE is missing), so it cannot have issued device "
+                "certificates",
+                "give the certificate of the CA that issued the devices' certificates, not a "
+                "device (leaf) certificate",
+            )
+    return certificates
+
+
+def check_manufacturer_crl(
+    crl_path: str | os.PathLike[str], certificates: list[x509.Certificate]
+) -> x509.CertificateRevocationList:
+    """The CRL in ``crl_path``, which one of ``certificates`` must have signed."""
+    path = Path(crl_path)
+    data = _read_bounded(path, MAX_CRL_FILE_BYTES, "CRL")
+    try:
+        crl = (
+            x509.load_pem_x509_crl(data)
+            if data.lstrip().startswith(b"-----BEGIN")
+            else x509.load_der_x509_crl(data)
+        )
+    except ValueError:
+        raise ConfigError(f"{path} is not a CRL (PEM or DER)") from None
+    for cert in certificates:
+        if cert.subject == crl.issuer and crl.is_signature_valid(cert.public_key()):
+            return crl
+    raise ConfigError(
+        f"{path}: the CRL was issued by {crl.issuer.rfc4514_string()}, which is not (or did "
+        "not sign with the key of) any certificate in the trusted CA file",
+        "give the CRL this manufacturer CA publishes",
+    )
+
+
+def _config_path_value(base: Path, path: Path) -> str:
+    """``path`` as written in estkit.toml: relative to the data directory, so the directory can
+    be moved or copied with the files it refers to."""
+    return os.path.relpath(path.absolute(), base.absolute())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
 def add_trusted_client_root(
     config_path: str | os.PathLike[str],
     pem_path: str | os.PathLike[str],
     crl_path: str | os.PathLike[str] | None = None,
     *,
-    accept_expired: bool = False,
-) -> None:
-    """Trust device certificates issued under the CA certificate(s) in ``pem_path`` (S3)."""
-    pem = Path(pem_path).expanduser().absolute()
-    if not pem.is_file():
-        raise ConfigError(f"no certificate file at {pem}")
-    crl = Path(crl_path).expanduser().absolute() if crl_path else None
+    accept_expired: bool | None = None,
+) -> TrustedClientRoot:
+    """Trust device certificates issued under the CA certificate(s) in ``pem_path`` (S3).
+
+    Refuses files without a certificate and non-CA certificates. Re-adding a trusted file
+    updates its entry: the CRL and ``accept_expired`` stay as they were unless given.
+    """
+    pem = Path(pem_path).expanduser()
+    certificates = read_manufacturer_ca(pem)
+    crl = Path(crl_path).expanduser() if crl_path else None
+    if crl is not None:
+        check_manufacturer_crl(crl, certificates)
     base = _config_file(config_path).parent
 
     def change(doc: dict[str, Any]) -> None:
-        # Re-adding the same file replaces its entry (e.g. to attach a CRL).
-        roots = [
-            item
-            for item in doc.setdefault("trusted_client_roots", [])
-            if _resolve(base, item.get("certificate"), "trusted_client_roots.certificate") != pem
-        ]
-        entry: dict[str, Any] = {"certificate": str(pem), "accept_expired": accept_expired}
-        if crl:
-            entry["crl"] = str(crl)
-        roots.append(entry)
-        doc["trusted_client_roots"] = roots
+        kept = []
+        previous: Mapping[str, Any] = {}
+        for item in doc.setdefault("trusted_client_roots", []):
+            where = "trusted_client_roots.certificate"
+            if isinstance(item, Mapping) and _same_file(
+                _resolve(base, item.get("certificate"), where), pem
+            ):
+                previous = item
+            else:
+                kept.append(item)
+        entry: dict[str, Any] = {
+            "certificate": _config_path_value(base, pem),
+            "accept_expired": bool(
+                previous.get("accept_expired", False) if accept_expired is None else accept_expired
+            ),
+        }
+        if crl is not None:
+            entry["crl"] = _config_path_value(base, crl)
+        elif previous.get("crl"):
+            entry["crl"] = previous["crl"]
+        kept.append(entry)
+        doc["trusted_client_roots"] = kept
+
+    return _edit(config_path, change).trusted_client_roots[-1]
+
+
+def remove_trusted_client_root(
+    config_path: str | os.PathLike[str], which: str
+) -> TrustedClientRoot:
+    """Stop trusting the manufacturer CA given by its file path or a certificate fingerprint
+    (``sha256:HEX`` or colon hex). KeyError when no entry matches."""
+    base = _config_file(config_path).parent
+    wanted_fingerprint: bytes | None
+    try:
+        wanted_fingerprint = parse_fingerprint(which)
+    except ValueError:
+        wanted_fingerprint = None
+    removed: list[TrustedClientRoot] = []
+
+    def matches(root: TrustedClientRoot) -> bool:
+        if _same_file(root.certificate, Path(which).expanduser()) or (
+            not Path(which).is_absolute() and _same_file(root.certificate, base / which)
+        ):
+            return True
+        if wanted_fingerprint is None:
+            return False
+        try:
+            certificates = read_manufacturer_ca(root.certificate)
+        except ConfigError:
+            return False
+        return any(cert.fingerprint(hashes.SHA256()) == wanted_fingerprint for cert in certificates)
+
+    def change(doc: dict[str, Any]) -> None:
+        config = _parse_document(doc, _config_file(config_path))
+        kept = []
+        for item, root in zip(
+            doc.get("trusted_client_roots", []), config.trusted_client_roots, strict=True
+        ):
+            if matches(root):
+                removed.append(root)
+            else:
+                kept.append(item)
+        if not removed:
+            raise KeyError(
+                f"no trusted manufacturer CA matches {which!r}; "
+                "'estkit server trust DIR --list' shows them"
+            )
+        doc["trusted_client_roots"] = kept
 
     _edit(config_path, change)
+    return removed[0]
+
+
+def describe_trusted_client_roots(
+    config_path: str | os.PathLike[str],
+) -> list[TrustedClientRootInfo]:
+    """Every trusted manufacturer CA with its certificates (or why they cannot be read)."""
+    infos = []
+    for root in load_config(config_path).trusted_client_roots:
+        try:
+            infos.append(TrustedClientRootInfo(root, tuple(read_manufacturer_ca(root.certificate))))
+        except ConfigError as exc:
+            infos.append(TrustedClientRootInfo(root, (), str(exc)))
+    return infos
 
 
 def set_limits(config_path: str | os.PathLike[str], **values: float) -> ConnectionLimits:
@@ -522,14 +703,19 @@ __all__ = [
     "ServerConfig",
     "TlsCertificateConfig",
     "TrustedClientRoot",
+    "TrustedClientRootInfo",
     "UserRecord",
     "add_label",
     "add_trusted_client_root",
     "add_user",
+    "check_manufacturer_crl",
+    "describe_trusted_client_roots",
     "digest_ha1",
     "hash_basic_password",
     "load_config",
+    "read_manufacturer_ca",
     "remove_label",
+    "remove_trusted_client_root",
     "save_config",
     "set_limits",
     "verify_basic_password",

@@ -32,13 +32,23 @@ class DnsSdRecords:
     """The unicast DNS-SD records of one advertisement, as zone-file lines."""
 
     lines: tuple[str, ...]
+    # Things the operator must do by hand (e.g. the target's address lives in another zone).
+    notes: tuple[str, ...] = ()
 
     def zone_text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
 
-def _absolute(name: str, domain: dns.name.Name) -> dns.name.Name:
-    return dns.name.from_text(name, origin=domain if not name.endswith(".") else None)
+def target_name(host: str, domain: dns.name.Name) -> dns.name.Name:
+    """The SRV target: ``est`` (one label) is relative to ``domain``; a name with a dot
+    (``est.example.com`` or ``est.example.com.``) is already a fully qualified name, which is
+    what people type, so it is never suffixed with the domain a second time."""
+    name = host.strip()
+    if not name or name == ".":
+        raise ValueError("the host name is empty")
+    if name.endswith(".") or "." in name:
+        return dns.name.from_text(name.rstrip(".") + ".")
+    return dns.name.from_text(name, origin=domain)
 
 
 def _quote_txt(value: str) -> str:
@@ -68,8 +78,10 @@ def unicast_records(
 ) -> DnsSdRecords:
     """PTR, SRV, TXT and A/AAAA records for ``_nmos-certs._tcp`` under ``domain``.
 
-    ``host`` may be relative to ``domain`` (``est``) or absolute (``est.example.com.``). Every
-    record is built and checked by dnspython, so a typo fails here and not in the zone.
+    ``host`` may be relative to ``domain`` (``est``) or a fully qualified name, with or without
+    the trailing dot (``est.example.com``). For a target outside ``domain`` a note says that its
+    A/AAAA records belong in its own zone. Every record is built and checked by dnspython, so a
+    typo fails here and not in the zone.
     """
     if not instance or len(instance.encode()) > MAX_INSTANCE_LENGTH:
         raise ValueError(f"instance name must be 1-{MAX_INSTANCE_LENGTH} octets")
@@ -78,7 +90,7 @@ def unicast_records(
     origin = dns.name.from_text(domain)
     service = dns.name.from_text(SERVICE_TYPE, origin=origin)
     instance_name = dns.name.Name((instance.encode(), *service.labels))
-    target = _absolute(host, origin)
+    target = target_name(host, origin)
     txt = " ".join(_quote_txt(f"{key}={value}") for key, value in txt_values(pri, label).items())
     rrsets = [
         # RFC 6763 §9: lets generic browsers enumerate the service types of the domain.
@@ -96,12 +108,32 @@ def unicast_records(
     ]
     if not addresses:
         raise ValueError("at least one address is needed for the host's A/AAAA record (D2)")
+    notes: list[str] = []
     for address in addresses:
         parsed = ipaddress.ip_address(address)
         rdtype = "AAAA" if parsed.version == 6 else "A"
         rrsets.append(dns.rrset.from_text(target, ttl, "IN", rdtype, str(parsed)))
+    if not target.is_subdomain(origin):
+        notes.append(
+            f"{target.to_text()} is outside {origin.to_text()}: its address records belong in "
+            "its own zone (a server loading this zone ignores them as out-of-zone data)"
+        )
     lines = [line for rrset in rrsets for line in rrset.to_text().splitlines()]
-    return DnsSdRecords(tuple(lines))
+    return DnsSdRecords(tuple(lines), tuple(notes))
+
+
+MDNS_DOMAIN_SUFFIX = ".local"
+
+
+def mdns_host_name(certificate_names: Sequence[str]) -> str | None:
+    """The first ``.local`` name of the server certificate, without the suffix: the only kind
+    of SRV target that mDNS resolves *and* that a node's hostname verification then accepts
+    (BCP-003-01 T4 puts names, not addresses, in the certificate). None when there is none."""
+    for name in certificate_names:
+        bare = name.rstrip(".")
+        if bare.lower().endswith(MDNS_DOMAIN_SUFFIX) and len(bare) > len(MDNS_DOMAIN_SUFFIX):
+            return bare[: -len(MDNS_DOMAIN_SUFFIX)]
+    return None
 
 
 class MdnsAdvertisement:
@@ -125,6 +157,7 @@ class MdnsAdvertisement:
 
         self._interfaces = list(interfaces) if interfaces else None
         host = (host_name or socket.gethostname().split(".")[0] or "estkit").rstrip(".")
+        self.host = f"{host}.local."
         self.service_type = f"{SERVICE_TYPE}.local."
         self.name = f"{instance}.{self.service_type}"
         self.info = ServiceInfo(
@@ -132,7 +165,7 @@ class MdnsAdvertisement:
             self.name,
             port=port,
             properties=txt_values(pri, label),
-            server=f"{host}.local.",
+            server=self.host,
             parsed_addresses=list(addresses),
         )
         self._zeroconf: object | None = None

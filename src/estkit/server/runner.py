@@ -101,7 +101,7 @@ def _tls_context(state: ServerState) -> ServerTlsContext:
         "".join(root.certificate.read_text() for root in config.trusted_client_roots)
         + state.authority.cacerts_path.read_text()
     )
-    return build_server_context(pairs, fallback_roots_pem=fallback)
+    return build_server_context(pairs, fallback_roots_pem=fallback, reload=True)
 
 
 def _info(

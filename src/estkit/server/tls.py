@@ -12,7 +12,8 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from estkit.server.tls_verify_hook import (
 )
 
 logger = logging.getLogger("estkit.server")
+
+# How often (at most) a handshake looks at the certificate files' mtimes: a rollover's new
+# certificates are presented within this time, and a busy server stats its files once a second
+# instead of on every handshake.
+RELOAD_CHECK_SECONDS = 1.0
 
 # BCP-003-01 T3: the TLS 1.2 suites, exactly these and in this order (OpenSSL names).
 BCP_003_01_TLS12_CIPHERS: tuple[str, ...] = (
@@ -94,12 +100,16 @@ def _load_dh_params(context: ssl.SSLContext) -> None:
 
 
 def build_server_context(
-    pairs: Sequence[CertificatePair], *, fallback_roots_pem: str | None = None
+    pairs: Sequence[CertificatePair],
+    *,
+    fallback_roots_pem: str | None = None,
+    reload: bool = False,
 ) -> ServerTlsContext:
     """Build the BCP-003-01 server context presenting every certificate in ``pairs`` at once.
 
     Loading an RSA and an ECDSA certificate into the same context lets OpenSSL pick by the
     negotiated suite, so ECDHE-ECDSA and the mandatory ECDHE-RSA-AES128-GCM-SHA256 both work (T5).
+    ``reload``: present changed certificate files from the next handshake on (a running server).
     """
     if not pairs:
         raise ValueError("no server certificate configured: run `estkit server init DIR` first")
@@ -129,4 +139,55 @@ def build_server_context(
             context.load_verify_locations(cadata=fallback_roots_pem)
     if not set_tls13_ciphersuites(context, ":".join(BCP_003_01_TLS13_SUITES)):
         logger.warning("TLS 1.3 suites keep OpenSSL's default order")
+    if reload:
+        context.sni_callback = _CertificateReloader(
+            pairs, lambda: build_server_context(pairs, fallback_roots_pem=fallback_roots_pem)
+        )
     return ServerTlsContext(context=context, verify_in_app=verify_in_app)
+
+
+def _stamp(pairs: Sequence[CertificatePair]) -> tuple[tuple[int, int], ...] | None:
+    try:
+        stats = [os.stat(path) for pair in pairs for path in (pair.certificate, pair.key)]
+    except OSError:
+        return None
+    return tuple((stat.st_mtime_ns, stat.st_size) for stat in stats)
+
+
+class _CertificateReloader:
+    """Presents the current certificate files from the next handshake on (no restart).
+
+    Why: ``estkit server rollover`` issues the server's certificates again under the new root
+    (:mod:`estkit.server.tls_certs`); a running server must present them, or devices given only
+    the new root cannot connect. Run as the context's SNI callback, which OpenSSL calls for every
+    ClientHello (with ``server_name`` None when the client sent none): when the files changed it
+    builds a context from them with the same policy and moves the handshake onto it. A set of
+    files that does not load (caught between the two renames of a pair) keeps the previous
+    certificates and is tried again at the next check.
+    """
+
+    def __init__(
+        self, pairs: Sequence[CertificatePair], build: Callable[[], ServerTlsContext]
+    ) -> None:
+        self._pairs = tuple(pairs)
+        self._build = build
+        self._stamp = _stamp(pairs)
+        self._checked = time.monotonic()
+        self._current: ssl.SSLContext | None = None
+
+    def __call__(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: object
+    ) -> None:
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK_SECONDS:
+            self._checked = now
+            stamp = _stamp(self._pairs)
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self._current = self._build().context
+                    self._stamp = stamp
+                    logger.info("TLS server certificates reloaded from their files")
+                except ValueError as exc:
+                    logger.error("keeping the TLS certificates in use: %s", exc)
+        if self._current is not None:
+            connection.context = self._current

@@ -1,0 +1,171 @@
+"""How fast the ``estkit`` command answers: start-up, a one-request command, the NMOS workflow.
+
+Why: ``estkit`` runs from scripts and timers (``nmos agent --once``), where start-up is most of
+the cost. Issue 23's targets, each the median of ``--rounds`` runs (10 by default) of the real
+console script in a fresh process, against a real server on loopback started here:
+
+- ``estkit --help`` ≤ 0.25 s;
+- ``estkit client cacerts`` ≤ 0.4 s end to end;
+- ``estkit nmos workflow`` no slower than ``reference_workflow.py`` (the prototype's steps in a
+  minimal script: /cacerts, then RSA-2048 and P-256 keys, CSRs, /simpleenroll, and the renewal
+  through /simplereenroll); the two alternate run by run so drift hits both alike.
+
+Each ``estkit <group> --help`` is timed too, and ``python -X importtime`` gives the ten imports
+with the largest cumulative time for ``--help``, ``client cacerts`` and ``nmos workflow``.
+Run the first time with a warm file cache (one unmeasured run of each command comes first).
+
+Run: ``python benchmarks/bench_cli_start.py [--rounds N]``. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from estkit.server.datadir import init_data_dir
+from estkit.server.runner import start_server_thread
+
+HELP_TARGET_SECONDS = 0.25  # issue 23: "estkit --help ≤ 0.25 s"
+CACERTS_TARGET_SECONDS = 0.4  # issue 23: "estkit client cacerts ... ≤ 0.4 s end to end"
+GROUPS = ("client", "server", "nmos", "test-server", "demo")
+IMPORT_TOP = 10
+RUN_TIMEOUT_SECONDS = 120
+REFERENCE = Path(__file__).resolve().parent / "reference_workflow.py"
+NODE_HOSTNAME = "node1.example.com"
+_IMPORTTIME = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$")
+
+
+def _estkit() -> str:
+    """The console script installed next to this interpreter (what a user runs)."""
+    script = Path(sys.executable).with_name("estkit")
+    if script.exists():
+        return str(script)
+    found = shutil.which("estkit")
+    if found is None:
+        raise SystemExit("the estkit console script is not installed (pip install -e .)")
+    return found
+
+
+def _run(argv: Sequence[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
+    return elapsed
+
+
+def _import_top(argv: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(cumulative µs, self µs, module) of the top-level imports with the largest cumulative."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
+    rows: list[tuple[int, int, str]] = []
+    for line in result.stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        # Top level only (no indentation), so nested imports are not counted twice.
+        if match and match.group(3) == " ":
+            rows.append((int(match.group(2)), int(match.group(1)), match.group(4)))
+    return sorted(rows, reverse=True)[:IMPORT_TOP]
+
+
+def _median(label: str, samples: list[float]) -> float:
+    median = statistics.median(samples)
+    spread = f"min {min(samples):.3f}  max {max(samples):.3f}"
+    print(f"  {label:<38} median {median:.3f} s  ({spread}, n={len(samples)})")
+    return median
+
+
+def _verdict(value: float, limit: float) -> str:
+    return f"  target ≤ {limit} s: {'met' if value <= limit else 'MISSED'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="runs per figure (median)")
+    args = parser.parse_args()
+    estkit = _estkit()
+
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        paths = init_data_dir(tmp / "data")
+        with start_server_thread(paths.data_dir) as server:
+            host = urlsplit(server.url).hostname or "localhost"
+            cacerts = [
+                estkit, "client", "cacerts", "--server", server.url,
+                "--trust", str(paths.ca_certificates), "--out", str(tmp / "cacerts.pem"),
+            ]  # fmt: skip
+
+            def workflow(out: Path) -> list[str]:
+                return [
+                    estkit, "nmos", "workflow", "--ip", host, "--port", str(server.port),
+                    "--cert", str(paths.device_certificate), "--key", str(paths.device_key),
+                    "--hostname", NODE_HOSTNAME, "--out-dir", str(out),
+                ]  # fmt: skip
+
+            def reference(out: Path) -> list[str]:
+                return [
+                    sys.executable, str(REFERENCE), "--ip", host, "--port", str(server.port),
+                    "--cert", str(paths.device_certificate), "--key", str(paths.device_key),
+                    "--host", NODE_HOSTNAME, "--out-dir", str(out),
+                ]  # fmt: skip
+
+            # Warm the file cache (and the server) once; not measured.
+            _run([estkit, "--help"])
+            _run(cacerts)
+            _run(workflow(tmp / "warm-node"))
+            _run(reference(tmp / "warm-reference"))
+
+            print(f"estkit start-up, median of {args.rounds} runs ({estkit})")
+            help_median = _median(
+                "estkit --help",
+                [_run([estkit, "--help"]) for _ in range(args.rounds)],
+            )
+            print(" " * 40 + _verdict(help_median, HELP_TARGET_SECONDS).strip())
+            for group in GROUPS:
+                _median(
+                    f"estkit {group} --help",
+                    [_run([estkit, group, "--help"]) for _ in range(args.rounds)],
+                )
+            cacerts_median = _median(
+                "estkit client cacerts (end to end)", [_run(cacerts) for _ in range(args.rounds)]
+            )
+            print(" " * 40 + _verdict(cacerts_median, CACERTS_TARGET_SECONDS).strip())
+
+            ours: list[float] = []
+            theirs: list[float] = []
+            for i in range(args.rounds):
+                ours.append(_run(workflow(tmp / f"node-{i}")))
+                theirs.append(_run(reference(tmp / f"reference-{i}")))
+            ours_median = _median("estkit nmos workflow", ours)
+            theirs_median = _median("reference_workflow.py (prototype)", theirs)
+            verdict = "met" if ours_median <= theirs_median else "MISSED"
+            print(
+                " " * 40 + f"target: no slower than the reference: {verdict} "
+                f"({ours_median - theirs_median:+.3f} s)"
+            )
+
+            for title, argv in (
+                ("estkit --help", [estkit, "--help"]),
+                ("estkit client cacerts", cacerts),
+                ("estkit nmos workflow", workflow(tmp / "importtime-node")),
+            ):
+                print(f"\nimport-time top {IMPORT_TOP}, {title} (cumulative / self, ms)")
+                for cumulative, self_us, module in _import_top(argv):
+                    print(f"  {cumulative / 1e3:8.1f} {self_us / 1e3:8.1f}  {module}")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,7 +120,12 @@ def run(args: argparse.Namespace) -> None:
             root_path, out_dir / f"{key_type}.cert.pem", out_dir / f"{key_type}.key.pem"
         )
         body = _request(
-            args.ip, args.port, context, "POST", f"{EST_PREFIX}/simplereenroll", _csr(key, args.host)
+            args.ip,
+            args.port,
+            context,
+            "POST",
+            f"{EST_PREFIX}/simplereenroll",
+            _csr(key, args.host),
         )
         _write_pair(out_dir, key_type, key, _certificates(body)[0])
 

@@ -8,31 +8,57 @@ cheap for callers that only need one of them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "InitResult": "estkit.server.datadir",
-    "DataDirExistsError": "estkit.server.datadir",
-    "init_data_dir": "estkit.server.datadir",
-    "ServerConfig": "estkit.server.config",
-    "ConfigError": "estkit.server.config",
-    "load_config": "estkit.server.config",
-    "save_config": "estkit.server.config",
-    "add_label": "estkit.server.config",
-    "add_user": "estkit.server.config",
-    "add_trusted_client_root": "estkit.server.config",
-    "RunningServer": "estkit.server.runner",
-    "ServerInfo": "estkit.server.runner",
-    "start_server_thread": "estkit.server.runner",
-    "serve": "estkit.server.runner",
+from estkit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from estkit.server.config import (
+        ConfigError,
+        ServerConfig,
+        add_label,
+        add_trusted_client_root,
+        add_user,
+        load_config,
+        save_config,
+    )
+    from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
+    from estkit.server.runner import RunningServer, ServerInfo, serve, start_server_thread
+
+# name -> submodule: each name's module is imported the first time the name is read.
+_EXPORTS: dict[str, str] = {
+    "ConfigError": "config",
+    "DataDirExistsError": "datadir",
+    "InitResult": "datadir",
+    "RunningServer": "runner",
+    "ServerConfig": "config",
+    "ServerInfo": "runner",
+    "add_label": "config",
+    "add_trusted_client_root": "config",
+    "add_user": "config",
+    "init_data_dir": "datadir",
+    "load_config": "config",
+    "save_config": "config",
+    "serve": "runner",
+    "start_server_thread": "runner",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ConfigError",
+    "DataDirExistsError",
+    "InitResult",
+    "RunningServer",
+    "ServerConfig",
+    "ServerInfo",
+    "add_label",
+    "add_trusted_client_root",
+    "add_user",
+    "init_data_dir",
+    "load_config",
+    "save_config",
+    "serve",
+    "start_server_thread",
+]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'estkit.server' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

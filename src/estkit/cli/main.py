@@ -15,13 +15,13 @@ options drift.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import click
 
 from estkit import __version__
+from estkit._lazy import import_module
 
 CONTEXT_SETTINGS: dict[str, list[str]] = {"help_option_names": ["-h", "--help"]}
 
@@ -111,7 +111,7 @@ COMMANDS: dict[str, LazyEntry] = {
 def load_command(entry: LazyEntry) -> click.Command | None:
     """Import the module of ``entry``; ``None`` when that module itself is not installed."""
     try:
-        module = importlib.import_module(entry.module)
+        module = import_module(entry.module)
     except ModuleNotFoundError as exc:
         if exc.name == entry.module:
             return None

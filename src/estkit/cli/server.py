@@ -24,8 +24,8 @@ from rich.table import Table
 from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.profiles import ProfileError
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
+from estkit.cli.admin import admin_cert
 from estkit.cli.output import EXIT_USAGE, console, fail, friendly_errors, print_json
-from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
 from estkit.protocol.certs import format_fingerprint, sha256_fingerprint
 from estkit.protocol.errors import PathError

@@ -13,6 +13,7 @@ from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._base import renewal_spec
+    from ._transport import DEFAULT_TIMEOUT_SECONDS
     from .aio import AsyncEstClient
     from .apply import apply_csrattrs, key_type_for
     from .auth import ChallengeAuth
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 # name -> submodule: each name's module is imported the first time the name is read.
 _EXPORTS: dict[str, str] = {
+    "DEFAULT_TIMEOUT_SECONDS": "_transport",
     "AsyncEstClient": "aio",
     "CaCertsResult": "models",
     "CandidateCertificate": "bootstrap",
@@ -96,6 +98,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_RETRY_AFTER_SECONDS",
+    "DEFAULT_TIMEOUT_SECONDS",
     "MAX_RETRY_AFTER_SECONDS",
     "POP_WHEN_POSSIBLE",
     "AsyncEstClient",

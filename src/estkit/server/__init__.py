@@ -4,6 +4,10 @@ Library entry points: :func:`init_data_dir` makes a data directory, :func:`start
 runs the server in the background (tests, demos), :func:`serve` in the foreground (CLI), and the
 ``config`` helpers edit the configuration. Imports are lazy so that ``import estkit.server`` stays
 cheap for callers that only need one of them.
+
+This package namespace is the server's public API: the web console (and any other caller above
+the server layer) uses these names only, never a server submodule, so the server's internals can
+change freely (an import-linter contract in pyproject.toml holds the console to it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from estkit.server.config import (
+        CONFIG_FILE_NAME,
         ConfigError,
         ServerConfig,
         add_label,
@@ -23,10 +28,17 @@ if TYPE_CHECKING:
         save_config,
     )
     from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
-    from estkit.server.runner import RunningServer, ServerInfo, serve, start_server_thread
+    from estkit.server.revocation import revoke_certificate
+    from estkit.server.runner import RunningServer, ServerInfo, serve, start_server_thread, url_host
+    from estkit.server.tls import CertificatePair, build_server_context
 
 # name -> submodule: each name's module is imported the first time the name is read.
 _EXPORTS: dict[str, str] = {
+    "CONFIG_FILE_NAME": "config",
+    "CertificatePair": "tls",
+    "build_server_context": "tls",
+    "revoke_certificate": "revocation",
+    "url_host": "runner",
     "ConfigError": "config",
     "DataDirExistsError": "datadir",
     "InitResult": "datadir",
@@ -44,6 +56,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CONFIG_FILE_NAME",
+    "CertificatePair",
     "ConfigError",
     "DataDirExistsError",
     "InitResult",
@@ -53,11 +67,14 @@ __all__ = [
     "add_label",
     "add_trusted_client_root",
     "add_user",
+    "build_server_context",
     "init_data_dir",
     "load_config",
+    "revoke_certificate",
     "save_config",
     "serve",
     "start_server_thread",
+    "url_host",
 ]
 
 if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this

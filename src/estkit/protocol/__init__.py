@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         order_certificates,
         parse_fingerprint,
         sha256_fingerprint,
+        signed_with_key,
     )
     from .csr import (
         FORBIDDEN_BUILD_HASHES,
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
         describe_public_key,
         generate_private_key,
         key_matches_certificate,
+        key_type_for_curve,
         load_private_key,
         private_key_to_der,
         private_key_to_pem,
@@ -243,6 +245,7 @@ _EXPORTS: dict[str, str] = {
     "key_encryption_request": "serverkeygen",
     "key_identifier": "certs",
     "key_matches_certificate": "keys",
+    "key_type_for_curve": "keys",
     "load_pem_certificates": "certs",
     "load_private_key": "keys",
     "oid_name": "csrattrs",
@@ -258,6 +261,7 @@ _EXPORTS: dict[str, str] = {
     "private_key_to_pem": "keys",
     "public_keys_equal": "keys",
     "sha256_fingerprint": "certs",
+    "signed_with_key": "certs",
     "signature_hash_for": "keys",
     "tls_unique_for": "pop",
     "validate_label": "paths",
@@ -364,6 +368,7 @@ __all__ = [
     "key_encryption_request",
     "key_identifier",
     "key_matches_certificate",
+    "key_type_for_curve",
     "load_pem_certificates",
     "load_private_key",
     "oid_name",
@@ -380,6 +385,7 @@ __all__ = [
     "public_keys_equal",
     "sha256_fingerprint",
     "signature_hash_for",
+    "signed_with_key",
     "tls_unique_for",
     "validate_label",
 ]

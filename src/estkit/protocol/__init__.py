@@ -141,10 +141,13 @@ if TYPE_CHECKING:
         key_encryption_request,
         parse_serverkeygen_response,
     )
+    from .tlsprofile import BCP_003_01_TLS12_CIPHERS, BCP_003_01_TLS13_SUITES
 
 # name -> submodule: each name's module is imported the first time the name is read (the
 # client's cacerts path never loads the CMS code of serverkeygen, for instance).
 _EXPORTS: dict[str, str] = {
+    "BCP_003_01_TLS12_CIPHERS": "tlsprofile",
+    "BCP_003_01_TLS13_SUITES": "tlsprofile",
     "ALLOWED_CURVES": "limits",
     "ALLOWED_SIGNATURE_HASHES": "limits",
     "ASYMMETRIC_DECRYPT_KEY_IDENTIFIER": "serverkeygen",
@@ -272,6 +275,8 @@ __all__ = [
     "ALLOWED_SIGNATURE_HASHES",
     "ASYMMETRIC_DECRYPT_KEY_IDENTIFIER",
     "BASE64_LINE_LENGTH",
+    "BCP_003_01_TLS12_CIPHERS",
+    "BCP_003_01_TLS13_SUITES",
     "CHALLENGE_PASSWORD_OID",
     "CRL_PATH",
     "CSRATTRS",
@@ -407,6 +412,7 @@ _SUBMODULES = (
     "retry",
     "rollover",
     "serverkeygen",
+    "tlsprofile",
 )
 
 if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,10 +61,10 @@ def _estkit() -> str:
     return found
 
 
-def _run(argv: Sequence[str]) -> float:
+def _run(argv: Sequence[str], env: dict[str, str] = ENV) -> float:
     start = time.perf_counter()
     result = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, env=ENV
+        list(argv), capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, env=env
     )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
@@ -90,20 +90,42 @@ def _import_top(argv: Sequence[str]) -> list[tuple[int, int, str]]:
     return sorted(rows, reverse=True)[:IMPORT_TOP]
 
 
-def _median(label: str, samples: list[float]) -> float:
-    median = statistics.median(samples)
-    spread = f"min {min(samples):.3f}  max {max(samples):.3f}"
-    print(f"  {label:<38} median {median:.3f} s  ({spread}, n={len(samples)})")
+def _line(label: str, samples: dict[str, list[float]]) -> float:
+    """Print one figure (and the baseline's, when measured); return this tree's median."""
+    ours = samples["this tree"]
+    median = statistics.median(ours)
+    text = f"  {label:<36} median {median:.3f} s  (min {min(ours):.3f}, max {max(ours):.3f})"
+    if "baseline" in samples:
+        text += f"   baseline {statistics.median(samples['baseline']):.3f} s"
+    print(text)
     return median
 
 
+def _alternate(
+    argv: Callable[[int, str], list[str]], variants: dict[str, dict[str, str]], rounds: int
+) -> dict[str, list[float]]:
+    """Run ``argv(round, variant)`` under each variant's environment in turn, ``rounds`` times,
+    so that load from other processes on the machine hits every variant alike."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(rounds):
+        for name, env in variants.items():
+            samples[name].append(_run(argv(i, name), env))
+    return samples
+
+
 def _verdict(value: float, limit: float) -> str:
-    return f"  target ≤ {limit} s: {'met' if value <= limit else 'MISSED'}"
+    return " " * 40 + f"target ≤ {limit} s: {'met' if value <= limit else 'MISSED'}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="runs per figure (median)")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="also time another estkit source tree (its src/ directory, e.g. an older commit "
+        "unpacked with git archive), alternating run by run with this one",
+    )
     args = parser.parse_args()
     estkit = _estkit()
 
@@ -137,29 +159,42 @@ def main() -> None:
             _run(workflow(tmp / "warm-node"))
             _run(reference(tmp / "warm-reference"))
 
+            variants = {"this tree": ENV}
+            if args.baseline_src:
+                baseline = str(Path(args.baseline_src).resolve())
+                variants["baseline"] = {**ENV, "PYTHONPATH": baseline}
+                _run([estkit, "--help"], variants["baseline"])  # writes its bytecode cache
+                _run(cacerts, variants["baseline"])
             print(f"estkit start-up, median of {args.rounds} runs ({estkit})")
-            help_median = _median(
-                "estkit --help",
-                [_run([estkit, "--help"]) for _ in range(args.rounds)],
+            if args.baseline_src:
+                print(f"baseline: the same commands with PYTHONPATH={args.baseline_src}")
+            help_median = _line(
+                "estkit --help", _alternate(lambda i, v: [estkit, "--help"], variants, args.rounds)
             )
-            print(" " * 40 + _verdict(help_median, HELP_TARGET_SECONDS).strip())
+            print(_verdict(help_median, HELP_TARGET_SECONDS))
             for group in GROUPS:
-                _median(
+                _line(
                     f"estkit {group} --help",
-                    [_run([estkit, group, "--help"]) for _ in range(args.rounds)],
+                    _alternate(lambda i, v, g=group: [estkit, g, "--help"], variants, args.rounds),
                 )
-            cacerts_median = _median(
-                "estkit client cacerts (end to end)", [_run(cacerts) for _ in range(args.rounds)]
+            cacerts_median = _line(
+                "estkit client cacerts (end to end)",
+                _alternate(lambda i, v: cacerts, variants, args.rounds),
             )
-            print(" " * 40 + _verdict(cacerts_median, CACERTS_TARGET_SECONDS).strip())
+            print(_verdict(cacerts_median, CACERTS_TARGET_SECONDS))
 
-            ours: list[float] = []
-            theirs: list[float] = []
-            for i in range(args.rounds):
-                ours.append(_run(workflow(tmp / f"node-{i}")))
-                theirs.append(_run(reference(tmp / f"reference-{i}")))
-            ours_median = _median("estkit nmos workflow", ours)
-            theirs_median = _median("reference_workflow.py (prototype)", theirs)
+            # The workflow and the reference alternate too (keys are made at random speeds).
+            with_reference = {**variants, "reference": ENV}
+
+            def workflow_or_reference(i: int, variant: str) -> list[str]:
+                out = tmp / f"{variant.replace(' ', '-')}-{i}"
+                return reference(out) if variant == "reference" else workflow(out)
+
+            runs = _alternate(workflow_or_reference, with_reference, args.rounds)
+            ours_median = _line("estkit nmos workflow", runs)
+            theirs_median = _line(
+                "reference_workflow.py (prototype)", {"this tree": runs["reference"]}
+            )
             verdict = "met" if ours_median <= theirs_median else "MISSED"
             print(
                 " " * 40 + f"target: no slower than the reference: {verdict} "

@@ -192,3 +192,28 @@ def test_importing_one_submodule_does_not_load_its_package() -> None:
     assert "estkit.ca.builders" in loaded
     for eager_only in ("estkit.ca.store", "estkit.client.sync", "estkit.nmos.agent", "asyncio"):
         assert eager_only not in loaded, eager_only
+
+
+def test_start_up_benchmark_runs_and_prints_every_figure() -> None:
+    """One round of benchmarks/bench_cli_start.py (not timed: its figures are not asserted, only
+    that every command it times succeeded and the report is whole)."""
+    script = SRC.parent.parent / "benchmarks" / "bench_cli_start.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for figure in (
+        "estkit --help ",
+        *(f"estkit {group} --help" for group in COMMANDS),
+        "estkit client cacerts (end to end)",
+        "estkit nmos workflow",
+        "reference_workflow.py (prototype)",
+        "target: no slower than the reference",
+    ):
+        assert figure in out, figure
+    assert out.count("import-time top 10") == 3, out
+    assert "estkit.cli.main" in out.split("import-time top 10, estkit --help")[1], out

@@ -34,6 +34,7 @@ LAZY_PACKAGES = (
     "estkit.conformance.reports",
 )
 GROUPS = sorted(name for name, entry in COMMANDS.items() if entry.subcommands)
+COMMANDS_ONLY = sorted(name for name, entry in COMMANDS.items() if not entry.subcommands)
 
 
 # Runs the real entry point in a fresh interpreter and reports sys.modules as it exits (click's
@@ -71,6 +72,15 @@ def test_help_imports_no_server_console_or_nmos_module(group: str) -> None:
     assert _heavy(modules) == [], f"estkit {' '.join(argv)} imported {_heavy(modules)}"
     # Not even the group's own command module: its summaries come from the table.
     assert sorted(m for m in modules if m.startswith("estkit.cli.")) == ["estkit.cli.main"]
+
+
+@pytest.mark.parametrize("command", COMMANDS_ONLY)
+def test_top_level_command_help_imports_no_server_console_or_nmos_module(command: str) -> None:
+    """``demo`` runs a server and a node, ``test-server`` probes one: neither needs them loaded
+    to describe its options."""
+    modules, out = _imported_by(command, "--help")
+    assert out.startswith(f"Usage: estkit {command} [OPTIONS]"), out
+    assert _heavy(modules) == [], f"estkit {command} --help imported {_heavy(modules)}"
 
 
 def test_the_import_probe_sees_a_command_that_does_load_its_stack() -> None:

@@ -2,19 +2,23 @@
 
 ``key_type_for_curve`` / ``KeyInfo.key_type`` replace three curve -> key type tables (client
 apply, client renewal, server serverkeygen); ``signed_with_key`` replaces the rollover module's
-private copy and is the one the NMOS trust anchors should use.
+private copy and is the one the NMOS trust anchors should use; ``colon_hex`` is the one
+fingerprint and key-id format (the console had its own).
 """
 
 from __future__ import annotations
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from estkit.protocol import (
     KEY_TYPES,
     KeyInfo,
     PrivateKey,
+    colon_hex,
     describe_public_key,
+    format_fingerprint,
     generate_private_key,
     is_signed_by,
     key_type_for_curve,
@@ -82,3 +86,9 @@ def test_signed_with_key_checks_rsa_signatures_too(rsa_key: PrivateKey) -> None:
     child = make_cert(other, "Child", issuer_key=rsa_key, issuer="Someone Else")
     assert signed_with_key(child, rsa_root)
     assert not signed_with_key(child, make_cert(other, "Child"))
+
+
+def test_colon_hex_is_the_fingerprint_format(ca_cert: x509.Certificate) -> None:
+    assert colon_hex(b"\x00\xab\x0f") == "00:AB:0F"
+    assert colon_hex(b"") == ""
+    assert format_fingerprint(ca_cert) == colon_hex(ca_cert.fingerprint(hashes.SHA256()))

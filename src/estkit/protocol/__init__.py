@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .certs import (
         FINGERPRINT_PREFIX,
         certificates_to_pem,
+        colon_hex,
         common_name,
         dns_names,
         fingerprint_matches,
@@ -213,6 +214,7 @@ _EXPORTS: dict[str, str] = {
     "build_serverkeygen_response": "serverkeygen",
     "can_encrypt_to": "serverkeygen",
     "certificates_to_pem": "certs",
+    "colon_hex": "certs",
     "challenge_password_for": "pop",
     "check_csr_policy": "csr",
     "check_pop": "pop",
@@ -342,6 +344,7 @@ __all__ = [
     "check_csr_policy",
     "check_pop",
     "classify_ca_certificates",
+    "colon_hex",
     "common_name",
     "csr_attribute_values",
     "decode_base64_body",

@@ -49,9 +49,14 @@ def sha256_fingerprint(cert: x509.Certificate) -> str:
     return FINGERPRINT_PREFIX + cert.fingerprint(hashes.SHA256()).hex()
 
 
+def colon_hex(data: bytes) -> str:
+    """``AB:CD:...``: bytes as upper-case hex pairs joined by colons (fingerprints, key ids)."""
+    return ":".join(f"{byte:02X}" for byte in data)
+
+
 def format_fingerprint(cert: x509.Certificate) -> str:
     """``AB:CD:...`` upper-case hex with colons, as ``openssl x509 -fingerprint`` prints it."""
-    return ":".join(f"{byte:02X}" for byte in cert.fingerprint(hashes.SHA256()))
+    return colon_hex(cert.fingerprint(hashes.SHA256()))
 
 
 def parse_fingerprint(text: str) -> bytes:
@@ -201,6 +206,7 @@ def is_ca_certificate(cert: x509.Certificate) -> bool:
 __all__ = [
     "FINGERPRINT_PREFIX",
     "certificates_to_pem",
+    "colon_hex",
     "common_name",
     "dns_names",
     "fingerprint_matches",

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from estkit.cli.admin import admin_cert
 from estkit.console.admin_ca import (
     OperatorCertificateError,
     admin_ca_paths,
@@ -25,7 +26,6 @@ from estkit.console.admin_ca import (
     validate_operator_name,
     verify_operator_certificate,
 )
-from estkit.console.cli import admin_cert
 
 from .helpers import ensure_program
 

@@ -28,6 +28,7 @@ from estkit.cli.client_pending import (
 from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
 from estkit.cli.prompts import read_secret
 from estkit.client import (
+    DEFAULT_TIMEOUT_SECONDS,
     CaCertsResult,
     ClientCredentials,
     CsrSpec,
@@ -42,7 +43,6 @@ from estkit.client import (
     key_type_for,
     renewal_spec,
 )
-from estkit.client._transport import DEFAULT_TIMEOUT_SECONDS
 from estkit.client.retry import DEFAULT_MAX_ATTEMPTS, MAX_RETRY_AFTER_SECONDS
 from estkit.fileio import replace_credential_pair, write_file_atomic, write_private_file_atomic
 from estkit.protocol import KEY_TYPES, decode_csr_body, generate_private_key, private_key_to_pem

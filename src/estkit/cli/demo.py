@@ -4,6 +4,9 @@ Starts an embedded estkit EST server (fresh CA, demo manufacturer CA and device 
 free loopback port, runs the NMOS node workflow against it (root CA with explicit trust, RSA and
 ECDSA certificates, one renewal each), shows the result and stops the server. Everything lives in
 a temporary directory unless ``--dir`` keeps it.
+
+The server and the node are imported when the demo runs, not when this module is imported, so
+``estkit demo --help`` stays as quick as every other help page.
 """
 
 from __future__ import annotations
@@ -12,17 +15,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from estkit.cli.nmos import EXPECTED_ERRORS, render_event, show_workflow_result
 from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
-from estkit.nmos.config import NodeConfig, ServerSettings
-from estkit.nmos.errors import NmosError
-from estkit.nmos.node import NmosNode
-from estkit.nmos.workflow import run_workflow
-from estkit.server.datadir import InitResult, init_data_dir
-from estkit.server.runner import start_server_thread
+
+if TYPE_CHECKING:
+    from estkit.server import InitResult
 
 # The demo names the node "localhost": that name resolves on every machine and the embedded
 # server (listening on 127.0.0.1) accepts it in a CSR.
@@ -42,6 +42,8 @@ def _workspace(directory: Path | None) -> Iterator[tuple[Path, bool]]:
 
 def _server_dir(root: Path) -> InitResult:
     """The server data directory ``root/server``: new, or reused from an earlier --dir run."""
+    from estkit.server import InitResult, init_data_dir
+
     server_dir = root / "server"
     if (server_dir / "estkit.toml").is_file():
         return InitResult.for_directory(server_dir)
@@ -56,9 +58,18 @@ def _server_dir(root: Path) -> InitResult:
     help="Keep the server data and node files here (default: a temporary directory).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the workflow result as JSON.")
-@friendly_errors(*EXPECTED_ERRORS, ValueError)
 def demo(directory: Path | None, as_json: bool) -> None:
     """Run an EST server and an NMOS node against it: root CA, RSA + ECDSA certificates, renewal."""
+    from estkit.cli.nmos import EXPECTED_ERRORS
+
+    friendly_errors(*EXPECTED_ERRORS, ValueError)(_run_demo)(directory, as_json)
+
+
+def _run_demo(directory: Path | None, as_json: bool) -> None:
+    from estkit.cli.nmos import render_event, show_workflow_result
+    from estkit.nmos import NmosError, NmosNode, NodeConfig, ServerSettings, run_workflow
+    from estkit.server import start_server_thread
+
     with _workspace(directory) as (root, kept):
         paths = _server_dir(root)
         with start_server_thread(paths.data_dir, host=LOOPBACK, port=0) as server:

@@ -25,6 +25,7 @@ from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.builders import is_hostname, parse_ip
 from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
+from estkit.cli.admin import admin_cert
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -34,7 +35,6 @@ from estkit.cli.output import (
     print_json,
 )
 from estkit.cli.prompts import read_secret
-from estkit.console.cli import admin_cert
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.errors import PathError

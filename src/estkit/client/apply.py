@@ -17,9 +17,11 @@ from estkit.protocol import (
     EC_PUBLIC_KEY_OID,
     EXTENSION_REQUEST_OID,
     HASH_OIDS,
+    KEY_TYPES,
     RSA_ENCRYPTION_OID,
     CsrAttrs,
     describe_public_key,
+    key_type_for_curve,
     oid_name,
 )
 from estkit.protocol.csrattrs import extension_templates
@@ -33,8 +35,6 @@ SUBJECT_ALT_NAME_OID = "2.5.29.17"
 # Hashes this client signs with (SHA-1/MD5 are never used; SHA-224 is too weak to offer).
 SUPPORTED_HASHES = ("sha256", "sha384", "sha512")
 
-_CURVE_KEY_TYPES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
-_RSA_KEY_TYPES = {2048: "rsa2048", 3072: "rsa3072", 4096: "rsa4096"}
 
 # OIDs handled by other means: PoP (challengePassword), key choice, the hash.
 _HANDLED_ELSEWHERE = {CHALLENGE_PASSWORD_OID, EC_PUBLIC_KEY_OID, RSA_ENCRYPTION_OID}
@@ -43,9 +43,10 @@ _HANDLED_ELSEWHERE = {CHALLENGE_PASSWORD_OID, EC_PUBLIC_KEY_OID, RSA_ENCRYPTION_
 def key_type_for(attrs: CsrAttrs) -> str | None:
     """The key type (``p384``, ``rsa3072`` …) the server asks for, if it asks for one we make."""
     if attrs.requested_curve is not None:
-        return _CURVE_KEY_TYPES.get(attrs.requested_curve)
+        return key_type_for_curve(attrs.requested_curve)
     if attrs.requested_rsa_bits is not None:
-        return _RSA_KEY_TYPES.get(attrs.requested_rsa_bits)
+        rsa_type = f"rsa{attrs.requested_rsa_bits}"
+        return rsa_type if rsa_type in KEY_TYPES else None
     return None
 
 

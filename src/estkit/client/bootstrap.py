@@ -22,7 +22,6 @@ their own root to a genuine response but cannot make it chain to the genuine key
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,6 +282,14 @@ def fetch_cacerts_unverified_for_manual_confirmation(
     return UnconfirmedCaCertificates(result, str(settings.endpoint))
 
 
+async def _asyncio_sleep(seconds: float) -> None:
+    """``asyncio.sleep``, imported on first use: the sync path (every CLI command) never loads
+    asyncio (~20 ms at start-up)."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
 async def async_bootstrap_cacerts(
     url: str,
     *,
@@ -291,7 +298,7 @@ async def async_bootstrap_cacerts(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     retry: RetryPolicy | None = None,
     on_wait: WaitCallback | None = None,
-    sleep: AsyncSleep = asyncio.sleep,
+    sleep: AsyncSleep = _asyncio_sleep,
     clock: Callable[[], datetime] = utc_now,
 ) -> CaCertsResult:
     """The asyncio form of :func:`bootstrap_cacerts`."""
@@ -306,7 +313,7 @@ async def async_fetch_cacerts_unverified_for_manual_confirmation(
     label: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     retry: RetryPolicy | None = None,
-    sleep: AsyncSleep = asyncio.sleep,
+    sleep: AsyncSleep = _asyncio_sleep,
     clock: Callable[[], datetime] = utc_now,
 ) -> UnconfirmedCaCertificates:
     """The asyncio form of :func:`fetch_cacerts_unverified_for_manual_confirmation`."""

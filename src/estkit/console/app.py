@@ -28,7 +28,7 @@ from estkit.console.context import (
     TOKEN_KEY,
 )
 from estkit.console.middleware import MIDDLEWARES
-from estkit.server.runner import url_host
+from estkit.server import url_host
 
 # Names that always mean this machine: a browser never asks DNS for them, so no attacker can
 # point them elsewhere (RFC 6761 section 6.3 for "localhost"; the others are literals).

@@ -33,8 +33,7 @@ from estkit.ca.store import (
     open_store,
 )
 from estkit.console.admin_ca import Operator
-from estkit.server.config import ServerConfig, load_config
-from estkit.server.revocation import revoke_certificate
+from estkit.server import ServerConfig, load_config, revoke_certificate
 
 T = TypeVar("T")
 

@@ -23,8 +23,7 @@ from aiohttp import web
 from estkit.console.admin_ca import ensure_admin_ca
 from estkit.console.app import console_url_host, make_console_app
 from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
-from estkit.server.config import CONFIG_FILE_NAME, load_config
-from estkit.server.tls import CertificatePair, build_server_context
+from estkit.server import CONFIG_FILE_NAME, CertificatePair, build_server_context, load_config
 
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
 DEFAULT_CONSOLE_PORT = 8444

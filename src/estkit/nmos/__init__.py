@@ -13,35 +13,81 @@ The one-shot workflow of the original prototype is :func:`run_workflow`; the IS-
 as :class:`NmosError` subclasses carrying a ``hint``.
 """
 
-from estkit.nmos.agent import AgentStep, RenewalAgent, node_status
-from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
-from estkit.nmos.clock import Clock, ManualClock, SystemClock
-from estkit.nmos.config import (
-    DiscoverySettings,
-    NodeConfig,
-    ServerSettings,
-    load_node_config,
-    save_node_config,
-)
-from estkit.nmos.connector import ClientConnector, EstConnector
-from estkit.nmos.discovery import (
-    DiscoveryResult,
-    ServerAdvert,
-    discover_mdns,
-    discover_unicast,
-)
-from estkit.nmos.errors import (
-    CertificateValidationError,
-    DiscoveryError,
-    ManufacturerCredentialError,
-    NmosError,
-    NodeConfigError,
-    ProvisioningError,
-    TrustError,
-)
-from estkit.nmos.is04 import CERTPROV_TAG, certprov_tag
-from estkit.nmos.node import CertificateOutcome, NmosNode, NodeEvent
-from estkit.nmos.workflow import WorkflowResult, run_workflow
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from estkit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from estkit.nmos.agent import AgentStep, RenewalAgent, node_status
+    from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
+    from estkit.nmos.clock import Clock, ManualClock, SystemClock
+    from estkit.nmos.config import (
+        DiscoverySettings,
+        NodeConfig,
+        ServerSettings,
+        load_node_config,
+        save_node_config,
+    )
+    from estkit.nmos.connector import ClientConnector, EstConnector
+    from estkit.nmos.discovery import (
+        DiscoveryResult,
+        ServerAdvert,
+        discover_mdns,
+        discover_unicast,
+    )
+    from estkit.nmos.errors import (
+        CertificateValidationError,
+        DiscoveryError,
+        ManufacturerCredentialError,
+        NmosError,
+        NodeConfigError,
+        ProvisioningError,
+        TrustError,
+    )
+    from estkit.nmos.is04 import CERTPROV_TAG, certprov_tag
+    from estkit.nmos.node import CertificateOutcome, NmosNode, NodeEvent
+    from estkit.nmos.workflow import WorkflowResult, run_workflow
+
+# name -> submodule: each name's module is imported the first time the name is read.
+_EXPORTS: dict[str, str] = {
+    "AgentStep": "agent",
+    "CERTPROV_TAG": "is04",
+    "CertificateOutcome": "node",
+    "CertificateValidationError": "errors",
+    "ClientConnector": "connector",
+    "Clock": "clock",
+    "DiscoveryError": "errors",
+    "DiscoveryResult": "discovery",
+    "DiscoverySettings": "config",
+    "EstConnector": "connector",
+    "ManualClock": "clock",
+    "ManufacturerCredentialError": "errors",
+    "NmosError": "errors",
+    "NmosNode": "node",
+    "NodeConfig": "config",
+    "NodeConfigError": "errors",
+    "NodeEvent": "node",
+    "ProvisioningError": "errors",
+    "RenewalAgent": "agent",
+    "ServerAdvert": "discovery",
+    "ServerSettings": "config",
+    "SystemClock": "clock",
+    "TrustChange": "anchors",
+    "TrustDecision": "anchors",
+    "TrustError": "errors",
+    "WorkflowResult": "workflow",
+    "certprov_tag": "is04",
+    "decide_trust": "anchors",
+    "discover_mdns": "discovery",
+    "discover_unicast": "discovery",
+    "load_node_config": "config",
+    "node_status": "agent",
+    "run_workflow": "workflow",
+    "save_node_config": "config",
+}
+
 
 __all__ = [
     "CERTPROV_TAG",
@@ -79,3 +125,6 @@ __all__ = [
     "run_workflow",
     "save_node_config",
 ]
+
+if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from .errors import EncodingError
@@ -48,9 +49,14 @@ def sha256_fingerprint(cert: x509.Certificate) -> str:
     return FINGERPRINT_PREFIX + cert.fingerprint(hashes.SHA256()).hex()
 
 
+def colon_hex(data: bytes) -> str:
+    """``AB:CD:...``: bytes as upper-case hex pairs joined by colons (fingerprints, key ids)."""
+    return ":".join(f"{byte:02X}" for byte in data)
+
+
 def format_fingerprint(cert: x509.Certificate) -> str:
     """``AB:CD:...`` upper-case hex with colons, as ``openssl x509 -fingerprint`` prints it."""
-    return ":".join(f"{byte:02X}" for byte in cert.fingerprint(hashes.SHA256()))
+    return colon_hex(cert.fingerprint(hashes.SHA256()))
 
 
 def parse_fingerprint(text: str) -> bytes:
@@ -122,6 +128,33 @@ def is_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def signed_with_key(cert: x509.Certificate, signer: x509.Certificate) -> bool:
+    """True when ``signer``'s public key verifies ``cert``'s signature (RSA PKCS#1 v1.5 or PSS,
+    ECDSA).
+
+    Names are deliberately not compared (unlike :func:`is_signed_by`): a new root may carry a new
+    name, and then the rollover cross certificates are not self-issued but still link the two
+    keys.
+    """
+    public_key = signer.public_key()
+    try:
+        params = cert.signature_algorithm_parameters
+        if isinstance(public_key, rsa.RSAPublicKey) and isinstance(
+            params, (padding.PKCS1v15, padding.PSS)
+        ):
+            algorithm = cert.signature_hash_algorithm
+            if algorithm is None:
+                return False
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes, params, algorithm)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
+            public_key.verify(cert.signature, cert.tbs_certificate_bytes, params)
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return True
+
+
 def _chain_from(start: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
     chain = [start]
     current = start
@@ -173,6 +206,7 @@ def is_ca_certificate(cert: x509.Certificate) -> bool:
 __all__ = [
     "FINGERPRINT_PREFIX",
     "certificates_to_pem",
+    "colon_hex",
     "common_name",
     "dns_names",
     "fingerprint_matches",
@@ -185,4 +219,5 @@ __all__ = [
     "order_certificates",
     "parse_fingerprint",
     "sha256_fingerprint",
+    "signed_with_key",
 ]

@@ -31,6 +31,7 @@ _CURVES: dict[str, ec.EllipticCurve] = {
     "p521": ec.SECP521R1(),
 }
 _CURVE_LABELS = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_KEY_TYPE_FOR_CURVE = {curve.name: key_type for key_type, curve in _CURVES.items()}
 _PEM_MARKER = b"-----BEGIN"
 
 
@@ -42,6 +43,18 @@ class KeyInfo:
     size: int
     curve: str | None
     description: str
+
+    @property
+    def key_type(self) -> str | None:
+        """This key's name in :data:`KEY_TYPES` (``"rsa3072"``, ``"p256"``); None if it has none
+        (an RSA size or a curve estkit does not generate)."""
+        name = f"rsa{self.size}" if self.family == "rsa" else key_type_for_curve(self.curve)
+        return name if name in KEY_TYPES else None
+
+
+def key_type_for_curve(curve: str | None) -> str | None:
+    """The :data:`KEY_TYPES` name of an EC curve (``"secp384r1"`` -> ``"p384"``), else None."""
+    return _KEY_TYPE_FOR_CURVE.get(curve or "")
 
 
 def generate_private_key(key_type: str) -> PrivateKey:
@@ -161,6 +174,7 @@ __all__ = [
     "describe_public_key",
     "generate_private_key",
     "key_matches_certificate",
+    "key_type_for_curve",
     "load_private_key",
     "private_key_to_der",
     "private_key_to_pem",

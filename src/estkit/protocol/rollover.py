@@ -15,40 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .certs import is_self_signed, sha256_fingerprint
+from .certs import is_self_signed, sha256_fingerprint, signed_with_key
 from .keys import public_keys_equal
 
 
 def _label(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string() or '(empty subject)'} [{sha256_fingerprint(cert)[:23]}]"
-
-
-def _signed_by_key(cert: x509.Certificate, signer: x509.Certificate) -> bool:
-    """True when ``signer``'s public key verifies ``cert``'s signature.
-
-    Names are deliberately not compared: a new root may carry a new name, and then the cross
-    certificates are not self-issued but still link the two keys.
-    """
-    public_key = signer.public_key()
-    try:
-        params = cert.signature_algorithm_parameters
-        if isinstance(public_key, rsa.RSAPublicKey) and isinstance(
-            params, (padding.PKCS1v15, padding.PSS)
-        ):
-            algorithm = cert.signature_hash_algorithm
-            if algorithm is None:
-                return False
-            public_key.verify(cert.signature, cert.tbs_certificate_bytes, params, algorithm)
-        elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
-            public_key.verify(cert.signature, cert.tbs_certificate_bytes, params)
-        else:
-            return False
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        return False
-    return True
 
 
 @dataclass
@@ -105,10 +78,14 @@ def classify_ca_certificates(certs: Iterable[x509.Certificate]) -> CaCertificate
             continue
         # Cross certificates (RFC 4210 §4.4, self-issued when both roots share a name).
         if old is not None and new is not None:
-            if public_keys_equal(cert.public_key(), old.public_key()) and _signed_by_key(cert, new):
+            if public_keys_equal(cert.public_key(), old.public_key()) and signed_with_key(
+                cert, new
+            ):
                 result.old_with_new = cert
                 continue
-            if public_keys_equal(cert.public_key(), new.public_key()) and _signed_by_key(cert, old):
+            if public_keys_equal(cert.public_key(), new.public_key()) and signed_with_key(
+                cert, old
+            ):
                 result.new_with_old = cert
                 continue
         result.intermediates.append(cert)

@@ -4,35 +4,78 @@ Library entry points: :func:`init_data_dir` makes a data directory, :func:`start
 runs the server in the background (tests, demos), :func:`serve` in the foreground (CLI), and the
 ``config`` helpers edit the configuration. Imports are lazy so that ``import estkit.server`` stays
 cheap for callers that only need one of them.
+
+This package namespace is the server's public API: the web console (and any other caller above
+the server layer) uses these names only, never a server submodule, so the server's internals can
+change freely (an import-linter contract in pyproject.toml holds the console to it).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "InitResult": "estkit.server.datadir",
-    "DataDirExistsError": "estkit.server.datadir",
-    "init_data_dir": "estkit.server.datadir",
-    "ServerConfig": "estkit.server.config",
-    "ConfigError": "estkit.server.config",
-    "load_config": "estkit.server.config",
-    "save_config": "estkit.server.config",
-    "add_label": "estkit.server.config",
-    "add_user": "estkit.server.config",
-    "add_trusted_client_root": "estkit.server.config",
-    "RunningServer": "estkit.server.runner",
-    "ServerInfo": "estkit.server.runner",
-    "start_server_thread": "estkit.server.runner",
-    "serve": "estkit.server.runner",
+from estkit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from estkit.server.config import (
+        CONFIG_FILE_NAME,
+        ConfigError,
+        ServerConfig,
+        add_label,
+        add_trusted_client_root,
+        add_user,
+        load_config,
+        save_config,
+    )
+    from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
+    from estkit.server.revocation import revoke_certificate
+    from estkit.server.runner import RunningServer, ServerInfo, serve, start_server_thread, url_host
+    from estkit.server.tls import CertificatePair, build_server_context
+
+# name -> submodule: each name's module is imported the first time the name is read.
+_EXPORTS: dict[str, str] = {
+    "CONFIG_FILE_NAME": "config",
+    "CertificatePair": "tls",
+    "build_server_context": "tls",
+    "revoke_certificate": "revocation",
+    "url_host": "runner",
+    "ConfigError": "config",
+    "DataDirExistsError": "datadir",
+    "InitResult": "datadir",
+    "RunningServer": "runner",
+    "ServerConfig": "config",
+    "ServerInfo": "runner",
+    "add_label": "config",
+    "add_trusted_client_root": "config",
+    "add_user": "config",
+    "init_data_dir": "datadir",
+    "load_config": "config",
+    "save_config": "config",
+    "serve": "runner",
+    "start_server_thread": "runner",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "CertificatePair",
+    "ConfigError",
+    "DataDirExistsError",
+    "InitResult",
+    "RunningServer",
+    "ServerConfig",
+    "ServerInfo",
+    "add_label",
+    "add_trusted_client_root",
+    "add_user",
+    "build_server_context",
+    "init_data_dir",
+    "load_config",
+    "revoke_certificate",
+    "save_config",
+    "serve",
+    "start_server_thread",
+    "url_host",
+]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'estkit.server' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

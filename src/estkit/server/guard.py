@@ -140,10 +140,6 @@ class ConnectionGuard:
     def limits(self) -> ConnectionLimits:
         return self._limits()
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
-
     # -- connection life cycle -----------------------------------------------------------------
 
     def protocol_factory(

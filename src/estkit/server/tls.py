@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from estkit.protocol.tlsprofile import BCP_003_01_TLS12_CIPHERS, BCP_003_01_TLS13_SUITES
 from estkit.server.tls_verify_hook import (
     install_accept_all_verify_callback,
     set_tls13_ciphersuites,
@@ -28,29 +29,6 @@ logger = logging.getLogger("estkit.server")
 # certificates are presented within this time, and a busy server stats its files once a second
 # instead of on every handshake.
 RELOAD_CHECK_SECONDS = 1.0
-
-# BCP-003-01 T3: the TLS 1.2 suites, exactly these and in this order (OpenSSL names).
-BCP_003_01_TLS12_CIPHERS: tuple[str, ...] = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-AES128-SHA256",
-    "ECDHE-ECDSA-AES256-SHA384",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "DHE-RSA-AES128-GCM-SHA256",
-    "DHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES128-SHA256",
-    "ECDHE-RSA-AES256-SHA384",
-    "DHE-RSA-AES128-SHA256",
-    "DHE-RSA-AES256-SHA256",
-)
-
-# BCP-003-01 T2: TLS 1.3 suites in its order (AES_128_GCM_SHA256 is the SHALL).
-BCP_003_01_TLS13_SUITES: tuple[str, ...] = (
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-)
 
 # RFC 7919 ffdhe2048, the named finite-field group, for the DHE-RSA suites of T3. Embedded because
 # Python 3.11 can only load DH parameters from a file and OpenSSL 3's automatic DH selection is not

@@ -1,7 +1,8 @@
 """``estkit server admin-cert DIR NAME``: issue a web-console operator certificate.
 
-``estkit.cli.server`` attaches :data:`admin_cert` to the ``server`` group, so the command lives
-beside the operators CA it issues from.
+``estkit.cli.server`` attaches :data:`admin_cert` to the ``server`` group. The command lives in
+cli/ (it prints, and uses the CLI's output helpers) and calls the console's library functions
+for the work; the console itself never imports the CLI (docs/architecture.md).
 """
 
 from __future__ import annotations

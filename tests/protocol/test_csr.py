@@ -203,6 +203,9 @@ def _info(**changes: object) -> CsrInfo:
         challenge_password=None,
         public_key_sha256="00" * 32,
     )
+    if "common_name" in changes and "common_names" not in changes:
+        name = changes["common_name"]
+        changes["common_names"] = (name,) if name is not None else ()
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

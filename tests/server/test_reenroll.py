@@ -66,13 +66,17 @@ def test_reenroll_with_the_issued_certificate(
 
 
 def test_reenroll_refuses_changed_names(estkit_server: EstkitTestServer, tmp_path: Path) -> None:
+    """RFC 7030 §4.2.2 and issue 24: a changed CN, or a SAN-only change, is 409 (the full name
+    set is compared, not just the CN)."""
     cert, key = _enroll_node(estkit_server, tmp_path, "same.example.com")
     store = estkit_server.open_store()
     before = last_event_id(store)
     response = _reenroll(estkit_server, tmp_path, cert, key, cn="other.example.com")
-    assert response.status == 400
-    assert "CSR subject differs" in response.text and "other.example.com" in response.text
-    assert "CSR subject differs" in last_refusal(store, before).message
+    assert response.status == 409, response.text
+    assert "asks for other names than the certificate being renewed" in response.text
+    assert "CN:other.example.com" in response.text
+    assert "asks for other names" in last_refusal(store, before).message
+    before = last_event_id(store)
     response = _reenroll(
         estkit_server,
         tmp_path,
@@ -81,8 +85,10 @@ def test_reenroll_refuses_changed_names(estkit_server: EstkitTestServer, tmp_pat
         cn="same.example.com",
         sans=["same.example.com", "extra.example.com"],
     )
-    assert response.status == 400
-    assert "subjectAltName differs" in response.text and "extra.example.com" in response.text
+    assert response.status == 409, response.text
+    assert "DNS:extra.example.com" in response.text
+    assert "certificate has [CN:same.example.com, DNS:same.example.com]" in response.text
+    assert last_refusal(store, before).fields["status"] == 409
 
 
 def test_reenroll_needs_a_certificate_of_this_ca(

@@ -100,8 +100,11 @@ def unreadable_reason(leaf: x509.Certificate) -> str | None:
     """
     try:
         _ = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
-        for extension in leaf.extensions:
-            _ = extension.value
+        unknown_critical = [
+            extension.oid.dotted_string
+            for extension in leaf.extensions
+            if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension)
+        ]
         leaf.public_key()
     except x509.UnsupportedGeneralNameType as exc:
         return (
@@ -118,6 +121,14 @@ def unreadable_reason(leaf: x509.Certificate) -> str | None:
         return (
             f"the client certificate cannot be checked: a name, extension or key in it is "
             f"malformed ({str(exc)[:200]}); re-issue it with a standard tool"
+        )
+    if unknown_critical:
+        # RFC 5280 section 4.2: a critical extension the relying party does not recognise
+        # means the certificate must be rejected.
+        return (
+            f"the client certificate carries the critical extension {unknown_critical[0]}, "
+            "which this server does not recognise (RFC 5280 section 4.2 requires refusing it); "
+            "re-issue it without that extension or mark it non-critical"
         )
     return None
 

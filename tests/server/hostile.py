@@ -116,9 +116,12 @@ def device_certificate(
     extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
     patches: Sequence[tuple[bytes, bytes]] = (),
     key: PrivateKey | None = None,
+    basic_constraints_ca: bool = False,
+    ekus: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
 ) -> tuple[bytes, PrivateKey]:
     """A manufacturer-signed client certificate (DER) with the given SAN and extensions, then
-    the byte ``patches`` applied and signed again; returns (DER, device key)."""
+    the byte ``patches`` applied and signed again; returns (DER, device key). ``ekus=None``
+    leaves the extendedKeyUsage out."""
     key = key or generate_private_key("p256")
     now = dt.datetime.now(dt.UTC)
     builder = (
@@ -136,9 +139,12 @@ def device_certificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.BasicConstraints(ca=basic_constraints_ca, path_length=None), critical=True
+        )
     )
+    if ekus is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
     if san is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
     for extension, critical in extensions:

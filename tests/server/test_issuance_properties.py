@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from estkit.ca.builders import is_hostname
 from estkit.ca.manufacturer import ManufacturerCA
 from estkit.protocol.keys import generate_private_key
+from estkit.server.datadir import DEMO_DEVICE_SERIAL as DEVICE_SERIAL
 
 from .hostile import (
     DUPLICATE_FIRST,
@@ -131,8 +132,11 @@ def test_csr_subjects_never_5xx_and_issue_only_vetted_names(
     if response.status != 200:
         return
     certificate = certificate_from_response(response.body)
-    # Exactly one attribute, the CN: nothing else of the CSR subject is ever issued.
-    assert [attribute.oid for attribute in certificate.subject] == [CN]
+    # The CN and the device serial from the manufacturer certificate (the NMOS default):
+    # nothing of the CSR subject but the vetted name is ever issued.
+    assert [attribute.oid for attribute in certificate.subject] == [CN, NameOID.SERIAL_NUMBER]
+    serial = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value
+    assert serial == DEVICE_SERIAL
     issued_cn = str(certificate.subject.get_attributes_for_oid(CN)[0].value)
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     issued_dns = san.get_values_for_type(x509.DNSName)
@@ -252,7 +256,12 @@ def test_client_certificate_extensions_never_5xx(
     assert "Traceback" not in response.text
     if response.status == 200:
         issued = certificate_from_response(response.body)
-        assert issued.subject.rfc4514_string() == "CN=prop-client.example.com"
+        assert issued.subject == x509.Name(
+            [
+                x509.NameAttribute(CN, "prop-client.example.com"),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, "HOSTILE-1"),
+            ]
+        )
         names = issued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert list(names) == [x509.DNSName("prop-client.example.com")]
         assert patch is None and not (private and private[1]) and not ca

@@ -100,7 +100,9 @@ class Row:
     client: str = "device"  # device | enrolled | user | enrolled+user | x400 | edi | dup | ...
     label: str | None = None
     operation: str = "simpleenroll"
-    subject: str | None = None  # for a 200: the exact issued subject (RFC 4514)
+    # For a 200: the exact issued subject (RFC 4514); {serial} is the demo device's serialNumber,
+    # which NMOS labels copy from the manufacturer certificate (never from the CSR).
+    subject: str | None = None
     dns: tuple[str, ...] | None = None  # for a 200: the exact issued DNS SAN entries
     extra: tuple[str, ...] = ()
 
@@ -147,7 +149,7 @@ ROWS = [
             (NameOID.ORGANIZATION_NAME, "estkit"),
             (NameOID.SERIAL_NUMBER, "SPOOF123"),
         ),
-        subject="CN=node-c.example.com",
+        subject="2.5.4.5={serial},CN=node-c.example.com",
         dns=("node-c.example.com",),
     ),
     Row("N07", 400, "is 5000 characters long", _cn("a" * 5000)),
@@ -157,7 +159,7 @@ ROWS = [
         200,
         "",
         _cn("b" * 30 + "." + "c" * 33),
-        subject="CN=" + "b" * 30 + "." + "c" * 33,
+        subject="2.5.4.5={serial},CN=" + "b" * 30 + "." + "c" * 33,
         dns=("b" * 30 + "." + "c" * 33,),
     ),
     Row("N10", 400, "U+0000", _cn("node\x00.evil.example")),
@@ -213,7 +215,7 @@ ROWS = [
         200,
         "",
         _cn("n21.example.com", general_names=[x509.RFC822Name("ops@example.com")]),
-        subject="CN=n21.example.com",
+        subject="2.5.4.5={serial},CN=n21.example.com",
         dns=("n21.example.com",),
     ),
     Row(
@@ -242,7 +244,7 @@ ROWS = [
     Row(
         "N24",
         409,
-        "asks for other names than the certificate being renewed",
+        "differ from the certificate being renewed",
         _cn(ENROLLED, dns_names=[ENROLLED, "extra.example.com"]),
         client="enrolled",
         operation="simplereenroll",
@@ -250,7 +252,7 @@ ROWS = [
     Row(
         "N25",
         409,
-        "asks for other names than the certificate being renewed",
+        "differ from the certificate being renewed",
         _cn("renamed.example.com"),
         client="enrolled",
         operation="simplereenroll",
@@ -270,7 +272,13 @@ ROWS = [
         client="enrolled",
     ),
     Row(
-        "N28", 200, "", _cn(ENROLLED), client="enrolled", subject=f"CN={ENROLLED}", dns=(ENROLLED,)
+        "N28",
+        200,
+        "",
+        _cn(ENROLLED),
+        client="enrolled",
+        subject="2.5.4.5={serial},CN=" + ENROLLED,
+        dns=(ENROLLED,),
     ),
     Row(
         "N29",
@@ -419,6 +427,11 @@ def _context(server: EstkitTestServer) -> Context:
     return Context(root_cn=cn(root), issuing_cn=cn(issuing))
 
 
+def _device_serial(server: EstkitTestServer) -> str:
+    device = x509.load_pem_x509_certificate(server.paths.device_certificate.read_bytes())
+    return str(device.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value)
+
+
 def _send(
     server: EstkitTestServer, row: Row, clients: dict[str, tuple[Path, Path]], directory: Path
 ) -> HttpResult:
@@ -499,7 +512,9 @@ def test_bad_input_row(
         assert len(store.list_issued()) == issued_before, "a refused request stored a certificate"
         return
     certificate = certificate_from_response(response.body)
-    assert certificate.subject.rfc4514_string() == row.subject
+    assert row.subject is not None
+    subject = row.subject.format(serial=_device_serial(estkit_server))
+    assert certificate.subject.rfc4514_string() == subject
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         issued_names = list(san)
@@ -507,7 +522,7 @@ def test_bad_input_row(
         issued_names = []
     assert issued_names == [x509.DNSName(name) for name in row.dns or ()]
     record = store.get_issued(format(certificate.serial_number, "x"))
-    assert record is not None and record.subject == row.subject
+    assert record is not None and record.subject == subject
 
 
 # --- the doc table and this table -----------------------------------------------------------------
@@ -631,7 +646,12 @@ def test_serverkeygen_issues_the_vetted_names_for_the_generated_key(
 
     parts = parse_serverkeygen_response(response.body, response.header("Content-Type") or "")
     certificate = parts.certificates[0]
-    assert certificate.subject.rfc4514_string() == "CN=skg.example.com"
+    assert certificate.subject == x509.Name(
+        [
+            x509.NameAttribute(CN, "skg.example.com"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, _device_serial(estkit_server)),
+        ]
+    )
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     assert certificate.public_key().public_bytes(
         serialization.Encoding.DER, spki

@@ -129,7 +129,7 @@ def _extra_attributes(
     extras: list[tuple[str, str]] = []
     if client_subject is None:
         return ()
-    for name in profile.subject_from_client_certificate:
+    for name in profile.subject_from_client_certificate or ():
         values = client_subject.get_attributes_for_oid(CLIENT_SUBJECT_ATTRIBUTES[name])
         if not values or not isinstance(values[0].value, str):
             continue

@@ -59,6 +59,12 @@ CLIENT_SUBJECT_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
     "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
     "C": NameOID.COUNTRY_NAME,
 }
+# What each auth mode copies when a profile does not say: the device serial for NMOS labels (the
+# CSR's own serialNumber, which /csrattrs asks for, is never trusted), nothing for rfc7030.
+DEFAULT_SUBJECT_FROM_CLIENT_CERTIFICATE: dict[str, tuple[str, ...]] = {
+    "nmos": ("serialNumber",),
+    "rfc7030": (),
+}
 _DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
 
@@ -101,8 +107,10 @@ class Profile:
     # for any name", which is what issue 24 row 7 showed to be unsafe.
     bind_names_to_client_certificate: bool = True
     # Subject attributes copied from the authenticated client certificate (see
-    # CLIENT_SUBJECT_ATTRIBUTES), e.g. ["serialNumber"] for the BCP-003-03 device serial.
-    subject_from_client_certificate: tuple[str, ...] = ()
+    # CLIENT_SUBJECT_ATTRIBUTES). None = the auth mode's default: ["serialNumber"] for nmos (the
+    # BCP-003-03 C1/C7 device serial, from the manufacturer certificate and, on renewal, from the
+    # certificate being renewed), nothing for rfc7030.
+    subject_from_client_certificate: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Accept any iterable for the collection fields (TOML gives lists) but store the
@@ -111,7 +119,10 @@ class Profile:
             object.__setattr__(self, "key_families", frozenset(_as_list(self, "key_families")))
         if not isinstance(self.ekus, tuple):
             object.__setattr__(self, "ekus", tuple(_as_list(self, "ekus")))
-        if not isinstance(self.subject_from_client_certificate, tuple):
+        if self.subject_from_client_certificate is None:
+            default = DEFAULT_SUBJECT_FROM_CLIENT_CERTIFICATE.get(str(self.auth_mode), ())
+            object.__setattr__(self, "subject_from_client_certificate", default)
+        elif not isinstance(self.subject_from_client_certificate, tuple):
             items = tuple(_as_list(self, "subject_from_client_certificate"))
             object.__setattr__(self, "subject_from_client_certificate", items)
         _validate(self)

@@ -200,8 +200,8 @@ def _check_reenroll(
     if wanted != existing:
         raise Refusal(
             409,
-            "simplereenroll: the CSR asks for other names than the certificate being renewed: "
-            f"CSR asks for {describe_names(wanted)}, certificate has "
+            "simplereenroll: the CSR's names (subject CN and subjectAltName) differ from the "
+            f"certificate being renewed: CSR asks for {describe_names(wanted)}, certificate has "
             f"{describe_names(existing)}. Re-enrollment keeps the names (RFC 7030 section "
             "4.2.2); for new names, enroll with the manufacturer certificate",
         )

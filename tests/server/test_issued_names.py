@@ -656,3 +656,33 @@ def test_serverkeygen_issues_the_vetted_names_for_the_generated_key(
     assert certificate.public_key().public_bytes(
         serialization.Encoding.DER, spki
     ) != key.public_key().public_bytes(serialization.Encoding.DER, spki)
+
+
+def test_client_trust_judges_an_unreadable_certificate_instead_of_raising(
+    tmp_path: Path,
+) -> None:
+    """The 500 of issue 24 row 8 came from ``ClientTrust.check`` raising
+    UnsupportedGeneralNameType; it must return a verdict with the reason."""
+    import datetime as dt
+
+    from estkit.ca.manufacturer import create_manufacturer_ca
+    from estkit.server.clientauth import ClientTrust, TrustGroup
+
+    manufacturer = create_manufacturer_ca(tmp_path / "m", key_type="p256")
+    group = TrustGroup.from_certificates(
+        "the manufacturer", "manufacturer", [manufacturer.certificate]
+    )
+    trust = ClientTrust([group], lambda serial: (False, None))
+    now = dt.datetime.now(dt.UTC)
+    good, _ = device_certificate(manufacturer)
+    assert trust.check(x509.load_der_x509_certificate(good), now).source == "manufacturer"
+    for kind, reason in (
+        ("x400", "a general name in it has a type this server does not handle"),
+        ("dup", "it carries an extension twice"),
+        ("critical", "which this server does not recognise"),
+    ):
+        der, _ = _hostile_device(manufacturer, kind)
+        status = trust.check(x509.load_der_x509_certificate(der), now)
+        assert status.source == "untrusted" and not status.trusted
+        assert reason in status.reason
+        assert status.subject is not None and status.fingerprint is not None

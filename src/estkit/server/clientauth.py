@@ -79,7 +79,7 @@ def _name_text(certificate: x509.Certificate, which: Literal["subject", "issuer"
 
 
 # What parsing a hostile certificate's parts can raise (found by the property test in
-# tests/server/test_client_certificate_input.py): cryptography parses names and extensions lazily.
+# tests/server/test_issuance_properties.py): cryptography parses names and extensions lazily.
 _PARSE_ERRORS = (
     ValueError,
     TypeError,

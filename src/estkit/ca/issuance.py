@@ -192,10 +192,10 @@ def vet_request(
             ips.append(address)
     requested_cn = info.common_name
     if requested_cn is not None:
-        address = parse_ip(requested_cn)
-        if address is not None and profile.allow_ip_addresses:
-            if str(address) not in ips:
-                ips.insert(0, str(address))
+        cn_address = parse_ip(requested_cn)
+        if cn_address is not None and profile.allow_ip_addresses:
+            if str(cn_address) not in ips:
+                ips.insert(0, str(cn_address))
         elif is_hostname(requested_cn):
             # The CN leads the SAN (T4; TLS clients match the SAN only, RFC 6125 §6.4.4).
             # A CN the SAN already holds keeps the SAN's spelling and moves to the front.

@@ -207,7 +207,7 @@ def _validate(profile: Profile) -> None:
         )
     for name in profile.ekus:
         eku_oid(name)
-    for name in profile.subject_from_client_certificate:
+    for name in profile.subject_from_client_certificate or ():
         if name not in CLIENT_SUBJECT_ATTRIBUTES:
             raise ProfileError(
                 f"subject_from_client_certificate: unknown attribute {name!r}; use any of "

@@ -279,11 +279,13 @@ def _attribute_name(oid: ObjectIdentifier) -> str:
     return name if name and name != "Unknown OID" else oid.dotted_string
 
 
-def shown_name(name: str) -> str:
-    """A name for a message: quoted with control characters escaped, long ones cut short."""
+def shown_name(name: str, *, with_length: bool = True) -> str:
+    """A name for a message: quoted with control characters escaped, long ones cut short (and
+    their length said, unless the message says it anyway)."""
     if len(name) <= SHOWN_NAME_CHARACTERS:
         return repr(name)
-    return f"{name[:SHOWN_NAME_CHARACTERS]!r}... ({len(name)} characters)"
+    length = f" ({len(name)} characters)" if with_length else ""
+    return f"{name[:SHOWN_NAME_CHARACTERS]!r}...{length}"
 
 
 def name_problem(name: str) -> str | None:
@@ -445,7 +447,8 @@ def check_csr_policy(info: CsrInfo, policy: CsrPolicy) -> None:
     for common_name in info.common_names:
         if len(common_name) > MAX_COMMON_NAME_LENGTH:
             raise CsrPolicyError(
-                f"the common name {shown_name(common_name)} is {len(common_name)} characters "
+                f"the common name {shown_name(common_name, with_length=False)} is "
+                f"{len(common_name)} characters "
                 f"long; at most {MAX_COMMON_NAME_LENGTH} fit in a certificate (RFC 5280 "
                 "ub-common-name): use the host name"
             )

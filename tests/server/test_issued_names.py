@@ -339,6 +339,14 @@ ROWS = [
     ),
     Row("N38", None, "", _cn("n38.example.com"), client="badsan"),
     Row(
+        "N39",
+        403,
+        "serverkeygen: a client authenticated with a certificate of this CA may only ask",
+        _cn("victim.example.com"),
+        client="enrolled",
+        operation="serverkeygen",
+    ),
+    Row(
         "N37",
         403,
         "New names need the device's manufacturer certificate or an HTTP user",

@@ -63,7 +63,7 @@ PROFILE_STEPS = (
     "enroll",
     "ClientTrust.check",
     "CertificateAuthority.issue",
-    "verified_public_key",
+    "vet_request",
     "CertificateBuilder.sign",
     "CertificateStore.record_issued",
 )

@@ -155,11 +155,21 @@ def test_csr_with_only_an_email_san_still_gets_the_cn_as_dns_name(
     assert list(san) == [x509.DNSName("m.nmos.test")]  # the e-mail name is not copied
 
 
-def test_empty_subject_gets_a_critical_san(
+def test_empty_subject_gets_the_first_dns_name_under_nmos(
+    subject_keys: dict[str, PrivateKey], ca_p384: CertificateAuthority
+) -> None:
+    """Issue 24: under an NMOS label the CA builds the subject: CN = the first vetted DNS name."""
+    csr = build_csr(subject_keys["p256"], common_name=None, dns_names=["only-san.nmos.test"])
+    cert = ca_p384.issue(csr, NMOS)
+    assert cert.subject.rfc4514_string() == "CN=only-san.nmos.test"
+    assert _ext(cert, x509.SubjectAlternativeName).critical is False
+
+
+def test_empty_subject_gets_a_critical_san_under_rfc7030(
     subject_keys: dict[str, PrivateKey], ca_p384: CertificateAuthority
 ) -> None:
     csr = build_csr(subject_keys["p256"], common_name=None, dns_names=["only-san.nmos.test"])
-    cert = ca_p384.issue(csr, NMOS)
+    cert = ca_p384.issue(csr, Profile(auth_mode="rfc7030"))
     assert len(cert.subject) == 0
     assert _ext(cert, x509.SubjectAlternativeName).critical is True
 
@@ -263,21 +273,19 @@ def test_an_expired_issuer_refuses_to_issue(
         ca_p384.issue(build_csr(subject_keys["p256"], common_name="x.nmos.test"), NMOS, now=after)
 
 
-def test_given_serial_subject_override_and_crl_url(
+def test_given_serial_and_crl_url(
     subject_keys: dict[str, PrivateKey], ca_p384: CertificateAuthority, openssl: OpenSSL
 ) -> None:
-    override = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "renamed.nmos.test")])
     cert = ca_p384.issue(
         build_csr(subject_keys["p256"], common_name="asked.nmos.test"),
         NMOS,
         serial=0x1234_5678_9ABC_DEF0_1122,
-        subject_override=override,
         crl_url="https://est.nmos.test:8443/crl",
     )
     assert cert.serial_number == 0x1234_5678_9ABC_DEF0_1122
-    assert cert.subject == override
+    assert cert.subject.rfc4514_string() == "CN=asked.nmos.test"
     assert _ext(cert, x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == [
-        "renamed.nmos.test"
+        "asked.nmos.test"
     ]
     points = _ext(cert, x509.CRLDistributionPoints).value
     assert points[0].full_name == [x509.UniformResourceIdentifier("https://est.nmos.test:8443/crl")]

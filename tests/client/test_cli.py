@@ -298,7 +298,8 @@ def test_enroll_with_an_openssl_made_csr(estkit_server: Any, tmp_path: Path) -> 
     result = run("enroll", *_common(estkit_server), "--csr", csr, "--out-cert", cert, "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
-    assert document["certificate"]["subject"] == "CN=openssl-made.example"
+    # The server builds the subject: the CN and the device serial of the manufacturer certificate.
+    assert document["certificate"]["subject"] == "2.5.4.5=ESTKIT-DEMO-0001,CN=openssl-made.example"
     issued = load_pem_certificates(cert.read_bytes())[0]
     assert public_keys_equal(issued.public_key(), load_private_key(key.read_bytes()).public_key())
 

@@ -206,7 +206,7 @@ def test_serverkeygen_encrypted_to_an_rsa_client_certificate(
 ) -> None:
     rsa_credentials = _enrolled_credentials(estkit_server, tmp_path, "rsa2048")
     with _client(estkit_server, credentials=rsa_credentials) as client:
-        result = client.serverkeygen(common_name="sealed.example", encrypt_key=True)
+        result = client.serverkeygen(common_name="renew-me.example", encrypt_key=True)
     assert result.key_was_encrypted
     assert public_keys_equal(result.certificate.public_key(), result.private_key.public_key())
 

@@ -38,7 +38,7 @@ REFUSALS = {
     "malformed-base64": (400, "base64"),
     "bad-csr-signature": (400, "signature"),
     "oversized-body": (413, "limit"),
-    "reenroll-changed-subject": (400, "subject"),
+    "reenroll-changed-subject": (409, "subject"),
     "rogue-client-refused": (403, "does not verify"),
     "no-cert-without-client-auth": (403, "client certificate"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,9 @@ def _info(**changes: object) -> CsrInfo:
         challenge_password=None,
         public_key_sha256="00" * 32,
     )
+    if "common_name" in changes and "common_names" not in changes:
+        name = changes["common_name"]
+        changes["common_names"] = (name,) if name is not None else ()
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -334,3 +338,30 @@ def test_openssl_verifies_our_csr(tmp_path: Path, key_type: str, rsa_key: Privat
     # And the base64 body form decodes in openssl too.
     der = run_openssl("base64", "-d", input_bytes=encode_csr_body(csr))
     assert der == _der(csr)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"common_names": ("a.example", "*.evil"), "common_name": "a.example"}, "2 common names"),
+        (
+            {"common_names": ("a.example", "b.example"), "common_name": "a.example"},
+            "2 common names",
+        ),
+        ({"common_name": "x" * 65}, "is 65 characters long; at most 64"),
+        ({"common_name": "a\x00b.example"}, "U+0000 at position 2"),
+        ({"common_name": "a\u202eb.example"}, "U+202E"),
+        ({"dns_names": ("ok.example", "bad\nname.example")}, "U+000A"),
+        ({"dns_names": ("a\u2028b.example",)}, "U+2028"),
+    ],
+)
+def test_policy_checks_every_name_not_just_the_first(changes: dict, message: str) -> None:
+    """Issue 24: several CNs, over-long CNs and control or format characters in any name."""
+    with pytest.raises(CsrPolicyError, match=re.escape(message)):
+        check_csr_policy(_info(**changes), CsrPolicy(allow_wildcards=True))
+
+
+def test_csr_info_keeps_common_name_and_common_names_consistent() -> None:
+    with pytest.raises(ValueError, match="first of common_names"):
+        _info(common_names=("a.example",), common_name="b.example")
+    assert _info(common_name=None).common_names == ()

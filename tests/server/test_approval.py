@@ -112,7 +112,7 @@ def test_an_approval_does_not_cover_a_csr_asking_for_other_names(
     issued = _post(estkit_server, tmp_path, approved.b64, "manual")
     assert issued.status == 200, issued.text
     assert certificate_from_response(issued.body).subject.rfc4514_string() == (
-        "CN=approved.example.com"
+        "2.5.4.5=ESTKIT-DEMO-0001,CN=approved.example.com"
     )
 
 

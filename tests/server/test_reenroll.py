@@ -60,19 +60,25 @@ def test_reenroll_with_the_issued_certificate(
     response = _reenroll(estkit_server, tmp_path, cert, key, cn="renew.example.com")
     assert response.status == 200, response.text
     renewed = certificate_from_response(response.body)
-    assert renewed.subject.rfc4514_string() == "CN=renew.example.com"
+    # The CA-built subject: the CN, and (NMOS default) the device serial, which came from the
+    # manufacturer certificate at enrollment and from the renewed certificate now.
+    assert renewed.subject.rfc4514_string() == "2.5.4.5=ESTKIT-DEMO-0001,CN=renew.example.com"
     record = estkit_server.open_store().get_issued(format(renewed.serial_number, "x"))
     assert record is not None and record.operation == "simplereenroll"
 
 
 def test_reenroll_refuses_changed_names(estkit_server: EstkitTestServer, tmp_path: Path) -> None:
+    """RFC 7030 §4.2.2 and issue 24: a changed CN, or a SAN-only change, is 409 (the full name
+    set is compared, not just the CN)."""
     cert, key = _enroll_node(estkit_server, tmp_path, "same.example.com")
     store = estkit_server.open_store()
     before = last_event_id(store)
     response = _reenroll(estkit_server, tmp_path, cert, key, cn="other.example.com")
-    assert response.status == 400
-    assert "CSR subject differs" in response.text and "other.example.com" in response.text
-    assert "CSR subject differs" in last_refusal(store, before).message
+    assert response.status == 409, response.text
+    assert "differ from the certificate being renewed" in response.text
+    assert "CN:other.example.com" in response.text
+    assert "differ from the certificate being renewed" in last_refusal(store, before).message
+    before = last_event_id(store)
     response = _reenroll(
         estkit_server,
         tmp_path,
@@ -81,8 +87,10 @@ def test_reenroll_refuses_changed_names(estkit_server: EstkitTestServer, tmp_pat
         cn="same.example.com",
         sans=["same.example.com", "extra.example.com"],
     )
-    assert response.status == 400
-    assert "subjectAltName differs" in response.text and "extra.example.com" in response.text
+    assert response.status == 409, response.text
+    assert "DNS:extra.example.com" in response.text
+    assert "certificate has [CN:same.example.com, DNS:same.example.com]" in response.text
+    assert last_refusal(store, before).fields["status"] == 409
 
 
 def test_reenroll_needs_a_certificate_of_this_ca(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from estkit.ca.builders import (
     YEAR_SECONDS,
@@ -45,11 +46,12 @@ from estkit.ca.builders import (
     utc_now,
 )
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry, sign_crl
-from estkit.ca.issuance import leaf_subject_alt_names, sign_leaf, verified_public_key
+from estkit.ca.issuance import IssuedNames, sign_leaf, vet_request
 from estkit.ca.profiles import Profile
 from estkit.fileio import write_file_atomic, write_private_file_atomic
 from estkit.protocol.certs import certificates_to_pem, load_pem_certificates
-from estkit.protocol.errors import EncodingError
+from estkit.protocol.csr import CsrInfo, describe_csr
+from estkit.protocol.errors import CsrError, EncodingError
 from estkit.protocol.keys import (
     KEY_TYPES,
     PrivateKey,
@@ -355,30 +357,69 @@ class CertificateAuthority:
 
     # ----- issuing --------------------------------------------------------------------------
 
+    @property
+    def reserved_names(self) -> frozenset[str]:
+        """The CNs of every CA certificate of this server (roots, issuing CAs and rollover
+        certificates of all generations), lower case: no leaf may be named like its CA."""
+        certificates = [*self.cacerts, *self.root_certificates]
+        for generation in [self._gen, *self._history()]:
+            certificates += [
+                cert
+                for cert in (
+                    generation.root,
+                    generation.issuing,
+                    generation.old_with_old,
+                    generation.old_with_new,
+                    generation.new_with_old,
+                )
+                if cert is not None
+            ]
+        names = set()
+        for certificate in certificates:
+            for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+                if isinstance(attribute.value, str):
+                    names.add(attribute.value.lower())
+        return frozenset(names)
+
+    def vet(
+        self, info: CsrInfo, profile: Profile, *, client_subject: x509.Name | None = None
+    ) -> IssuedNames:
+        """The names a certificate for ``info`` would carry under ``profile`` (see
+        :func:`estkit.ca.issuance.vet_request`); raises ``CsrError``/``CsrPolicyError``."""
+        return vet_request(
+            info, profile, reserved_names=self.reserved_names, client_subject=client_subject
+        )
+
     def issue(
         self,
-        csr: x509.CertificateSigningRequest,
+        request: CsrInfo | x509.CertificateSigningRequest,
         profile: Profile,
         *,
+        names: IssuedNames | None = None,
+        public_key: PublicKey | None = None,
         serial: int | None = None,
         now: datetime | None = None,
-        subject_override: x509.Name | None = None,
         crl_url: str | None = None,
     ) -> x509.Certificate:
-        """Sign an end-entity certificate for ``csr`` under ``profile``.
+        """Sign an end-entity certificate for ``request`` under ``profile``.
 
-        Raises ``CsrError``/``CsrPolicyError`` (estkit.protocol) for a request the profile
-        refuses and :class:`CaError` when the CA itself cannot issue (e.g. it has expired).
+        ``names`` are what :meth:`vet` returned for this request (vetted here when omitted);
+        subject and SAN are built from them only. ``public_key`` replaces the CSR's key for
+        server-generated keys (serverkeygen). Raises ``CsrError``/``CsrPolicyError``
+        (estkit.protocol) for a request the profile refuses and :class:`CaError` when the CA
+        itself cannot issue (e.g. it has expired).
         """
         now = utc_now(now)
-        public_key = verified_public_key(csr, profile)
-        subject = subject_override if subject_override is not None else csr.subject
-        names = leaf_subject_alt_names(csr, subject, profile)
+        info = request if isinstance(request, CsrInfo) else describe_csr(request)
+        if names is None:
+            names = self.vet(info, profile)
+        key = public_key if public_key is not None else info.public_key
+        if key is None:
+            raise CsrError("the request has no public key to certify")
         validity = self._leaf_validity(now, profile.validity_seconds, profile.backdate_seconds)
         return sign_leaf(
-            subject=subject,
-            public_key=public_key,
-            subject_alt_names=names,
+            names=names,
+            public_key=key,
             ekus=profile.eku_oids,
             issuer_certificate=self.issuer_certificate,
             issuer_key=self._issuer_key,

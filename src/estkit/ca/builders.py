@@ -18,12 +18,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from estkit.protocol.csr import MAX_COMMON_NAME_LENGTH
 from estkit.protocol.keys import PrivateKey, PublicKey, signature_hash_for
 
 DAY_SECONDS = 86400
 YEAR_SECONDS = 365 * DAY_SECONDS
-# X.520 ub-common-name: a commonName longer than 64 characters is not encodable (RFC 5280 App. A).
-MAX_COMMON_NAME_LENGTH = 64
+# MAX_COMMON_NAME_LENGTH (X.520 ub-common-name, 64) lives with the CSR policy in protocol.csr.
 # Hostname shape (RFC 1123 labels; '_' tolerated as many lab networks use it). A leading '*.'
 # is a wildcard, which policy decides about separately.
 _HOSTNAME_RE = re.compile(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.protocol.csr import CsrPolicy
 from estkit.protocol.keys import KEY_TYPES
@@ -49,6 +49,21 @@ EKU_NAMES: dict[str, x509.ObjectIdentifier] = {
     "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+}
+# Subject attributes a profile may copy into issued certificates, always from the authenticated
+# client certificate (the manufacturer's device certificate, or on re-enrollment the certificate
+# this CA issued), never from the CSR: the CSR is the requester's own claim.
+CLIENT_SUBJECT_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
+    "serialNumber": NameOID.SERIAL_NUMBER,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "C": NameOID.COUNTRY_NAME,
+}
+# What each auth mode copies when a profile does not say: the device serial for NMOS labels (the
+# CSR's own serialNumber, which /csrattrs asks for, is never trusted), nothing for rfc7030.
+DEFAULT_SUBJECT_FROM_CLIENT_CERTIFICATE: dict[str, tuple[str, ...]] = {
+    "nmos": ("serialNumber",),
+    "rfc7030": (),
 }
 _DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
@@ -86,6 +101,16 @@ class Profile:
     ekus: tuple[str, ...] = ("serverAuth", "clientAuth")
     serverkeygen_key_type: str = "p256"
     backdate_seconds: int = DEFAULT_BACKDATE_SECONDS
+    # A client authenticated only by a certificate this CA issued may enroll and re-enroll for
+    # exactly the names of that certificate (CN and every SAN); new names need the manufacturer
+    # certificate or, on rfc7030 labels, an HTTP user. False restores "any enrolled device may ask
+    # for any name", which is what issue 24 row 7 showed to be unsafe.
+    bind_names_to_client_certificate: bool = True
+    # Subject attributes copied from the authenticated client certificate (see
+    # CLIENT_SUBJECT_ATTRIBUTES). None = the auth mode's default: ["serialNumber"] for nmos (the
+    # BCP-003-03 C1/C7 device serial, from the manufacturer certificate and, on renewal, from the
+    # certificate being renewed), nothing for rfc7030.
+    subject_from_client_certificate: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Accept any iterable for the collection fields (TOML gives lists) but store the
@@ -94,6 +119,12 @@ class Profile:
             object.__setattr__(self, "key_families", frozenset(_as_list(self, "key_families")))
         if not isinstance(self.ekus, tuple):
             object.__setattr__(self, "ekus", tuple(_as_list(self, "ekus")))
+        if self.subject_from_client_certificate is None:
+            default = DEFAULT_SUBJECT_FROM_CLIENT_CERTIFICATE.get(str(self.auth_mode), ())
+            object.__setattr__(self, "subject_from_client_certificate", default)
+        elif not isinstance(self.subject_from_client_certificate, tuple):
+            items = tuple(_as_list(self, "subject_from_client_certificate"))
+            object.__setattr__(self, "subject_from_client_certificate", items)
         _validate(self)
 
     @property
@@ -147,7 +178,12 @@ def _validate(profile: Profile) -> None:
     )
     _require_int("backdate_seconds", profile.backdate_seconds, 0, MAX_BACKDATE_SECONDS)
     _require_int("retry_after_seconds", profile.retry_after_seconds, 1, MAX_RETRY_AFTER_SECONDS)
-    for name in ("require_pop", "allow_ip_addresses", "allow_wildcards"):
+    for name in (
+        "require_pop",
+        "allow_ip_addresses",
+        "allow_wildcards",
+        "bind_names_to_client_certificate",
+    ):
         _require_bool(name, getattr(profile, name))
     if profile.auth_mode not in AUTH_MODES:
         raise ProfileError(
@@ -171,6 +207,12 @@ def _validate(profile: Profile) -> None:
         )
     for name in profile.ekus:
         eku_oid(name)
+    for name in profile.subject_from_client_certificate or ():
+        if name not in CLIENT_SUBJECT_ATTRIBUTES:
+            raise ProfileError(
+                f"subject_from_client_certificate: unknown attribute {name!r}; use any of "
+                f"{', '.join(CLIENT_SUBJECT_ATTRIBUTES)}"
+            )
     if profile.serverkeygen_key_type not in KEY_TYPES:
         raise ProfileError(
             f"serverkeygen_key_type must be one of {', '.join(KEY_TYPES)}, "
@@ -203,7 +245,7 @@ def profile_from_mapping(mapping: Mapping[str, Any], *, label: str | None = None
     values = dict(mapping)
     if label is not None:
         values["label"] = label
-    for name in ("key_families", "ekus"):
+    for name in ("key_families", "ekus", "subject_from_client_certificate"):
         if name in values and (isinstance(values[name], str) or values[name] is None):
             raise ProfileError(f"{name} must be a list of strings, got {values[name]!r}")
     return Profile(**values)
@@ -219,7 +261,7 @@ def profile_to_mapping(profile: Profile, *, include_label: bool = True) -> dict[
                 continue
         elif name == "key_families":
             value = sorted(value)
-        elif name == "ekus":
+        elif name in ("ekus", "subject_from_client_certificate"):
             value = list(value)
         result[name] = value
     return result
@@ -228,6 +270,7 @@ def profile_to_mapping(profile: Profile, *, include_label: bool = True) -> dict[
 __all__ = [
     "APPROVAL_MODES",
     "AUTH_MODES",
+    "CLIENT_SUBJECT_ATTRIBUTES",
     "EKU_NAMES",
     "KEY_FAMILIES",
     "MAX_BACKDATE_SECONDS",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from cryptography.x509.oid import AttributeOID, NameOID, ObjectIdentifier
 from . import _asn1
 from .encoding import decode_body, encode_base64_body
 from .errors import CsrError, CsrPolicyError, EncodingError
-from .keys import KeyInfo, PrivateKey, describe_public_key, signature_hash_for
+from .keys import KeyInfo, PrivateKey, PublicKey, describe_public_key, signature_hash_for
 from .limits import ALLOWED_CURVES, ALLOWED_SIGNATURE_HASHES, MIN_RSA_BITS
 
 # Hashes that no profile may use to *create* a request (RFC 6151, RFC 9155).
@@ -39,6 +40,14 @@ _HASHES_BY_NAME: dict[str, type[hashes.HashAlgorithm]] = {
 _WRITABLE_TAGS = {member.value: member for member in _ASN1Type}
 _PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 _CRITICAL_EXTENSIONS = (x509.BasicConstraints, x509.KeyUsage)
+# X.520 ub-common-name (RFC 5280 Appendix A): a commonName longer than 64 characters cannot be
+# encoded in a conforming certificate, so a request for one is refused, not truncated.
+MAX_COMMON_NAME_LENGTH = 64
+# A subject names one entity: a second CN is how a request smuggles a name past a policy that
+# reads only the first one (issue 24, row 1).
+MAX_COMMON_NAMES = 1
+# How much of a refused name a message quotes: enough to recognise it, not 5000 characters.
+SHOWN_NAME_CHARACTERS = 80
 
 
 def _hash_from(hash_algorithm: hashes.HashAlgorithm | str | None, key: PrivateKey) -> object:
@@ -158,6 +167,36 @@ def _hash_name(csr: x509.CertificateSigningRequest) -> str | None:
     return algorithm.name.lower() if algorithm is not None else None
 
 
+def _signature_valid(csr: x509.CertificateSigningRequest) -> bool:
+    """Whether the CSR's self-signature verifies (MD5/SHA-1 too, see the module note)."""
+    try:
+        valid = csr.is_signature_valid
+        algorithm = None if valid else csr.signature_hash_algorithm
+    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        raise CsrPolicyError(
+            f"the CSR is signed with {_signature_algorithm_name(csr)}, which cannot be checked "
+            f"({exc}); sign it with ECDSA or RSA and one of "
+            f"{', '.join(ALLOWED_SIGNATURE_HASHES)}"
+        ) from None
+    if not valid and isinstance(algorithm, _LEGACY_VERIFY_HASHES):
+        valid = _legacy_signature_valid(csr, algorithm)
+    return valid
+
+
+def _signature_checkable_and_valid(csr: x509.CertificateSigningRequest) -> bool:
+    # An unknown algorithm is reported by check_csr_policy, naming it; here it is just "not valid".
+    try:
+        return _signature_valid(csr)
+    except CsrPolicyError:
+        return False
+
+
+_BAD_SIGNATURE = (
+    "CSR signature does not verify with its own public key; the request was altered "
+    "or signed with another key: rebuild it with the matching private key"
+)
+
+
 def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     """Parse a DER CSR and verify its self-signature (proof the requester holds the key)."""
     try:
@@ -169,22 +208,8 @@ def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
             f"the body is not a valid PKCS#10 CSR ({exc}); send the DER CertificationRequest, "
             "base64-encoded"
         ) from None
-    try:
-        valid = csr.is_signature_valid
-        algorithm = None if valid else csr.signature_hash_algorithm
-    except (UnsupportedAlgorithm, ValueError) as exc:
-        raise CsrPolicyError(
-            f"the CSR is signed with {_signature_algorithm_name(csr)}, which cannot be checked "
-            f"({exc}); sign it with ECDSA or RSA and one of "
-            f"{', '.join(ALLOWED_SIGNATURE_HASHES)}"
-        ) from None
-    if not valid and isinstance(algorithm, _LEGACY_VERIFY_HASHES):
-        valid = _legacy_signature_valid(csr, algorithm)
-    if not valid:
-        raise CsrError(
-            "CSR signature does not verify with its own public key; the request was altered "
-            "or signed with another key: rebuild it with the matching private key"
-        )
+    if not _signature_valid(csr):
+        raise CsrError(_BAD_SIGNATURE)
     return csr
 
 
@@ -201,7 +226,12 @@ def encode_csr_body(csr: x509.CertificateSigningRequest) -> bytes:
 
 @dataclass(frozen=True)
 class CsrInfo:
-    """What a CSR asks for, in plain values for policy checks, logs and the approval queue."""
+    """A CSR read once: every name, the key, PoP value and signature facts, as plain values.
+
+    This is the one normalized view of a request that policy (``check_csr_policy``, the CA's
+    ``vet_names``), logs and the approval queue look at; nothing downstream reads the CSR again.
+    ``common_name`` is the first of ``common_names`` (kept for callers that want one name).
+    """
 
     subject: x509.Name
     common_name: str | None
@@ -214,14 +244,62 @@ class CsrInfo:
     public_key_sha256: str
     # estkit addition: the signature algorithm for messages ("ecdsa-with-SHA256 (1.2.840...)").
     signature_algorithm: str | None = None
+    # Every CN of the subject, in order (a hostile CSR may carry several).
+    common_names: tuple[str, ...] = ()
+    # Every subject attribute as (attribute name, text), in order; bytes values as hex.
+    subject_attributes: tuple[tuple[str, str], ...] = ()
+    # SAN entries of other types (e-mail, URI, otherName, ...) as "type:value"; never issued.
+    other_names: tuple[str, ...] = ()
+    # Dotted OIDs of the extensions the CSR's extensionRequest asks for.
+    extensions: tuple[str, ...] = ()
+    signature_valid: bool = True
+    public_key: PublicKey | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.common_names and self.common_name is not None:
+            object.__setattr__(self, "common_names", (self.common_name,))
+        first = self.common_names[0] if self.common_names else None
+        if self.common_name != first:
+            raise ValueError("common_name must be the first of common_names")
 
 
 def _first_text(name: x509.Name, oid: ObjectIdentifier) -> str | None:
     attrs = name.get_attributes_for_oid(oid)
     if not attrs:
         return None
-    value = attrs[0].value
-    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+    return _text(attrs[0].value)
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else bytes(value).hex()
+
+
+def _attribute_name(oid: ObjectIdentifier) -> str:
+    name = getattr(oid, "_name", None)
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
+def shown_name(name: str, *, with_length: bool = True) -> str:
+    """A name for a message: quoted with control characters escaped, long ones cut short (and
+    their length said, unless the message says it anyway)."""
+    if len(name) <= SHOWN_NAME_CHARACTERS:
+        return repr(name)
+    length = f" ({len(name)} characters)" if with_length else ""
+    return f"{name[:SHOWN_NAME_CHARACTERS]!r}...{length}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot appear in an issued name (control or format characters), or None.
+
+    Unicode categories C* (controls such as NUL, format characters such as bidi overrides,
+    surrogates, unassigned) and line/paragraph separators make a name display as something it
+    is not; no host name or device name needs them.
+    """
+    for index, char in enumerate(name):
+        category = unicodedata.category(char)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            return f"character U+{ord(char):04X} at position {index + 1} is a control character"
+    return None
 
 
 def csr_attribute_values(csr: x509.CertificateSigningRequest) -> dict[str, list[bytes]]:
@@ -256,11 +334,12 @@ def _challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
 
 
 def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
-    """Extract names, key and signature facts; raises :class:`CsrError` for malformed parts."""
+    """Read every part of ``csr`` once; raises :class:`CsrError` for malformed parts."""
     try:
         subject = csr.subject
         extensions = csr.extensions
         public_key = csr.public_key()
+        attributes = tuple((_attribute_name(a.oid), _text(a.value)) for a in subject)
     except (
         ValueError,
         UnsupportedAlgorithm,
@@ -274,6 +353,7 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         raise CsrPolicyError(str(exc)) from None
     dns: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
+    others: list[str] = []
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -281,12 +361,19 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
     else:
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        for general_name in san:
+            if not isinstance(general_name, (x509.DNSName, x509.IPAddress)):
+                kind = type(general_name).__name__
+                others.append(f"{kind}:{getattr(general_name, 'value', '')}")
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    common_names = tuple(
+        _text(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    )
     return CsrInfo(
         subject=subject,
-        common_name=_first_text(subject, NameOID.COMMON_NAME),
+        common_name=common_names[0] if common_names else None,
         dns_names=dns,
         ip_addresses=ips,
         serial_number=_first_text(subject, NameOID.SERIAL_NUMBER),
@@ -295,6 +382,12 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         challenge_password=_challenge_password(csr),
         public_key_sha256=hashlib.sha256(spki).hexdigest(),
         signature_algorithm=_signature_algorithm_name(csr),
+        common_names=common_names,
+        subject_attributes=attributes,
+        other_names=tuple(others),
+        extensions=tuple(ext.oid.dotted_string for ext in extensions),
+        signature_valid=_signature_checkable_and_valid(csr),
+        public_key=public_key,  # type: ignore[arg-type]
     )
 
 
@@ -344,23 +437,47 @@ def check_csr_policy(info: CsrInfo, policy: CsrPolicy) -> None:
             f"CSR signature hash {found} is not accepted: sign the CSR with one of "
             f"{', '.join(policy.hashes)}"
         )
-    names = [*info.dns_names, *([info.common_name] if info.common_name else [])]
+    if len(info.common_names) > MAX_COMMON_NAMES:
+        shown = ", ".join(shown_name(name) for name in info.common_names)
+        raise CsrPolicyError(
+            f"the CSR subject has {len(info.common_names)} common names ({shown}); a certificate "
+            "names one entity: send exactly one CN and put further host names in the "
+            "subjectAltName"
+        )
+    for common_name in info.common_names:
+        if len(common_name) > MAX_COMMON_NAME_LENGTH:
+            raise CsrPolicyError(
+                f"the common name {shown_name(common_name, with_length=False)} is "
+                f"{len(common_name)} characters "
+                f"long; at most {MAX_COMMON_NAME_LENGTH} fit in a certificate (RFC 5280 "
+                "ub-common-name): use the host name"
+            )
+    for name in (*info.common_names, *info.dns_names):
+        problem = name_problem(name)
+        if problem is not None:
+            raise CsrPolicyError(
+                f"the name {shown_name(name)} is refused: {problem}; names must be printable "
+                "host or device names"
+            )
+    names = [*info.dns_names, *info.common_names]
     if not policy.allow_wildcards:
         wild = [name for name in names if "*" in name]
         if wild:
             raise CsrPolicyError(
-                f"wildcard name {wild[0]!r} is not allowed: request each host name explicitly"
+                f"wildcard name {shown_name(wild[0])} is not allowed: request each host name "
+                "explicitly"
             )
     if not policy.allow_ip_addresses:
         if info.ip_addresses:
             raise CsrPolicyError(
                 f"IP address {info.ip_addresses[0]} in subjectAltName is not allowed: use DNS names"
             )
-        if info.common_name and _is_ip(info.common_name):
-            raise CsrPolicyError(
-                f"IP address {info.common_name} as common name is not allowed: use a DNS name"
-            )
-    if policy.require_name and not info.common_name and not info.dns_names:
+        for common_name in info.common_names:
+            if _is_ip(common_name):
+                raise CsrPolicyError(
+                    f"IP address {common_name} as common name is not allowed: use a DNS name"
+                )
+    if policy.require_name and not info.common_names and not info.dns_names:
         raise CsrPolicyError(
             "the CSR has neither a common name nor a DNS subjectAltName: add the host name"
         )
@@ -368,6 +485,7 @@ def check_csr_policy(info: CsrInfo, policy: CsrPolicy) -> None:
 
 __all__ = [
     "FORBIDDEN_BUILD_HASHES",
+    "MAX_COMMON_NAME_LENGTH",
     "CsrInfo",
     "CsrPolicy",
     "build_csr",
@@ -376,5 +494,7 @@ __all__ = [
     "decode_csr_body",
     "describe_csr",
     "encode_csr_body",
+    "name_problem",
     "parse_csr",
+    "shown_name",
 ]

@@ -60,15 +60,77 @@ class ClientCertificateStatus:
 
     @property
     def subject(self) -> str | None:
-        return self.certificate.subject.rfc4514_string() if self.certificate else None
+        return _name_text(self.certificate, "subject") if self.certificate else None
 
     @property
     def issuer(self) -> str | None:
-        return self.certificate.issuer.rfc4514_string() if self.certificate else None
+        return _name_text(self.certificate, "issuer") if self.certificate else None
 
     @property
     def fingerprint(self) -> str | None:
         return sha256_fingerprint(self.certificate) if self.certificate else None
+
+
+def _name_text(certificate: x509.Certificate, which: Literal["subject", "issuer"]) -> str:
+    try:
+        return getattr(certificate, which).rfc4514_string()
+    except ValueError:
+        return f"<unreadable {which}>"
+
+
+# What parsing a hostile certificate's parts can raise (found by the property test in
+# tests/server/test_issuance_properties.py): cryptography parses names and extensions lazily.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def unreadable_reason(leaf: x509.Certificate) -> str | None:
+    """Why the server cannot read every part of a client certificate, or None.
+
+    Refused, not accepted, on purpose: a certificate whose subjectAltName holds a name type
+    cryptography cannot represent (x400Address, ediPartyName), a duplicated extension or a
+    malformed name or extension cannot be checked for what it claims (names, constraints, key
+    usages), and every later step (name binding, the approval queue, key encryption) would see
+    a certificate it cannot interpret. Failing closed with this reason is what a vendor can fix.
+    """
+    try:
+        _ = leaf.subject.rfc4514_string(), leaf.issuer.rfc4514_string()
+        unknown_critical = [
+            extension.oid.dotted_string
+            for extension in leaf.extensions
+            if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension)
+        ]
+        leaf.public_key()
+    except x509.UnsupportedGeneralNameType as exc:
+        return (
+            f"the client certificate cannot be checked: a general name in it has a type this "
+            f"server does not handle ({exc}); re-issue the device certificate with DNS, IP, "
+            "URI, e-mail or otherName entries only"
+        )
+    except x509.DuplicateExtension as exc:
+        return (
+            f"the client certificate cannot be checked: it carries an extension twice ({exc}); "
+            "RFC 5280 section 4.2 allows each extension once: re-issue it"
+        )
+    except _PARSE_ERRORS as exc:
+        return (
+            f"the client certificate cannot be checked: a name, extension or key in it is "
+            f"malformed ({str(exc)[:200]}); re-issue it with a standard tool"
+        )
+    if unknown_critical:
+        # RFC 5280 section 4.2: a critical extension the relying party does not recognise
+        # means the certificate must be rejected.
+        return (
+            f"the client certificate carries the critical extension {unknown_critical[0]}, "
+            "which this server does not recognise (RFC 5280 section 4.2 requires refusing it); "
+            "re-issue it without that extension or mark it non-critical"
+        )
+    return None
 
 
 @dataclass
@@ -321,6 +383,9 @@ class ClientTrust:
     def check(self, leaf: x509.Certificate | None, now: dt.datetime) -> ClientCertificateStatus:
         if leaf is None:
             return ClientCertificateStatus(None, "none", "no client certificate was presented")
+        unreadable = unreadable_reason(leaf)
+        if unreadable is not None:
+            return ClientCertificateStatus(leaf, "untrusted", unreadable)
         key = leaf.fingerprint(hashes.SHA256())
         cached = self._cached_group(key, now)
         if cached is not None and now >= leaf.not_valid_before_utc:

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from estkit.ca.authority import CaError
-from estkit.ca.issuance import leaf_subject_alt_names, requested_general_names
+from estkit.ca.issuance import IssuedNames, certificate_name_set, describe_names
 from estkit.ca.profiles import Profile
 from estkit.ca.store import DuplicateSerialError, PendingRequest, RequestStateError
 from estkit.protocol.certs import key_identifier
@@ -32,7 +32,6 @@ from estkit.protocol.keys import (
     PrivateKey,
     generate_private_key,
     private_key_to_der,
-    signature_hash_for,
 )
 from estkit.protocol.pop import PopResult, check_pop
 from estkit.protocol.serverkeygen import (
@@ -144,15 +143,42 @@ def _check_pop(request: EnrollmentRequest, info: CsrInfo) -> None:
         )
 
 
-def _general_name_text(name: x509.GeneralName) -> str:
-    kind = type(name).__name__.replace("Name", "").replace("Address", "")
-    return f"{kind}:{name.value}"
+def _vet(
+    state: ServerState,
+    request: EnrollmentRequest,
+    info: CsrInfo,
+    client: ClientCertificateStatus,
+) -> IssuedNames:
+    """The names a certificate would carry (policy of the label, CA names reserved)."""
+    client_subject = None
+    if client.trusted and client.certificate is not None:
+        client_subject = client.certificate.subject
+    try:
+        return state.authority.vet(info, request.profile, client_subject=client_subject)
+    except CsrPolicyError as exc:
+        raise Refusal(
+            400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
+        ) from None
+    except CsrError as exc:
+        raise Refusal(400, f"CSR not usable: {exc}") from None
+
+
+def _client_names(client: ClientCertificateStatus) -> frozenset[str]:
+    assert client.certificate is not None
+    try:
+        return certificate_name_set(client.certificate)
+    except CsrError as exc:
+        raise Refusal(403, f"client certificate refused: {exc}") from None
 
 
 def _check_reenroll(
-    request: EnrollmentRequest, client: ClientCertificateStatus
+    request: EnrollmentRequest, client: ClientCertificateStatus, names: IssuedNames
 ) -> x509.Certificate:
-    """E3: the presented certificate is one we issued, valid, not revoked; names unchanged."""
+    """E3: the presented certificate is one we issued, valid, not revoked; names unchanged.
+
+    "Names" is the full set, CN and every subjectAltName: a change of any one of them is a
+    new certificate, not a renewal (RFC 7030 §4.2.2), and is refused with 409.
+    """
     if client.certificate is None:
         raise Refusal(
             403,
@@ -170,34 +196,41 @@ def _check_reenroll(
             "simplereenroll: the client certificate was not issued through this EST server "
             "(it is not in the certificate store); use simpleenroll",
         )
-    current = client.certificate
-    if request.csr.subject != current.subject:
+    wanted, existing = names.name_set(), _client_names(client)
+    if wanted != existing:
         raise Refusal(
-            400,
-            "simplereenroll: the CSR subject differs from the certificate being renewed: CSR "
-            f"has {request.csr.subject.rfc4514_string()!r}, certificate has "
-            f"{current.subject.rfc4514_string()!r} (RFC 7030 section 4.2.2)",
+            409,
+            "simplereenroll: the CSR's names (subject CN and subjectAltName) differ from the "
+            f"certificate being renewed: CSR asks for {describe_names(wanted)}, certificate has "
+            f"{describe_names(existing)}. Re-enrollment keeps the names (RFC 7030 section "
+            "4.2.2); for new names, enroll with the manufacturer certificate",
         )
-    try:
-        wanted = leaf_subject_alt_names(request.csr, request.csr.subject, request.profile)
-    except CsrError as exc:
-        raise Refusal(400, f"simplereenroll: {exc}") from None
-    try:
-        existing = list(
-            current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        )
-    except x509.ExtensionNotFound:
-        existing = []
-    wanted_set = {_general_name_text(name) for name in wanted}
-    existing_set = {_general_name_text(name) for name in existing}
-    if wanted_set != existing_set:
+    return client.certificate
+
+
+def _check_bound_names(
+    request: EnrollmentRequest, client: ClientCertificateStatus, names: IssuedNames
+) -> None:
+    """Issue 24: a client that authenticates only with a certificate this CA issued may ask
+    for exactly that certificate's names (re-key keeps names), on every operation.
+
+    An HTTP user (rfc7030 labels) is an authenticator of its own that may ask for any name,
+    so a request carrying one is not bound; neither is a label that turns the setting off.
+    """
+    if not request.profile.bind_names_to_client_certificate:
+        return
+    if client.source != "own" or client.certificate is None or request.http_user is not None:
+        return
+    wanted, existing = names.name_set(), _client_names(client)
+    if wanted != existing:
         raise Refusal(
-            400,
-            "simplereenroll: the CSR subjectAltName differs from the certificate being renewed: "
-            f"CSR asks for {sorted(wanted_set)}, certificate has {sorted(existing_set)} "
-            "(RFC 7030 section 4.2.2)",
+            403,
+            f"{request.operation}: a client authenticated with a certificate of this CA may "
+            f"only ask for that certificate's names: CSR asks for {describe_names(wanted)}, "
+            f"the client certificate has {describe_names(existing)}. New names need the "
+            "device's manufacturer certificate"
+            + (" or an HTTP user" if request.profile.auth_mode == "rfc7030" else ""),
         )
-    return current
 
 
 def _check_key_encryption(
@@ -262,17 +295,6 @@ def _serverkeygen_key_type(info: CsrInfo, profile: Profile) -> str:
         if wished in KEY_TYPES:
             return wished
     return profile.serverkeygen_key_type
-
-
-def _csr_for_generated_key(
-    csr: x509.CertificateSigningRequest, key: PrivateKey
-) -> x509.CertificateSigningRequest:
-    """The client's CSR re-signed with the server-generated key (same subject and extensions),
-    so the CA's normal issuing path (and its policy checks) applies unchanged."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
-    for extension in csr.extensions:
-        builder = builder.add_extension(extension.value, critical=extension.critical)
-    return builder.sign(key, signature_hash_for(key))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,10 +368,6 @@ def _queue(
     return existing
 
 
-def _requested_names(csr: x509.CertificateSigningRequest) -> list[str]:
-    return sorted(_general_name_text(name) for name in requested_general_names(csr))
-
-
 def _name_differences(
     queued: x509.CertificateSigningRequest, repeated: x509.CertificateSigningRequest
 ) -> list[str]:
@@ -360,23 +378,39 @@ def _name_differences(
             f"subject {repeated.subject.rfc4514_string()!r} instead of "
             f"{queued.subject.rfc4514_string()!r}"
         )
-    wanted, queued_names = _requested_names(repeated), _requested_names(queued)
-    if wanted != queued_names:
-        differences.append(f"subjectAltName {wanted} instead of {queued_names}")
+    try:
+        wanted, queued_names = describe_csr(repeated), describe_csr(queued)
+    except CsrError as exc:
+        raise Refusal(400, f"CSR not usable: {exc}") from None
+    wanted_san = sorted([*wanted.dns_names, *wanted.ip_addresses, *wanted.other_names])
+    queued_san = sorted(
+        [*queued_names.dns_names, *queued_names.ip_addresses, *queued_names.other_names]
+    )
+    if wanted_san != queued_san:
+        differences.append(f"subjectAltName {wanted_san} instead of {queued_san}")
     return differences
 
 
 def _issue(
     state: ServerState,
     request: EnrollmentRequest,
-    csr: x509.CertificateSigningRequest,
+    info: CsrInfo,
+    names: IssuedNames,
     requester: str,
     request_id: int | None,
+    generated: PrivateKey | None,
 ) -> tuple[x509.Certificate, str]:
     authority = state.authority
+    public_key = generated.public_key() if generated is not None else None
     for _ in range(MAX_SERIAL_ATTEMPTS):
         try:
-            certificate = authority.issue(csr, request.profile, crl_url=state.config.crl_url)
+            certificate = authority.issue(
+                info,
+                request.profile,
+                names=names,
+                public_key=public_key,
+                crl_url=state.config.crl_url,
+            )
         except CsrPolicyError as exc:
             raise Refusal(
                 400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
@@ -431,8 +465,11 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
     client = request.client_status or state.trust.check(request.client_certificate, now)
     if client.revoked:
         raise Refusal(403, f"client certificate refused: {client.reason}")
+    names = _vet(state, request, info, client)
     if request.operation == "simplereenroll":
-        _check_reenroll(request, client)
+        _check_reenroll(request, client, names)
+    else:
+        _check_bound_names(request, client, names)
     encryption = None
     if request.operation == "serverkeygen":
         encryption = _check_key_encryption(request, client)
@@ -464,13 +501,11 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
             return _redeliver(state, pending)
         request_id = pending.id  # approved: issue now
 
-    csr = request.csr
     generated: PrivateKey | None = None
     if request.operation == "serverkeygen":
         generated = generate_private_key(_serverkeygen_key_type(info, profile))
-        csr = _csr_for_generated_key(request.csr, generated)
     try:
-        certificate, serial = _issue(state, request, csr, requester, request_id)
+        certificate, serial = _issue(state, request, info, names, requester, request_id, generated)
     except RequestStateError:
         # A concurrent repeat of this approved request got its certificate first.
         again = state.store.get_request(request_id) if request_id is not None else None

@@ -17,6 +17,7 @@ from estkit.console.views.common import (
     muted,
     names_list,
     pill,
+    short_fingerprint,
     table,
 )
 
@@ -39,7 +40,7 @@ def _client_block(req: Any) -> Html:
             tag("dt", "issuer"),
             tag("dd", req.client_issuer or "—"),
             tag("dt", "SHA-256"),
-            tag("dd", mono(req.client_fingerprint or "—", "mono fingerprint")),
+            tag("dd", short_fingerprint(req.client_fingerprint)),
         ]
     else:
         parts += [tag("dt", "certificate"), tag("dd", muted("none presented"))]

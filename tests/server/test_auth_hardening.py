@@ -288,7 +288,7 @@ def test_a_user_guessed_at_from_many_addresses_stays_open_to_clean_ones(data_dir
                 headers={**headers, "Authorization": _basic(USER, PASSWORD)},
             )
         assert locked.status_code == 429, locked.text
-        assert f"for user {USER!r}" in locked.text
+        assert f"attempts for user {USER!r} from addresses that failed" in locked.text
         with _client(cafile, "127.0.2.1") as user:
             allowed = user.post(
                 server.url + path,

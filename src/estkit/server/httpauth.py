@@ -113,16 +113,21 @@ class FailureBackoff:
         delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (entry.count - threshold))
         return max(0.0, entry.last + delay - now)
 
-    def retry_after(self, source: str | None, user: str | None) -> int | None:
-        """Seconds to wait before this source may try (this user) again, or None."""
+    def retry_after(self, source: str | None, user: str | None) -> tuple[int, str] | None:
+        """(seconds to wait, what is backing off) before this source may try (this user)
+        again, or None."""
         now = self.clock()
         with self._lock:
             source_entry = self._sources.get(source) if source else None
-            wait = self._wait(source_entry, SOURCE_FAILURES_BEFORE_BACKOFF, now)
+            source_wait = self._wait(source_entry, SOURCE_FAILURES_BEFORE_BACKOFF, now)
+            user_wait = 0.0
             if user is not None and source_entry is not None:
                 user_wait = self._wait(self._users.get(user), USER_FAILURES_BEFORE_BACKOFF, now)
-                wait = max(wait, user_wait)
-        return int(wait) + 1 if wait > 0 else None
+        if source_wait <= 0 and user_wait <= 0:
+            return None
+        if source_wait >= user_wait:
+            return int(source_wait) + 1, f"from {source}"
+        return int(user_wait) + 1, f"for user {(user or '')[:64]!r} from addresses that failed"
 
     def failed(self, source: str | None, user: str | None) -> None:
         now = self.clock()
@@ -263,13 +268,13 @@ class HttpAuthenticator:
             return HttpAuthResult(
                 None, f"unsupported HTTP authentication scheme {scheme[:20]!r}; use Basic or Digest"
             )
-        wait = self.backoff.retry_after(source, claimed)
-        if wait is not None:
+        backing_off = self.backoff.retry_after(source, claimed)
+        if backing_off is not None:
+            wait, what = backing_off
             return HttpAuthResult(
                 None,
-                f"too many failed HTTP authentication attempts from {source}"
-                + (f" or for user {claimed[:64]!r}" if claimed else "")
-                + f"; wait {wait} s before trying again",
+                f"too many failed HTTP authentication attempts {what}; "
+                f"wait {wait} s before trying again",
                 retry_after=wait,
             )
         result = check(rest.strip() if scheme.lower() == "basic" else rest)

@@ -10,9 +10,11 @@ for a console listening on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -278,7 +280,7 @@ def start_console(
     ssl_context: ssl.SSLContext | None = None,
     token: str | None = None,
     poll_ms: int = DEFAULT_POLL_MS,
-    clock: Any = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> ConsoleHandle:
     """Start the console in a background thread and return once it listens."""
     data_dir = Path(data_dir)

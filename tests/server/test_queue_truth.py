@@ -207,3 +207,27 @@ def test_approving_a_request_whose_client_certificate_was_revoked_meanwhile_is_r
     assert code != 0
     assert "the client certificate is revoked now" in out
     assert server.open_store().get_request(request["id"]).status == "pending"
+
+
+def test_the_console_refuses_to_approve_what_policy_refuses_now(
+    fresh_server, tmp_path: Path
+) -> None:
+    server = fresh_server(q=QUEUE_LABEL)
+    _queue_stranger(server, tmp_path, "console-later.example")
+    (queued,) = [r for r in _requests_json(server) if r["common_name"] == "console-later.example"]
+    add_label(server.paths.config, "q", key_families=["rsa"], **QUEUE_LABEL)
+    with start_console(server.data_dir) as console:
+        trust = ssl.create_default_context(cafile=str(server.paths.ca_certificates))
+        with httpx.Client(verify=trust, follow_redirects=True, timeout=30) as client:
+            assert client.get(console.new_login_url("olga")).status_code == 200
+            page = client.get(console.url + "/requests").text
+            assert "refuses" in page
+            token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page).group(1)
+            refused = client.post(
+                f"{console.url}/requests/{queued['id']}/approve",
+                data={"csrf_token": token},
+                headers={"Origin": console.url},
+            )
+    assert refused.status_code == 409
+    assert "policy would refuse it now" in refused.text
+    assert server.open_store().get_request(queued["id"]).status == "pending"

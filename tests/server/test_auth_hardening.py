@@ -298,3 +298,28 @@ def test_a_user_guessed_at_from_many_addresses_stays_open_to_clean_ones(data_dir
         assert allowed.status_code == 200, allowed.text
     finally:
         server.stop()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_tables_are_bounded_and_the_wait_runs_out() -> None:
+    clock = _Clock()
+    backoff = httpauth.FailureBackoff(clock=clock)
+    # A guesser cycling through addresses and names cannot grow the tables past their bound.
+    for n in range(httpauth.MAX_BACKOFF_ENTRIES + 500):
+        backoff.failed(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", f"user{n}")
+    assert len(backoff._sources) == httpauth.MAX_BACKOFF_ENTRIES
+    assert len(backoff._users) == httpauth.MAX_BACKOFF_ENTRIES
+    for _ in range(SOURCE_FAILURES_BEFORE_BACKOFF + 2):  # two past the limit: 4 s
+        backoff.failed("192.0.2.1", "alice")
+    wait, what = backoff.retry_after("192.0.2.1", "alice")
+    assert (wait, what) == (5, "from 192.0.2.1")
+    clock.now += 4.5
+    assert backoff.retry_after("192.0.2.1", "alice") is None
+    assert backoff.retry_after("192.0.2.2", "alice") is None  # a clean address

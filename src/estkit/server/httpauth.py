@@ -64,6 +64,9 @@ FAILURE_MEMORY_SECONDS = 900
 # Bounded tables: an attacker cycling through user names or source addresses evicts the oldest
 # entries instead of growing memory (4096 entries x ~200 bytes ~ 1 MiB per table).
 MAX_BACKOFF_ENTRIES = 4096
+# User names are keys of a backoff table: a guesser could send 4 KiB names; 128 characters tell
+# real names apart and keep the table at most 4096 x 128 bytes.
+MAX_BACKOFF_USER_NAME = 128
 
 NonceUse = Callable[[str, int, float], bool]
 
@@ -255,19 +258,25 @@ class HttpAuthenticator:
         if len(authorization) > MAX_AUTHORIZATION_LENGTH:
             return HttpAuthResult(None, "the Authorization header is too long")
         scheme, _, rest = authorization.strip().partition(" ")
+        verify: Callable[[], HttpAuthResult]
         if scheme.lower() == "basic":
-            check = self._check_basic
             claimed = self._basic_user(rest.strip())
+
+            def verify() -> HttpAuthResult:
+                return self._check_basic(rest.strip())
+
         elif scheme.lower() == "digest":
-
-            def check(text: str) -> HttpAuthResult:
-                return self._check_digest(text, method=method, uri=uri)
-
             claimed = self._digest_user(rest)
+
+            def verify() -> HttpAuthResult:
+                return self._check_digest(rest, method=method, uri=uri)
+
         else:
             return HttpAuthResult(
                 None, f"unsupported HTTP authentication scheme {scheme[:20]!r}; use Basic or Digest"
             )
+        if claimed is not None:
+            claimed = claimed[:MAX_BACKOFF_USER_NAME]
         backing_off = self.backoff.retry_after(source, claimed)
         if backing_off is not None:
             wait, what = backing_off
@@ -277,7 +286,7 @@ class HttpAuthenticator:
                 f"wait {wait} s before trying again",
                 retry_after=wait,
             )
-        result = check(rest.strip() if scheme.lower() == "basic" else rest)
+        result = verify()
         if result.user is not None:
             self.backoff.succeeded(source, result.user)
         elif result.reason.startswith("wrong user name or password"):

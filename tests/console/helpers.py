@@ -100,8 +100,8 @@ class ConsoleEnv:
 
     @contextlib.contextmanager
     def signed_in_client(self, operator: str | None = None) -> Iterator[httpx.Client]:
-        """A client holding a console session from the login token."""
-        url = self.console.login_url + (f"&operator={operator}" if operator else "")
+        """A client holding a console session from a fresh single-use sign-in token."""
+        url = self.console.new_login_url(operator) if operator else self.console.new_login_url()
         with self.console_client() as client:
             response = client.get(url)
             assert response.status_code == 200, response.text

@@ -26,15 +26,15 @@ from estkit.console.admin_ca import (
     validate_operator_name,
     verify_operator_certificate,
 )
+from estkit.server.datadir import init_data_dir
 
 from .helpers import ensure_program
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    return directory
+    # A server data directory: operator certificates are recorded in its store.
+    return init_data_dir(tmp_path / "data", key_type="p256").data_dir
 
 
 def test_issued_certificate_is_a_client_certificate_from_the_operators_ca(data_dir: Path) -> None:
@@ -91,8 +91,7 @@ def test_missing_data_directory_is_explained(tmp_path: Path) -> None:
 
 
 def test_certificate_from_another_ca_is_refused(data_dir: Path, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
+    other = init_data_dir(tmp_path / "other", key_type="p256").data_dir
     foreign_cert_path, _ = issue_admin_certificate(other, "mallory")
     foreign = x509.load_pem_x509_certificate(foreign_cert_path.read_bytes())
     ensure_admin_ca(data_dir)

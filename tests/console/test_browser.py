@@ -59,7 +59,7 @@ def browser(console_env: ConsoleEnv) -> Iterator[Browser]:
 def _signed_in_page(browser: Browser, env: ConsoleEnv, operator: str, viewport: dict) -> Page:
     context = browser.new_context(viewport=viewport)
     page = context.new_page()
-    page.goto(f"{env.console.login_url}&operator={operator}")
+    page.goto(env.console.new_login_url(operator))
     page.wait_for_url(env.console.url + "/")
     return page
 

@@ -13,9 +13,10 @@ every commit, default ``normal`` which survives kill -9 but not a power cut, and
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -35,6 +36,7 @@ from estkit.ca.store_backends import (
     open_backend,
 )
 from estkit.ca.store_schema import CURRENT_VERSION, SCHEMA_VERSION_TABLE, migration_statements
+from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.keys import describe_public_key
 
 CertificateStatus = Literal["valid", "revoked"]
@@ -102,6 +104,13 @@ class PendingRequest:
     note: str
     serial: str | None
     csr_pem: str
+    # Added in schema version 2 (None on requests queued by an older estkit: not recorded).
+    # client_trust: "trusted", "untrusted", "expired" (accepted although expired), "revoked" or
+    # "none" (no client certificate); verdict: what policy said when the request was queued.
+    client_trust: str | None = None
+    http_user: str | None = None
+    client_certificate_pem: str | None = None
+    verdict: str | None = None
 
     @property
     def csr(self) -> x509.CertificateSigningRequest:
@@ -148,8 +157,29 @@ _ISSUED_COLUMNS = (
 _REQUEST_COLUMNS = (
     "id, created_at, label, operation, status, common_name, dns_names, key_type, "
     "public_key_sha256, client_subject, client_issuer, client_fingerprint, peer_address, "
-    "requester, decided_by, decided_at, note, serial, csr_pem"
+    "requester, decided_by, decided_at, note, serial, csr_pem, client_trust, http_user, "
+    "client_certificate_pem, verdict"
 )
+CLIENT_TRUST_VALUES: tuple[str, ...] = ("trusted", "untrusted", "expired", "revoked", "none")
+_OPERATOR_COLUMNS = "serial, name, fingerprint, issued_at, not_after, status, revoked_at"
+
+
+@dataclass(frozen=True)
+class OperatorCertificateRecord:
+    """A console operator certificate as recorded when `estkit server admin-cert` issued it."""
+
+    serial: str
+    name: str
+    fingerprint: str
+    issued_at: datetime
+    not_after: datetime
+    status: CertificateStatus
+    revoked_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
 _EVENT_COLUMNS = "id, at, kind, message, fields"
 
 
@@ -389,19 +419,30 @@ class CertificateStore:
         client_fingerprint: str | None = None,
         peer_address: str | None = None,
         requester: str | None = None,
+        client_trust: str | None = None,
+        http_user: str | None = None,
+        client_certificate_pem: str | None = None,
+        verdict: str | None = None,
         now: datetime | None = None,
     ) -> PendingRequest:
         """Queue a request for an operator. If an identical request (same label, operation,
-        public key and requester) is already pending, that one is returned instead."""
+        public key and requester) is already pending, that one is returned instead.
+
+        ``client_trust`` is one of :data:`CLIENT_TRUST_VALUES`; ``verdict`` what policy said."""
         if isinstance(csr_pem, bytes):
             csr_pem = csr_pem.decode("ascii")
+        if client_trust is not None and client_trust not in CLIENT_TRUST_VALUES:
+            raise ValueError(
+                f"unknown client_trust {client_trust!r}; "
+                f"use one of {', '.join(CLIENT_TRUST_VALUES)}"
+            )
         now = utc_now(now)
         try:
             with self._backend.transaction() as tx:
                 rows = tx.execute(
                     f"INSERT INTO requests ({_REQUEST_COLUMNS.removeprefix('id, ')}) "
                     "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, '', "
-                    f"NULL, ?) RETURNING {_REQUEST_COLUMNS}",
+                    f"NULL, ?, ?, ?, ?, ?) RETURNING {_REQUEST_COLUMNS}",
                     (
                         self._backend.to_db_time(now),
                         label or _NONE,
@@ -416,6 +457,10 @@ class CertificateStore:
                         peer_address,
                         requester or _NONE,
                         csr_pem,
+                        client_trust,
+                        http_user,
+                        client_certificate_pem,
+                        verdict,
                     ),
                 )
                 request = self._request(rows[0])
@@ -542,6 +587,168 @@ class CertificateStore:
                 self._raise_request_state(tx, request_id, "issued")
         return request
 
+    # ----- shared authentication state (issue 24) -------------------------------------------
+
+    def shared_secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The secret ``name`` shared by every process using this store, created by the first
+        caller (``make()``); concurrent first callers all end up with the same value."""
+        candidate = base64.b64encode(make()).decode("ascii")
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "INSERT INTO server_secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            rows = tx.execute("SELECT value FROM server_secrets WHERE name = ?", (name,))
+        return base64.b64decode(str(rows[0][0]))
+
+    def use_digest_nonce(
+        self, nonce: str, nc: int, *, expires_at: datetime, now: datetime | None = None
+    ) -> bool:
+        """Record one use of a Digest (nonce, nonce-count); False when it was used before (a
+        replay), whichever process saw it first. Expired uses are purged on the way."""
+        now = utc_now(now)
+        t = self._backend.to_db_time
+        try:
+            with self._backend.transaction() as tx:
+                tx.execute("DELETE FROM digest_nonce_uses WHERE expires_at < ?", (t(now),))
+                tx.execute(
+                    "INSERT INTO digest_nonce_uses (nonce, nc, expires_at) VALUES (?, ?, ?)",
+                    (nonce, nc, t(expires_at)),
+                )
+        except UniqueViolation:
+            return False
+        return True
+
+    def record_operator_certificate(
+        self, cert: x509.Certificate, name: str, *, now: datetime | None = None
+    ) -> OperatorCertificateRecord:
+        """Record a console operator certificate so it can be listed and revoked."""
+        now = utc_now(now)
+        t = self._backend.to_db_time
+        record = OperatorCertificateRecord(
+            serial=serial_to_hex(cert.serial_number),
+            name=name,
+            fingerprint=sha256_fingerprint(cert),
+            issued_at=now,
+            not_after=cert.not_valid_after_utc,
+            status="valid",
+            revoked_at=None,
+        )
+        with self._backend.transaction() as tx:
+            tx.execute(
+                f"INSERT INTO operator_certificates ({_OPERATOR_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, 'valid', NULL)",
+                (record.serial, name, record.fingerprint, t(now), t(record.not_after)),
+            )
+            self._insert_event(
+                tx,
+                now,
+                "operator-certificate",
+                f"operator certificate {record.serial} issued to {name}",
+                {"serial": record.serial, "operator": name, "fingerprint": record.fingerprint},
+            )
+        return record
+
+    def get_operator_certificate(
+        self, *, fingerprint: str | None = None, serial: str | None = None
+    ) -> OperatorCertificateRecord | None:
+        """The record for one operator certificate, by fingerprint or by serial."""
+        if fingerprint is not None:
+            where, key = "fingerprint = ?", fingerprint
+        elif serial is not None:
+            where, key = "serial = ?", normalize_serial_hex(serial)
+        else:
+            raise ValueError("give the fingerprint or the serial of the operator certificate")
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_OPERATOR_COLUMNS} FROM operator_certificates WHERE {where}", (key,)
+            )
+        return self._operator(rows[0]) if rows else None
+
+    def list_operator_certificates(self) -> list[OperatorCertificateRecord]:
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_OPERATOR_COLUMNS} FROM operator_certificates ORDER BY issued_at, serial"
+            )
+        return [self._operator(row) for row in rows]
+
+    def revoke_operator_certificate(
+        self, serial_hex: str, *, by: str, now: datetime | None = None
+    ) -> OperatorCertificateRecord:
+        """Revoke an operator certificate (idempotent); ``KeyError`` for an unknown serial."""
+        serial = normalize_serial_hex(serial_hex)
+        now = utc_now(now)
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "UPDATE operator_certificates SET status = 'revoked', revoked_at = ? "
+                "WHERE serial = ? AND status = 'valid'",
+                (self._backend.to_db_time(now), serial),
+            )
+            changed = tx.rowcount == 1
+            rows = tx.execute(
+                f"SELECT {_OPERATOR_COLUMNS} FROM operator_certificates WHERE serial = ?",
+                (serial,),
+            )
+            if not rows:
+                raise KeyError(
+                    f"no operator certificate with serial {serial} in the store {self.url}"
+                )
+            record = self._operator(rows[0])
+            if changed:
+                self._insert_event(
+                    tx,
+                    now,
+                    "operator-certificate",
+                    f"operator certificate {serial} of {record.name} revoked by {by}",
+                    {"serial": serial, "operator": record.name, "by": by},
+                )
+        return record
+
+    def add_console_token(
+        self, token_sha256: str, operator: str, *, expires_at: datetime, now: datetime | None = None
+    ) -> None:
+        """Remember a console sign-in token by its SHA-256 only (the token itself is never
+        stored), bound to ``operator``."""
+        now = utc_now(now)
+        t = self._backend.to_db_time
+        with self._backend.transaction() as tx:
+            tx.execute("DELETE FROM console_tokens WHERE expires_at < ?", (t(now),))
+            tx.execute(
+                "INSERT INTO console_tokens (token_sha256, operator, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (token_sha256, operator, t(now), t(expires_at)),
+            )
+
+    def use_console_token(
+        self, token_sha256: str, operator: str, *, now: datetime | None = None
+    ) -> str | None:
+        """Spend a sign-in token for ``operator``: None when it worked, else why not. A token
+        works once: the row is marked used in the same transaction that checks it."""
+        now = utc_now(now)
+        t = self._backend.to_db_time
+        with self._backend.transaction() as tx:
+            rows = tx.execute(
+                "SELECT operator, expires_at, used_at FROM console_tokens WHERE token_sha256 = ?",
+                (token_sha256,),
+            )
+            if not rows:
+                return "this sign-in token is not valid for this console"
+            bound, expires_at, used_at = rows[0]
+            if used_at is not None:
+                return "this sign-in token was already used; create a new one"
+            if self._backend.from_db_time(expires_at) < now:
+                return "this sign-in token has expired; create a new one"
+            if bound != operator:
+                return "this sign-in token was created for another operator"
+            tx.execute(
+                "UPDATE console_tokens SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL",
+                (t(now), token_sha256),
+            )
+            if tx.rowcount != 1:  # pragma: no cover - the write lock makes this impossible
+                return "this sign-in token was already used; create a new one"
+        return None
+
     # ----- audit log ------------------------------------------------------------------------
 
     def log_event(self, kind: str, message: str, **fields: Any) -> Event:
@@ -651,6 +858,10 @@ class CertificateStore:
             note,
             serial,
             csr_pem,
+            client_trust,
+            http_user,
+            client_certificate_pem,
+            verdict,
         ) = row
         t = self._backend.from_db_time
         return PendingRequest(
@@ -673,6 +884,23 @@ class CertificateStore:
             note=str(note or ""),
             serial=serial,
             csr_pem=str(csr_pem),
+            client_trust=client_trust,
+            http_user=http_user,
+            client_certificate_pem=client_certificate_pem,
+            verdict=verdict,
+        )
+
+    def _operator(self, row: Sequence[Any]) -> OperatorCertificateRecord:
+        serial, name, fingerprint, issued_at, not_after, status, revoked_at = row
+        t = self._backend.from_db_time
+        return OperatorCertificateRecord(
+            serial=str(serial),
+            name=str(name),
+            fingerprint=str(fingerprint),
+            issued_at=t(issued_at),
+            not_after=t(not_after),
+            status=status,
+            revoked_at=t(revoked_at) if revoked_at is not None else None,
         )
 
     def _event(self, row: Sequence[Any]) -> Event:
@@ -702,11 +930,13 @@ def open_store(url: str | os.PathLike[str]) -> CertificateStore:
 
 __all__ = [
     "CERTIFICATE_STATUSES",
+    "CLIENT_TRUST_VALUES",
     "REQUEST_STATUSES",
     "CertificateStore",
     "DuplicateSerialError",
     "Event",
     "IssuedRecord",
+    "OperatorCertificateRecord",
     "PendingRequest",
     "RequestStateError",
     "StoreError",

@@ -9,7 +9,10 @@ store's own errors, so callers (the server) need to know exactly three of them:
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -33,8 +36,16 @@ SQLITE_DEFAULT_SYNCHRONOUS = "NORMAL"
 SQLITE_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 # Seconds to wait for a TCP connection to PostgreSQL before reporting it unreachable.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+# The store holds every issued certificate, the approval queue and the authentication state
+# (Digest nonce key, console sign-in token hashes): owner-only, like a private key file.
+SQLITE_FILE_MODE = 0o600
+# The files SQLite keeps next to the database in WAL mode (created with the database's mode).
+SQLITE_SIDE_SUFFIXES = ("-wal", "-shm")
 # A constant key for pg_advisory_xact_lock: serialises schema migrations between instances.
 POSTGRES_MIGRATION_LOCK_KEY = 0x657374_6B6974  # "estkit"
+
+
+logger = logging.getLogger("estkit.ca.store")
 
 
 class StoreError(Exception):
@@ -124,6 +135,46 @@ class _SqliteTransaction:
         return self._rowcount
 
 
+def _create_private_file(path: str) -> None:
+    """Create the database file owner-only before SQLite opens it.
+
+    Why not ``os.umask``: the umask is process-wide, and the server opens stores on worker threads
+    while other threads write files; ``os.open`` with an explicit mode sets the permissions of
+    this one file atomically at creation (the umask can only remove bits from 0600). SQLite gives
+    its -wal and -shm files the database file's mode.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE))
+
+
+def tighten_private_file(path: Path) -> int | None:
+    """Make an existing file owner-only; log a warning naming it and its old mode. Returns the
+    old mode when it had to change (None when it was fine or is missing)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    try:
+        path.chmod(mode & 0o700)
+    except OSError as exc:
+        logger.warning(
+            "%s is readable by others (mode %04o) and could not be tightened: %s",
+            path,
+            mode,
+            exc,
+        )
+        return mode
+    logger.warning(
+        "%s was readable by others (mode %04o); changed to %04o: it holds the certificate store",
+        path,
+        mode,
+        mode & 0o700,
+    )
+    return mode
+
+
 def _enable_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> str:
     """Switch to WAL, retrying while another connection holds the lock.
 
@@ -158,6 +209,14 @@ class SqliteBackend:
                     f"cannot open the certificate store {display_url}: the directory {parent} "
                     "does not exist"
                 )
+            try:
+                _create_private_file(path)
+            except OSError as exc:
+                raise StoreUnavailableError(
+                    f"cannot create the certificate store {display_url}: {exc.strerror or exc}"
+                ) from None
+            for suffix in ("", *SQLITE_SIDE_SUFFIXES):
+                tighten_private_file(Path(path + suffix))
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a write transaction
             # takes the write lock up front (BEGIN IMMEDIATE) instead of failing mid-way.
@@ -389,9 +448,11 @@ def open_backend(url: str) -> Backend:
 
 
 __all__ = [
+    "SQLITE_FILE_MODE",
     "DuplicateSerialError",
     "StoreError",
     "StoreUnavailableError",
     "open_backend",
     "redact_url",
+    "tighten_private_file",
 ]

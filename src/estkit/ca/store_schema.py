@@ -102,7 +102,48 @@ _V1 = (
     "CREATE INDEX events_by_kind ON events (kind, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2 (issue 24): the queue records who asked and how far they were trusted; Digest nonce
+# uses, the Digest nonce key, operator certificates and console sign-in tokens live in the store so
+# that every worker process and every server on one store sees the same state. Old rows keep
+# NULL in the new request columns ("not recorded"), never a guessed value.
+_V2 = (
+    "ALTER TABLE requests ADD COLUMN client_trust TEXT",
+    "ALTER TABLE requests ADD COLUMN http_user TEXT",
+    "ALTER TABLE requests ADD COLUMN client_certificate_pem TEXT",
+    "ALTER TABLE requests ADD COLUMN verdict TEXT",
+    """
+    CREATE TABLE digest_nonce_uses (
+        nonce TEXT NOT NULL,
+        nc BIGINT NOT NULL,
+        expires_at {ts} NOT NULL,
+        PRIMARY KEY (nonce, nc)
+    )
+    """,
+    "CREATE INDEX digest_nonce_uses_by_expiry ON digest_nonce_uses (expires_at)",
+    "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """
+    CREATE TABLE operator_certificates (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL UNIQUE,
+        issued_at {ts} NOT NULL,
+        not_after {ts} NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+        revoked_at {ts}
+    )
+    """,
+    """
+    CREATE TABLE console_tokens (
+        token_sha256 TEXT PRIMARY KEY,
+        operator TEXT NOT NULL,
+        created_at {ts} NOT NULL,
+        expires_at {ts} NOT NULL,
+        used_at {ts}
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -25,7 +25,7 @@ from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.builders import is_hostname, parse_ip
 from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
-from estkit.cli.admin import admin_cert
+from estkit.cli.admin import CONSOLE_COMMANDS
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -38,6 +38,7 @@ from estkit.cli.prompts import read_secret
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.errors import PathError
+from estkit.server.approval import approve_if_allowed, judge
 from estkit.server.config import (
     ConfigError,
     ServerConfig,
@@ -242,7 +243,11 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     console.print(f"  CRL:             {url}/crl")
     for handle in consoles:  # the web console, when it is on
         console.print(f"  web console:     {handle.url}", soft_wrap=True)
-        console.print(f"  console sign-in: {handle.login_url}", soft_wrap=True)
+        # Never the token itself: this banner ends up in logs (issue 24).
+        console.print(
+            f"  console sign-in: estkit server console-login {info.data_dir} --operator NAME",
+            soft_wrap=True,
+        )
         console.print(
             "                   (or an operator certificate: "
             f"estkit server admin-cert {info.data_dir} NAME)",
@@ -532,17 +537,38 @@ def revoke_command(data_dir: Path, serial: str, reason: str, as_json: bool) -> N
 @_command
 def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
     """List enrollment requests waiting for (or decided by) an operator (S4)."""
+    config = _config(data_dir)
+    authority = CertificateAuthority.load(config.ca_directory)
     with _store(data_dir) as store:
         requests = store.list_requests(None if status == "all" else status)
+        # What policy says now (label, CSR policy, client certificate revocation): shown so the
+        # operator does not approve what the server would refuse (approve enforces it too).
+        verdicts = {
+            request.id: judge(config, authority, store, request)
+            for request in requests
+            if request.status == "pending"
+        }
     if as_json:
-        print_json([request.to_json() for request in requests])
+        print_json(
+            [
+                {
+                    **request.to_json(),
+                    "policy_now": verdicts[request.id].to_json()
+                    if request.id in verdicts
+                    else None,
+                }
+                for request in requests
+            ]
+        )
         return
     if not requests:
         console.print(f"no {'' if status == 'all' else status + ' '}requests")
         return
     for request in requests:
+        # Two columns that fold (wrap) long values: identifiers such as the 71-character
+        # fingerprint are wrapped, never cut, and the table fits 80 columns.
         table = Table(title=f"request {request.id} ({request.status})", show_header=False)
-        table.add_column("field", style="bold")
+        table.add_column("field", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
         rows = [
             ("received", request.created_at.isoformat()),
@@ -550,12 +576,20 @@ def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
             ("common name", request.common_name or "-"),
             ("DNS names", ", ".join(request.dns_names) or "-"),
             ("key type", request.key_type),
+            ("client trust", request.client_trust or "not recorded"),
             ("client certificate", request.client_subject or "none presented"),
             ("client cert issuer", request.client_issuer or "-"),
             ("client cert SHA-256", request.client_fingerprint or "-"),
+            ("HTTP user", request.http_user or "-"),
             ("peer address", request.peer_address or "-"),
             ("requester", request.requester or "-"),
+            ("when queued", request.verdict or "not recorded"),
         ]
+        if request.id in verdicts:
+            verdict = verdicts[request.id]
+            rows.append(
+                ("policy now", f"{'allows' if verdict.allowed else 'REFUSES'}: {verdict.reason}")
+            )
         if request.decided_by:
             rows.append(("decided by", f"{request.decided_by} {request.note}".strip()))
         if request.serial:
@@ -573,7 +607,13 @@ def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
 def _decide(data_dir: Path, request_id: int, approve: bool, note: str, as_json: bool) -> None:
     with _store(data_dir) as store:
         try:
-            request = store.decide_request(request_id, approve, by=_operator(), note=note)
+            if approve:
+                # Policy runs again now: an approval never covers what the server would refuse.
+                request = approve_if_allowed(
+                    _config(data_dir), store, request_id, by=_operator(), note=note
+                )
+            else:
+                request = store.decide_request(request_id, approve, by=_operator(), note=note)
         except RequestStateError as exc:
             fail(str(exc))
     if as_json:
@@ -958,5 +998,7 @@ def untrust_command(data_dir: Path, which: str, as_json: bool) -> None:
     )
 
 
-# `estkit server admin-cert` lives with the console it issues operator certificates for.
-server.add_command(admin_cert)
+# `estkit server admin-cert`, `admin-certs`, `revoke-admin-cert` and `console-login` live with
+# the console they serve.
+for _console_command in CONSOLE_COMMANDS:
+    server.add_command(_console_command)

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from estkit.ca.store import OperatorCertificateRecord, normalize_serial_hex, open_store
 from estkit.fileio import write_file_atomic, write_private_file_atomic
+from estkit.server import load_config
 
 CONSOLE_DIR_NAME = "console"
 OPERATORS_DIR_NAME = "operators"
@@ -208,9 +210,58 @@ def issue_admin_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
+    # Recorded before the files are written: a certificate the store does not know is refused by
+    # the console, so a failure here leaves nothing usable behind.
+    _record(data_dir, cert, name)
     write_private_file_atomic(key_path, _key_pem(key))
     write_file_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def _store_url(data_dir: Path) -> str:
+    try:
+        return load_config(data_dir).database_url
+    except (OSError, ValueError) as exc:
+        raise OperatorCertificateError(
+            f"{data_dir} is not a server data directory ({exc}); create one with "
+            f"'estkit server init {data_dir}'"
+        ) from None
+
+
+def _record(data_dir: Path, cert: x509.Certificate, name: str) -> None:
+    with open_store(_store_url(data_dir)) as store:
+        store.record_operator_certificate(cert, name)
+
+
+def revoke_operator_certificates(
+    data_dir: Path, serial_or_name: str, *, by: str
+) -> list[OperatorCertificateRecord]:
+    """Revoke one operator certificate (hex serial) or every valid one of an operator (name).
+
+    The console checks the store on every request, so the revocation takes effect at once.
+    Raises :class:`OperatorCertificateError` when nothing matches."""
+    with open_store(_store_url(data_dir)) as store:
+        records = store.list_operator_certificates()
+        by_name = [r for r in records if r.name == serial_or_name]
+        if by_name:
+            targets = [r.serial for r in by_name if r.status == "valid"] or [by_name[-1].serial]
+        else:
+            try:
+                serial = normalize_serial_hex(serial_or_name)
+            except ValueError:
+                serial = None
+            if serial is None or not any(r.serial == serial for r in records):
+                raise OperatorCertificateError(
+                    f"no operator certificate with serial or operator name {serial_or_name!r}; "
+                    "list them with 'estkit server admin-certs DIR'"
+                )
+            targets = [serial]
+        return [store.revoke_operator_certificate(serial, by=by) for serial in targets]
+
+
+def list_operator_certificates(data_dir: Path) -> list[OperatorCertificateRecord]:
+    with open_store(_store_url(data_dir)) as store:
+        return store.list_operator_certificates()
 
 
 def export_pkcs12(cert_path: Path, key_path: Path, password: str | None = None) -> tuple[Path, str]:

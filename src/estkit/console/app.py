@@ -6,19 +6,22 @@ See :mod:`~estkit.console.middleware` for the request pipeline and
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from cryptography import x509
 
+from estkit.ca.store import open_store
 from estkit.console import auth, handlers
 from estkit.console.admin_ca import ensure_admin_ca
 from estkit.console.backend import ConsoleBackend
 from estkit.console.context import (
     ALLOWED_HOSTS_KEY,
     BACKEND_KEY,
+    CLOCK_KEY,
     CSRF_KEY,
     DEFAULT_POLL_MS,
     MAX_FORM_BYTES,
@@ -84,12 +87,15 @@ def make_console_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     poll_ms: int = DEFAULT_POLL_MS,
+    token_operator: str = auth.DEFAULT_TOKEN_OPERATOR,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> web.Application:
     """Build the console for the server data directory ``data_dir``.
 
-    ``token`` is the login token (a random one when None; read it back from
-    ``app[TOKEN_KEY]``). ``host`` is the address the console listens on, added to the accepted
-    Host names.
+    ``token`` is the start-up sign-in token (a random one when None; read it back from
+    ``app[TOKEN_KEY]``): single-use, valid 10 minutes, for ``token_operator`` only.
+    ``clock`` gives the time for token expiry (tests inject one). ``host`` is the address the
+    console listens on, added to the accepted Host names.
     """
     data_dir = Path(data_dir).absolute()
     backend = ConsoleBackend(data_dir)
@@ -102,7 +108,11 @@ def make_console_app(
     app[BACKEND_KEY] = backend
     app[SESSIONS_KEY] = auth.SessionStore()
     app[CSRF_KEY] = auth.CsrfGuard.create()
-    app[TOKEN_KEY] = token or auth.new_login_token()
+    clock = clock or (lambda: dt.datetime.now(dt.UTC))
+    app[CLOCK_KEY] = clock
+    # The start-up token: single-use, 10 minutes, for ``token_operator`` like any other token.
+    with open_store(backend.config.database_url) as store:
+        app[TOKEN_KEY] = auth.issue_login_token(store, token_operator, token=token, now=clock())
     app[OPERATORS_CA_KEY] = operators_ca
     app[ALLOWED_HOSTS_KEY] = allowed_hosts(host, tls_host_names(backend))
     app[POLL_KEY] = poll_ms

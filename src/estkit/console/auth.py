@@ -4,8 +4,12 @@ Two ways in, both ending in an :class:`~estkit.console.admin_ca.Operator`:
 
 * an operator client certificate (issued by the console's operators CA) presented in the TLS
   handshake: checked on every request, no cookie needed;
-* the random token printed when the console starts: ``/login?token=...`` once, which creates a
-  server-side session referenced by an HttpOnly, Secure, SameSite=Strict cookie.
+* a sign-in token (``estkit server console-login DIR --operator NAME``, or the one a console
+  makes at start for programs that embed it): ``/login?token=...&operator=NAME`` works once,
+  within :data:`LOGIN_TOKEN_LIFETIME_SECONDS`, only for the operator named when it was made, and
+  creates a server-side session referenced by an HttpOnly, Secure, SameSite=Strict cookie. The
+  store keeps only the token's SHA-256; logs and the audit trail name a token by
+  :func:`token_label` (a 12-digit prefix of that hash), never by its value.
 
 Every POST carries a CSRF token bound to the caller (session id or certificate fingerprint) with an
 HMAC under a per-process secret, and its ``Origin`` must be the console itself. Browsers send
@@ -14,14 +18,16 @@ client certificates and Strict cookies on their own, so neither alone proves int
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from estkit.console.admin_ca import Operator
+from estkit.ca.store import CertificateStore
+from estkit.console.admin_ca import Operator, validate_operator_name
 
 SESSION_COOKIE = "estkit_console_session"
 CSRF_FIELD = "csrf_token"
@@ -34,6 +40,13 @@ SESSION_MAX_SECONDS = 24 * 3600
 # Sessions are kept in memory; cap them so a token leak cannot exhaust memory.
 MAX_SESSIONS = 256
 DEFAULT_TOKEN_OPERATOR = "token-operator"
+# A sign-in token is for opening the console now, not a credential to keep: 10 minutes is enough
+# to copy a URL from a terminal into a browser, short enough that a token seen in a scroll-back or
+# a screenshot is dead by the time anyone else reads it.
+LOGIN_TOKEN_LIFETIME_SECONDS = 600
+# Hex digits of the token's SHA-256 shown in logs: enough to match a log line to a token you hold,
+# far too few (48 bits of a hash) to help anyone guess the 256-bit token.
+TOKEN_LABEL_HEX_DIGITS = 12
 
 
 @dataclass
@@ -89,11 +102,40 @@ def new_login_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def token_matches(expected: str, presented: str | None) -> bool:
-    """Constant-time comparison, so response timing says nothing about the token."""
-    if not presented:
-        return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
+def token_digest(token: str) -> str:
+    """What the store keeps of a sign-in token (a lookup by hash needs no timing-safe compare:
+    the attacker does not know the hash of the token they are guessing)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def token_label(token: str) -> str:
+    """How logs name a token: a prefix of its hash, never the token."""
+    return "sha256:" + token_digest(token)[:TOKEN_LABEL_HEX_DIGITS]
+
+
+def issue_login_token(
+    store: CertificateStore,
+    operator: str = DEFAULT_TOKEN_OPERATOR,
+    *,
+    token: str | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """Make a single-use sign-in token for ``operator`` (valid
+    :data:`LOGIN_TOKEN_LIFETIME_SECONDS`) and return it; only its hash is stored."""
+    validate_operator_name(operator)
+    token = token or new_login_token()
+    now = now or dt.datetime.now(dt.UTC)
+    store.add_console_token(
+        token_digest(token),
+        operator,
+        expires_at=now + dt.timedelta(seconds=LOGIN_TOKEN_LIFETIME_SECONDS),
+        now=now,
+    )
+    return token
+
+
+def login_url(base_url: str, token: str, operator: str) -> str:
+    return f"{base_url}/login?token={quote(token)}&operator={quote(operator)}"
 
 
 @dataclass(frozen=True)

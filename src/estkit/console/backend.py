@@ -33,7 +33,14 @@ from estkit.ca.store import (
     open_store,
 )
 from estkit.console.admin_ca import Operator
-from estkit.server import ServerConfig, load_config, revoke_certificate
+from estkit.server import (
+    ServerConfig,
+    Verdict,
+    approve_if_allowed,
+    judge,
+    load_config,
+    revoke_certificate,
+)
 
 T = TypeVar("T")
 
@@ -129,6 +136,16 @@ class ConsoleBackend:
         last = store.list_events(kind=None, since_id=0, limit=None)
         return last[-MAX_EVENTS_READ:]
 
+    def verdicts(
+        self, store: CertificateStore, requests: list[PendingRequest]
+    ) -> dict[int, Verdict]:
+        """What policy says now about each request (shown beside Approve)."""
+        if not requests:
+            return {}
+        config = load_config(self.data_dir)  # the labels as they are now, not at console start
+        authority = CertificateAuthority.load(config.ca_directory)
+        return {request.id: judge(config, authority, store, request) for request in requests}
+
     def ca_overview(self, store: CertificateStore) -> CaOverview:
         authority = self.load_authority()
         certificates = list(authority.cacerts)
@@ -175,7 +192,14 @@ class ConsoleBackend:
 
         def act(store: CertificateStore) -> PendingRequest:
             try:
-                decided = store.decide_request(request_id, approve, by=operator.name, note=note)
+                if approve:
+                    # Policy runs again now (issue 24): approving never signs what the server
+                    # would refuse today.
+                    decided = approve_if_allowed(
+                        load_config(self.data_dir), store, request_id, by=operator.name, note=note
+                    )
+                else:
+                    decided = store.decide_request(request_id, approve, by=operator.name, note=note)
             except KeyError as exc:
                 raise ConsoleActionError(f"there is no request #{request_id}") from exc
             except RequestStateError as exc:

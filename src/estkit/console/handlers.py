@@ -20,14 +20,15 @@ from estkit.console import auth
 from estkit.console.admin_ca import Operator, OperatorCertificateError, validate_operator_name
 from estkit.console.backend import CaOverview, ConsoleActionError
 from estkit.console.context import (
+    CLOCK_KEY,
     OPERATOR_RKEY,
     OPERATORS_CA_KEY,
     POLL_KEY,
     SESSIONS_KEY,
-    TOKEN_KEY,
     backend_of,
     csrf_token,
     html_response,
+    logger,
     message,
     now,
     operator_of,
@@ -102,21 +103,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     presented = request.query.get("token")
     if OPERATOR_RKEY in request and not presented:
         raise web.HTTPSeeOther("/")
-    if not auth.token_matches(request.app[TOKEN_KEY], presented):
-        if presented:
-            await backend_of(request).log(
-                "console sign-in refused: wrong token",
-                None,
-                reason="wrong token",
-                peer=request.remote,
-            )
-            return message(
-                "Sign-in refused", "This login token is not valid for this console.", 403
-            )
+    if not presented:
         return message(
             "Sign-in required",
-            "Open the login URL printed when the console started, or present an operator "
-            "certificate.",
+            "Open a sign-in URL from 'estkit server console-login DIR --operator NAME', or "
+            "present an operator certificate.",
             401,
         )
     name = request.query.get("operator") or auth.DEFAULT_TOKEN_OPERATOR
@@ -124,10 +115,37 @@ async def login(request: web.Request) -> web.StreamResponse:
         validate_operator_name(name)
     except OperatorCertificateError as exc:
         return message("Sign-in refused", str(exc), 400)
+    label = auth.token_label(presented)
+    digest = auth.token_digest(presented)
+    at = request.app[CLOCK_KEY]()
+    problem = await backend_of(request).run(
+        lambda store: store.use_console_token(digest, name, now=at)
+    )
+    if problem is not None:
+        # The token is named by a prefix of its hash only (never logged whole).
+        logger.warning(
+            "console sign-in refused for %s from %s (token %s): %s",
+            name,
+            request.remote,
+            label,
+            problem,
+        )
+        await backend_of(request).log(
+            f"console sign-in refused: {problem}",
+            None,
+            reason=problem,
+            operator_named=name,
+            token=label,
+            peer=request.remote,
+        )
+        return message("Sign-in refused", f"{problem[0].upper()}{problem[1:]}.", 403)
     operator = Operator(name=name, method="token")
     session = request.app[SESSIONS_KEY].create(operator)
     await backend_of(request).log(
-        f"{name} signed in to the web console with the login token", operator, peer=request.remote
+        f"{name} signed in to the web console with a sign-in token",
+        operator,
+        token=label,
+        peer=request.remote,
     )
     # A meta refresh rather than a redirect: the follow-up request is then same-site, so the
     # SameSite=Strict cookie goes with it even when the link was opened from a terminal.
@@ -183,7 +201,12 @@ async def dashboard(request: web.Request) -> web.Response:
 
 async def requests_page(request: web.Request) -> web.Response:
     backend = backend_of(request)
-    requests = await backend.run(backend.read_requests)
+
+    def read(store: Any) -> tuple[list[Any], dict[int, Any]]:
+        found = backend.read_requests(store)
+        return found, backend.verdicts(store, [r for r in found if r.status == "pending"])
+
+    requests, verdicts = await backend.run(read)
     pending = sorted((r for r in requests if r.status == "pending"), key=lambda r: r.created_at)
     decided = sorted(
         (r for r in requests if r.status != "pending"),
@@ -194,7 +217,7 @@ async def requests_page(request: web.Request) -> web.Response:
     done = request.query.get("done")
     if done in REQUEST_NOTICES and request.query.get("id", "").isdigit():
         notice = notice_box(REQUEST_NOTICES[done].format(id=int(request.query["id"])))
-    content = requests_content(pending, decided, now(), csrf_token(request))
+    content = requests_content(pending, decided, now(), csrf_token(request), verdicts)
     return await _respond(request, "Requests", "requests", content, len(pending), notice)
 
 

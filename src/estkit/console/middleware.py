@@ -8,6 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 from cryptography import x509
 
+from estkit.ca.store import StoreError
 from estkit.console import auth
 from estkit.console.admin_ca import Operator, OperatorCertificateError, verify_operator_certificate
 from estkit.console.context import (
@@ -88,6 +89,28 @@ async def host_check(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
+async def _operator_certificate_problem(request: web.Request, operator: Operator) -> str | None:
+    """Why a chain-valid operator certificate is still refused: not recorded by `admin-cert`, or
+    revoked. Looked up on every request, so a revocation takes effect at once."""
+    fingerprint = operator.fingerprint or ""
+    try:
+        record = await backend_of(request).run(
+            lambda store: store.get_operator_certificate(fingerprint=fingerprint)
+        )
+    except StoreError as exc:
+        return f"the certificate store cannot be read to check this certificate: {exc}"
+    if record is None:
+        return (
+            "this operator certificate is not recorded by this server (it predates recording, "
+            f"or was made elsewhere); issue a new one with 'estkit server admin-cert DIR "
+            f"{operator.name} --force'"
+        )
+    if record.status == "revoked":
+        when = f" on {record.revoked_at:%Y-%m-%d %H:%M} UTC" if record.revoked_at else ""
+        return f"this operator certificate (serial {record.serial}) was revoked{when}"
+    return None
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     operator: Operator | None = None
@@ -98,6 +121,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             operator = verify_operator_certificate(cert, request.app[OPERATORS_CA_KEY])
         except OperatorCertificateError as exc:
             return message("Certificate not accepted", str(exc), 403)
+        problem = await _operator_certificate_problem(request, operator)
+        if problem is not None:
+            logger.warning(
+                "console refused operator certificate %s (%s) from %s: %s",
+                operator.fingerprint,
+                operator.name,
+                request.remote,
+                problem,
+            )
+            return message("Certificate not accepted", problem, 403)
     if operator is None:
         session = request.app[SESSIONS_KEY].get(request.cookies.get(auth.SESSION_COOKIE))
         if session is not None:

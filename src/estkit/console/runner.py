@@ -10,9 +10,11 @@ for a console listening on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,9 +22,12 @@ from typing import Any
 
 from aiohttp import web
 
-from estkit.console.admin_ca import ensure_admin_ca
+from estkit.ca.store import open_store
+from estkit.console import auth
+from estkit.console.admin_ca import console_dir, ensure_admin_ca
 from estkit.console.app import console_url_host, make_console_app
 from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
+from estkit.fileio import write_private_file_atomic
 from estkit.server import CONFIG_FILE_NAME, CertificatePair, build_server_context, load_config
 
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
@@ -32,6 +37,29 @@ STARTUP_TIMEOUT_SECONDS = 30
 SHUTDOWN_TIMEOUT_SECONDS = 10
 # Open console connections (live-refresh polls) get this long to finish when the server stops.
 SHUTDOWN_GRACE_SECONDS = 1.0
+# Where a running console leaves its base URL, for `estkit server console-login`.
+CONSOLE_URL_FILE = "url"
+
+
+def console_url_path(data_dir: Path) -> Path:
+    return console_dir(Path(data_dir)) / CONSOLE_URL_FILE
+
+
+def new_login_url(data_dir: Path, operator: str, base_url: str | None = None) -> str:
+    """A fresh single-use sign-in URL for ``operator`` (the base URL defaults to the one the
+    running console recorded). Raises :class:`ConsoleStartError` when no console URL is known."""
+    data_dir = Path(data_dir)
+    if base_url is None:
+        try:
+            base_url = console_url_path(data_dir).read_text("utf-8").strip()
+        except OSError:
+            raise ConsoleStartError(
+                f"no console has run on {data_dir} yet (no {console_url_path(data_dir)}); "
+                "start the server with the console first"
+            ) from None
+    with open_store(load_config(data_dir).database_url) as store:
+        token = auth.issue_login_token(store, operator)
+    return auth.login_url(base_url, token, operator)
 
 
 class ConsoleStartError(RuntimeError):
@@ -109,6 +137,8 @@ class ConsoleSite:
     port: int
     token: str
     hostname: str
+    token_operator: str = auth.DEFAULT_TOKEN_OPERATOR
+    data_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -116,7 +146,14 @@ class ConsoleSite:
 
     @property
     def login_url(self) -> str:
-        return f"{self.url}/login?token={self.token}"
+        """The start-up sign-in URL (works once, for 10 minutes)."""
+        return auth.login_url(self.url, self.token, self.token_operator)
+
+    def new_login_url(self, operator: str = auth.DEFAULT_TOKEN_OPERATOR) -> str:
+        """A fresh single-use sign-in URL for ``operator``."""
+        if self.data_dir is None:
+            raise ConsoleStartError("this console was not started from a data directory")
+        return new_login_url(self.data_dir, operator, self.url)
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -162,9 +199,22 @@ async def start_console_site(
         if isinstance(address, tuple) and len(address) >= 2:
             bound_port = int(address[1])
             break
-    return ConsoleSite(
-        runner, site, host, bound_port, runner.app[TOKEN_KEY], _url_hostname(runner.app, host)
+    backend = runner.app.get(BACKEND_KEY)
+    console_site = ConsoleSite(
+        runner,
+        site,
+        host,
+        bound_port,
+        runner.app[TOKEN_KEY],
+        _url_hostname(runner.app, host),
+        data_dir=backend.data_dir if backend else None,
     )
+    if backend is not None:
+        # 0600 like everything in the console directory; it names no secret.
+        write_private_file_atomic(
+            console_url_path(backend.data_dir), (console_site.url + "\n").encode()
+        )
+    return console_site
 
 
 def _url_hostname(app: web.Application, bind_host: str) -> str:
@@ -196,6 +246,9 @@ class ConsoleHandle:
     def login_url(self) -> str:
         return self._site.login_url
 
+    def new_login_url(self, operator: str = auth.DEFAULT_TOKEN_OPERATOR) -> str:
+        return self._site.new_login_url(operator)
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
@@ -226,6 +279,7 @@ def start_console(
     ssl_context: ssl.SSLContext | None = None,
     token: str | None = None,
     poll_ms: int = DEFAULT_POLL_MS,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> ConsoleHandle:
     """Start the console in a background thread and return once it listens."""
     data_dir = Path(data_dir)
@@ -234,7 +288,7 @@ def start_console(
     started = threading.Event()
 
     async def boot() -> ConsoleSite:
-        app = make_console_app(data_dir, token=token, host=host, poll_ms=poll_ms)
+        app = make_console_app(data_dir, token=token, host=host, poll_ms=poll_ms, clock=clock)
         return await start_console_site(
             app, host=host, port=port, ssl_context=ssl_context or console_ssl_context(data_dir)
         )

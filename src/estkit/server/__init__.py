@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from estkit.server.approval import Verdict, approve_if_allowed, judge
     from estkit.server.config import (
         CONFIG_FILE_NAME,
         ConfigError,
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 # name -> submodule: each name's module is imported the first time the name is read.
 _EXPORTS: dict[str, str] = {
+    "Verdict": "approval",
+    "approve_if_allowed": "approval",
+    "judge": "approval",
     "CONFIG_FILE_NAME": "config",
     "CertificatePair": "tls",
     "build_server_context": "tls",
@@ -64,11 +68,14 @@ __all__ = [
     "RunningServer",
     "ServerConfig",
     "ServerInfo",
+    "Verdict",
     "add_label",
     "add_trusted_client_root",
     "add_user",
+    "approve_if_allowed",
     "build_server_context",
     "init_data_dir",
+    "judge",
     "load_config",
     "revoke_certificate",
     "save_config",

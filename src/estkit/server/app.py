@@ -322,8 +322,18 @@ class EstHandler:
         # Basic checks run scrypt (tens of ms): keep them off the event loop.
         result = await loop.run_in_executor(
             None,
-            lambda: authenticator.check(header, method=request.method, uri=str(request.rel_url)),
+            lambda: authenticator.check(
+                header, method=request.method, uri=str(request.rel_url), source=request.remote
+            ),
         )
+        if result.retry_after is not None:
+            # 429, not 401: a client that just re-prompts the user on 401 would keep the lock on;
+            # 429 + Retry-After says "stop and wait" to people and programs alike (issue 24).
+            raise Refusal(
+                429,
+                f"HTTP authentication refused: {result.reason}",
+                headers=[("Retry-After", str(result.retry_after))],
+            )
         if result.user is None:
             raise Refusal(
                 401,

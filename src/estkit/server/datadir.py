@@ -15,7 +15,9 @@ and every test fixture need the same complete, working directory, so they all ca
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,38 @@ DEMO_DEVICE_NAME = "estkit-demo-device"
 # Things `--force` replaces (the CA itself keeps its old generations on disk, see estkit.ca).
 _REPLACED_ON_FORCE = ("tls", "manufacturer")
 _SQLITE_FILES = ("estkit.db", "estkit.db-wal", "estkit.db-shm")
+# The data directory holds CA keys, TLS keys and the store: only its owner may even list it.
+DATA_DIR_MODE = 0o700
+
+logger = logging.getLogger("estkit.server")
+
+
+def secure_data_dir(data_dir: Path) -> int | None:
+    """Make an existing data directory owner-only (0700), logging a warning with its old mode.
+
+    Returns the old mode when it had to change. Called by :func:`init_data_dir` and whenever a
+    server starts on the directory, so directories made by older versions get fixed too.
+    """
+    try:
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    try:
+        data_dir.chmod(DATA_DIR_MODE)
+    except OSError as exc:
+        logger.warning(
+            "data directory %s has mode %04o and could not be tightened: %s", data_dir, mode, exc
+        )
+        return mode
+    logger.warning(
+        "data directory %s was open to others (mode %04o); changed to %04o",
+        data_dir,
+        mode,
+        DATA_DIR_MODE,
+    )
+    return mode
 
 
 class DataDirExistsError(FileExistsError):
@@ -143,7 +177,11 @@ def init_data_dir(
     ca_dir = data_dir / "ca"
     if CertificateAuthority.exists(ca_dir) and not force:
         raise DataDirExistsError(f"{data_dir} already holds a certificate authority")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    existed = data_dir.is_dir()
+    # mode= applies to the last component only (and the umask may remove bits, never add).
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    if existed:
+        secure_data_dir(data_dir)
     if force:
         _clear_for_force(data_dir, db_url)
     database_url = db_url or f"sqlite:///{data_dir / 'estkit.db'}"

@@ -40,6 +40,7 @@ from estkit.protocol.serverkeygen import (
     encrypt_private_key_for,
     key_encryption_request,
 )
+from estkit.server.approval import client_trust_of
 from estkit.server.clientauth import ClientCertificateStatus
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
@@ -347,6 +348,14 @@ def _queue(
             client_fingerprint=client.fingerprint,
             peer_address=request.peer,
             requester=requester,
+            client_trust=client_trust_of(client),
+            http_user=request.http_user,
+            client_certificate_pem=(
+                client.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+                if client.certificate is not None
+                else None
+            ),
+            verdict=_queue_verdict(request, client),
         )
         return Queued(added.id, retry, new=True)
     if existing.status == "rejected":
@@ -366,6 +375,16 @@ def _queue(
     if existing.status == "pending":
         return Queued(existing.id, retry, new=False)
     return existing
+
+
+def _queue_verdict(request: EnrollmentRequest, client: ClientCertificateStatus) -> str:
+    """What policy said when the request was queued (shown to the operator as recorded)."""
+    if request.profile.approval == "manual":
+        return "queued: the label approves every request manually (approval=manual)"
+    return (
+        "queued: the requester is not authenticated (approval=untrusted): "
+        f"{client.reason if client.certificate is not None else 'no client certificate'}"
+    )
 
 
 def _name_differences(

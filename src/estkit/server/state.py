@@ -29,14 +29,17 @@ from estkit.ca.store_backends import parse_sqlite_url
 from estkit.protocol.certs import load_pem_certificates
 from estkit.server.clientauth import ClientTrust, TrustGroup
 from estkit.server.config import ServerConfig, load_config
+from estkit.server.datadir import secure_data_dir
 from estkit.server.httpauth import HttpAuthenticator
 
 logger = logging.getLogger("estkit.server")
 
 T = TypeVar("T")
 
-# Length of the per-run secret that signs Digest nonces (shared by all workers of one run).
+# Length of the secret that signs Digest nonces (kept in the store: shared by every process).
 DIGEST_SECRET_BYTES = 32
+# Its name in the store's server_secrets table.
+DIGEST_SECRET_NAME = "digest-nonce-key"
 
 
 def _existing_local_database(url: str) -> bool:
@@ -57,6 +60,59 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (info.st_mtime_ns, info.st_size)
 
 
+def build_client_trust(
+    config: ServerConfig,
+    authority: CertificateAuthority,
+    own_revocation: Callable[[str], tuple[bool, dt.datetime | None]],
+) -> ClientTrust:
+    """Who may authenticate with a TLS client certificate: this server's CA (all generations)
+    and the trusted manufacturer CAs of ``config``. Used by the server and by approval checks."""
+    own_roots = list(authority.root_certificates)
+    own_others = [cert for cert in authority.cacerts if cert not in own_roots]
+    own_others += [cert for cert in authority.previous_issuers if cert not in own_others]
+    groups = [
+        TrustGroup(
+            name="this server's CA",
+            kind="own",
+            roots=own_roots,
+            intermediates=[cert for cert in own_others if cert not in own_roots],
+        )
+    ]
+    for root in config.trusted_client_roots:
+        try:
+            certificates = load_pem_certificates(root.certificate.read_bytes())
+        except (OSError, ValueError) as exc:
+            logger.error("cannot load trusted client root %s: %s", root.certificate, exc)
+            continue
+        subject = certificates[0].subject.rfc4514_string()
+        groups.append(
+            TrustGroup.from_certificates(
+                f"the trusted manufacturer CA {subject!r}",
+                "manufacturer",
+                certificates,
+                accept_expired=root.accept_expired,
+                crl_path=root.crl,
+            )
+        )
+    return ClientTrust(groups, own_revocation)
+
+
+def store_revocation(
+    store: CertificateStore,
+) -> Callable[[str], tuple[bool, dt.datetime | None]]:
+    """``own_revocation`` for :func:`build_client_trust` reading ``store``: (ours?, revoked at)."""
+
+    def lookup(serial_hex: str) -> tuple[bool, dt.datetime | None]:
+        record = store.get_issued(serial_hex)
+        if record is None:
+            return False, None
+        if record.status == "revoked":
+            return True, record.revoked_at or dt.datetime.now(dt.UTC)
+        return True, None
+
+    return lookup
+
+
 class ServerState:
     """Configuration, CA and store of one server process, reloaded when their files change."""
 
@@ -70,49 +126,48 @@ class ServerState:
         self._config_stamp = _stamp(self.config.path)
         self.authority: CertificateAuthority = CertificateAuthority.load(self.config.ca_directory)
         self._ca_stamp = _stamp(self.config.ca_directory / POINTER_FILE)
-        self.trust: ClientTrust = self._build_trust()
-        self.authenticator = HttpAuthenticator(
-            self.config.realm,
-            lambda: self.config.users,
-            digest_secret or secrets.token_bytes(DIGEST_SECRET_BYTES),
-        )
+        secure_data_dir(self.data_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="estkit-store"
         )
         self._store: CertificateStore | None = None
+        self.trust: ClientTrust = self._build_trust()
+        self.authenticator = HttpAuthenticator(
+            self.config.realm,
+            lambda: self.config.users,
+            self._shared_digest_secret(digest_secret),
+            nonce_use=self._use_digest_nonce,
+        )
+
+    def _shared_digest_secret(self, fallback: bytes | None) -> bytes:
+        """The Digest nonce key from the store, so that every process and every server on this
+        store accepts the others' nonces. When the store cannot be written at start, a per-run
+        key keeps Digest working in this process (nonces of other processes are then refused)."""
+        try:
+            with open_store(self.config.database_url) as store:
+                return store.shared_secret(
+                    DIGEST_SECRET_NAME, lambda: secrets.token_bytes(DIGEST_SECRET_BYTES)
+                )
+        except StoreError as exc:
+            logger.warning("Digest nonces are valid in this process only: %s", exc)
+            return fallback or secrets.token_bytes(DIGEST_SECRET_BYTES)
+
+    def _use_digest_nonce(self, nonce: str, nc: int, expires: float) -> bool:
+        """Record a Digest (nonce, nc) in the store (on the store thread); False for a replay.
+        A store that cannot be written refuses the credentials (StoreUnavailableError → 503)
+        rather than accepting a possible replay."""
+        expires_at = dt.datetime.fromtimestamp(expires, dt.UTC)
+        future = self._executor.submit(
+            self._reopening,
+            lambda: self.store.use_digest_nonce(nonce, nc, expires_at=expires_at),
+            (),
+        )
+        return future.result()
 
     # -- reloading ---------------------------------------------------------------------------
 
     def _build_trust(self) -> ClientTrust:
-        authority = self.authority
-        own_roots = list(authority.root_certificates)
-        own_others = [cert for cert in authority.cacerts if cert not in own_roots]
-        own_others += [cert for cert in authority.previous_issuers if cert not in own_others]
-        groups = [
-            TrustGroup(
-                name="this server's CA",
-                kind="own",
-                roots=own_roots,
-                intermediates=[cert for cert in own_others if cert not in own_roots],
-            )
-        ]
-        for root in self.config.trusted_client_roots:
-            try:
-                certificates = load_pem_certificates(root.certificate.read_bytes())
-            except (OSError, ValueError) as exc:
-                logger.error("cannot load trusted client root %s: %s", root.certificate, exc)
-                continue
-            subject = certificates[0].subject.rfc4514_string()
-            groups.append(
-                TrustGroup.from_certificates(
-                    f"the trusted manufacturer CA {subject!r}",
-                    "manufacturer",
-                    certificates,
-                    accept_expired=root.accept_expired,
-                    crl_path=root.crl,
-                )
-            )
-        return ClientTrust(groups, self._own_revocation)
+        return build_client_trust(self.config, self.authority, self._own_revocation)
 
     def refresh(self) -> None:
         """Reload the configuration and/or CA when their files changed since the last look."""
@@ -166,12 +221,7 @@ class ServerState:
             )
 
     def _own_revocation(self, serial_hex: str) -> tuple[bool, dt.datetime | None]:
-        record = self.store.get_issued(serial_hex)
-        if record is None:
-            return False, None
-        if record.status == "revoked":
-            return True, record.revoked_at or dt.datetime.now(dt.UTC)
-        return True, None
+        return store_revocation(self.store)(serial_hex)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run ``func(*args)`` on the store thread (store, CA signing, trust checks)."""

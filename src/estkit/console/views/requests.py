@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -21,26 +21,46 @@ from estkit.console.views.common import (
     table,
 )
 
+_TRUST_KIND = {"trusted": "ok", "expired": "warn", "untrusted": "bad", "revoked": "bad"}
+
 
 def _client_block(req: Any) -> Html:
-    if not req.client_subject and not req.client_fingerprint:
-        requester = getattr(req, "requester", None)
-        if requester:
-            return join([muted("no client certificate; "), "HTTP user ", tag("strong", requester)])
-        return muted("no client certificate presented")
+    trust = getattr(req, "client_trust", None) or "not recorded"
+    http_user = getattr(req, "http_user", None)
+    parts: list[Any] = [
+        tag("dt", "trust"),
+        tag("dd", pill(trust, _TRUST_KIND.get(trust, "muted")), class_="client-trust"),
+    ]
+    if req.client_subject or req.client_fingerprint:
+        # The whole fingerprint: the operator compares it with the device's, character by
+        # character; a shortened one would let a look-alike certificate pass.
+        parts += [
+            tag("dt", "subject"),
+            tag("dd", req.client_subject or "—"),
+            tag("dt", "issuer"),
+            tag("dd", req.client_issuer or "—"),
+            tag("dt", "SHA-256"),
+            tag("dd", short_fingerprint(req.client_fingerprint)),
+        ]
+    else:
+        parts += [tag("dt", "certificate"), tag("dd", muted("none presented"))]
+    parts += [tag("dt", "HTTP user"), tag("dd", http_user or muted("—"))]
+    return tag("dl", *parts, class_="kv")
+
+
+def _verdict_block(verdict: Any) -> Html:
+    if verdict is None:
+        return muted("—")
+    kind = "ok" if verdict.allowed else "bad"
     return tag(
-        "dl",
-        tag("dt", "subject"),
-        tag("dd", req.client_subject or "—"),
-        tag("dt", "issuer"),
-        tag("dd", req.client_issuer or "—"),
-        tag("dt", "SHA-256"),
-        tag("dd", short_fingerprint(req.client_fingerprint)),
-        class_="kv",
+        "div",
+        pill("allows" if verdict.allowed else "refuses", kind),
+        tag("div", verdict.reason, class_="sub"),
+        class_="policy-now",
     )
 
 
-def _pending_row(req: Any, now: dt.datetime, csrf: str) -> Html:
+def _pending_row(req: Any, now: dt.datetime, csrf: str, verdict: Any = None) -> Html:
     created = as_utc(req.created_at)
     age = humanize_duration((now - created).total_seconds()) if created else "?"
     cn = req.common_name or "(no CN)"
@@ -79,6 +99,7 @@ def _pending_row(req: Any, now: dt.datetime, csrf: str) -> Html:
         cell("Client certificate", _client_block(req), cls="client"),
         cell("Peer", mono(req.peer_address or "—")),
         cell("Label", req.label or muted("(none)")),
+        cell("Policy now", _verdict_block(verdict)),
         cell("Age", tag("span", age, title=str(created))),
         cell("Decision", tag("div", approve, reject, class_="actions")),
         id=f"request-{int(req.id)}",
@@ -111,11 +132,26 @@ def _decided_row(req: Any) -> Html:
 
 
 def requests_content(
-    pending: Sequence[Any], decided: Sequence[Any], now: dt.datetime, csrf: str
+    pending: Sequence[Any],
+    decided: Sequence[Any],
+    now: dt.datetime,
+    csrf: str,
+    verdicts: Mapping[int, Any] | None = None,
 ) -> Html:
+    verdicts = verdicts or {}
     pending_table = table(
-        ("Request", "SANs", "Key", "Client certificate", "Peer", "Label", "Age", "Decision"),
-        (_pending_row(r, now, csrf) for r in pending),
+        (
+            "Request",
+            "SANs",
+            "Key",
+            "Client",
+            "Peer",
+            "Label",
+            "Policy now",
+            "Age",
+            "Decision",
+        ),
+        (_pending_row(r, now, csrf, verdicts.get(r.id)) for r in pending),
         empty="No request is waiting for a decision.",
         cls="pending",
     )

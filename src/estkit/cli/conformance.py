@@ -101,6 +101,13 @@ def _write(path: Path, data: bytes) -> None:
     help="Answer an HTTP Basic challenge with these credentials (RFC 7030 servers).",
 )
 @click.option(
+    "--digest",
+    metavar="USER:PASS",
+    default=None,
+    help="Answer an HTTP Digest challenge (RFC 7616) with these credentials; preferred over "
+    "--basic when the server offers both.",
+)
+@click.option(
     "--profile",
     type=click.Choice(["nmos", "rfc7030"]),
     default="nmos",
@@ -150,6 +157,7 @@ def test_server(
     rogue_cert: Path | None,
     rogue_key: Path | None,
     basic: str | None,
+    digest: str | None,
     profile: str,
     only: tuple[str, ...],
     junit: Path | None,
@@ -174,6 +182,7 @@ def test_server(
             rogue_key=rogue_key,
             label=label,
             basic=basic,
+            digest=digest,
             profile=cast(Literal["nmos", "rfc7030"], profile),
             timeout=timeout,
             domain=domain,

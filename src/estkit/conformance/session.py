@@ -11,6 +11,7 @@ judges an encoding or a media type is the only one that fails for it.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import ssl
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
@@ -71,6 +73,9 @@ NOT_OFFERED_STATUSES = frozenset({404, 405, 501})
 DEFERRED_STATUSES = frozenset({202, 503})
 """Answers that come with Retry-After: "accepted, come back later" and "busy" (E8)."""
 """Answers meaning "this operation is not implemented here"."""
+
+MAX_CHALLENGE_ANSWERS = 2
+"""Answers to one 401: the first, and one more when a Digest nonce was stale (RFC 7616 §3.3)."""
 
 
 @dataclass
@@ -175,27 +180,49 @@ class Session:
         if exchange.status in DEFERRED_STATUSES:
             self.deferrals.append(exchange)
         challenges = exchange.headers_named("www-authenticate")
-        if exchange.status == 401 and challenges:
-            self.challenges.append(exchange)
-            offers_basic = any(c.lower().startswith("basic") for c in challenges)
-            if answer_challenge and self.target.basic and offers_basic:
-                user, password = self.target.basic
-                token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-                exchange = perform(
-                    self.factory,
-                    self.target,
-                    method,
-                    path,
-                    body=body,
-                    content_type=content_type,
-                    headers={**(headers or {}), "Authorization": f"Basic {token}"},
-                    identity=identity,
-                    settings=settings,
-                )
-                self.log.append(exchange)
-                if exchange.status in DEFERRED_STATUSES:
-                    self.deferrals.append(exchange)
+        if exchange.status != 401 or not challenges:
+            return exchange
+        self.challenges.append(exchange)
+        # Every exchange has its own connection, so an answer never depends on the challenged
+        # connection staying open, and a PoP body is rebuilt for the answer's connection.
+        for _answer in range(MAX_CHALLENGE_ANSWERS):
+            authorization = (
+                self._authorization(method, path, challenges) if answer_challenge else None
+            )
+            if authorization is None:
+                break
+            exchange = perform(
+                self.factory,
+                self.target,
+                method,
+                path,
+                body=body,
+                content_type=content_type,
+                headers={**(headers or {}), "Authorization": authorization},
+                identity=identity,
+                settings=settings,
+            )
+            self.log.append(exchange)
+            if exchange.status in DEFERRED_STATUSES:
+                self.deferrals.append(exchange)
+            challenges = exchange.headers_named("www-authenticate")
+            if exchange.status != 401 or not any(_is_stale(c) for c in challenges):
+                break  # answered, or refused for good (a stale nonce is worth one more answer)
         return exchange
+
+    def _authorization(self, method: str, path: str, challenges: list[str]) -> str | None:
+        """The Authorization header answering ``challenges`` (Digest preferred), or None."""
+        schemes = {c.strip().split(" ", 1)[0].lower() for c in challenges}
+        if self.target.digest and "digest" in schemes:
+            user, password = self.target.digest
+            return digest_authorization(
+                user, password, method, f"{self.target.url}{path}", challenges
+            )
+        if self.target.basic and "basic" in schemes:
+            user, password = self.target.basic
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            return f"Basic {token}"
+        return None
 
     def memoised(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -548,6 +575,34 @@ class Session:
             if seen.peer_certificate is not None:
                 info["certificate"] = chains.summary(seen.peer_certificate)
         return info
+
+
+def digest_authorization(
+    user: str, password: str, method: str, url: str, challenges: list[str]
+) -> str | None:
+    """An RFC 7616 Digest answer to ``challenges``, computed by ``httpx.DigestAuth``.
+
+    Driving httpx's own auth flow with a synthetic 401 keeps the hashing (MD5/SHA-256, qop,
+    cnonce, nc) in a well-kept library instead of a copy here.
+    """
+    request = httpx.Request(method, url)
+    response = httpx.Response(
+        401, headers=[("WWW-Authenticate", c) for c in challenges], request=request
+    )
+    flow = httpx.DigestAuth(user, password).auth_flow(request)
+    next(flow)
+    try:
+        answered = flow.send(response)
+    except (StopIteration, httpx.ProtocolError, NotImplementedError):
+        return None  # no Digest challenge httpx can parse
+    finally:
+        flow.close()
+    return answered.headers.get("Authorization")
+
+
+def _is_stale(challenge: str) -> bool:
+    text = challenge.strip().lower()
+    return text.startswith("digest") and re.search(r"\bstale\s*=\s*\"?true\b", text) is not None
 
 
 def csr_with_subject(

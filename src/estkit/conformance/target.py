@@ -70,6 +70,8 @@ class Target:
     label: str | None = None
     rogue: Identity | None = None
     basic: tuple[str, str] | None = None
+    digest: tuple[str, str] | None = None
+    """Credentials for an HTTP Digest challenge (RFC 7616), like ``basic`` for Basic."""
     profile: Literal["nmos", "rfc7030"] = "nmos"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     domain: str = DEFAULT_DOMAIN
@@ -116,6 +118,7 @@ class Target:
         rogue_key: Path | None = None,
         label: str | None = None,
         basic: str | None = None,
+        digest: str | None = None,
         profile: Literal["nmos", "rfc7030"] = "nmos",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         domain: str = DEFAULT_DOMAIN,
@@ -123,12 +126,8 @@ class Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
             raise TargetError("--rogue-cert and --rogue-key go together: give both or neither")
-        credentials = None
-        if basic is not None:
-            user, sep, password = basic.partition(":")
-            if not sep or not user:
-                raise TargetError("--basic must be USER:PASSWORD")
-            credentials = (user, password)
+        credentials = _user_password(basic, "--basic")
+        digest_credentials = _user_password(digest, "--digest")
         rogue = None
         if rogue_cert is not None and rogue_key is not None:
             rogue = _load_identity("rogue", rogue_cert, rogue_key)
@@ -140,10 +139,20 @@ class Target:
             label=label,
             rogue=rogue,
             basic=credentials,
+            digest=digest_credentials,
             profile=profile,
             timeout=timeout,
             domain=domain,
         )
+
+
+def _user_password(value: str | None, option: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise TargetError(f"{option} must be USER:PASSWORD")
+    return user, password
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -139,6 +139,17 @@ def _write(path: Path, data: bytes) -> None:
     help="DNS domain for the names in test CSRs.",
 )
 @click.option(
+    "--dns-domain",
+    default=None,
+    help="Check the server's _nmos-certs._tcp DNS-SD advert in this domain (D1-D5).",
+)
+@click.option(
+    "--dns-server",
+    metavar="HOST[:PORT]",
+    default=None,
+    help="DNS server to ask for --dns-domain (unicast DNS-SD) [default: the system's].",
+)
+@click.option(
     "--list",
     "list_cases",
     is_flag=True,
@@ -165,6 +176,8 @@ def test_server(
     html: Path | None,
     timeout: float,
     domain: str,
+    dns_domain: str | None,
+    dns_server: str | None,
 ) -> None:
     """Check an EST server against RFC 7030/8951, BCP-003-03 and BCP-003-01.
 
@@ -186,6 +199,8 @@ def test_server(
             profile=cast(Literal["nmos", "rfc7030"], profile),
             timeout=timeout,
             domain=domain,
+            dns_domain=dns_domain,
+            dns_server=dns_server,
         )
         report = _run(target, _split_ids(only), out)
     except (TargetError, UnknownCaseError, EstProtocolError) as exc:

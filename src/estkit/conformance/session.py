@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
 from estkit.conformance import chains
+from estkit.conformance.dnssd import DnsSdError, DnsView, browse
 from estkit.conformance.rogue import make_rogue_identity
 from estkit.conformance.suites import CipherCatalogue, local_catalogue
 from estkit.conformance.target import Identity, PrivateKey, Target
@@ -338,8 +339,10 @@ class Session:
         identity: Identity | None = None,
         role: str | None = None,
         operation: str = "simpleenroll",
+        answer_challenge: bool = True,
     ) -> Issuance:
-        """A fresh enrollment (not memoised)."""
+        """A fresh enrollment (not memoised); ``answer_challenge=False`` presents the client
+        certificate only, as a BCP-003-03 node does (C8)."""
         key = generate_private_key(KEY_TYPES[kind])
         identity = identity or self.target.manufacturer
         issuance = Issuance(kind=kind, operation=operation, key=key, client=identity)
@@ -347,6 +350,7 @@ class Session:
         self._post_csr(
             issuance,
             lambda challenge: self.csr_body(key, name, challenge_password=challenge),
+            answer_challenge=answer_challenge,
         )
         return issuance
 
@@ -432,6 +436,7 @@ class Session:
         build: Callable[[str | None], tuple[x509.CertificateSigningRequest, bytes]],
         *,
         parse: Callable[[Issuance, Exchange], None] | None = None,
+        answer_challenge: bool = True,
     ) -> None:
         """POST a CSR (rebuilt per connection for PoP linking) and follow 202 + Retry-After."""
         settings = self.enroll_settings()
@@ -448,6 +453,7 @@ class Session:
                 content_type=PKCS10,
                 identity=issuance.client,
                 settings=settings,
+                answer_challenge=answer_challenge,
             )
             issuance.exchanges.append(exchange)
             if exchange.status not in DEFERRED_STATUSES:
@@ -524,6 +530,21 @@ class Session:
             "rogue", lambda: make_rogue_identity(self.target.manufacturer, now=self.now())[0]
         )
         return identity, True
+
+    def dns_view(self) -> DnsView:
+        """The ``_nmos-certs._tcp`` browse of the target's DNS domain (memoised; D1-D5)."""
+
+        def browse_once() -> DnsView:
+            assert self.target.dns_domain is not None
+            try:
+                return browse(self.target.dns_domain, self.target.dns_server)
+            except DnsSdError as exc:
+                service = f"_nmos-certs._tcp.{self.target.dns_domain}"
+                return DnsView(
+                    service=service, where=self.target.dns_server or "system", error=str(exc)
+                )
+
+        return self.memoised("dns-view", browse_once)
 
     def catalogue(self) -> CipherCatalogue:
         return self.memoised("catalogue", local_catalogue)

@@ -15,6 +15,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from estkit.conformance.dnssd import parse_server
 from estkit.protocol import (
     load_pem_certificates,
     load_private_key,
@@ -75,6 +76,10 @@ class Target:
     profile: Literal["nmos", "rfc7030"] = "nmos"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     domain: str = DEFAULT_DOMAIN
+    dns_domain: str | None = None
+    """Domain whose ``_nmos-certs._tcp`` adverts are checked (D1-D5); None skips those cases."""
+    dns_server: str | None = None
+    """``HOST[:PORT]`` of the DNS server to ask (unicast DNS-SD); None: the system's resolver."""
     openssl: str | None = "openssl"
     """The ``openssl`` program used for the TLS 1.3 suite probes (None: skip those probes)."""
 
@@ -85,6 +90,13 @@ class Target:
             raise TargetError("no trust anchor given: pass the CA certificate(s) with --cacert")
         if self.label is not None:
             validate_label(self.label)
+        if self.dns_server is not None and self.dns_domain is None:
+            raise TargetError("a DNS server to ask was given, but no DNS domain to look in")
+        if self.dns_server is not None:
+            try:
+                parse_server(self.dns_server)
+            except ValueError as exc:
+                raise TargetError(f"DNS server: {exc}") from None
 
     @property
     def host_is_ip(self) -> bool:
@@ -122,6 +134,8 @@ class Target:
         profile: Literal["nmos", "rfc7030"] = "nmos",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         domain: str = DEFAULT_DOMAIN,
+        dns_domain: str | None = None,
+        dns_server: str | None = None,
     ) -> Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
@@ -143,6 +157,8 @@ class Target:
             profile=profile,
             timeout=timeout,
             domain=domain,
+            dns_domain=dns_domain,
+            dns_server=dns_server,
         )
 
 

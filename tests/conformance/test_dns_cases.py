@@ -6,11 +6,14 @@ est.nmos.test) is the server advertised. The dnsmasq query log shows the suite r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from estkit.cli.main import cli
 from estkit.conformance import Status, run_suite
 
 from .conftest import FakeFactory, fake_target
@@ -157,3 +160,39 @@ def test_c8_enrollment_with_the_manufacturer_certificate_alone(
     result = run_suite(target, only=["enroll-manufacturer-only"]).result("enroll-manufacturer-only")
     assert result.status is FAIL and "C8" in result.message and "401" in result.message
     assert challenging.statuses("/simpleenroll") == [401]
+
+
+def test_cli_dns_options(
+    fake_pki: FakePki, fake_server: FakeFactory, dnsmasq: list[DnsServer], tmp_path: Path
+) -> None:
+    server = fake_server(Faults(server_names=(HOST,)))
+    dns = start_dnsmasq(_good(Zone(), server.port, ("pri=high",)), tmp_path)
+    dnsmasq.append(dns)
+    args = [
+        "test-server",
+        "--ip", "127.0.0.1",
+        "--port", str(server.port),
+        "--cacert", str(fake_pki.cacert),
+        "--cert", str(fake_pki.device_cert),
+        "--key", str(fake_pki.device_key_path),
+        "--only", ",".join(D_CASES),
+        "--dns-domain", DOMAIN,
+        "--dns-server", dns.address,
+        "--json", "-",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    statuses = {r["id"]: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert statuses == {
+        "dns-advertised": "pass",
+        "dns-srv-target": "pass",
+        "dns-txt-pri": "fail",
+        "dns-api-selector": "pass",
+    }
+    bad_port = CliRunner().invoke(cli, [*args[:-2], "--dns-server", "127.0.0.1:99999"])
+    assert bad_port.exit_code == 2 and "out of range" in bad_port.output
+    base = [a for a in args[:-6]]  # without --dns-domain, --dns-server and --json
+    no_domain = CliRunner().invoke(cli, [*base, "--dns-server", dns.address])
+    assert no_domain.exit_code == 2 and "no DNS domain" in no_domain.output
+    empty = CliRunner().invoke(cli, [*base, "--dns-domain", " "])
+    assert empty.exit_code == 2 and "DNS domain is empty" in empty.output

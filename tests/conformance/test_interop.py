@@ -6,8 +6,12 @@ sending, and the rfc7030 profile's warnings for what RFC 7030 leaves to SHOULD/M
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from click.testing import CliRunner
+
+from estkit.cli.main import cli
 from estkit.conformance import Status, run_suite
 from estkit.conformance.cases import est as est_cases
 
@@ -126,3 +130,27 @@ def test_policy_deviations_warn_under_rfc7030_and_fail_under_nmos(
             assert "RFC 7030 §" in result.message and "rfc7030 profile" in result.message
     else:
         assert {c for c, s in statuses.items() if s is Status.FAIL} == POLICY_CASES
+
+
+def _cli_args(pki: FakePki, port: int) -> list[str]:
+    return [
+        "test-server",
+        "--ip", "127.0.0.1",
+        "--port", str(port),
+        "--cacert", str(pki.cacert),
+        "--cert", str(pki.device_cert),
+        "--key", str(pki.device_key_path),
+    ]  # fmt: skip
+
+
+def test_cli_digest_option(fake_pki: FakePki, fake_server: FakeFactory) -> None:
+    server = fake_server(Faults(digest_challenge=True))
+    args = [*_cli_args(fake_pki, server.port), "--profile", "rfc7030", "--only", "enroll-ecdsa"]
+    answered = CliRunner().invoke(cli, [*args, "--digest", DIGEST, "--json", "-"])
+    assert answered.exit_code == 0, answered.output
+    assert json.loads(answered.stdout)["results"][0]["status"] == "pass"
+    # Without --digest the same server refuses: the pass above came from answering Digest.
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    malformed = CliRunner().invoke(cli, [*args, "--digest", "no-colon"])
+    assert malformed.exit_code != 0 and "--digest must be USER:PASSWORD" in malformed.output

@@ -90,6 +90,10 @@ class Target:
             raise TargetError("no trust anchor given: pass the CA certificate(s) with --cacert")
         if self.label is not None:
             validate_label(self.label)
+        if self.dns_domain is not None and not self.dns_domain.strip().strip("."):
+            raise TargetError(
+                "the DNS domain is empty: give the domain the server is advertised in"
+            )
         if self.dns_server is not None and self.dns_domain is None:
             raise TargetError("a DNS server to ask was given, but no DNS domain to look in")
         if self.dns_server is not None:

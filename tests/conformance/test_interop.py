@@ -7,12 +7,13 @@ sending, and the rfc7030 profile's warnings for what RFC 7030 leaves to SHOULD/M
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from estkit.cli.main import cli
-from estkit.conformance import Status, run_suite
+from estkit.conformance import CASE_IDS, Status, run_suite
 from estkit.conformance.cases import est as est_cases
 
 from .conftest import FakeFactory, fake_target, non_passing
@@ -23,15 +24,23 @@ DIGEST = f"{DIGEST_USER}:{DIGEST_PASSWORD}"
 
 # What a server whose only deviations are SHOULD/MAY/CA policy does (the C server of issue 13):
 # ignores unknown labels, copies no SAN from the CSR, re-issues a changed subject, answers an
-# oversized body with 413 from the headers and hangs up; and certifies ECDSA keys only.
+# oversized body with 413 from the headers and hangs up; certifies ECDSA keys only, and issues to
+# clients without a certificate (its policy: HTTP auth or an open lab).
 POLICY_FAULTS = Faults(
     refuse_rsa=True,
+    issue_without_client_cert=True,
     unknown_label_status=200,
     drop_san=True,
     accept_changed_subject=True,
     early_413_close=True,
 )
-POLICY_CASES = {"unknown-label", "issued-matches-csr", "reenroll-changed-subject", "enroll-rsa"}
+POLICY_CASES = {
+    "unknown-label",
+    "issued-matches-csr",
+    "reenroll-changed-subject",
+    "enroll-rsa",
+    "no-cert-without-client-auth",
+}
 
 
 def _skips(statuses: dict[str, Status]) -> set[str]:
@@ -154,3 +163,14 @@ def test_cli_digest_option(fake_pki: FakePki, fake_server: FakeFactory) -> None:
     assert refused.exit_code == 1
     malformed = CliRunner().invoke(cli, [*args, "--digest", "no-colon"])
     assert malformed.exit_code != 0 and "--digest must be USER:PASSWORD" in malformed.output
+
+
+def test_every_case_has_a_row_in_the_verdict_table() -> None:
+    table = (Path(__file__).parents[2] / "docs" / "conformance-verdicts.md").read_text()
+    named = {
+        case.strip()
+        for line in table.splitlines()
+        if line.startswith("| ")
+        for case in line.split("|")[1].split(",")
+    }
+    assert set(CASE_IDS) <= named, sorted(set(CASE_IDS) - named)

@@ -7,7 +7,11 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from estkit.conformance import chains
-from estkit.conformance.cases._common import baseline_or_skip, beyond_rfc7030
+from estkit.conformance.cases._common import (
+    ERROR_CODES_BASIS,
+    baseline_or_skip,
+    beyond_rfc7030,
+)
 from estkit.conformance.model import Outcome, failed, passed, skipped, warned
 from estkit.conformance.session import (
     CLIENT_AUTH,
@@ -118,11 +122,13 @@ def no_cert_without_client_auth(session: Session) -> Outcome:
         return passed(refusal, **evidence)
     if exchange.status is not None and 400 <= exchange.status < 500:
         return passed(f"refused with {exchange.status} {exchange.reason}", **evidence)
-    return failed(
+    message = (
         f"S3, T5: expected a refusal (4xx) without client authentication: "
-        f"{describe_refusal(exchange)}",
-        **evidence,
+        f"{describe_refusal(exchange)}"
     )
+    if exchange.status is not None and exchange.status >= 500:
+        return beyond_rfc7030(session, message, ERROR_CODES_BASIS, **evidence)
+    return failed(message, **evidence)
 
 
 def rogue_client_refused(session: Session) -> Outcome:
@@ -159,7 +165,10 @@ def rogue_client_refused(session: Session) -> Outcome:
         return passed("rogue certificate deferred for manual approval (S4)", **evidence)
     if exchange.status is not None and 400 <= exchange.status < 500:
         return passed(f"rogue certificate refused with {exchange.status}", **evidence)
-    return failed(f"S3: expected a refusal: {describe_refusal(exchange)}", **evidence)
+    message = f"S3: expected a refusal: {describe_refusal(exchange)}"
+    if exchange.status is not None and exchange.status >= 500:
+        return beyond_rfc7030(session, message, ERROR_CODES_BASIS, **evidence)
+    return failed(message, **evidence)
 
 
 def eku_server_client(session: Session) -> Outcome:

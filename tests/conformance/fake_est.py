@@ -22,7 +22,8 @@ from urllib.request import parse_http_list, parse_keqv_list
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.protocol import (
@@ -106,6 +107,8 @@ class Faults:
     accept_bad_signature: bool = False  # issues for a CSR whose signature does not verify (E2)
     pop_presence_only: bool = False  # with require_pop: any challengePassword will do (E14)
     csrattrs_not_csrattrs: bool = False  # /csrattrs 200 is base64 DER, but not CsrAttrs (E4)
+    csrattrs_trailing_nul: bool = False  # /csrattrs 200 with a NUL byte after the base64
+    serverkeygen_pkcs1: bool = False  # the application/pkcs8 key part holds a PKCS#1 RSA key
     serverkeygen_wrong_key: bool = False  # the key part is not the certificate's key (E5)
     drop_san: bool = False  # issued certificates lack the SAN the CSR asked for (C9)
     refuse_reenroll: bool = False  # /simplereenroll always 400 (E3)
@@ -261,10 +264,14 @@ class FakeEstServer:
             if self.faults.csrattrs_not_csrattrs:  # an INTEGER, not a SEQUENCE of attributes
                 return self._answer(request, 200, body=encode_base64_body(b"\x02\x01\x05"),
                                     headers={"Content-Type": "application/csrattrs"})  # fmt: skip
-            if not self.faults.require_pop:
+            if not self.faults.require_pop and not self.faults.csrattrs_trailing_nul:
                 return self._answer(request, 204, "no attributes")
-            der = encode_csrattrs(CsrAttrs(oids=(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),)))
-            return self._answer(request, 200, body=encode_base64_body(der),
+            oids = (
+                (x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),) if self.faults.require_pop else ()
+            )
+            der = encode_csrattrs(CsrAttrs(oids=oids))
+            nul = b"\x00" if self.faults.csrattrs_trailing_nul else b""
+            return self._answer(request, 200, body=encode_base64_body(der) + nul,
                                 headers={"Content-Type": "application/csrattrs"})  # fmt: skip
         return await self._enroll(request, operation, peer, ssl_object)
 
@@ -354,6 +361,16 @@ class FakeEstServer:
         san = x509.SubjectAlternativeName([x509.DNSName(n) for n in names]) if names else None
         if self.faults.drop_san:
             san = None
+        if operation == "serverkeygen" and self.faults.serverkeygen_pkcs1:
+            rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            cert = self._sign(rsa_key.public_key(), csr.subject, san, ekus)
+            pkcs1 = rsa_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+            body, content_type = build_serverkeygen_response(pkcs1, PKCS8, [cert])
+            return self._answer(request, 200, body=body, headers={"Content-Type": content_type})
         if operation == "serverkeygen":
             key = ec.generate_private_key(ec.SECP256R1())
             cert = self._sign(key.public_key(), csr.subject, san, ekus)

@@ -174,3 +174,35 @@ def test_every_case_has_a_row_in_the_verdict_table() -> None:
         for case in line.split("|")[1].split(",")
     }
     assert set(CASE_IDS) <= named, sorted(set(CASE_IDS) - named)
+
+
+@pytest.mark.parametrize(
+    ("faults", "case_id", "remark"),
+    [
+        (Faults(csrattrs_trailing_nul=True), "csrattrs", "NUL"),
+        (Faults(serverkeygen_pkcs1=True), "serverkeygen-key", "PKCS#1"),
+    ],
+)
+def test_tolerated_quirks_warn_and_say_what_was_seen(
+    fake_pki: FakePki, fake_server: FakeFactory, faults: Faults, case_id: str, remark: str
+) -> None:
+    server = fake_server(faults)
+    for profile in ("rfc7030", "nmos"):
+        result = run_suite(fake_target(fake_pki, server, profile=profile), only=[case_id]).result(
+            case_id
+        )
+        assert result.status is Status.WARN, result.message
+        assert remark in result.message
+
+
+def test_tls12_only_server_passes_rfc7030_and_warns_t1_under_nmos(
+    fake_pki: FakePki, fake_server: FakeFactory
+) -> None:
+    server = fake_server(Faults(tls12_only=True))
+    only = ["tls12", "tls13", "enroll-ecdsa", "pop-wrong-challenge"]
+    plain = run_suite(fake_target(fake_pki, server, profile="rfc7030"), only=only)
+    assert plain.exit_status == 0
+    assert plain.result("tls13").status is Status.NA
+    nmos = run_suite(fake_target(fake_pki, server), only=only)
+    assert nmos.result("tls13").status is Status.WARN and "T1" in nmos.result("tls13").message
+    assert nmos.result("enroll-ecdsa").status is Status.PASS

@@ -313,6 +313,12 @@ class Session:
         try:
             der, _form = decode_body(exchange.body)
             fetched.attrs, fetched.warnings = decode_csrattrs(der)
+            if b"\x00" in exchange.body:
+                # Tolerated like a robust client does (checklist quirks), but said: NUL is
+                # neither base64 nor the white space RFC 8951 lets receivers skip.
+                fetched.warnings.append(
+                    "the body contains NUL byte(s) besides the base64 (tolerated)"
+                )
         except ValueError as exc:
             fetched.problem = f"/csrattrs body does not parse: {exc}"
         return fetched

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -24,6 +25,10 @@ DNS_TIMEOUT_SECONDS = 3.0
 MAX_ADVERTS = 64
 """Instances looked at: RFC 6763 sets no limit, a hostile zone must not make us resolve
 thousands of names (nmos.discovery uses the same bound)."""
+
+BROWSE_BUDGET_SECONDS = 20.0
+"""The whole browse: a hostile or dying DNS server answering each of 64 instances' four queries
+just before the per-query timeout must not hold the suite for many minutes."""
 
 MAX_TXT_BYTES = 1300
 """TXT data kept per instance: RFC 6763 §6.2 recommends at most 1300 bytes for a DNS-SD TXT."""
@@ -170,7 +175,14 @@ def browse(domain: str, server: str | None) -> DnsView:
     view = DnsView(service=service, where=lookup.where)
     pointers = lookup.query(service, "PTR")
     view.instances = [p.target.to_text() for p in pointers[:MAX_ADVERTS]]  # type: ignore[attr-defined]
-    for instance in view.instances:
+    deadline = time.monotonic() + BROWSE_BUDGET_SECONDS
+    for index, instance in enumerate(view.instances):
+        if time.monotonic() > deadline:
+            view.error = (
+                f"the DNS server took over {BROWSE_BUDGET_SECONDS:g} s; only {index} of "
+                f"{len(view.instances)} instances were read"
+            )
+            break
         view.adverts.append(_instance(lookup, instance))
     return view
 

@@ -7,6 +7,7 @@ est.nmos.test) is the server advertised. The dnsmasq query log shows the suite r
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +197,42 @@ def test_cli_dns_options(
     assert no_domain.exit_code == 2 and "no DNS domain" in no_domain.output
     empty = CliRunner().invoke(cli, [*base, "--dns-domain", " "])
     assert empty.exit_code == 2 and "DNS domain is empty" in empty.output
+    both = CliRunner().invoke(cli, [*base, "--dns-domain", DOMAIN, "--mdns"])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({"pri": "10"}, [Status.WARN, PASS, PASS, PASS]),
+        ({"api_selector": "x"}, [Status.WARN, PASS, FAIL, FAIL]),
+    ],
+)
+def test_mdns_advert_is_judged_and_warned_about_d1(
+    fake_pki: FakePki,
+    fake_server: FakeFactory,
+    properties: dict[str, str],
+    expected: list[Status],
+) -> None:
+    zeroconf = pytest.importorskip("zeroconf")
+    server = fake_server(Faults(server_names=("est-mdns.local",)))
+    responder = zeroconf.Zeroconf(interfaces=["127.0.0.1"])
+    info = zeroconf.ServiceInfo(
+        "_nmos-certs._tcp.local.",
+        "est-mdns._nmos-certs._tcp.local.",
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=server.port,
+        properties=properties,
+        server="est-mdns.local.",
+    )
+    # Our own name on our own loopback: skip the conflict probing (seconds per name).
+    responder.register_service(info, cooperating_responders=True)
+    try:
+        target = fake_target(fake_pki, server, mdns=True, mdns_interfaces=("127.0.0.1",))
+        report = run_suite(target, only=D_CASES)
+    finally:
+        responder.close()
+    statuses = [report.result(case).status for case in D_CASES]
+    assert statuses == expected, {r.id: r.message for r in report.results}
+    advertised = report.result("dns-advertised")
+    assert "D1" in advertised.message and "multicast" in advertised.message

@@ -150,6 +150,19 @@ def _write(path: Path, data: bytes) -> None:
     help="DNS server to ask for --dns-domain (unicast DNS-SD) [default: the system's].",
 )
 @click.option(
+    "--mdns",
+    is_flag=True,
+    default=False,
+    help="Check the server's advert over multicast DNS instead (D1 says it SHOULD NOT be there).",
+)
+@click.option(
+    "--mdns-interface",
+    "mdns_interfaces",
+    multiple=True,
+    metavar="IP",
+    help="Interface address to browse mDNS on (repeatable) [default: all].",
+)
+@click.option(
     "--list",
     "list_cases",
     is_flag=True,
@@ -178,6 +191,8 @@ def test_server(
     domain: str,
     dns_domain: str | None,
     dns_server: str | None,
+    mdns: bool,
+    mdns_interfaces: tuple[str, ...],
 ) -> None:
     """Check an EST server against RFC 7030/8951, BCP-003-03 and BCP-003-01.
 
@@ -201,6 +216,8 @@ def test_server(
             domain=domain,
             dns_domain=dns_domain,
             dns_server=dns_server,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
         )
         report = _run(target, _split_ids(only), out)
     except (TargetError, UnknownCaseError, EstProtocolError) as exc:

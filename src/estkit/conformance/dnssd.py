@@ -17,6 +17,10 @@ import dns.exception
 import dns.resolver
 
 SERVICE_TYPE = "_nmos-certs._tcp"
+MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
+MDNS_BROWSE_SECONDS = 3.0
+"""How long to listen for multicast answers: responders answer within a second on a LAN; the
+same window ``estkit.nmos.discovery`` uses."""
 DNS_PORT = 53
 
 DNS_TIMEOUT_SECONDS = 3.0
@@ -52,10 +56,11 @@ class Advert:
 
 @dataclass
 class DnsView:
-    """The browse of ``_nmos-certs._tcp.<domain>``."""
+    """The browse of ``_nmos-certs._tcp.<domain>`` (or ``.local.`` over mDNS)."""
 
     service: str
     where: str
+    multicast: bool = False
     instances: list[str] = field(default_factory=list)
     adverts: list[Advert] = field(default_factory=list)
     error: str | None = None
@@ -218,3 +223,65 @@ def points_at(advert: Advert, host: str, port: int) -> bool:
     except ValueError:
         return False
     return any(ipaddress.ip_address(a) == wanted for a in advert.addresses)
+
+
+def browse_mdns(seconds: float = MDNS_BROWSE_SECONDS, interfaces: tuple[str, ...] = ()) -> DnsView:
+    """All ``_nmos-certs._tcp.local.`` adverts answered over multicast DNS within ``seconds``."""
+    from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+
+    names: list[str] = []
+
+    class _Listener(ServiceListener):
+        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            if name not in names and len(names) < MAX_ADVERTS:
+                names.append(name)
+
+        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            self.add_service(zc, type_, name)
+
+        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass  # judged as seen during the window
+
+    where = "mDNS on " + (", ".join(interfaces) if interfaces else "all interfaces")
+    view = DnsView(service=MDNS_SERVICE_TYPE, where=where, multicast=True)
+    try:
+        zeroconf = Zeroconf(interfaces=list(interfaces)) if interfaces else Zeroconf()
+    except OSError as exc:
+        raise DnsSdError(f"cannot listen for multicast DNS: {exc}") from None
+    try:
+        browser = ServiceBrowser(zeroconf, MDNS_SERVICE_TYPE, _Listener())
+        try:
+            time.sleep(seconds)  # the whole window: later answers count too
+        finally:
+            browser.cancel()
+        view.instances = list(names)
+        deadline = time.monotonic() + BROWSE_BUDGET_SECONDS
+        for index, name in enumerate(view.instances):
+            if time.monotonic() > deadline:
+                view.error = (
+                    f"mDNS answers took over {BROWSE_BUDGET_SECONDS:g} s; only {index} of "
+                    f"{len(view.instances)} instances were read"
+                )
+                break
+            info = zeroconf.get_service_info(MDNS_SERVICE_TYPE, name, timeout=int(seconds * 1000))
+            if info is None or not info.server:
+                view.adverts.append(Advert(name.rstrip("."), problems=("no SRV data answered",)))
+                continue
+            strings = [
+                key + (b"=" + value if value is not None else b"")
+                for key, value in info.properties.items()
+            ]
+            txt, problems = parse_txt(strings) if info.properties else (None, [])
+            view.adverts.append(
+                Advert(
+                    name.rstrip("."),
+                    info.server.rstrip("."),
+                    int(info.port or 0),
+                    txt,
+                    tuple(info.parsed_addresses()),
+                    tuple(problems),
+                )
+            )
+    finally:
+        zeroconf.close()
+    return view

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
 from estkit.conformance import chains
-from estkit.conformance.dnssd import DnsSdError, DnsView, browse
+from estkit.conformance.dnssd import DnsSdError, DnsView, browse, browse_mdns
 from estkit.conformance.rogue import make_rogue_identity
 from estkit.conformance.suites import CipherCatalogue, local_catalogue
 from estkit.conformance.target import Identity, PrivateKey, Target
@@ -541,11 +541,12 @@ class Session:
         """The ``_nmos-certs._tcp`` browse of the target's DNS domain (memoised; D1-D5)."""
 
         def browse_once() -> DnsView:
-            assert self.target.dns_domain is not None
             try:
+                if self.target.dns_domain is None:
+                    return browse_mdns(interfaces=self.target.mdns_interfaces)
                 return browse(self.target.dns_domain, self.target.dns_server)
             except DnsSdError as exc:
-                service = f"_nmos-certs._tcp.{self.target.dns_domain}"
+                service = f"_nmos-certs._tcp.{self.target.dns_domain or 'local'}"
                 return DnsView(
                     service=service, where=self.target.dns_server or "system", error=str(exc)
                 )

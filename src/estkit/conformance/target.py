@@ -80,6 +80,10 @@ class Target:
     """Domain whose ``_nmos-certs._tcp`` adverts are checked (D1-D5); None skips those cases."""
     dns_server: str | None = None
     """``HOST[:PORT]`` of the DNS server to ask (unicast DNS-SD); None: the system's resolver."""
+    mdns: bool = False
+    """Look for the advert over multicast DNS instead (when no ``dns_domain`` is given)."""
+    mdns_interfaces: tuple[str, ...] = ()
+    """Interface addresses to browse mDNS on; empty: all."""
     openssl: str | None = "openssl"
     """The ``openssl`` program used for the TLS 1.3 suite probes (None: skip those probes)."""
 
@@ -93,6 +97,11 @@ class Target:
         if self.dns_domain is not None and not self.dns_domain.strip().strip("."):
             raise TargetError(
                 "the DNS domain is empty: give the domain the server is advertised in"
+            )
+        if self.mdns and self.dns_domain is not None:
+            raise TargetError(
+                "give a DNS domain (unicast DNS-SD) or multicast DNS, not both: BCP-003-03 D1 "
+                "wants unicast, so check that first"
             )
         if self.dns_server is not None and self.dns_domain is None:
             raise TargetError("a DNS server to ask was given, but no DNS domain to look in")
@@ -140,6 +149,8 @@ class Target:
         domain: str = DEFAULT_DOMAIN,
         dns_domain: str | None = None,
         dns_server: str | None = None,
+        mdns: bool = False,
+        mdns_interfaces: tuple[str, ...] = (),
     ) -> Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
@@ -163,6 +174,8 @@ class Target:
             domain=domain,
             dns_domain=dns_domain,
             dns_server=dns_server,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
         )
 
 

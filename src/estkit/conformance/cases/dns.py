@@ -17,9 +17,10 @@ DEV_PRIORITY = 100
 
 
 def _view(session: Session) -> tuple[DnsView | None, Outcome | None]:
-    if session.target.dns_domain is None:
+    if session.target.dns_domain is None and not session.target.mdns:
         return None, not_applicable(
-            "no DNS domain was given, so the server's DNS-SD advertisement is not checked"
+            "no DNS domain (nor mDNS) was given, so the server's DNS-SD advertisement is not "
+            "checked"
         )
     view = session.dns_view()
     if view.error is not None:
@@ -63,8 +64,9 @@ def dns_advertised(session: Session) -> Outcome:
         return outcome
     evidence = {"dns": view.evidence()}
     if not view.instances:
+        source = view.where if view.multicast else f"DNS server {view.where}"
         return failed(
-            f"D1, D5: no PTR record for {view.service} at DNS server {view.where}: "
+            f"D1, D5: no PTR record for {view.service} at {source}: "
             "nodes cannot discover this server",
             **evidence,
         )
@@ -83,6 +85,13 @@ def dns_advertised(session: Session) -> Outcome:
             **evidence,
         )
     names = ", ".join(a.instance for a in leading)
+    if view.multicast:
+        return warned(
+            f"D1: advertised over multicast DNS ({names} → {target.authority}), which SHOULD NOT "
+            "be used: nodes trust an mDNS advert only when configured to; advertise by unicast "
+            "DNS-SD",
+            **evidence,
+        )
     return passed(
         f"discoverable by unicast DNS-SD: {names} → {target.authority}",
         **evidence,

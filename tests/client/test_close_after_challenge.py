@@ -222,15 +222,17 @@ def test_reenroll_serverkeygen_and_label_after_close(
 
 
 @pytest.mark.parametrize("mode", ["silent", "header"])
-@pytest.mark.parametrize("operation", ["simpleenroll", "serverkeygen"])
+@pytest.mark.parametrize("operation", ["simpleenroll", "simplereenroll", "serverkeygen"])
 def test_pop_relinks_the_csr_on_the_new_connection(
     pki: QuirkyPki, quirky: Start, mode: str, operation: str
 ) -> None:
     server = _start(quirky, _est_routes(pki, pop=True), mode)
-    with _client(server, pki) as client:
+    credentials = ClientCredentials.from_files(pki.files["client_chain"], pki.files["client_key"])
+    with _client(server, pki, credentials=credentials) as client:
         if operation == "simpleenroll":
-            result = client.simpleenroll(_spec(), pop=True)
-            assert result.pop_linked
+            assert client.simpleenroll(_spec(), pop=True).pop_linked
+        elif operation == "simplereenroll":
+            assert client.simplereenroll(pop=True).pop_linked
         else:
             client.serverkeygen(common_name="gen.example", pop=True)
     posts = [r for r in server.requests if r.path.endswith(operation)]

@@ -61,6 +61,7 @@ MAX_BODY_BYTES = 64 * 1024
 UNLIMITED_BODY_BYTES = 16 * 1024 * 1024
 DIGEST_REALM = "fake-digest"
 DIGEST_USER, DIGEST_PASSWORD = "digest-user", "digest-secret"
+BASIC_USER, BASIC_PASSWORD = "basic-user", "basic-secret"
 SMALL_RCVBUF_BYTES = 4096
 EARLY_413 = (
     b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
@@ -89,6 +90,8 @@ class Faults:
     # 401 + WWW-Authenticate: Digest (only) on POSTs; answers are verified against
     # DIGEST_USER/DIGEST_PASSWORD, and the first correct one is refused as stale=true
     digest_challenge: bool = False
+    # POSTs need Basic BASIC_USER/BASIC_PASSWORD but are never challenged: 403 without them
+    basic_upfront: bool = False
     # 413 + Connection: close as soon as the headers announce an oversized body, then the
     # connection is closed while the client is still sending (the C server's habit)
     early_413_close: bool = False
@@ -282,6 +285,10 @@ class FakeEstServer:
         peer: x509.Certificate | None,
         ssl_object: ssl.SSLObject | None,
     ) -> web.Response:
+        if self.faults.basic_upfront and request.headers.get("Authorization") != basic_header(
+            BASIC_USER, BASIC_PASSWORD
+        ):
+            return self._answer(request, 403, "credentials required")
         if self.faults.digest_challenge:
             verdict = self._digest_verdict(request)
             if verdict != "ok":

@@ -17,7 +17,7 @@ from estkit.conformance import CASE_IDS, Status, run_suite
 from estkit.conformance.cases import est as est_cases
 
 from .conftest import FakeFactory, fake_target, non_passing
-from .fake_est import DIGEST_PASSWORD, DIGEST_USER, Faults
+from .fake_est import BASIC_PASSWORD, BASIC_USER, DIGEST_PASSWORD, DIGEST_USER, Faults
 from .pki import FakePki
 
 DIGEST = f"{DIGEST_USER}:{DIGEST_PASSWORD}"
@@ -206,3 +206,22 @@ def test_tls12_only_server_passes_rfc7030_and_warns_t1_under_nmos(
     nmos = run_suite(fake_target(fake_pki, server), only=only)
     assert nmos.result("tls13").status is Status.WARN and "T1" in nmos.result("tls13").message
     assert nmos.result("enroll-ecdsa").status is Status.PASS
+
+
+def test_preemptive_basic_for_a_server_that_never_challenges(
+    fake_pki: FakePki, fake_server: FakeFactory
+) -> None:
+    server = fake_server(Faults(basic_upfront=True))
+    credentials = f"{BASIC_USER}:{BASIC_PASSWORD}"
+    only = ["enroll-ecdsa", "no-cert-without-client-auth"]
+    silent = run_suite(fake_target(fake_pki, server, basic=credentials), only=only)
+    assert silent.result("enroll-ecdsa").status is Status.FAIL  # 403: nothing to answer
+    upfront = run_suite(
+        fake_target(fake_pki, server, basic=credentials, basic_preemptive=True), only=only
+    )
+    assert upfront.result("enroll-ecdsa").status is Status.PASS
+    # The probe of a client without credentials still sends none (and is refused).
+    assert upfront.result("no-cert-without-client-auth").status is Status.PASS
+    # run 1: ECDSA and RSA enrollments refused; run 2: both issued, then the anonymous probe
+    # refused (it sent no credentials)
+    assert server.statuses("/simpleenroll") == [403, 403, 200, 200, 403]

@@ -101,6 +101,12 @@ def _write(path: Path, data: bytes) -> None:
     help="Answer an HTTP Basic challenge with these credentials (RFC 7030 servers).",
 )
 @click.option(
+    "--basic-preemptive",
+    is_flag=True,
+    default=False,
+    help="Send the --basic credentials with every request, for servers that never challenge.",
+)
+@click.option(
     "--digest",
     metavar="USER:PASS",
     default=None,
@@ -181,6 +187,7 @@ def test_server(
     rogue_cert: Path | None,
     rogue_key: Path | None,
     basic: str | None,
+    basic_preemptive: bool,
     digest: str | None,
     profile: str,
     only: tuple[str, ...],
@@ -210,6 +217,7 @@ def test_server(
             rogue_key=rogue_key,
             label=label,
             basic=basic,
+            basic_preemptive=basic_preemptive,
             digest=digest,
             profile=cast(Literal["nmos", "rfc7030"], profile),
             timeout=timeout,

@@ -165,7 +165,13 @@ class Session:
         answer_challenge: bool = True,
         headers: dict[str, str] | None = None,
     ) -> Exchange:
-        """One exchange, logged as evidence; answers an HTTP Basic challenge once if allowed."""
+        """One exchange, logged as evidence; answers an HTTP Basic or Digest challenge if allowed.
+
+        ``answer_challenge=False`` sends no credentials at all (not even preemptive Basic): the
+        probes that use it test what a client without credentials gets.
+        """
+        if answer_challenge and self.target.basic and self.target.basic_preemptive:
+            headers = {"Authorization": _basic(*self.target.basic), **(headers or {})}
         exchange = perform(
             self.factory,
             self.target,
@@ -220,9 +226,7 @@ class Session:
                 user, password, method, f"{self.target.url}{path}", challenges
             )
         if self.target.basic and "basic" in schemes:
-            user, password = self.target.basic
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            return f"Basic {token}"
+            return _basic(*self.target.basic)
         return None
 
     def memoised(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -626,6 +630,11 @@ def digest_authorization(
     finally:
         flow.close()
     return answered.headers.get("Authorization")
+
+
+def _basic(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def _is_stale(challenge: str) -> bool:

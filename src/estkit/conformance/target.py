@@ -73,6 +73,8 @@ class Target:
     basic: tuple[str, str] | None = None
     digest: tuple[str, str] | None = None
     """Credentials for an HTTP Digest challenge (RFC 7616), like ``basic`` for Basic."""
+    basic_preemptive: bool = False
+    """Send ``basic`` with the first request, for servers that never challenge."""
     profile: Literal["nmos", "rfc7030"] = "nmos"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     domain: str = DEFAULT_DOMAIN
@@ -98,6 +100,8 @@ class Target:
             raise TargetError(
                 "the DNS domain is empty: give the domain the server is advertised in"
             )
+        if self.basic_preemptive and self.basic is None:
+            raise TargetError("sending Basic credentials up front needs them: give --basic")
         if self.mdns and self.dns_domain is not None:
             raise TargetError(
                 "give a DNS domain (unicast DNS-SD) or multicast DNS, not both: BCP-003-03 D1 "
@@ -144,6 +148,7 @@ class Target:
         label: str | None = None,
         basic: str | None = None,
         digest: str | None = None,
+        basic_preemptive: bool = False,
         profile: Literal["nmos", "rfc7030"] = "nmos",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         domain: str = DEFAULT_DOMAIN,
@@ -169,6 +174,7 @@ class Target:
             rogue=rogue,
             basic=credentials,
             digest=digest_credentials,
+            basic_preemptive=basic_preemptive,
             profile=profile,
             timeout=timeout,
             domain=domain,

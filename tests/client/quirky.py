@@ -60,6 +60,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _serve(self) -> None:
+        if getattr(self.connection, "estkit_doomed", False):
+            # "silent" close after a 401: the next request on this connection is read and
+            # dropped unanswered, what a client sees when the server closed after challenging
+            # and the client reused the connection anyway (issue 13).
+            self.server.owner.dropped.append(self.path)
+            self.close_connection = True
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         conn = self.connection
@@ -87,9 +94,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         if "content-length" not in names:
             self.send_header("Content-Length", str(len(answer.body)))
-        if record.path in self.server.owner.closing_paths:
+        drop = self.server.owner.drop_after_challenge if answer.status == 401 else None
+        if record.path in self.server.owner.closing_paths or drop == "header":
             self.send_header("Connection", "close")
             self.close_connection = True
+        if drop == "silent":
+            conn.estkit_doomed = True  # type: ignore[union-attr]
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(answer.body)
@@ -160,6 +170,10 @@ class QuirkyServer:
         self.requests: list[Recorded] = []
         self.handshake_errors: list[str] = []
         self.closing_paths: set[str] = set()
+        # After every 401: None keeps the connection; "header" answers with Connection: close
+        # and closes; "silent" says nothing and drops the next request on that connection.
+        self.drop_after_challenge: str | None = None
+        self.dropped: list[str] = []  # paths of requests dropped unanswered
         self.host = host
         self._httpd = _Server(self, context, host)
         self._thread = threading.Thread(

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.request import parse_http_list, parse_keqv_list
 
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.protocol import (
@@ -55,6 +59,14 @@ BCP_TLS12_CIPHERS = (
 )
 MAX_BODY_BYTES = 64 * 1024
 UNLIMITED_BODY_BYTES = 16 * 1024 * 1024
+DIGEST_REALM = "fake-digest"
+DIGEST_USER, DIGEST_PASSWORD = "digest-user", "digest-secret"
+BASIC_USER, BASIC_PASSWORD = "basic-user", "basic-secret"
+SMALL_RCVBUF_BYTES = 4096
+EARLY_413 = (
+    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 15\r\nConnection: close\r\n\r\nbody too large\n"
+)
 PLAIN_HTTP_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
 OPERATIONS = {
     "cacerts": "GET",
@@ -75,6 +87,14 @@ class Faults:
     crash_on_bad_base64: bool = False  # 500 instead of 400
     no_size_limit: bool = False  # reads any body: no 413
     basic_challenge: bool = False  # 401 + WWW-Authenticate: Basic on POSTs without credentials
+    # 401 + WWW-Authenticate: Digest (only) on POSTs; answers are verified against
+    # DIGEST_USER/DIGEST_PASSWORD, and the first correct one is refused as stale=true
+    digest_challenge: bool = False
+    # POSTs need Basic BASIC_USER/BASIC_PASSWORD but are never challenged: 403 without them
+    basic_upfront: bool = False
+    # 413 + Connection: close as soon as the headers announce an oversized body, then the
+    # connection is closed while the client is still sending (the C server's habit)
+    early_413_close: bool = False
     issue_without_client_cert: bool = False  # S3
     accept_changed_subject: bool = False  # E3
     refuse_rsa: bool = False  # S6: only ECDSA keys get certificates
@@ -90,6 +110,8 @@ class Faults:
     accept_bad_signature: bool = False  # issues for a CSR whose signature does not verify (E2)
     pop_presence_only: bool = False  # with require_pop: any challengePassword will do (E14)
     csrattrs_not_csrattrs: bool = False  # /csrattrs 200 is base64 DER, but not CsrAttrs (E4)
+    csrattrs_trailing_nul: bool = False  # /csrattrs 200 with a NUL byte after the base64
+    serverkeygen_pkcs1: bool = False  # the application/pkcs8 key part holds a PKCS#1 RSA key
     serverkeygen_wrong_key: bool = False  # the key part is not the certificate's key (E5)
     drop_san: bool = False  # issued certificates lack the SAN the CSR asked for (C9)
     refuse_reenroll: bool = False  # /simplereenroll always 400 (E3)
@@ -125,6 +147,9 @@ class FakeEstServer:
     _deferred: int = 0
     _tls_port: int = 0
     _intermediate: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None
+    _nonces: int = 0
+    _valid_nonces: set[str] = field(default_factory=set)
+    _stale_sent: bool = False
 
     # -- TLS ------------------------------------------------------------------------------------
 
@@ -156,6 +181,47 @@ class FakeEstServer:
         return ctx
 
     # -- HTTP -----------------------------------------------------------------------------------
+
+    def _new_nonce(self) -> str:
+        self._nonces += 1
+        nonce = f"fake{self._nonces:06d}"
+        self._valid_nonces.add(nonce)
+        return nonce
+
+    def _digest_verdict(self, request: web.Request) -> str:
+        """``ok``, ``stale`` (right password, nonce retired) or ``missing``/``wrong``."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Digest "):
+            return "missing"
+        fields = parse_keqv_list(parse_http_list(header[len("Digest ") :]))
+        ha1 = _md5(f"{DIGEST_USER}:{DIGEST_REALM}:{DIGEST_PASSWORD}")
+        ha2 = _md5(f"{request.method}:{fields.get('uri', '')}")
+        expected = _md5(
+            f"{ha1}:{fields.get('nonce')}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}"
+        )
+        if fields.get("username") != DIGEST_USER or fields.get("response") != expected:
+            return "wrong"
+        if fields.get("uri") != request.path_qs:
+            return "wrong"
+        nonce = fields.get("nonce", "")
+        if nonce not in self._valid_nonces:
+            return "stale"
+        if not self._stale_sent:  # the first correct answer: its nonce "expired" meanwhile
+            self._stale_sent = True
+            self._valid_nonces.discard(nonce)
+            return "stale"
+        return "ok"
+
+    def _early_413(self, request: web.Request) -> None:
+        """The early_413_close fault: answer 413 from the headers alone and hang up at once."""
+        if request.content_length is None or request.content_length <= MAX_BODY_BYTES:
+            return
+        self.answers.append(Answer(request.method, request.path, 413, "early close"))
+        transport = request.transport
+        assert transport is not None
+        transport.write(EARLY_413)
+        transport.close()  # with the client's body unread
+        raise asyncio.CancelledError  # nothing more to send on this connection
 
     def _answer(
         self, request: web.Request, status: int, reason: str = "", **kwargs: object
@@ -190,6 +256,8 @@ class FakeEstServer:
         if request.method != wanted:
             status = self.faults.wrong_method_status
             return self._answer(request, status, f"use {wanted}", headers={"Allow": wanted})
+        if self.faults.early_413_close and request.method == "POST":
+            self._early_413(request)
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         peer = x509.load_der_x509_certificate(peer_der) if peer_der else None
@@ -199,10 +267,14 @@ class FakeEstServer:
             if self.faults.csrattrs_not_csrattrs:  # an INTEGER, not a SEQUENCE of attributes
                 return self._answer(request, 200, body=encode_base64_body(b"\x02\x01\x05"),
                                     headers={"Content-Type": "application/csrattrs"})  # fmt: skip
-            if not self.faults.require_pop:
+            if not self.faults.require_pop and not self.faults.csrattrs_trailing_nul:
                 return self._answer(request, 204, "no attributes")
-            der = encode_csrattrs(CsrAttrs(oids=(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),)))
-            return self._answer(request, 200, body=encode_base64_body(der),
+            oids = (
+                (x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),) if self.faults.require_pop else ()
+            )
+            der = encode_csrattrs(CsrAttrs(oids=oids))
+            nul = b"\x00" if self.faults.csrattrs_trailing_nul else b""
+            return self._answer(request, 200, body=encode_base64_body(der) + nul,
                                 headers={"Content-Type": "application/csrattrs"})  # fmt: skip
         return await self._enroll(request, operation, peer, ssl_object)
 
@@ -213,6 +285,20 @@ class FakeEstServer:
         peer: x509.Certificate | None,
         ssl_object: ssl.SSLObject | None,
     ) -> web.Response:
+        if self.faults.basic_upfront and request.headers.get("Authorization") != basic_header(
+            BASIC_USER, BASIC_PASSWORD
+        ):
+            return self._answer(request, 403, "credentials required")
+        if self.faults.digest_challenge:
+            verdict = self._digest_verdict(request)
+            if verdict != "ok":
+                stale = ", stale=true" if verdict == "stale" else ""
+                challenge = (
+                    f'Digest realm="{DIGEST_REALM}", qop="auth", algorithm=MD5, '
+                    f'nonce="{self._new_nonce()}"{stale}'
+                )
+                return self._answer(request, 401, f"digest: {verdict}",
+                                    headers={"WWW-Authenticate": challenge})  # fmt: skip
         if self.faults.basic_challenge and "Authorization" not in request.headers:
             return self._answer(request, 401, "credentials needed",
                                 headers={"WWW-Authenticate": 'Basic realm="fake"'})  # fmt: skip
@@ -282,6 +368,16 @@ class FakeEstServer:
         san = x509.SubjectAlternativeName([x509.DNSName(n) for n in names]) if names else None
         if self.faults.drop_san:
             san = None
+        if operation == "serverkeygen" and self.faults.serverkeygen_pkcs1:
+            rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            cert = self._sign(rsa_key.public_key(), csr.subject, san, ekus)
+            pkcs1 = rsa_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+            body, content_type = build_serverkeygen_response(pkcs1, PKCS8, [cert])
+            return self._answer(request, 200, body=body, headers={"Content-Type": content_type})
         if operation == "serverkeygen":
             key = ec.generate_private_key(ec.SECP256R1())
             cert = self._sign(key.public_key(), csr.subject, san, ekus)
@@ -347,7 +443,16 @@ class FakeEstServer:
             runner = web.AppRunner(app, access_log=None)
             try:
                 loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+                site: web.BaseSite
+                if self.faults.early_413_close:
+                    # A small receive window, as a busy server's: the client is still sending
+                    # when the early 413 and the close arrive (loopback would swallow 1 MiB).
+                    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF_BYTES)
+                    listener.bind(("127.0.0.1", 0))
+                    site = web.SockSite(runner, listener, ssl_context=ctx)
+                else:
+                    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
                 loop.run_until_complete(site.start())
                 self.port = runner.addresses[0][1]
                 if self.faults.plain_http:
@@ -423,6 +528,10 @@ def running(server: FakeEstServer) -> Iterator[FakeEstServer]:
         yield server
     finally:
         server.stop()
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 def basic_header(user: str, password: str) -> str:

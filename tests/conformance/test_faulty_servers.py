@@ -161,7 +161,9 @@ def test_basic_challenge_fails_s5_only(
 ) -> None:
     server = fake_server(Faults(basic_challenge=True))
     report = run_suite(fake_target(fake_pki, server, basic="user:secret"))
-    assert failing(report) == {"no-http-auth-challenge"}
+    # C8 fails with S5: this server challenges a node presenting its manufacturer certificate.
+    assert failing(report) == {"no-http-auth-challenge", "enroll-manufacturer-only"}
+    assert "S5" in report.result("enroll-manufacturer-only").message
     result = report.result("no-http-auth-challenge")
     assert "S5" in result.message and "Basic" in result.message
     assert any(a.status == 401 for a in server.answers)

@@ -110,10 +110,11 @@ def _common_options(func: F) -> F:
         click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
         click.option(
             "--auth-scheme",
-            type=click.Choice(["any", "basic", "digest"]),
+            type=click.Choice(["any", "basic", "digest", "basic-preemptive"]),
             default="any",
             show_default=True,
-            help="Which HTTP challenge may be answered.",
+            help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
+            "credentials with the first request, for servers that never challenge.",
         ),
         click.option(
             "--timeout",
@@ -221,7 +222,10 @@ def _client(
         credentials=credentials,
         username=options.user,
         password=_password(options),
-        auth_scheme=options.auth_scheme,  # type: ignore[arg-type]
+        auth_scheme=(  # type: ignore[arg-type]
+            "basic" if options.auth_scheme == "basic-preemptive" else options.auth_scheme
+        ),
+        preemptive_basic=options.auth_scheme == "basic-preemptive",
         timeout=options.timeout,
         retry=RetryPolicy(max_attempts=options.max_attempts, max_retry_after=options.max_wait),
         on_wait=on_wait,

@@ -101,6 +101,19 @@ def _write(path: Path, data: bytes) -> None:
     help="Answer an HTTP Basic challenge with these credentials (RFC 7030 servers).",
 )
 @click.option(
+    "--basic-preemptive",
+    is_flag=True,
+    default=False,
+    help="Send the --basic credentials with every request, for servers that never challenge.",
+)
+@click.option(
+    "--digest",
+    metavar="USER:PASS",
+    default=None,
+    help="Answer an HTTP Digest challenge (RFC 7616) with these credentials; preferred over "
+    "--basic when the server offers both.",
+)
+@click.option(
     "--profile",
     type=click.Choice(["nmos", "rfc7030"]),
     default="nmos",
@@ -132,6 +145,30 @@ def _write(path: Path, data: bytes) -> None:
     help="DNS domain for the names in test CSRs.",
 )
 @click.option(
+    "--dns-domain",
+    default=None,
+    help="Check the server's _nmos-certs._tcp DNS-SD advert in this domain (D1-D5).",
+)
+@click.option(
+    "--dns-server",
+    metavar="HOST[:PORT]",
+    default=None,
+    help="DNS server to ask for --dns-domain (unicast DNS-SD) [default: the system's].",
+)
+@click.option(
+    "--mdns",
+    is_flag=True,
+    default=False,
+    help="Check the server's advert over multicast DNS instead (D1 says it SHOULD NOT be there).",
+)
+@click.option(
+    "--mdns-interface",
+    "mdns_interfaces",
+    multiple=True,
+    metavar="IP",
+    help="Interface address to browse mDNS on (repeatable) [default: all].",
+)
+@click.option(
     "--list",
     "list_cases",
     is_flag=True,
@@ -150,6 +187,8 @@ def test_server(
     rogue_cert: Path | None,
     rogue_key: Path | None,
     basic: str | None,
+    basic_preemptive: bool,
+    digest: str | None,
     profile: str,
     only: tuple[str, ...],
     junit: Path | None,
@@ -157,6 +196,10 @@ def test_server(
     html: Path | None,
     timeout: float,
     domain: str,
+    dns_domain: str | None,
+    dns_server: str | None,
+    mdns: bool,
+    mdns_interfaces: tuple[str, ...],
 ) -> None:
     """Check an EST server against RFC 7030/8951, BCP-003-03 and BCP-003-01.
 
@@ -174,9 +217,15 @@ def test_server(
             rogue_key=rogue_key,
             label=label,
             basic=basic,
+            basic_preemptive=basic_preemptive,
+            digest=digest,
             profile=cast(Literal["nmos", "rfc7030"], profile),
             timeout=timeout,
             domain=domain,
+            dns_domain=dns_domain,
+            dns_server=dns_server,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
         )
         report = _run(target, _split_ids(only), out)
     except (TargetError, UnknownCaseError, EstProtocolError) as exc:

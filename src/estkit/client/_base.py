@@ -95,6 +95,7 @@ class ClientBase:
         username: str | None = None,
         password: str | None = None,
         auth_scheme: AuthScheme = "any",
+        preemptive_basic: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
         on_wait: WaitCallback | None = None,
@@ -118,7 +119,13 @@ class ClientBase:
         self.on_wait = on_wait
         self.clock = clock
         self._ciphers = ciphers
-        self._auth = ChallengeAuth(username, password, auth_scheme) if username else None
+        if preemptive_basic and not username:
+            raise ValueError("sending Basic credentials up front needs a user name and password")
+        self._auth = (
+            ChallengeAuth(username, password, auth_scheme, preemptive=preemptive_basic)
+            if username and password is not None
+            else None
+        )
         self._ssl_context = build_ssl_context(self.trust, credentials=credentials, ciphers=ciphers)
         self._pinned_context: ssl.SSLContext | None = None
         self.settings = flows.FlowSettings(

@@ -15,6 +15,7 @@ import httpx
 from estkit.protocol import MAX_RESPONSE_BODY_BYTES, tls_unique_for
 
 from .errors import (
+    EstConnectionChanged,
     EstConnectionError,
     EstError,
     EstProtocolResponseError,
@@ -155,6 +156,12 @@ def translate_transport_error(
             hint="check the server URL and that the server is running",
             url=url,
         )
+    if isinstance(exc, ConnectionChanged):
+        return EstConnectionChanged(
+            f"{target} closed the connection after its authentication challenge",
+            hint="the request is sent again on a new connection",
+            url=url,
+        )
     if isinstance(exc, httpx.RemoteProtocolError):
         return EstConnectionError(
             f"{target} broke off the exchange: {exc or type(exc).__name__}",
@@ -166,3 +173,104 @@ def translate_transport_error(
         hint="check the network and the server",
         url=url,
     )
+
+
+# --- answering a challenge on a new connection (issue 13) -----------------------------------
+# Some servers (the C EST server behind a public test server among them) close the connection
+# after a 401 without saying ``Connection: close``. httpx then sends the credentialed answer on
+# the dead pooled connection and fails with "Server disconnected without sending a response".
+# The answer is resent once on a new connection, here, where that failure surfaces.
+
+AUTH_ANSWER = "estkit.auth_answer"
+"""Request extension: this request answers a 401 challenge (set by ``ChallengeAuth``)."""
+
+LINKED = "estkit.linked"
+"""Request extension: the body is bound to the TLS connection (a PoP-linked CSR, E14); it must
+never be resent on another connection."""
+
+RECONNECTED = "estkit.reconnected"
+"""Response extension: the answer travelled on a new connection after the old one dropped."""
+
+
+class ConnectionChanged(httpx.TransportError):
+    """A connection-bound request (PoP-linked CSR) lost its connection to an auth challenge."""
+
+
+def _dropped_unanswered(exc: httpx.TransportError) -> bool:
+    """Whether ``exc`` means the server closed the connection instead of answering."""
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "without sending a response" in str(exc)
+    return isinstance(exc, httpx.ReadError | httpx.WriteError)
+
+
+def _resend_or_raise(request: httpx.Request, exc: httpx.TransportError) -> None:
+    if not request.extensions.get(AUTH_ANSWER) or not _dropped_unanswered(exc):
+        raise exc
+    if request.extensions.get(LINKED):
+        raise ConnectionChanged(
+            "the server closed the connection after its authentication challenge"
+        ) from exc
+
+
+class AuthRetryTransport(httpx.BaseTransport):
+    """``httpx.HTTPTransport`` that resends a dropped challenge answer on a new connection.
+
+    Only answers to a challenge are resent (the server refused the unauthenticated request, so
+    repeating its authenticated form is what the exchange means anyway), once, and never a
+    connection-bound one (:data:`LINKED`): that raises :class:`ConnectionChanged` so the flow
+    can link a new CSR to the new connection.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return self._inner.handle_request(request)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            _resend_or_raise(request, exc)
+        # The pool dropped the failed connection: this goes out on a new one.
+        response = self._inner.handle_request(request)
+        response.extensions = {**response.extensions, RECONNECTED: True}
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncAuthRetryTransport(httpx.AsyncBaseTransport):
+    """The ``await`` twin of :class:`AuthRetryTransport`."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            _resend_or_raise(request, exc)
+        response = await self._inner.handle_async_request(request)
+        response.extensions = {**response.extensions, RECONNECTED: True}
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+# httpx's own default pool (what ``httpx.Client()`` uses when given no transport).
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+def auth_retry_transport(
+    verify: ssl.SSLContext, limits: httpx.Limits | None = None
+) -> AuthRetryTransport:
+    """The transport of every client that may carry credentials."""
+    inner = httpx.HTTPTransport(verify=verify, limits=limits or POOL_LIMITS)
+    return AuthRetryTransport(inner)
+
+
+def async_auth_retry_transport(
+    verify: ssl.SSLContext, limits: httpx.Limits | None = None
+) -> AsyncAuthRetryTransport:
+    inner = httpx.AsyncHTTPTransport(verify=verify, limits=limits or POOL_LIMITS)
+    return AsyncAuthRetryTransport(inner)

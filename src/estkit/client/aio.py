@@ -14,7 +14,7 @@ from cryptography import x509
 
 from . import flows, submit
 from ._base import ClientBase
-from ._transport import ONE_CONNECTION
+from ._transport import ONE_CONNECTION, async_auth_retry_transport
 from .driver import drive_async, send_request_async
 from .issued import order_chain
 from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
@@ -37,7 +37,10 @@ class AsyncEstClient(ClientBase):
     def __init__(self, url: str, *, sleep: AsyncSleep = asyncio.sleep, **options: Any) -> None:
         super().__init__(url, **options)
         self._sleep = sleep
-        self._http = httpx.AsyncClient(verify=self._ssl_context, **self._http_options())  # type: ignore[arg-type]
+        self._http = httpx.AsyncClient(
+            transport=async_auth_retry_transport(self._ssl_context),
+            **self._http_options(),  # type: ignore[arg-type]
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -140,8 +143,7 @@ class AsyncEstClient(ClientBase):
             if action.dedicated:
                 if dedicated is None:
                     dedicated = httpx.AsyncClient(
-                        verify=self._context(pinned),
-                        limits=ONE_CONNECTION,
+                        transport=async_auth_retry_transport(self._context(pinned), ONE_CONNECTION),
                         **self._http_options(),  # type: ignore[arg-type]
                     )
                 http = dedicated

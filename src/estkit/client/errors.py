@@ -51,6 +51,11 @@ class EstTimeoutError(EstConnectionError):
     """The server did not answer within the configured timeout."""
 
 
+class EstConnectionChanged(EstConnectionError):
+    """The server closed the connection after an auth challenge while the request was bound to
+    that connection (a proof-of-possession CSR); the flow relinks on a new one (issue 13)."""
+
+
 class EstTlsError(EstError):
     """The TLS handshake failed, most often because the server certificate did not verify.
 

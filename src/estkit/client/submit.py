@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from estkit.protocol import challenge_password_for, describe_csr, key_encryption_attribute
 from estkit.protocol.certs import key_identifier
 
+from ._transport import LINKED
 from .apply import apply_csrattrs
-from .errors import EstPopError, EstTlsError
+from .errors import EstConnectionChanged, EstPopError, EstTlsError
 from .flows import (
     Flow,
     FlowSettings,
@@ -39,9 +40,11 @@ from .responses import Reply
 from .trust import ClientCredentials
 
 # When the POST of a proof-of-possession enrollment did not travel on the connection whose
-# tls-unique is in the CSR (the server closed it in between), the CSR is rebuilt for the new
-# connection (C10) at most this many times before giving up.
-MAX_POP_RELINKS = 2
+# tls-unique is in the CSR (the server closed it in between, or after its 401 challenge), the CSR
+# is rebuilt for the new connection (C10) at most this many times before giving up. Three covers
+# the worst honest case: a 401 that closes, then a Digest nonce refused as stale (closing again),
+# then the answer; a server that closes more often than that is not keeping connections at all.
+MAX_POP_RELINKS = 3
 
 # RFC 7030 §3.5: TLS versions where tls-unique exists.
 TLS12 = "TLSv1.2"
@@ -121,7 +124,18 @@ def _pop_attempt(
             yield PinTls12(f"server negotiated {version}; tls-unique needs TLS 1.2")
             continue
         csr = build_csr_for(spec, challenge_password_for(opener.tls_unique))
-        reply = yield from exchange(post_csr(settings, operation, csr), dedicated=True)
+        request = post_csr(settings, operation, csr)
+        request.extensions[LINKED] = True  # never resent on another connection (issue 13)
+        try:
+            reply = yield from exchange(request, dedicated=True)
+        except EstConnectionChanged:
+            # 401 and the server closed the connection: the credentials go with the next
+            # request (the challenge is known now), on a new connection with a new link.
+            state.notes.append(
+                "the server closed the connection after its authentication challenge; "
+                "linked a new CSR to a new connection"
+            )
+            continue
         if reply.tls_unique == opener.tls_unique:
             state.pop_linked = True
             return reply

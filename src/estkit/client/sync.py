@@ -11,7 +11,7 @@ from cryptography import x509
 
 from . import flows, submit
 from ._base import ClientBase
-from ._transport import ONE_CONNECTION
+from ._transport import ONE_CONNECTION, auth_retry_transport
 from .driver import drive, send_request
 from .issued import order_chain
 from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
@@ -34,7 +34,10 @@ class EstClient(ClientBase):
     def __init__(self, url: str, *, sleep: Sleep = time.sleep, **options: Any) -> None:
         super().__init__(url, **options)
         self._sleep = sleep
-        self._http = httpx.Client(verify=self._ssl_context, **self._http_options())  # type: ignore[arg-type]
+        self._http = httpx.Client(
+            transport=auth_retry_transport(self._ssl_context),
+            **self._http_options(),  # type: ignore[arg-type]
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -139,8 +142,7 @@ class EstClient(ClientBase):
             if action.dedicated:
                 if dedicated is None:
                     dedicated = httpx.Client(
-                        verify=self._context(pinned),
-                        limits=ONE_CONNECTION,
+                        transport=auth_retry_transport(self._context(pinned), ONE_CONNECTION),
                         **self._http_options(),  # type: ignore[arg-type]
                     )
                 http = dedicated

@@ -11,6 +11,7 @@ judges an encoding or a media type is the only one that fails for it.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import ssl
 import time
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
 from estkit.conformance import chains
+from estkit.conformance.dnssd import DnsSdError, DnsView, browse, browse_mdns
 from estkit.conformance.rogue import make_rogue_identity
 from estkit.conformance.suites import CipherCatalogue, local_catalogue
 from estkit.conformance.target import Identity, PrivateKey, Target
@@ -71,6 +74,9 @@ NOT_OFFERED_STATUSES = frozenset({404, 405, 501})
 DEFERRED_STATUSES = frozenset({202, 503})
 """Answers that come with Retry-After: "accepted, come back later" and "busy" (E8)."""
 """Answers meaning "this operation is not implemented here"."""
+
+MAX_CHALLENGE_ANSWERS = 2
+"""Answers to one 401: the first, and one more when a Digest nonce was stale (RFC 7616 §3.3)."""
 
 
 @dataclass
@@ -159,7 +165,13 @@ class Session:
         answer_challenge: bool = True,
         headers: dict[str, str] | None = None,
     ) -> Exchange:
-        """One exchange, logged as evidence; answers an HTTP Basic challenge once if allowed."""
+        """One exchange, logged as evidence; answers an HTTP Basic or Digest challenge if allowed.
+
+        ``answer_challenge=False`` sends no credentials at all (not even preemptive Basic): the
+        probes that use it test what a client without credentials gets.
+        """
+        if answer_challenge and self.target.basic and self.target.basic_preemptive:
+            headers = {"Authorization": _basic(*self.target.basic), **(headers or {})}
         exchange = perform(
             self.factory,
             self.target,
@@ -175,27 +187,47 @@ class Session:
         if exchange.status in DEFERRED_STATUSES:
             self.deferrals.append(exchange)
         challenges = exchange.headers_named("www-authenticate")
-        if exchange.status == 401 and challenges:
-            self.challenges.append(exchange)
-            offers_basic = any(c.lower().startswith("basic") for c in challenges)
-            if answer_challenge and self.target.basic and offers_basic:
-                user, password = self.target.basic
-                token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-                exchange = perform(
-                    self.factory,
-                    self.target,
-                    method,
-                    path,
-                    body=body,
-                    content_type=content_type,
-                    headers={**(headers or {}), "Authorization": f"Basic {token}"},
-                    identity=identity,
-                    settings=settings,
-                )
-                self.log.append(exchange)
-                if exchange.status in DEFERRED_STATUSES:
-                    self.deferrals.append(exchange)
+        if exchange.status != 401 or not challenges:
+            return exchange
+        self.challenges.append(exchange)
+        # Every exchange has its own connection, so an answer never depends on the challenged
+        # connection staying open, and a PoP body is rebuilt for the answer's connection.
+        for _answer in range(MAX_CHALLENGE_ANSWERS):
+            authorization = (
+                self._authorization(method, path, challenges) if answer_challenge else None
+            )
+            if authorization is None:
+                break
+            exchange = perform(
+                self.factory,
+                self.target,
+                method,
+                path,
+                body=body,
+                content_type=content_type,
+                headers={**(headers or {}), "Authorization": authorization},
+                identity=identity,
+                settings=settings,
+            )
+            self.log.append(exchange)
+            if exchange.status in DEFERRED_STATUSES:
+                self.deferrals.append(exchange)
+            challenges = exchange.headers_named("www-authenticate")
+            if exchange.status != 401 or not any(_is_stale(c) for c in challenges):
+                break  # answered, or refused for good (a stale nonce is worth one more answer)
         return exchange
+
+    def _authorization(self, method: str, path: str, challenges: list[str]) -> str | None:
+        """The Authorization header answering ``challenges`` (Digest preferred), or None."""
+        schemes = {c.strip().split(" ", 1)[0].lower() for c in challenges}
+        if self.target.digest and "digest" in schemes:
+            user, password = self.target.digest
+            return digest_authorization(
+                user, password, method, f"{self.target.url}{path}", challenges
+            )
+        if self.target.basic and "basic" in schemes:
+            return _basic(*self.target.basic)
+        return None
 
     def memoised(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -285,6 +317,12 @@ class Session:
         try:
             der, _form = decode_body(exchange.body)
             fetched.attrs, fetched.warnings = decode_csrattrs(der)
+            if b"\x00" in exchange.body:
+                # Tolerated like a robust client does (checklist quirks), but said: NUL is
+                # neither base64 nor the white space RFC 8951 lets receivers skip.
+                fetched.warnings.append(
+                    "the body contains NUL byte(s) besides the base64 (tolerated)"
+                )
         except ValueError as exc:
             fetched.problem = f"/csrattrs body does not parse: {exc}"
         return fetched
@@ -311,8 +349,10 @@ class Session:
         identity: Identity | None = None,
         role: str | None = None,
         operation: str = "simpleenroll",
+        answer_challenge: bool = True,
     ) -> Issuance:
-        """A fresh enrollment (not memoised)."""
+        """A fresh enrollment (not memoised); ``answer_challenge=False`` presents the client
+        certificate only, as a BCP-003-03 node does (C8)."""
         key = generate_private_key(KEY_TYPES[kind])
         identity = identity or self.target.manufacturer
         issuance = Issuance(kind=kind, operation=operation, key=key, client=identity)
@@ -320,6 +360,7 @@ class Session:
         self._post_csr(
             issuance,
             lambda challenge: self.csr_body(key, name, challenge_password=challenge),
+            answer_challenge=answer_challenge,
         )
         return issuance
 
@@ -405,6 +446,7 @@ class Session:
         build: Callable[[str | None], tuple[x509.CertificateSigningRequest, bytes]],
         *,
         parse: Callable[[Issuance, Exchange], None] | None = None,
+        answer_challenge: bool = True,
     ) -> None:
         """POST a CSR (rebuilt per connection for PoP linking) and follow 202 + Retry-After."""
         settings = self.enroll_settings()
@@ -421,6 +463,7 @@ class Session:
                 content_type=PKCS10,
                 identity=issuance.client,
                 settings=settings,
+                answer_challenge=answer_challenge,
             )
             issuance.exchanges.append(exchange)
             if exchange.status not in DEFERRED_STATUSES:
@@ -498,6 +541,22 @@ class Session:
         )
         return identity, True
 
+    def dns_view(self) -> DnsView:
+        """The ``_nmos-certs._tcp`` browse of the target's DNS domain (memoised; D1-D5)."""
+
+        def browse_once() -> DnsView:
+            try:
+                if self.target.dns_domain is None:
+                    return browse_mdns(interfaces=self.target.mdns_interfaces)
+                return browse(self.target.dns_domain, self.target.dns_server)
+            except DnsSdError as exc:
+                service = f"_nmos-certs._tcp.{self.target.dns_domain or 'local'}"
+                return DnsView(
+                    service=service, where=self.target.dns_server or "system", error=str(exc)
+                )
+
+        return self.memoised("dns-view", browse_once)
+
     def catalogue(self) -> CipherCatalogue:
         return self.memoised("catalogue", local_catalogue)
 
@@ -548,6 +607,39 @@ class Session:
             if seen.peer_certificate is not None:
                 info["certificate"] = chains.summary(seen.peer_certificate)
         return info
+
+
+def digest_authorization(
+    user: str, password: str, method: str, url: str, challenges: list[str]
+) -> str | None:
+    """An RFC 7616 Digest answer to ``challenges``, computed by ``httpx.DigestAuth``.
+
+    Driving httpx's own auth flow with a synthetic 401 keeps the hashing (MD5/SHA-256, qop,
+    cnonce, nc) in a well-kept library instead of a copy here.
+    """
+    request = httpx.Request(method, url)
+    response = httpx.Response(
+        401, headers=[("WWW-Authenticate", c) for c in challenges], request=request
+    )
+    flow = httpx.DigestAuth(user, password).auth_flow(request)
+    next(flow)
+    try:
+        answered = flow.send(response)
+    except (StopIteration, httpx.ProtocolError, NotImplementedError):
+        return None  # no Digest challenge httpx can parse
+    finally:
+        flow.close()
+    return answered.headers.get("Authorization")
+
+
+def _basic(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def _is_stale(challenge: str) -> bool:
+    text = challenge.strip().lower()
+    return text.startswith("digest") and re.search(r"\bstale\s*=\s*\"?true\b", text) is not None
 
 
 def csr_with_subject(

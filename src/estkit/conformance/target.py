@@ -15,6 +15,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from estkit.conformance.dnssd import parse_server
 from estkit.protocol import (
     load_pem_certificates,
     load_private_key,
@@ -70,9 +71,21 @@ class Target:
     label: str | None = None
     rogue: Identity | None = None
     basic: tuple[str, str] | None = None
+    digest: tuple[str, str] | None = None
+    """Credentials for an HTTP Digest challenge (RFC 7616), like ``basic`` for Basic."""
+    basic_preemptive: bool = False
+    """Send ``basic`` with the first request, for servers that never challenge."""
     profile: Literal["nmos", "rfc7030"] = "nmos"
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     domain: str = DEFAULT_DOMAIN
+    dns_domain: str | None = None
+    """Domain whose ``_nmos-certs._tcp`` adverts are checked (D1-D5); None skips those cases."""
+    dns_server: str | None = None
+    """``HOST[:PORT]`` of the DNS server to ask (unicast DNS-SD); None: the system's resolver."""
+    mdns: bool = False
+    """Look for the advert over multicast DNS instead (when no ``dns_domain`` is given)."""
+    mdns_interfaces: tuple[str, ...] = ()
+    """Interface addresses to browse mDNS on; empty: all."""
     openssl: str | None = "openssl"
     """The ``openssl`` program used for the TLS 1.3 suite probes (None: skip those probes)."""
 
@@ -83,6 +96,24 @@ class Target:
             raise TargetError("no trust anchor given: pass the CA certificate(s) with --cacert")
         if self.label is not None:
             validate_label(self.label)
+        if self.dns_domain is not None and not self.dns_domain.strip().strip("."):
+            raise TargetError(
+                "the DNS domain is empty: give the domain the server is advertised in"
+            )
+        if self.basic_preemptive and self.basic is None:
+            raise TargetError("sending Basic credentials up front needs them: give --basic")
+        if self.mdns and self.dns_domain is not None:
+            raise TargetError(
+                "give a DNS domain (unicast DNS-SD) or multicast DNS, not both: BCP-003-03 D1 "
+                "wants unicast, so check that first"
+            )
+        if self.dns_server is not None and self.dns_domain is None:
+            raise TargetError("a DNS server to ask was given, but no DNS domain to look in")
+        if self.dns_server is not None:
+            try:
+                parse_server(self.dns_server)
+            except ValueError as exc:
+                raise TargetError(f"DNS server: {exc}") from None
 
     @property
     def host_is_ip(self) -> bool:
@@ -116,19 +147,21 @@ class Target:
         rogue_key: Path | None = None,
         label: str | None = None,
         basic: str | None = None,
+        digest: str | None = None,
+        basic_preemptive: bool = False,
         profile: Literal["nmos", "rfc7030"] = "nmos",
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         domain: str = DEFAULT_DOMAIN,
+        dns_domain: str | None = None,
+        dns_server: str | None = None,
+        mdns: bool = False,
+        mdns_interfaces: tuple[str, ...] = (),
     ) -> Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
             raise TargetError("--rogue-cert and --rogue-key go together: give both or neither")
-        credentials = None
-        if basic is not None:
-            user, sep, password = basic.partition(":")
-            if not sep or not user:
-                raise TargetError("--basic must be USER:PASSWORD")
-            credentials = (user, password)
+        credentials = _user_password(basic, "--basic")
+        digest_credentials = _user_password(digest, "--digest")
         rogue = None
         if rogue_cert is not None and rogue_key is not None:
             rogue = _load_identity("rogue", rogue_cert, rogue_key)
@@ -140,10 +173,25 @@ class Target:
             label=label,
             rogue=rogue,
             basic=credentials,
+            digest=digest_credentials,
+            basic_preemptive=basic_preemptive,
             profile=profile,
             timeout=timeout,
             domain=domain,
+            dns_domain=dns_domain,
+            dns_server=dns_server,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
         )
+
+
+def _user_password(value: str | None, option: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise TargetError(f"{option} must be USER:PASSWORD")
+    return user, password
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
+import select
 import shutil
 import ssl
 import tempfile
@@ -29,6 +31,10 @@ from estkit.protocol import MAX_RESPONSE_BODY_BYTES, certificates_to_pem, privat
 
 SEND_CHUNK_BYTES = 16 * 1024
 """Bodies go out in chunks so a server that answers early (413) and closes is noticed."""
+
+EARLY_READ_BYTES = 64 * 1024
+"""What one look at an early answer takes off the socket: a 413/400/401 head and its short text
+fit many times over; the rest of a longer answer is read normally afterwards."""
 
 EVIDENCE_HEADERS = (
     "content-type",
@@ -151,6 +157,8 @@ class Exchange:
     error: str | None = None
     error_kind: str | None = None
     """``connect`` (nobody answered), ``tls`` (handshake or TLS alert), ``http`` (broken reply)."""
+    send_interrupted: str | None = None
+    """Why the request body was not sent in full (the server answered or closed early)."""
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -201,6 +209,8 @@ class Exchange:
         if self.error is not None:
             record["error"] = self.error
             record["error_kind"] = self.error_kind
+        if self.send_interrupted is not None:
+            record["send_interrupted"] = self.send_interrupted
         return record
 
 
@@ -255,8 +265,12 @@ def perform(
         exchange.peer_certificate = _peer_certificate(sock)
         payload = body(sock) if callable(body) else body
         exchange.request_bytes = len(payload)
-        _send_request(conn, method, path, payload, content_type, headers or {})
-        response = conn.getresponse()
+        early = bytearray()
+        interrupted = _send_request(conn, method, path, payload, content_type, headers or {}, early)
+        exchange.send_interrupted = interrupted
+        # Read through a file that first returns what was taken off the socket while sending.
+        response = http.client.HTTPResponse(_Prefixed(sock, bytes(early)), method=method)
+        response.begin()
         exchange.status, exchange.reason = response.status, response.reason
         exchange.headers = tuple(response.getheaders())
         data = response.read(MAX_RESPONSE_BODY_BYTES + 1)
@@ -265,12 +279,19 @@ def perform(
     except ssl.SSLError as exc:
         # Under TLS 1.3 a refused client certificate shows up as an alert on the first read.
         exchange.error, exchange.error_kind = f"TLS error: {ssl_error_text(exc)}", "tls"
+        _mention_interruption(exchange)
     except (OSError, http.client.HTTPException) as exc:
         exchange.error = f"no valid HTTP response: {type(exc).__name__}: {exc}".rstrip(": ")
         exchange.error_kind = "http"
+        _mention_interruption(exchange)
     finally:
         conn.close()
     return exchange
+
+
+def _mention_interruption(exchange: Exchange) -> None:
+    if exchange.send_interrupted and exchange.error:
+        exchange.error = f"{exchange.error} (after sending stopped: {exchange.send_interrupted})"
 
 
 def _send_request(
@@ -280,7 +301,15 @@ def _send_request(
     payload: bytes,
     content_type: str | None,
     headers: Mapping[str, str],
-) -> None:
+    early: bytearray,
+) -> str | None:
+    """Send the request; returns why sending stopped early, or None when all of it went out.
+
+    A server may answer (413, 400, 401) as soon as it has the headers and close without reading
+    the body (issue 13). Before each chunk we take whatever the server already sent into
+    ``early`` and stop sending if that was its answer or its close; a send that fails anyway
+    (BrokenPipe, reset, SSLEOFError) also just stops. The caller reads the answer either way.
+    """
     conn.putrequest(method, path, skip_accept_encoding=True)
     if content_type is not None:
         conn.putheader("Content-Type", content_type)
@@ -288,14 +317,79 @@ def _send_request(
         conn.putheader(name, value)
     if payload or method in ("POST", "PUT"):
         conn.putheader("Content-Length", str(len(payload)))
-    conn.endheaders()
+    try:
+        conn.endheaders()
+    except OSError as exc:  # ssl.SSLError is an OSError
+        return f"the headers could not be sent: {type(exc).__name__}: {exc}"
     sock = conn.sock
     for start in range(0, len(payload), SEND_CHUNK_BYTES):
+        data = _take_early(sock)
+        if data is not None:
+            early += data
+            what = "answered" if data else "closed the connection"
+            return f"the server {what} after {start} of {len(payload)} body bytes"
         try:
             sock.sendall(payload[start : start + SEND_CHUNK_BYTES])
-        except (BrokenPipeError, ConnectionResetError):
-            # The server answered early (e.g. 413) and closed: its answer is still readable.
-            return
+        except OSError as exc:
+            return (
+                f"sending failed after {start} of {len(payload)} body bytes "
+                f"({type(exc).__name__}); the server closed the connection"
+            )
+    return None
+
+
+def _take_early(sock: ssl.SSLSocket) -> bytes | None:
+    """Application data the server sent before we finished (``b""``: it closed), or None.
+
+    Not just "is the socket readable": a TLS 1.3 server sends session tickets after the
+    handshake, which make it readable without being an answer; a non-blocking read consumes
+    those and reports "nothing yet".
+    """
+    if not sock.pending():
+        readable, _writable, _errors = select.select([sock], [], [], 0)
+        if not readable:
+            return None
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(EARLY_READ_BYTES)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return None
+    except OSError:
+        return b""  # reset or TLS alert: the server is gone; what it said is read next
+    finally:
+        sock.settimeout(timeout)
+
+
+class _Prefixed:
+    """A socket stand-in for ``http.client.HTTPResponse``: ``prefix`` first, then the socket."""
+
+    def __init__(self, sock: ssl.SSLSocket, prefix: bytes) -> None:
+        self._sock = sock
+        self._prefix = prefix
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_PrefixedRaw(self._sock, self._prefix))
+
+
+class _PrefixedRaw(io.RawIOBase):
+    def __init__(self, sock: ssl.SSLSocket, prefix: bytes) -> None:
+        self._sock = sock
+        self._prefix = memoryview(prefix)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            size = min(len(buffer), len(self._prefix))
+            buffer[:size] = self._prefix[:size]
+            self._prefix = self._prefix[size:]
+            return size
+        try:
+            return self._sock.recv_into(buffer)
+        except (ssl.SSLZeroReturnError, ConnectionResetError):
+            return 0  # closed: the response ends here (http.client reports a short answer)
 
 
 def _peer_certificate(sock: ssl.SSLSocket) -> x509.Certificate | None:

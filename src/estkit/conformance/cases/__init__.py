@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 
-from estkit.conformance.cases import bcp003, est, tls
+from estkit.conformance.cases import bcp003, dns, est, tls
 from estkit.conformance.model import Case
 
 # fmt: off
@@ -65,6 +65,16 @@ ALL_CASES: tuple[Case, ...] = (
     Case("serverkeygen-offered", "/serverkeygen offered", "S1, S8", "nmos",
          bcp003.serverkeygen_offered),
     Case("retry-after", "Deferred answers carry Retry-After", "E8, S4", "all", est.retry_after),
+    Case("enroll-manufacturer-only", "Enrollment with the manufacturer certificate alone",
+         "C8, S3, S5", "nmos", dns.enroll_manufacturer_only),
+    # BCP-003-03 discovery (with a DNS domain to look in).
+    Case("dns-advertised", "Discoverable by unicast DNS-SD (_nmos-certs._tcp)", "D1, D5", "nmos",
+         dns.dns_advertised),
+    Case("dns-srv-target", "SRV target resolves and is named by the TLS certificate", "D2, S2",
+         "nmos", dns.dns_srv_target),
+    Case("dns-txt-pri", "TXT pri present and an integer", "D3", "nmos", dns.dns_txt_pri),
+    Case("dns-api-selector", "TXT api_selector matches the tested label", "D4", "nmos",
+         dns.dns_api_selector),
     # BCP-003-01 TLS.
     Case("server-certificate-valid", "Server certificate verifies against the trust anchors",
          "S2", "all", tls.server_certificate_valid),

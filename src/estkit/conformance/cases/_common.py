@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from estkit.conformance.model import Outcome, failed, passed, skipped
+from estkit.conformance.model import Outcome, failed, passed, skipped, warned
 from estkit.conformance.session import Issuance, Session
 from estkit.conformance.transport import Exchange
 from estkit.protocol import EstProtocolError, decode_body, parse_media_type
@@ -25,32 +25,74 @@ def baseline_or_skip(session: Session) -> tuple[Issuance | None, Outcome | None]
     return baseline, None
 
 
+# --- verdicts by profile (issue 13: fair verdicts) ---------------------------------------------
+# Under the rfc7030 profile only what RFC 7030 / RFC 8951 require can fail; a finding that is a
+# BCP-003-03/-01 rule, a SHOULD/MAY or CA policy is a warning there, citing why. The nmos profile
+# keeps them as failures. docs/conformance-verdicts.md tabulates every case under both profiles.
+
+RFC7030 = "rfc7030"
+
+ERROR_CODES_BASIS = (
+    "RFC 7030 §4.2.3 lets a server reject with an HTTP 4xx or 5xx; asking for a 4xx is "
+    "BCP-003-01 T5"
+)
+"""Why a 5xx refusal is only a warning under the rfc7030 profile."""
+
+
+def lenient(session: Session) -> bool:
+    """Whether SHOULD/MAY/policy findings are warnings (the rfc7030 profile)."""
+    return session.target.profile == RFC7030
+
+
+def beyond_rfc7030(session: Session, message: str, basis: str, **evidence: object) -> Outcome:
+    """A finding RFC 7030/8951 do not make a MUST: ``fail`` under nmos, ``warn`` under rfc7030
+    with ``basis`` (the RFC sentence that leaves it open) appended."""
+    if lenient(session):
+        return warned(f"{message} (a warning under the rfc7030 profile: {basis})", **evidence)
+    return failed(message, **evidence)
+
+
 def judge_refusal(
     exchange: Exchange,
     *,
     requirement: str,
     what: str,
     preferred: frozenset[int] = frozenset(),
+    session: Session | None = None,
+    acceptance_basis: str | None = None,
 ) -> Outcome:
-    """Pass on a 4xx (noting a non-preferred one), fail on 2xx, 5xx or no answer."""
+    """Pass on a 4xx (noting a non-preferred one), fail on 2xx, 5xx or no answer.
+
+    With ``session`` under the rfc7030 profile a 5xx is a warning (RFC 7030 §4.2.3 allows it),
+    and so is a 2xx when ``acceptance_basis`` says why RFC 7030 does not forbid accepting.
+    """
     evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
     status = exchange.status
+    soft = session is not None and lenient(session)
     if status is None:
         return failed(
             f"{requirement}: {what}: expected a 4xx refusal, got no HTTP answer ({exchange.error})",
             **evidence,
         )
     if 200 <= status < 300:
-        return failed(
-            f"{requirement}: {what} was accepted ({status}); it must be refused with a 4xx",
-            **evidence,
-        )
+        message = f"{requirement}: {what} was accepted ({status}); it must be refused with a 4xx"
+        if soft and acceptance_basis is not None:
+            return warned(
+                f"{message} (a warning under the rfc7030 profile: {acceptance_basis})",
+                **evidence,
+            )
+        return failed(message, **evidence)
     if status >= 500:
-        return failed(
+        message = (
             f"{requirement}, T5: {what} caused a server error ({status}); an invalid request "
-            "must be refused with a 4xx",
-            **evidence,
+            "must be refused with a 4xx"
         )
+        if soft:
+            return warned(
+                f"{message} (a warning under the rfc7030 profile: {ERROR_CODES_BASIS})",
+                **evidence,
+            )
+        return failed(message, **evidence)
     if 400 <= status < 500:
         note = (
             ""

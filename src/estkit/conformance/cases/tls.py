@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from estkit.conformance import chains
+from estkit.conformance.cases._common import lenient
 from estkit.conformance.model import Outcome, failed, not_applicable, passed, skipped, warned
 from estkit.conformance.session import Session
 from estkit.conformance.suites import (
@@ -41,6 +42,10 @@ VERSION_NAMES = {
     ssl.TLSVersion.TLSv1_3: "TLS 1.3",
 }
 
+TLS_VERSION_BASIS = "RFC 7030 §3.3.1 requires TLS 1.1 or later, not TLS 1.2 in particular"
+"""Why TLS 1.2 missing or TLS 1.1 accepted is a warning under the rfc7030 profile (BCP-003-01
+T1 makes both failures)."""
+
 
 def _version(session: Session, version: ssl.TLSVersion) -> Handshake:
     return session.version_probe(version)
@@ -67,10 +72,14 @@ def tls12(session: Session) -> Outcome:
         return _local_skip(result, "TLS 1.2")
     if result.outcome == "unreachable":
         return _unreachable(result, "T1")
-    return failed(
-        f"T1, E11: TLS 1.2 SHALL be supported; the handshake was refused: {result.detail}",
-        probe=result.evidence(),
-    )
+    message = f"T1, E11: TLS 1.2 SHALL be supported; the handshake was refused: {result.detail}"
+    if lenient(session) and _version(session, ssl.TLSVersion.TLSv1_3).accepted:
+        return warned(
+            f"{message} (a warning under the rfc7030 profile: {TLS_VERSION_BASIS}; TLS 1.3 "
+            "was accepted, but RFC 7030 §3.5 proof-of-possession linking needs TLS 1.2)",
+            probe=result.evidence(),
+        )
+    return failed(message, probe=result.evidence())
 
 
 def tls13(session: Session) -> Outcome:
@@ -90,11 +99,17 @@ def legacy_refused(version: ssl.TLSVersion) -> Callable[[Session], Outcome]:
     def run(session: Session) -> Outcome:
         result = _version(session, version)
         if result.accepted:
-            return failed(
+            message = (
                 f"T1, E11: the server accepted {name} ({result.cipher}); TLS 1.0, 1.1 and SSL "
-                "SHALL NOT be used",
-                probe=result.evidence(),
+                "SHALL NOT be used"
             )
+            if version is ssl.TLSVersion.TLSv1_1 and lenient(session):
+                return warned(
+                    f"{message} (a warning under the rfc7030 profile: {TLS_VERSION_BASIS}; "
+                    "RFC 8996 deprecates it)",
+                    probe=result.evidence(),
+                )
+            return failed(message, probe=result.evidence())
         if result.outcome == "local":
             return _local_skip(result, name)
         if result.outcome == "unreachable":

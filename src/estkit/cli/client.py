@@ -113,7 +113,7 @@ def _common_options(func: F) -> F:
             type=click.FloatRange(min=0.1),
             default=DEFAULT_TIMEOUT_SECONDS,
             show_default=True,
-            help="Seconds to wait for the server.",
+            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
         ),
         click.option(
             "--max-attempts",

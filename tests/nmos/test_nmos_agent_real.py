@@ -107,7 +107,10 @@ def test_root_rollover_on_a_real_server_moves_trust_without_a_gap_c5(
     fresh_server: Any, tmp_path: Path, events: EventLog
 ) -> None:
     server = fresh_server()
-    config = config_for_server(server, tmp_path / "node", key_types=("p256",))
+    # The certificate is moved to the new issuer right after the rollover: no minimum interval.
+    config = config_for_server(
+        server, tmp_path / "node", key_types=("p256",), min_renewal_interval_seconds=0
+    )
     RenewalAgent(NmosNode(config, on_event=events)).run_once()
     old_root = load_pem_certificates((tmp_path / "node" / "root-ca.pem").read_bytes())[0]
     old_serial = serial_on_disk(tmp_path / "node" / "ecdsa-cert.pem")

@@ -40,9 +40,7 @@ def printable(text: str, *, keep: str = "") -> str:
     """
     if text.isprintable():
         return text
-    return "".join(
-        char if char.isprintable() or char in keep else _escaped(char) for char in text
-    )
+    return "".join(char if char.isprintable() or char in keep else _escaped(char) for char in text)
 
 
 def _escaped(char: str) -> str:

@@ -259,9 +259,7 @@ def build_chain(
                 if current != anchor:
                     path.append(anchor)
                 return path
-        issuer = next(
-            (cert for cert in pool if _is_ca(cert) and is_signed_by(current, cert)), None
-        )
+        issuer = next((cert for cert in pool if _is_ca(cert) and is_signed_by(current, cert)), None)
         if issuer is None:
             break
         pool.remove(issuer)

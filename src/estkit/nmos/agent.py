@@ -275,16 +275,19 @@ class RenewalAgent:
 
     def _apply_floor(self, plan: Plan, cert: Any, cert_state: dict[str, Any]) -> Plan:
         """Renewal floor (issue 20, C13): a certificate on disk is re-enrolled no sooner than
-        half its lifetime and no sooner than ``min_renewal_interval_seconds`` after it was
-        installed, whatever the server's validity or a rollover ask. Only a revoked certificate
-        (removed from disk, so not seen here) is replaced at once."""
+        ``min_renewal_interval_seconds`` after it was installed and, unless a verified root
+        rollover asks for it, no sooner than half its lifetime, whatever the server's validity.
+        Only a revoked certificate (removed from disk, so not seen here) is replaced at once."""
         if plan.action is Action.WAIT:
             return plan
         start = lifetime_start(cert, cert_state)
         half = start + (cert.not_valid_after_utc - start) * MIN_RENEWAL_FRACTION
         installed_at = _parse(cert_state.get("installed_at")) or cert.not_valid_before_utc
         floor = installed_at + timedelta(seconds=self.config.min_renewal_interval_seconds)
-        if plan.action is Action.RENEW:
+        if plan.action is Action.RENEW and not cert_state.get("reissue"):
+            # A root rollover (verified from the installed root, C5) moves the certificate to
+            # the new issuer early, so peers that know only the new root accept it; the
+            # minimum interval still applies.
             floor = max(floor, half)
         if plan.at >= floor:
             return plan

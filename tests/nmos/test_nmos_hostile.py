@@ -267,7 +267,10 @@ def test_sigterm_stops_the_agent_mid_request(tmp_path: Path, once: bool) -> None
     """The agent is blocked reading a body the server trickles (its deadline is 30 s away);
     SIGTERM ends the real process within a couple of seconds, writing nothing."""
     pki = QuirkyPki.create(tmp_path / "pki")
-    with TricklingServer(pki.files["server_chain"], pki.files["server_key"]) as server:
+    # Headers and one body byte, then silence: the agent sits in a blocking read that only the
+    # signal can end (the cooperative check between reads would never run).
+    tarpit = TricklingServer(pki.files["server_chain"], pki.files["server_key"], interval=60)
+    with tarpit as server:
         config = NodeConfig(
             output_dir=tmp_path / "node",
             hostnames=("node1.nmos.test",),
@@ -286,9 +289,10 @@ def test_sigterm_stops_the_agent_mid_request(tmp_path: Path, once: bool) -> None
         )
         try:
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and server.bytes_sent < 2:
+            while time.monotonic() < deadline and server.bytes_sent < 1:
                 time.sleep(0.05)
-            assert server.bytes_sent >= 2, "the agent never reached the trickling body"
+            assert server.bytes_sent >= 1, "the agent never reached the body"
+            time.sleep(0.5)  # into the blocking read of the rest
             signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=15)

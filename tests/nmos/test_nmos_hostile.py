@@ -306,3 +306,22 @@ def test_sigterm_stops_the_agent_mid_request(tmp_path: Path, once: bool) -> None
     assert "agent stopped" in out
     assert server.requests == [b"GET /.well-known/est/cacerts HTTP/1.1"]
     assert not (tmp_path / "node" / "root-ca.pem").exists()
+
+
+def test_crl_fetch_has_an_overall_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRL distribution point that trickles cannot hold the node past the fetch deadline."""
+    from estkit.client.errors import EstConnectionError
+    from estkit.nmos import connector as connector_module
+
+    monkeypatch.setattr(connector_module, "FETCH_TIMEOUT_SECONDS", 2.0)
+    pki = QuirkyPki.create(tmp_path / "pki")
+    with TricklingServer(pki.files["server_chain"], pki.files["server_key"], interval=0.5) as srv:
+        fetcher = connector_module.ClientConnector(ManualClock())
+        start = time.monotonic()
+        with pytest.raises(EstConnectionError) as caught:
+            fetcher.fetch(f"{srv.url}/issuing.crl", [pki.root])
+        elapsed = time.monotonic() - start
+        assert srv.requests == [b"GET /issuing.crl HTTP/1.1"]
+        assert srv.bytes_sent >= 2  # it was still sending when the node gave up
+    assert 1.8 <= elapsed <= 3.5, elapsed
+    assert "overall deadline of 2 s" in str(caught.value)

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
 from estkit.client.deadline import RequestCancelled, interrupt_blocking_io
-from estkit.client.errors import EstError
+from estkit.client.errors import EstError, printable
 from estkit.nmos.agent import RenewalAgent, node_status
 from estkit.nmos.config import (
     DEFAULT_KEY_TYPES,
@@ -302,7 +302,8 @@ def discover(
         )
         return
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        # DNS-SD records are whatever the network says: escaped like any server text.
+        err_console.print(f"[yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True)
     table = Table(title=f"EST servers ({result.domain})")
     for column in ("#", "pri", "URL", "addresses", "instance"):
         table.add_column(column)
@@ -310,9 +311,9 @@ def discover(
         table.add_row(
             str(index),
             str(advert.priority),
-            advert.est_url,
+            printable(advert.est_url),
             ", ".join(advert.addresses),
-            advert.instance,
+            printable(advert.instance),
         )
     console.print(table)
 

@@ -311,9 +311,9 @@ def discover(
         table.add_row(
             str(index),
             str(advert.priority),
-            printable(advert.est_url),
+            escape(printable(advert.est_url)),
             ", ".join(advert.addresses),
-            printable(advert.instance),
+            escape(printable(advert.instance)),
         )
     console.print(table)
 

@@ -87,9 +87,9 @@ def _io() -> Iterator[None]:
     try:
         yield
     except httpcore.TimeoutException as exc:
-        expired = scope is not None and scope.deadline is not None
-        if expired and time.monotonic() >= scope.deadline:  # type: ignore[union-attr,operator]
-            raise type(exc)(deadline_message(scope.seconds)) from exc  # type: ignore[union-attr]
+        deadline = scope.deadline if scope is not None else None
+        if scope is not None and deadline is not None and time.monotonic() >= deadline:
+            raise type(exc)(deadline_message(scope.seconds)) from exc
         raise
     finally:
         _blocking.scope = previous

@@ -242,7 +242,8 @@ class NmosNode:
                 servers = []
                 self.emit("warning", "discover", str(exc))
             # A failed certificate check does not heal by waiting (wrong name, wrong trust
-            # anchor): when it is all a round saw, stop instead of backing off for nothing.
+            # anchor, a root the node refuses): when it is all a round saw, stop instead of
+            # backing off for nothing.
             tls_failures_only = bool(servers)
             for server in servers:
                 try:
@@ -261,7 +262,8 @@ class NmosNode:
                     # cannot use); that server is unusable, the next one may be fine.
                     failures.append(f"{server.describe()}: {exc}")
                     tls_failures_only = tls_failures_only and (
-                        isinstance(exc, EstTlsError) or isinstance(exc.__cause__, EstTlsError)
+                        isinstance(exc, (EstTlsError, TrustError))
+                        or isinstance(exc.__cause__, EstTlsError)
                     )
                     # A client error's own hint is already part of its text (EstError.__str__).
                     last_hint = exc.hint if isinstance(exc, NmosError) else None

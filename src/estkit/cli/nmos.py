@@ -201,6 +201,12 @@ def nmos() -> None:
     is_flag=True,
     help="Disable explicit trust (C4): the server must verify against --cacert.",
 )
+@click.option(
+    "--new-network",
+    is_flag=True,
+    help="OUT_DIR holds the root of another network: accept this server's root and re-provision "
+    "(C15); nothing is replaced until the new certificates are in hand.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors(*EXPECTED_ERRORS)
 def workflow(
@@ -220,6 +226,7 @@ def workflow(
     max_attempts: int,
     no_renew: bool,
     require_server_validation: bool,
+    new_network: bool,
     as_json: bool,
 ) -> None:
     """Get the root CA, an RSA and an ECDSA certificate, and renew them once (the prototype's
@@ -247,6 +254,7 @@ def workflow(
         manufacturer_key=key,
         key_types=DEFAULT_KEY_TYPES,
         explicit_trust=not require_server_validation,
+        new_network_confirmed=new_network,
         max_attempts=max_attempts,
         server=ServerSettings(host=host, port=port, label=label)
         if host

@@ -355,9 +355,9 @@ class NmosNode:
                     f"{server.describe()} does not verify against the installed root CA: {exc}; "
                     "not trusting it (explicit trust, C4, is only for a node without a root)",
                     hint="nothing was changed. If this node really moved to another network, "
-                    "say so (`estkit nmos agent --new-network`) or install the new root with "
-                    "`estkit nmos install --ca PEM`; otherwise something else is answering for "
-                    "the EST server",
+                    "declare it (new_network_confirmed; --new-network on the command line) or "
+                    "install the new root by hand (C6); otherwise something else is answering "
+                    "for the EST server",
                 ) from exc
             if not allow_explicit:
                 raise TrustError(
@@ -387,8 +387,9 @@ class NmosNode:
             raise TrustError(
                 f"{server.describe()} publishes a root CA unrelated to the installed one, with "
                 "no NewWithOld certificate linking them (C5); not installing it",
-                hint="nothing was changed. If this node moved to another network, say so "
-                "(`estkit nmos agent --new-network`) or install the root by hand (C6)",
+                hint="nothing was changed. If this node moved to another network, declare it "
+                "(new_network_confirmed; --new-network on the command line) or install the "
+                "root by hand (C6)",
             )
         return decision
 

@@ -25,6 +25,7 @@ from .errors import (
     EstConnectionError,
     EstError,
     EstHttpError,
+    EstIssuedCertificateError,
     EstNotFoundError,
     EstPopError,
     EstProtocolResponseError,
@@ -33,6 +34,7 @@ from .errors import (
     EstTimeoutError,
     EstTlsError,
 )
+from .issued import validate_issued_certificate
 from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
 from .retry import (
     DEFAULT_MAX_ATTEMPTS,
@@ -64,6 +66,7 @@ __all__ = [
     "EstConnectionError",
     "EstError",
     "EstHttpError",
+    "EstIssuedCertificateError",
     "EstNotFoundError",
     "EstPopError",
     "EstProtocolResponseError",
@@ -84,4 +87,5 @@ __all__ = [
     "fetch_cacerts_unverified_for_manual_confirmation",
     "key_type_for",
     "renewal_spec",
+    "validate_issued_certificate",
 ]

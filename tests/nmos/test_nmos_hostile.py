@@ -31,6 +31,7 @@ from estkit.nmos.agent import RenewalAgent
 from estkit.nmos.clock import ManualClock
 from estkit.nmos.config import NodeConfig, ServerSettings, save_node_config
 from estkit.nmos.discovery import ServerAdvert
+from estkit.nmos.errors import ProvisioningError
 from estkit.nmos.node import NmosNode
 
 from .conftest import EventLog
@@ -325,3 +326,52 @@ def test_crl_fetch_has_an_overall_deadline(tmp_path: Path, monkeypatch: pytest.M
         assert srv.bytes_sent >= 2  # it was still sending when the node gave up
     assert 1.8 <= elapsed <= 3.5, elapsed
     assert "overall deadline of 2 s" in str(caught.value)
+
+
+class IssuesCaCertificates(CaBackedConnector):
+    """A server that signs, with its genuine issuing key, a CA:TRUE 'leaf' with the right names,
+    key and EKUs: only the BasicConstraints check stands between it and the node's files."""
+
+    def enroll(
+        self,
+        server: ServerAdvert,
+        spec: CsrSpec,
+        *,
+        trust: Sequence[x509.Certificate],
+        credentials: ClientCredentials | None,
+        renewal: bool,
+    ) -> EnrollResult:
+        from cryptography.hazmat.primitives import hashes
+
+        good = super().enroll(server, spec, trust=trust, credentials=credentials, renewal=renewal)
+        cert = good.certificate
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(cert.subject)
+            .issuer_name(cert.issuer)
+            .public_key(cert.public_key())  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(cert.not_valid_before_utc)
+            .not_valid_after(cert.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        )
+        for extension in cert.extensions:
+            if not isinstance(extension.value, x509.BasicConstraints):
+                builder = builder.add_extension(extension.value, extension.critical)
+        forged = builder.sign(self.authority._issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+        return EnrollResult(forged, good.chain, good.private_key)
+
+
+def test_renewal_answered_with_a_ca_certificate_replaces_nothing_c9(
+    tmp_path: Path, manual_clock: ManualClock, events: EventLog
+) -> None:
+    ca = CaBackedConnector.create(tmp_path / "ca", manual_clock)
+    node = make_node(tmp_path, manual_clock, ca, events)
+    RenewalAgent(node).run_once()
+    before = snapshot(tmp_path / "node")
+    hostile = IssuesCaCertificates(ca.authority, manual_clock)
+    renewing = make_node(tmp_path, manual_clock, hostile, events)
+    with pytest.raises(ProvisioningError, match=r"CA certificate \(CA:TRUE\)"):
+        renewing.renew("ecdsa", rounds=1)
+    assert [c.operation for c in hostile.calls] == ["simplereenroll"]
+    assert snapshot(tmp_path / "node") == before

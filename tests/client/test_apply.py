@@ -139,8 +139,19 @@ def test_cli_apply_csrattrs_picks_key_and_hash(
         body = encode_base64_body(build_certs_only([cert]))
         return Canned(200, [("Content-Type", "application/pkcs7-mime")], body)
 
+    # /cacerts gives the issuing CA that the enrollment answer leaves out: the client checks the
+    # chain before writing anything (issue 20).
+    cacerts = Canned(
+        200,
+        [("Content-Type", "application/pkcs7-mime")],
+        encode_base64_body(build_certs_only([pki.issuing, pki.root])),
+    )
     server = quirky(
-        {"/.well-known/est/csrattrs": csrattrs, "/.well-known/est/simpleenroll": enroll}
+        {
+            "/.well-known/est/csrattrs": csrattrs,
+            "/.well-known/est/simpleenroll": enroll,
+            "/.well-known/est/cacerts": cacerts,
+        }
     )
     key_file = tmp_path / "fit.key"
     result = CliRunner().invoke(

@@ -23,6 +23,7 @@ from estkit.client.errors import (
     EstConnectionError,
     EstHttpError,
     EstRetryLaterError,
+    EstTlsError,
 )
 from estkit.client.flows import build_csr_for
 from estkit.client.models import CsrSpec, EnrollResult
@@ -65,10 +66,21 @@ class CaBackedConnector:
         if self.down:
             raise EstConnectionError(f"cannot connect to {server.host}:{server.port}: refused")
 
+    def _verify_tls(self, server: ServerAdvert, trust: Sequence[x509.Certificate]) -> None:
+        """What a real verified connection does: the server's TLS certificate comes from this
+        CA, so only a node trusting one of this CA's roots gets past the handshake."""
+        if not any(anchor in self.authority.cacerts for anchor in trust):
+            raise EstTlsError(
+                f"could not verify the TLS certificate of {server.host}:{server.port}: "
+                "certificate verify failed (unable to get local issuer certificate)",
+                url=server.base_url,
+            )
+
     def cacerts(
         self, server: ServerAdvert, trust: Sequence[x509.Certificate]
     ) -> list[x509.Certificate]:
         self._record("cacerts", server)
+        self._verify_tls(server, trust)
         return list(self.authority.cacerts)
 
     def cacerts_with_explicit_trust(self, server: ServerAdvert) -> list[x509.Certificate]:
@@ -87,6 +99,7 @@ class CaBackedConnector:
         operation = "simplereenroll" if renewal else "simpleenroll"
         presented = credentials.certificate.subject.rfc4514_string() if credentials else None
         self._record(operation, server, presented)
+        self._verify_tls(server, trust)
         if self.pending:
             raise EstRetryLaterError(
                 "pending", status=202, retry_after=30.0, attempts=1, url=server.base_url

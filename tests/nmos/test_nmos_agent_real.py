@@ -40,7 +40,14 @@ def test_short_lived_certificate_is_really_renewed_end_to_end(
     estkit_server: Any, tmp_path: Path, events: EventLog
 ) -> None:
     """`short` label: ~10-second certificates; the agent renews at 80% on the wall clock."""
-    config = config_for_server(estkit_server, tmp_path / "node", label="short", key_types=("p256",))
+    # The renewal floor (default one hour) is lowered for this one real-time renewal.
+    config = config_for_server(
+        estkit_server,
+        tmp_path / "node",
+        label="short",
+        key_types=("p256",),
+        min_renewal_interval_seconds=0,
+    )
     agent = RenewalAgent(NmosNode(config, on_event=events))
     worker = threading.Thread(target=agent.run, daemon=True)
     worker.start()
@@ -100,7 +107,10 @@ def test_root_rollover_on_a_real_server_moves_trust_without_a_gap_c5(
     fresh_server: Any, tmp_path: Path, events: EventLog
 ) -> None:
     server = fresh_server()
-    config = config_for_server(server, tmp_path / "node", key_types=("p256",))
+    # The certificate is moved to the new issuer right after the rollover: no minimum interval.
+    config = config_for_server(
+        server, tmp_path / "node", key_types=("p256",), min_renewal_interval_seconds=0
+    )
     RenewalAgent(NmosNode(config, on_event=events)).run_once()
     old_root = load_pem_certificates((tmp_path / "node" / "root-ca.pem").read_bytes())[0]
     old_serial = serial_on_disk(tmp_path / "node" / "ecdsa-cert.pem")

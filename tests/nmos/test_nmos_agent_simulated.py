@@ -236,19 +236,33 @@ def test_root_from_another_domain_reprovisions_everything_c15(
     node = make_node(tmp_path, manual_clock, ca, events, check_revocation=False)
     RenewalAgent(node).run_once()
     old_root = node.trust_anchors()[0]
-    # The device is carried into another facility: a different EST server and CA.
+    # The device is carried into another facility: a different EST server and CA, and the
+    # node is renamed into that facility's DNS domain (the local evidence C15 needs).
     other = CaBackedConnector.create(tmp_path / "other-ca", manual_clock)
-    moved = make_node(tmp_path, manual_clock, other, events, check_revocation=False)
+    moved = make_node(
+        tmp_path,
+        manual_clock,
+        other,
+        events,
+        check_revocation=False,
+        hostnames=("node1.elsewhere.test",),
+    )
     step = RenewalAgent(moved).run_once()
     assert "root CA: new-domain" in step.actions
     assert moved.trust_anchors() == [other.authority.root_certificate]
     assert old_root not in moved.trust_anchors()
-    assert [c.operation for c in other.calls] == ["cacerts", "simpleenroll"]
+    # The installed root does not verify the new server; with the evidence, the first /cacerts
+    # of the new network is trusted explicitly (C4) and the certificate is obtained before
+    # anything is replaced.
+    assert [c.operation for c in other.calls] == ["cacerts", "cacerts-explicit", "simpleenroll"]
+    assert any(
+        "DNS domain changed from nmos.test to elsewhere.test" in m for m in events.messages()
+    )
     # The installed certificate is now one of the new domain's CA, not the old one.
     installed = moved.installed("ecdsa")
     assert installed is not None
     installed.certificate.verify_directly_issued_by(other.authority.issuer_certificate)
-    assert any("provisioning from scratch (C15)" in m for m in events.messages())
+    assert any("NEW NETWORK (C15" in m for m in events.messages("warning"))
 
 
 def test_revoked_certificate_is_dropped_at_once_and_replaced_c16(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from estkit.ca.authority import CertificateAuthority
 from estkit.ca.profiles import Profile
@@ -134,3 +135,47 @@ def test_rollover_without_old_with_old_is_still_linked_by_new_with_old(tmp_path:
 def test_cacerts_without_any_root_is_refused(authority: CertificateAuthority) -> None:
     with pytest.raises(TrustError, match="no valid self-signed root"):
         decide_trust([], [authority.issuer_certificate], NOW)
+
+
+def _resigned(
+    authority: CertificateAuthority, *, ca: bool, eku: bool
+) -> tuple[x509.Certificate, object]:
+    """A leaf for HOST signed by the real issuing CA, with the given flaws (a hostile or broken
+    server signs what it likes with its genuine key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = generate_private_key("p256")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(authority.issuer_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(minutes=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+    )
+    if eku:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    return builder.sign(authority._issuer_key, hashes.SHA256()), key  # type: ignore[arg-type]
+
+
+def test_a_ca_true_leaf_is_refused_by_the_node_c9(authority: CertificateAuthority) -> None:
+    good, good_key = _resigned(authority, ca=False, eku=True)
+    assert check(authority, good, good_key) == [authority.issuer_certificate]  # control
+    cert, key = _resigned(authority, ca=True, eku=True)
+    with pytest.raises(CertificateValidationError, match=r"CA certificate \(CA:TRUE\)"):
+        check(authority, cert, key)
+
+
+def test_a_leaf_without_eku_is_refused_by_the_node_s7(authority: CertificateAuthority) -> None:
+    cert, key = _resigned(authority, ca=False, eku=False)
+    with pytest.raises(CertificateValidationError, match="no TLS extended key usage"):
+        check(authority, cert, key)

@@ -94,6 +94,7 @@ def test_renewal_uses_a_new_key_pair_and_removes_the_old_one_c9_c13(
         "ecdsa-cert.pem",
         "ecdsa-key.pem",
         "root-ca.pem",
+        "trust-origin.json",
     ]
 
 

@@ -43,9 +43,18 @@ from estkit.client import (
     key_type_for,
     renewal_spec,
 )
+from estkit.client.errors import printable
+from estkit.client.issued import order_chain, validate_issued_certificate
 from estkit.client.retry import DEFAULT_MAX_ATTEMPTS, MAX_RETRY_AFTER_SECONDS
 from estkit.fileio import replace_credential_pair, write_file_atomic, write_private_file_atomic
-from estkit.protocol import KEY_TYPES, decode_csr_body, generate_private_key, private_key_to_pem
+from estkit.protocol import (
+    KEY_TYPES,
+    common_name,
+    decode_csr_body,
+    dns_names,
+    generate_private_key,
+    private_key_to_pem,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,7 +130,7 @@ def _common_options(func: F) -> F:
             type=click.FloatRange(min=0.1),
             default=DEFAULT_TIMEOUT_SECONDS,
             show_default=True,
-            help="Seconds to wait for the server.",
+            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
         ),
         click.option(
             "--max-attempts",
@@ -184,12 +193,14 @@ def _password(options: CommonOptions) -> str | None:
 
 def _note(message: str) -> None:
     """Progress and warnings go to stderr so stdout stays clean for PEM or JSON."""
-    err_console.print(message, soft_wrap=True, markup=False)
+    err_console.print(printable(message), soft_wrap=True, markup=False)
 
 
 def _warn(warnings: list[str]) -> None:
     for warning in warnings:
-        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False, style="yellow")
+        err_console.print(
+            f"warning: {printable(warning)}", soft_wrap=True, markup=False, style="yellow"
+        )
 
 
 @contextmanager
@@ -248,8 +259,10 @@ def client() -> None:
 
 def _show_candidates(candidates: list[Any]) -> None:
     for index, candidate in enumerate(candidates, 1):
-        err_console.print(f"[{index}] {candidate.role}: {candidate.subject}", markup=False)
-        err_console.print(f"    issuer:  {candidate.issuer}", markup=False)
+        err_console.print(
+            f"[{index}] {candidate.role}: {printable(candidate.subject)}", markup=False
+        )
+        err_console.print(f"    issuer:  {printable(candidate.issuer)}", markup=False)
         err_console.print(f"    expires: {candidate.not_after.isoformat()}", markup=False)
         err_console.print(f"    SHA-256: {candidate.fingerprint}", markup=False)
 
@@ -348,7 +361,7 @@ def cacerts_command(
         console.print(f"wrote {len(result.certificates)} CA certificate(s) to {out}", markup=False)
     if options.verbose or out is not None:
         for line in result.describe():
-            err_console.print(f"  {line}", markup=False)
+            err_console.print(f"  {printable(line)}", markup=False)
 
 
 # --- csrattrs ---------------------------------------------------------------------------------
@@ -370,7 +383,7 @@ def csrattrs_command(**kwargs: Any) -> None:
     if not lines:
         console.print("the server asks for nothing in particular", markup=False)
     for line in lines:
-        console.print(line, markup=False)
+        console.print(printable(line), markup=False)
     if result.requires_pop:
         console.print("proof-of-possession linking is required (use --pop)", markup=False)
 
@@ -432,14 +445,49 @@ def _load_csr(path: Path) -> x509.CertificateSigningRequest:
         raise ValueError(f"cannot read the CSR {path}: {exc}") from None
 
 
-def _complete_chain(est: EstClient, result: EnrollResult | ServerKeygenResult) -> None:
-    """Make sure ``--out-cert`` gets the certificate followed by its chain."""
-    if result.chain:
-        return
+def _validate_before_writing(
+    est: EstClient,
+    result: EnrollResult | ServerKeygenResult,
+    request: x509.CertificateSigningRequest | CsrSpec | None,
+) -> None:
+    """The one check before anything is written (issue 20; the NMOS node runs the same one).
+
+    Anchors: the --trust certificates and the roots of /cacerts, fetched over this verified
+    connection (RFC 7030 §4.1.3). Raises ``EstIssuedCertificateError``; the caller has written
+    nothing yet, so a refused answer leaves every file as it was. Fills in the chain.
+    """
+    ca_certificates: list[x509.Certificate] = []
     try:
-        result.chain = est.chain_for(result.certificate)
+        ca_certificates = list(est.cacerts().certificates)
     except EstError as exc:
-        result.warnings.append(f"could not fetch the chain from /cacerts: {exc.message}")
+        result.warnings.append(f"could not fetch /cacerts to check the chain: {exc.message}")
+    anchors = [*est.trust.certificates, *[c for c in ca_certificates if c.issuer == c.subject]]
+    if isinstance(request, CsrSpec):
+        cn, names = request.common_name, tuple(request.dns_names)
+    elif request is not None:
+        cn, names = common_name(request), tuple(dns_names(request))  # type: ignore[arg-type]
+    else:  # re-enrollment copying the current certificate's names
+        assert est.credentials is not None
+        current = est.credentials.certificate
+        cn, names = common_name(current), tuple(dns_names(current))
+    if result.private_key is not None:
+        public_key = result.private_key.public_key()
+    elif isinstance(request, x509.CertificateSigningRequest):
+        public_key = request.public_key()
+    else:  # pragma: no cover - a result without key comes from a caller's CSR
+        raise ValueError("cannot tell which key the certificate should certify")
+    validate_issued_certificate(
+        result.certificate,
+        public_key=public_key,
+        requested_common_name=cn,
+        requested_dns_names=names,
+        anchors=anchors,
+        intermediates=[*result.chain, *ca_certificates],
+        now=est.clock(),
+    )
+    if not result.chain:
+        # --out-cert gets the certificate followed by its chain, root included, as before.
+        result.chain, _unused = order_chain(result.certificate, ca_certificates)
 
 
 def _write_outputs(
@@ -469,8 +517,8 @@ def _report(
     _warn(result.warnings)
     cert = result.certificate
     console.print(
-        f"{what}: {cert.subject.rfc4514_string()} serial {cert.serial_number:x}, valid until "
-        f"{cert.not_valid_after_utc.isoformat()}",
+        f"{what}: {printable(cert.subject.rfc4514_string())} serial {cert.serial_number:x}, "
+        f"valid until {cert.not_valid_after_utc.isoformat()}",
         markup=False,
     )
     if out_cert is None:
@@ -481,10 +529,12 @@ def _report(
         console.print(f"private key written to {out_key} (mode 0600)", markup=False)
     if options.verbose:
         for issuer in result.chain:
-            err_console.print(f"  chain: {issuer.subject.rfc4514_string()}", markup=False)
+            err_console.print(
+                f"  chain: {printable(issuer.subject.rfc4514_string())}", markup=False
+            )
         err_console.print(f"  attempts: {result.attempts}", markup=False)
         for note in result.notes:
-            err_console.print(f"  note: {note}", markup=False)
+            err_console.print(f"  note: {printable(note)}", markup=False)
         if isinstance(result, EnrollResult):
             err_console.print(f"  proof-of-possession linked: {result.pop_linked}", markup=False)
 
@@ -587,7 +637,7 @@ def enroll_command(
             if pending is not None:
                 explain_failure(pending, exc)
             raise
-        _complete_chain(est, result)
+        _validate_before_writing(est, result, request)
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
     _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
     if pending is not None:
@@ -664,7 +714,10 @@ def reenroll_command(
             reuse_key=reuse_key,
             apply_csrattrs=apply_csrattrs and csr_file is None,
         )
-        _complete_chain(est, result)
+        # Validated before anything is written: a refused answer leaves --cert/--key (the
+        # working pair) untouched; an accepted one is written beside them and renamed over them
+        # as a pair (replace_credential_pair).
+        _validate_before_writing(est, result, request)
     if csr_file is None:
         out_cert = out_cert or options.cert
         out_key = out_key or options.key
@@ -732,7 +785,9 @@ def serverkeygen_command(
             pop=pop,
             apply_csrattrs=apply_csrattrs,
         )
-        _complete_chain(est, result)
+        _validate_before_writing(
+            est, result, CsrSpec(key=result.private_key, common_name=cn, dns_names=san)
+        )
     _write_outputs(out_cert, out_key, result.fullchain_pem(), result.key_pem())
     _report(options, result, "server generated a key and certificate", out_cert, out_key)
 

@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
-from estkit.client.errors import EstError
+from estkit.client.deadline import RequestCancelled, interrupt_blocking_io
+from estkit.client.errors import EstError, printable
 from estkit.nmos.agent import RenewalAgent, node_status
 from estkit.nmos.config import (
     DEFAULT_KEY_TYPES,
@@ -60,6 +61,9 @@ enabled = true            # C2: EST on/off (IS-04 tag urn:x-nmos:tag:certprov fo
 auto_renew = true         # C2: automatic renewal on/off
 explicit_trust = true     # C4: trust the EST server for the first /cacerts without validation
 renewal_fraction = 0.8    # C13: renew at 80% of the lifetime (0.5 .. 0.99)
+min_renewal_interval_seconds = 3600  # never renew more often than this (except on revocation)
+reprovision_on_new_network = true    # C15: only when the node's DNS domain or discovery domain
+                                     # changed (or `agent --new-network`); never on a server's word
 max_attempts = 5
 check_revocation = true   # C16: CRL distribution points / OCSP
 revocation_check_seconds = 3600
@@ -197,6 +201,12 @@ def nmos() -> None:
     is_flag=True,
     help="Disable explicit trust (C4): the server must verify against --cacert.",
 )
+@click.option(
+    "--new-network",
+    is_flag=True,
+    help="OUT_DIR holds the root of another network: accept this server's root and re-provision "
+    "(C15); nothing is replaced until the new certificates are in hand.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors(*EXPECTED_ERRORS)
 def workflow(
@@ -216,6 +226,7 @@ def workflow(
     max_attempts: int,
     no_renew: bool,
     require_server_validation: bool,
+    new_network: bool,
     as_json: bool,
 ) -> None:
     """Get the root CA, an RSA and an ECDSA certificate, and renew them once (the prototype's
@@ -243,6 +254,7 @@ def workflow(
         manufacturer_key=key,
         key_types=DEFAULT_KEY_TYPES,
         explicit_trust=not require_server_validation,
+        new_network_confirmed=new_network,
         max_attempts=max_attempts,
         server=ServerSettings(host=host, port=port, label=label)
         if host
@@ -298,7 +310,8 @@ def discover(
         )
         return
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        # DNS-SD records are whatever the network says: escaped like any server text.
+        err_console.print(f"[yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True)
     table = Table(title=f"EST servers ({result.domain})")
     for column in ("#", "pri", "URL", "addresses", "instance"):
         table.add_column(column)
@@ -306,9 +319,9 @@ def discover(
         table.add_row(
             str(index),
             str(advert.priority),
-            advert.est_url,
+            escape(printable(advert.est_url)),
             ", ".join(advert.addresses),
-            advert.instance,
+            escape(printable(advert.instance)),
         )
     console.print(table)
 
@@ -319,12 +332,15 @@ def _load(config_path: Path) -> NodeConfig:
 
 @contextmanager
 def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
-    """SIGTERM/SIGINT finish the current step and leave the loop (the state file is saved)."""
+    """SIGTERM/SIGINT stop the agent within moments: a sleep is cut short, an EST exchange the
+    agent is blocked in is abandoned (never a file write: those are not socket operations), and
+    the state of the last finished step stays on disk."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum: int, _frame: object) -> None:
-        err_console.print(f"[dim]{signal.Signals(signum).name}: stopping after the current step[/]")
+        err_console.print(f"[dim]{signal.Signals(signum).name}: stopping[/]")
         agent.stop()
+        interrupt_blocking_io()
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -340,14 +356,28 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
 )
 @click.option("--once", is_flag=True, help="Do what is due now, then exit (for cron/timers).")
+@click.option(
+    "--new-network",
+    is_flag=True,
+    help="This node was moved to another network: accept the root CA of the EST server found "
+    "there and re-provision (C15). The current root and certificates are replaced only once "
+    "the new certificates are in hand.",
+)
 @friendly_errors(*EXPECTED_ERRORS)
-def agent(config_path: Path, once: bool) -> None:
+def agent(config_path: Path, once: bool, new_network: bool) -> None:
     """Keep the node's root CA and certificates valid (renewal agent, C2-C17)."""
     config = _load(config_path)
+    if new_network:
+        config = config.with_changes(new_network_confirmed=True)
     node = NmosNode(config, on_event=lambda event: render_event(event, quiet=False))
     runner = RenewalAgent(node)
     if once:
-        step = runner.run_once()
+        with _stop_on_signals(runner):
+            try:
+                step = runner.run_once()
+            except RequestCancelled:
+                console.print("agent stopped before finishing; state of the last step kept")
+                return
         for action in step.actions:
             console.print(f"[green]done:[/] {action}")
         when = step.next_at.isoformat() if step.next_at else "nothing scheduled"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         EstConnectionError,
         EstError,
         EstHttpError,
+        EstIssuedCertificateError,
         EstNotFoundError,
         EstPopError,
         EstProtocolResponseError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         EstTimeoutError,
         EstTlsError,
     )
+    from .issued import validate_issued_certificate
     from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
     from .retry import (
         DEFAULT_MAX_ATTEMPTS,
@@ -70,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "EstConnectionError": "errors",
     "EstError": "errors",
     "EstHttpError": "errors",
+    "EstIssuedCertificateError": "errors",
     "EstNotFoundError": "errors",
     "EstPopError": "errors",
     "EstProtocolResponseError": "errors",
@@ -86,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "UnconfirmedCaCertificates": "bootstrap",
     "WaitDecision": "retry",
     "apply_csrattrs": "apply",
+    "validate_issued_certificate": "issued",
     "async_bootstrap_cacerts": "bootstrap",
     "async_fetch_cacerts_unverified_for_manual_confirmation": "bootstrap",
     "bootstrap_cacerts": "bootstrap",
@@ -115,6 +119,7 @@ __all__ = [
     "EstConnectionError",
     "EstError",
     "EstHttpError",
+    "EstIssuedCertificateError",
     "EstNotFoundError",
     "EstPopError",
     "EstProtocolResponseError",
@@ -135,6 +140,7 @@ __all__ = [
     "fetch_cacerts_unverified_for_manual_confirmation",
     "key_type_for",
     "renewal_spec",
+    "validate_issued_certificate",
 ]
 
 if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this

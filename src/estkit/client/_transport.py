@@ -114,8 +114,9 @@ def translate_transport_error(
     url = str(request.url)
     target = f"{request.url.host}:{request.url.port or 443}"
     if isinstance(exc, httpx.TimeoutException):
+        # The message names the overall deadline when that is what expired (see .deadline).
         return EstTimeoutError(
-            f"no answer from {target} in time ({type(exc).__name__})",
+            f"no answer from {target} in time ({str(exc) or type(exc).__name__})",
             hint="check that the server is running and reachable, or raise the timeout",
             url=url,
         )

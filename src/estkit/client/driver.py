@@ -14,6 +14,7 @@ from typing import TypeVar
 import httpx
 
 from ._transport import BodyCollector, tls_facts, translate_transport_error
+from .deadline import async_overall_deadline, overall_deadline
 from .errors import EstError
 from .flows import Flow, PinTls12, Send, Wait
 from .responses import Reply
@@ -102,17 +103,22 @@ async def drive_async(
 def send_request(
     http: httpx.Client, request: httpx.Request, auth: httpx.Auth | None, trust: str
 ) -> Reply:
-    """One exchange, body bounded, TLS facts taken before the body can end the connection."""
+    """One exchange, body bounded, TLS facts taken before the body can end the connection.
+
+    The client's timeout is the deadline of the whole exchange, not of each read (see
+    :mod:`.deadline`): a server trickling its body cannot hold the caller past it.
+    """
     collector = BodyCollector(request)
     try:
-        response = http.send(request, auth=auth, stream=True)
-        try:
-            facts = tls_facts(response)
-            for chunk in response.iter_bytes():
-                collector.add(chunk)
-            return collector.reply(response, facts)
-        finally:
-            response.close()
+        with overall_deadline(http):
+            response = http.send(request, auth=auth, stream=True)
+            try:
+                facts = tls_facts(response)
+                for chunk in response.iter_bytes():
+                    collector.add(chunk)
+                return collector.reply(response, facts)
+            finally:
+                response.close()
     except httpx.HTTPError as exc:
         raise translate_transport_error(exc, request, trust) from exc
 
@@ -123,13 +129,14 @@ async def send_request_async(
     """The ``await`` form of :func:`send_request`."""
     collector = BodyCollector(request)
     try:
-        response = await http.send(request, auth=auth, stream=True)
-        try:
-            facts = tls_facts(response)
-            async for chunk in response.aiter_bytes():
-                collector.add(chunk)
-            return collector.reply(response, facts)
-        finally:
-            await response.aclose()
+        async with async_overall_deadline(http):
+            response = await http.send(request, auth=auth, stream=True)
+            try:
+                facts = tls_facts(response)
+                async for chunk in response.aiter_bytes():
+                    collector.add(chunk)
+                return collector.reply(response, facts)
+            finally:
+                await response.aclose()
     except httpx.HTTPError as exc:
         raise translate_transport_error(exc, request, trust) from exc

@@ -15,6 +15,7 @@ Every error carries a ``message`` (what happened) and a ``hint`` (what a person 
     │   ├── EstRetryLaterError      202 / 503 still pending after the allowed attempts
     │   └── EstRedirectError        redirect refused (other origin, too many hops)
     ├── EstProtocolResponseError    the body or media type could not be understood
+    │   └── EstIssuedCertificateError   the issued certificate is not fit to install
     ├── EstPopError                 proof-of-possession linking impossible
     └── EstBootstrapError           bootstrap /cacerts not confirmed (wrong fingerprint ...)
 """
@@ -28,13 +29,40 @@ from collections.abc import Mapping
 MAX_SERVER_TEXT_CHARS = 500
 
 
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` made safe for a terminal or a log line: every non-printable character (ESC of
+    ``\x1b]0;title\x07`` or ``\x1b[2J``, BEL, CR, NUL, bidi overrides ...) becomes a visible
+    escape such as ``\x1b``. Characters in ``keep`` (e.g. ``"\n"``) pass unchanged.
+
+    Why one helper: server-provided text reaches people through error messages, CLI output and
+    node logs; a hostile server must not be able to retitle or clear a terminal, hide text, or
+    forge log lines through any of them.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char in keep else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 class EstError(Exception):
-    """Base of every error raised by :mod:`estkit.client`."""
+    """Base of every error raised by :mod:`estkit.client`.
+
+    Message and hint may quote the server; both are passed through :func:`printable`.
+    """
 
     def __init__(self, message: str, *, hint: str | None = None, url: str | None = None) -> None:
+        message = printable(message, keep="\n")
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = printable(hint, keep="\n") if hint is not None else None
         self.url = url
 
     def __str__(self) -> str:
@@ -77,7 +105,7 @@ class EstTlsError(EstError):
 
 def clip_server_text(text: str) -> str:
     """Shorten a server's error body to something printable on one or two lines."""
-    cleaned = " ".join(text.split())
+    cleaned = printable(" ".join(text.split()))
     if len(cleaned) > MAX_SERVER_TEXT_CHARS:
         return cleaned[:MAX_SERVER_TEXT_CHARS] + "…"
     return cleaned
@@ -161,3 +189,9 @@ class EstPopError(EstError):
 
 class EstBootstrapError(EstError):
     """Bootstrap ``/cacerts`` could not be confirmed; nothing from it may be trusted."""
+
+
+class EstIssuedCertificateError(EstProtocolResponseError):
+    """The server issued a certificate that must not be installed: it does not chain to the
+    trust anchors, is not valid now, lacks the names asked for, is a CA certificate, is not fit
+    for TLS, or certifies another key. Nothing has been written when this is raised."""

@@ -3,14 +3,22 @@
 Why a module of its own: BCP-003-03 C9 says the client SHOULD validate the certificate it gets
 (notBefore MUST be checked) before replacing anything; the rules are the same for /simpleenroll,
 /simplereenroll and /serverkeygen, and pure, so they are tested without a network.
+
+Two levels: :func:`check_issued_certificate` runs while an answer is interpreted (a certificate
+for another key, or already expired, is not an answer at all); :func:`validate_issued_certificate`
+is THE check before anything is written, shared by ``estkit client`` and the NMOS node: chain to
+the trust anchors, validity window, names, ``CA:FALSE``, key usage and EKU fit for TLS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from estkit.protocol import (
     EstProtocolError,
@@ -22,14 +30,26 @@ from estkit.protocol import (
     public_keys_equal,
 )
 
-from .errors import EstProtocolResponseError
+from .errors import EstIssuedCertificateError, EstProtocolResponseError
 from .models import EnrollResult, ServerKeygenResult
 from .responses import Reply, decode_certificates, decoding_error, media_type, quote_body
 from .trust import ClientCredentials
 
 # A freshly issued certificate may start slightly in the future when the server's clock is ahead
-# of ours; within this margin we say nothing, beyond it we warn (C9: notBefore MUST be checked).
+# of ours (the estkit CA backdates notBefore by 5 minutes for the same reason); beyond this
+# margin the certificate is refused (C9: notBefore MUST be checked).
 CLOCK_SKEW_TOLERANCE = timedelta(minutes=5)
+# Chains longer than this are not PKI designs but loops or garbage (root, one or two issuing CAs,
+# rollover cross-certificates): stop walking.
+MAX_CHAIN_DEPTH = 8
+TLS_EKUS = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+}
+_PROFILE_HINT = (
+    "nothing was written; the server's issuing profile (or the server itself) is wrong: tell "
+    "its operator"
+)
 
 
 def order_chain(
@@ -211,3 +231,167 @@ def interpret_serverkeygen(
         key_media_type=parsed.key_media_type,
         warnings=warnings,
     )
+
+
+# --- the check before anything is written ------------------------------------------------------
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def build_chain(
+    leaf: x509.Certificate,
+    candidates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+) -> list[x509.Certificate]:
+    """The path leaf -> ... -> a trust anchor (anchor included), by signature, not by name.
+
+    Every certificate between the leaf and the anchor must be a CA (``CA:TRUE``) and valid.
+    Raises :class:`EstIssuedCertificateError` when no anchor is reached.
+    """
+    path = [leaf]
+    current = leaf
+    pool = [cert for cert in candidates if cert != leaf]
+    for _ in range(MAX_CHAIN_DEPTH):
+        for anchor in anchors:
+            if is_signed_by(current, anchor):
+                if current != anchor:
+                    path.append(anchor)
+                return path
+        issuer = next((cert for cert in pool if _is_ca(cert) and is_signed_by(current, cert)), None)
+        if issuer is None:
+            break
+        pool.remove(issuer)
+        path.append(issuer)
+        current = issuer
+    trusted = ", ".join(anchor.subject.rfc4514_string() for anchor in anchors) or "none"
+    raise EstIssuedCertificateError(
+        f"the certificate for {leaf.subject.rfc4514_string()} does not chain to the trusted "
+        f"root ({trusted}); it names {leaf.issuer.rfc4514_string()} as issuer",
+        hint="nothing was written: the server issued from a CA that is not trusted (a look-alike "
+        "issuer is refused). Fetch /cacerts again over a verified connection, or check the "
+        "server's CA configuration",
+    )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _check_tls_usage(
+    leaf: x509.Certificate, subject: str, required_ekus: Sequence[ObjectIdentifier]
+) -> None:
+    try:
+        basic = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        basic = None
+    if basic is not None and basic.ca:
+        raise EstIssuedCertificateError(
+            f"the server issued a CA certificate (CA:TRUE) for {subject}; an end-entity "
+            "certificate (CA:FALSE) was requested",
+            hint=_PROFILE_HINT,
+        )
+    try:
+        usage: x509.KeyUsage | None = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None:
+        if usage.key_cert_sign or usage.crl_sign:
+            raise EstIssuedCertificateError(
+                f"the certificate {subject} may sign certificates or CRLs (keyUsage "
+                "keyCertSign/cRLSign): not an end-entity TLS certificate",
+                hint=_PROFILE_HINT,
+            )
+        is_rsa = isinstance(leaf.public_key(), rsa.RSAPublicKey)
+        if not (usage.digital_signature or (is_rsa and usage.key_encipherment)):
+            raise EstIssuedCertificateError(
+                f"the certificate {subject} has a keyUsage without digitalSignature: its key "
+                "cannot authenticate a TLS handshake",
+                hint=_PROFILE_HINT,
+            )
+    try:
+        ekus = set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        ekus = set()
+    if not ekus & set(TLS_EKUS):
+        raise EstIssuedCertificateError(
+            f"the certificate {subject} has no TLS extended key usage (serverAuth or clientAuth)",
+            hint=_PROFILE_HINT,
+        )
+    lacking = [TLS_EKUS.get(oid, oid.dotted_string) for oid in required_ekus if oid not in ekus]
+    if lacking:
+        raise EstIssuedCertificateError(
+            f"the certificate {subject} lacks extended key usage {' and '.join(lacking)}",
+            hint=_PROFILE_HINT,
+        )
+
+
+def validate_issued_certificate(
+    leaf: x509.Certificate,
+    *,
+    public_key: PublicKeyTypes,
+    requested_common_name: str | None,
+    requested_dns_names: Sequence[str],
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    now: datetime,
+    required_ekus: Sequence[ObjectIdentifier] = (),
+) -> list[x509.Certificate]:
+    """Is ``leaf`` fit to install? Returns its chain (issuer first, anchors excluded).
+
+    Refuses, with :class:`EstIssuedCertificateError` naming the first failed check: a
+    certificate for another key than ``public_key`` (the CSR's); one not valid now (notBefore
+    more than :data:`CLOCK_SKEW_TOLERANCE` ahead, or expired); a common name or DNS name that
+    was asked for and is missing; ``CA:TRUE`` or a CA key usage; no TLS EKU, or one of
+    ``required_ekus`` missing; no chain through ``intermediates`` to one of ``anchors`` (the
+    caller's trust anchors, or roots of a /cacerts fetched over a verified connection).
+    """
+    subject = leaf.subject.rfc4514_string()
+    if not public_keys_equal(leaf.public_key(), public_key):
+        raise EstIssuedCertificateError(
+            f"the certificate {subject} does not certify the key of the request",
+            hint="nothing was written; report this to the server's operator",
+        )
+    if leaf.not_valid_before_utc > now + CLOCK_SKEW_TOLERANCE:
+        raise EstIssuedCertificateError(
+            f"the certificate {subject} is not valid before {_when(leaf.not_valid_before_utc)},"
+            f" later than this machine's clock ({_when(now)})",
+            hint="nothing was written; check the clocks of this machine and of the EST server "
+            "(NTP/PTP)",
+        )
+    if leaf.not_valid_after_utc <= now:
+        raise EstIssuedCertificateError(
+            f"the certificate {subject} expired at {_when(leaf.not_valid_after_utc)}",
+            hint="nothing was written; check this machine's clock and the server's profile",
+        )
+    issued_cn = common_name(leaf)
+    if requested_common_name is not None and (
+        issued_cn is None or issued_cn.lower() != requested_common_name.lower()
+    ):
+        raise EstIssuedCertificateError(
+            f"the certificate's common name is {issued_cn!r}; {requested_common_name!r} was "
+            "requested",
+            hint=_PROFILE_HINT,
+        )
+    issued_names = {name.lower() for name in dns_names(leaf)}
+    missing = [name for name in requested_dns_names if name.lower() not in issued_names]
+    if missing:
+        raise EstIssuedCertificateError(
+            f"the certificate's subjectAltName lacks {', '.join(missing)} "
+            f"(has {sorted(issued_names)})",
+            hint=_PROFILE_HINT,
+        )
+    _check_tls_usage(leaf, subject, required_ekus)
+    path = build_chain(leaf, intermediates, anchors)
+    for ca in path[1:]:
+        if ca.not_valid_after_utc <= now or ca.not_valid_before_utc > now + CLOCK_SKEW_TOLERANCE:
+            raise EstIssuedCertificateError(
+                f"CA certificate {ca.subject.rfc4514_string()} in the chain is not valid now",
+                hint="nothing was written; fetch /cacerts again: the CA may have rolled over",
+            )
+    anchor_set = set(anchors)
+    return [cert for cert in path[1:] if cert not in anchor_set]

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from estkit.client.deadline import RequestCancelled
 from estkit.nmos.anchors import TrustChange
 from estkit.nmos.errors import NmosError, ProvisioningError
 from estkit.nmos.is04 import certprov_tag
 from estkit.nmos.node import NmosNode, pending_retry_seconds
 from estkit.nmos.schedule import (
+    MIN_RENEWAL_FRACTION,
     SHORT_REMAINING_VALIDITY,
     Action,
     Plan,
@@ -78,8 +80,11 @@ class RenewalAgent:
     # --- control -------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the loop to finish (SIGTERM): the current request completes, no new one starts."""
+        """Ask the loop to finish (SIGTERM): the EST exchange in flight is abandoned at its next
+        socket operation (see :func:`estkit.client.deadline.interrupt_blocking_io` for one that
+        is blocked), no new one starts, and the step ends without counting it as a failure."""
         self._stop.set()
+        self.node.cancel()
         self.clock.wake()
 
     @property
@@ -90,7 +95,10 @@ class RenewalAgent:
         """Loop until :meth:`stop` (or ``max_steps``); returns the number of steps run."""
         steps = 0
         while not self.stopping and (max_steps is None or steps < max_steps):
-            step = self.run_once()
+            try:
+                step = self.run_once()
+            except RequestCancelled:
+                break  # stopped mid-exchange: the state of the previous step stays on disk
             steps += 1
             if self.stopping or (max_steps is not None and steps >= max_steps):
                 break
@@ -181,6 +189,18 @@ class RenewalAgent:
         root = decision.current_root
         root_state.update(failures=0, last_error=None, fingerprint=sha256_fingerprint(root))
         step.actions.append(f"root CA: {decision.change.value}")
+        if decision.change is TrustChange.NEW_DOMAIN:
+            # C15: the node re-provisioned every slot under the new root (NmosNode did it, and
+            # swapped only once all were in hand): the old schedule no longer applies.
+            state["certificates"] = {
+                slot: {"failures": 0, "installed_at": _iso(self.clock.now())}
+                for slot in self.config.slots
+                if self.node.installed(slot) is not None
+            }
+            for slot, entry in state["certificates"].items():
+                installed = self.node.installed(slot)
+                assert installed is not None
+                entry["serial"] = format(installed.certificate.serial_number, "x")
         due = self._root_renewal_due(root)
         if now >= due:
             # C14: the server handed back a root that is itself due; ask again later.
@@ -218,6 +238,9 @@ class RenewalAgent:
             results = {}
         rev["results"] = {name: f"{r.status.value}: {r.detail}" for name, r in results.items()}
         revoked = [name for name, r in results.items() if r.revoked]
+        for name in revoked:
+            # C16: replaced at once; the renewal floor does not apply to a revoked certificate.
+            state.setdefault("certificates", {})[name] = {"failures": 0, "revoked": True}
         if revoked:
             step.actions.append(f"revoked, dropped: {', '.join(revoked)}")
         following = now + timedelta(seconds=self.config.revocation_check_seconds)
@@ -248,7 +271,35 @@ class RenewalAgent:
             plan = Plan(Action.RENEW, at, "the root CA rolled over")
         if plan.action is Action.RENEW and not self.config.auto_renew:
             return Plan(Action.WAIT, cert.not_valid_after_utc, "automatic renewal is disabled (C2)")
-        return plan
+        return self._apply_floor(plan, cert, cert_state)
+
+    def _apply_floor(self, plan: Plan, cert: Any, cert_state: dict[str, Any]) -> Plan:
+        """Renewal floor (issue 20, C13): a certificate on disk is re-enrolled no sooner than
+        ``min_renewal_interval_seconds`` after it was installed and, unless a verified root
+        rollover asks for it, no sooner than half its lifetime, whatever the server's validity.
+        Only a revoked certificate (removed from disk, so not seen here) is replaced at once."""
+        if plan.action is Action.WAIT:
+            return plan
+        start = lifetime_start(cert, cert_state)
+        half = start + (cert.not_valid_after_utc - start) * MIN_RENEWAL_FRACTION
+        installed_at = _parse(cert_state.get("installed_at")) or cert.not_valid_before_utc
+        floor = installed_at + timedelta(seconds=self.config.min_renewal_interval_seconds)
+        if plan.action is Action.RENEW and not cert_state.get("reissue"):
+            # A root rollover (verified from the installed root, C5) moves the certificate to
+            # the new issuer early, so peers that know only the new root accept it; the
+            # minimum interval still applies.
+            floor = max(floor, half)
+        if plan.at >= floor:
+            return plan
+        if plan.action is Action.PROVISION and floor > cert.not_valid_after_utc:
+            self.node.emit(
+                "warning",
+                "schedule",
+                f"the server issues certificates valid for less than the renewal floor "
+                f"({self.config.min_renewal_interval_seconds} s): not enrolling again before "
+                f"{floor:%Y-%m-%d %H:%M:%S} UTC",
+            )
+        return Plan(Action.WAIT, floor, f"renewal floor: not before {floor.isoformat()}")
 
     def _certificate_step(
         self, slot: str, state: dict[str, Any], now: datetime, step: AgentStep

@@ -12,6 +12,8 @@ Example::
     auto_renew = true         # C2
     explicit_trust = true     # C4
     renewal_fraction = 0.8    # C13 (0.5 .. 0.99)
+    reprovision_on_new_network = true   # C15, only on local evidence
+    min_renewal_interval_seconds = 3600
 
     [server]                  # C3: leave out to discover by DNS-SD
     host = "est.example.com"
@@ -56,6 +58,9 @@ DEFAULT_EST_PORT = 443
 DEFAULT_REVOCATION_CHECK_SECONDS = 3600
 # A hard upper bound on attempts so a misconfigured node cannot loop on one server forever.
 MAX_CONFIGURABLE_ATTEMPTS = 100
+# Renewal floor (issue 20): a server issuing seconds-long certificates must not make the node
+# re-enroll (a new key each time) in a loop; one hour keeps a fleet's load negligible.
+DEFAULT_MIN_RENEWAL_INTERVAL_SECONDS = 3600
 ROOT_CA_FILENAME = "root-ca.pem"
 
 
@@ -124,6 +129,13 @@ class NodeConfig:
     auto_renew: bool = True
     explicit_trust: bool = True
     renewal_fraction: float = DEFAULT_RENEWAL_FRACTION
+    # C15: re-provision from scratch when local evidence shows a new network (False: only by
+    # hand, `estkit nmos install`). See NmosNode.new_network_evidence.
+    reprovision_on_new_network: bool = True
+    # The operator's word that the node is in a new network (CLI --new-network; not in TOML,
+    # so that it cannot stay switched on by accident).
+    new_network_confirmed: bool = False
+    min_renewal_interval_seconds: int = DEFAULT_MIN_RENEWAL_INTERVAL_SECONDS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     check_revocation: bool = True
     revocation_check_seconds: int = DEFAULT_REVOCATION_CHECK_SECONDS
@@ -158,6 +170,11 @@ class NodeConfig:
                 f"max_attempts {self.max_attempts} out of range",
                 hint=f"use 1..{MAX_CONFIGURABLE_ATTEMPTS}",
             )
+        if self.min_renewal_interval_seconds < 0:
+            raise NodeConfigError(
+                f"min_renewal_interval_seconds {self.min_renewal_interval_seconds} is negative",
+                hint=f"use e.g. {DEFAULT_MIN_RENEWAL_INTERVAL_SECONDS}",
+            )
         if (self.manufacturer_certificate is None) != (self.manufacturer_key is None):
             raise NodeConfigError(
                 "the manufacturer certificate and key must be given together",
@@ -184,6 +201,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "auto_renew": "auto_renew",
         "explicit_trust": "explicit_trust",
         "renewal_fraction": "renewal_fraction",
+        "reprovision_on_new_network": "reprovision_on_new_network",
+        "min_renewal_interval_seconds": "min_renewal_interval_seconds",
         "max_attempts": "max_attempts",
         "check_revocation": "check_revocation",
         "revocation_check_seconds": "revocation_check_seconds",
@@ -199,7 +218,13 @@ _SECTIONS: dict[str, dict[str, str]] = {
     },
 }
 _PATH_FIELDS = ("manufacturer_certificate", "manufacturer_key", "output_dir", "root_ca_file")
-_BOOL_FIELDS = ("est_enabled", "auto_renew", "explicit_trust", "check_revocation")
+_BOOL_FIELDS = (
+    "est_enabled",
+    "auto_renew",
+    "explicit_trust",
+    "check_revocation",
+    "reprovision_on_new_network",
+)
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -247,7 +272,11 @@ def config_from_mapping(
                 value = tuple(_expect(item, str, where) for item in items)
             elif attr == "renewal_fraction":
                 value = float(_expect(value, (int, float), where))
-            elif attr in ("max_attempts", "revocation_check_seconds"):
+            elif attr in (
+                "max_attempts",
+                "revocation_check_seconds",
+                "min_renewal_interval_seconds",
+            ):
                 value = _expect(value, int, where)
             elif attr == "on_change":
                 if isinstance(value, list):
@@ -335,6 +364,8 @@ def config_to_mapping(config: NodeConfig) -> dict[str, Any]:
             "auto_renew": config.auto_renew,
             "explicit_trust": config.explicit_trust,
             "renewal_fraction": config.renewal_fraction,
+            "reprovision_on_new_network": config.reprovision_on_new_network,
+            "min_renewal_interval_seconds": config.min_renewal_interval_seconds,
             "max_attempts": config.max_attempts,
             "check_revocation": config.check_revocation,
             "revocation_check_seconds": config.revocation_check_seconds,

@@ -8,6 +8,7 @@ transport to be swappable. :class:`ClientConnector`, the real one, is a thin lay
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -15,6 +16,7 @@ import httpx
 from cryptography import x509
 
 from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirmation
+from estkit.client.deadline import cancellable, overall_deadline
 from estkit.client.errors import EstConnectionError, EstHttpError
 from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.retry import RetryPolicy, WaitCallback
@@ -26,9 +28,11 @@ from estkit.nmos.discovery import ServerAdvert
 from estkit.nmos.revocation import MAX_CRL_BYTES
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
-# CRL and OCSP fetches: a responder that needs longer is as good as down for this check.
+# CRL and OCSP fetches, for the whole exchange (connect to last byte): a responder that needs
+# longer is as good as down for this check.
 FETCH_TIMEOUT_SECONDS = 10.0
-# One EST request; generous because a manual-approval server may be slow to accept.
+# One EST exchange, connect to last byte; generous because a manual-approval server may be slow
+# to accept, and an overall bound so a trickling server cannot hold the node (issue 20).
 EST_TIMEOUT_SECONDS = 30.0
 
 
@@ -79,8 +83,11 @@ class ClientConnector:
         on_wait: WaitCallback | None = None,
         timeout: float = EST_TIMEOUT_SECONDS,
         pop: PopMode = POP_WHEN_POSSIBLE,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.clock = clock
+        # Set when the node stops (SIGTERM): exchanges in flight are abandoned, none start.
+        self.cancel = cancel
         self.retry = RetryPolicy(max_attempts=max_attempts)
         self.on_wait = on_wait
         self.timeout = timeout
@@ -109,7 +116,7 @@ class ClientConnector:
     def cacerts(
         self, server: ServerAdvert, trust: Sequence[x509.Certificate]
     ) -> list[x509.Certificate]:
-        with self._client(server, trust) as client:
+        with cancellable(self.cancel), self._client(server, trust) as client:
             return list(client.cacerts().certificates)
 
     def cacerts_with_explicit_trust(self, server: ServerAdvert) -> list[x509.Certificate]:
@@ -117,14 +124,15 @@ class ClientConnector:
         # configuration, default on) has decided that whatever server the network points at is
         # the one to trust for this first request. The client library keeps such answers
         # unusable until confirmed; the configuration switch is that confirmation.
-        unconfirmed = fetch_cacerts_unverified_for_manual_confirmation(
-            server.base_url,
-            label=server.label,
-            timeout=self.timeout,
-            retry=self.retry,
-            sleep=self.clock.sleep,
-            clock=self.clock.now,
-        )
+        with cancellable(self.cancel):
+            unconfirmed = fetch_cacerts_unverified_for_manual_confirmation(
+                server.base_url,
+                label=server.label,
+                timeout=self.timeout,
+                retry=self.retry,
+                sleep=self.clock.sleep,
+                clock=self.clock.now,
+            )
         return list(unconfirmed.confirm().certificates)
 
     def enroll(
@@ -136,7 +144,7 @@ class ClientConnector:
         credentials: ClientCredentials | None,
         renewal: bool,
     ) -> EnrollResult:
-        with self._client(server, trust, credentials) as client:
+        with cancellable(self.cancel), self._client(server, trust, credentials) as client:
             if renewal:
                 return client.simplereenroll(spec, pop=self.pop)
             return client.simpleenroll(spec, pop=self.pop)
@@ -165,7 +173,9 @@ class ClientConnector:
     ) -> bytes:
         try:
             with (
+                cancellable(self.cancel),
                 self._http(url, trust) as http,
+                overall_deadline(http, FETCH_TIMEOUT_SECONDS),
                 http.stream(method, url, content=body, headers=headers) as response,
             ):
                 data = bytearray()

@@ -8,13 +8,16 @@ without parsing messages, and the CLI turns every one of them into a short messa
 
 from __future__ import annotations
 
+from estkit.client.errors import printable
+
 
 class NmosError(Exception):
     """Base class: something the node could not do, with what to check next."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+        # Messages quote servers and certificates: no control character reaches a terminal.
+        super().__init__(printable(message, keep="\n"))
+        self.hint = printable(hint, keep="\n") if hint is not None else None
 
 
 class NodeConfigError(NmosError, ValueError):

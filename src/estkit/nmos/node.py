@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +23,10 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError
+from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError, printable
 from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.trust import ClientCredentials
-from estkit.fileio import load_credential_pair
+from estkit.fileio import load_credential_pair, write_file_atomic
 from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
 from estkit.nmos.clock import Clock, SystemClock
 from estkit.nmos.config import NodeConfig
@@ -54,11 +56,14 @@ from estkit.nmos.revocation import (
 from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
 from estkit.nmos.validation import validate_issued_certificate
-from estkit.protocol.certs import is_signed_by
+from estkit.protocol.certs import is_signed_by, sha256_fingerprint
 from estkit.protocol.keys import describe_public_key, generate_private_key
 from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
 
 T = TypeVar("T")
+
+# Where the node records in which network its trust anchor was obtained (C15 evidence).
+TRUST_ORIGIN_FILENAME = "trust-origin.json"
 
 
 @dataclass(frozen=True)
@@ -125,21 +130,34 @@ class NmosNode:
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        # Set by :meth:`cancel` (the agent stopping): EST exchanges in flight are abandoned.
+        self.cancelled = threading.Event()
         self.connector: EstConnector = connector or ClientConnector(
-            self.clock, max_attempts=config.max_attempts, on_wait=self._on_wait
+            self.clock,
+            max_attempts=config.max_attempts,
+            on_wait=self._on_wait,
+            cancel=self.cancelled,
         )
         self.store = CredentialStore(config.output_dir, config.root_ca_path)
         self._on_event = on_event
         self._discoverer = discoverer
         self._rng = rng or random.Random()
         self._servers: list[ServerAdvert] | None = None
+        self._discovered_domain: str | None = None
         self.server_in_use: ServerAdvert | None = None
+
+    def cancel(self) -> None:
+        """Abandon the EST exchange in flight and start no new one (the agent is stopping)."""
+        self.cancelled.set()
+        self.clock.wake()
 
     # --- events --------------------------------------------------------------------------------
 
     def emit(self, kind: str, step: str, message: str, slot: str | None = None) -> None:
         if self._on_event is not None:
-            self._on_event(NodeEvent(kind, step, message, slot))
+            # Messages carry server-provided text (error bodies, names in certificates): control
+            # characters are escaped before they reach a terminal or a log (issue 20).
+            self._on_event(NodeEvent(kind, step, printable(message), slot))
 
     def _on_wait(self, attempt: int, seconds: float, reason: str) -> None:
         self.emit("info", "wait", f"attempt {attempt}: {reason}")
@@ -162,6 +180,7 @@ class NmosNode:
             return self._servers
         self.emit("step", "discover", self._discovery_description())
         result = self._discover()
+        self._discovered_domain = result.domain
         for warning in result.warnings:
             self.emit("warning", "discover", warning)
         adverts = result.adverts
@@ -223,7 +242,8 @@ class NmosNode:
                 servers = []
                 self.emit("warning", "discover", str(exc))
             # A failed certificate check does not heal by waiting (wrong name, wrong trust
-            # anchor): when it is all a round saw, stop instead of backing off for nothing.
+            # anchor, a root the node refuses): when it is all a round saw, stop instead of
+            # backing off for nothing.
             tls_failures_only = bool(servers)
             for server in servers:
                 try:
@@ -242,7 +262,8 @@ class NmosNode:
                     # cannot use); that server is unusable, the next one may be fine.
                     failures.append(f"{server.describe()}: {exc}")
                     tls_failures_only = tls_failures_only and (
-                        isinstance(exc, EstTlsError) or isinstance(exc.__cause__, EstTlsError)
+                        isinstance(exc, (EstTlsError, TrustError))
+                        or isinstance(exc.__cause__, EstTlsError)
                     )
                     # A client error's own hint is already part of its text (EstError.__str__).
                     last_hint = exc.hint if isinstance(exc, NmosError) else None
@@ -268,6 +289,20 @@ class NmosNode:
         )
 
     # --- root CA (C4, C5, C14, C15) -----------------------------------------------------------
+    #
+    # How the rules are read so that whoever answers for the server's name or address cannot
+    # take a provisioned node over (docs/security.md, "Node and client trust"):
+    #
+    # * C4 explicit trust is for a node with NO EST root: its first /cacerts. Once a root is
+    #   installed, every EST connection, including the C14 root check, verifies against it
+    #   (RFC 7030 §3.6.1, §4.1.3): a TLS failure is an error, never a reason to look unverified.
+    # * C5 a new root replaces the installed one only when /cacerts links it to the installed
+    #   root (RFC 4210 NewWithOld, or the same key); C6 a person may install any root by hand.
+    # * C15 "another domain" is acted on only with local evidence that the node's network
+    #   changed (its DNS domain or the discovery domain differ from those recorded with the
+    #   root, or the operator says so), when the configuration allows it; the new certificates
+    #   are obtained first and swapped in together with the new root, so a refusal midway
+    #   leaves the node exactly as it was.
 
     def trust_anchors(self) -> list[x509.Certificate]:
         """Installed EST roots, current first (empty before provisioning)."""
@@ -278,9 +313,9 @@ class NmosNode:
     ) -> TrustDecision:
         """``/cacerts`` and decide what to trust; installs the result (C5).
 
-        With roots installed the server must verify against them; when it does not and explicit
-        trust is enabled (C4), the unverified answer is considered, which can only lead to a
-        full re-provisioning in another domain (C15). Returns the decision taken.
+        With roots installed the server must verify against them. A root of another domain is
+        taken only with local evidence of a new network (C15), and then only together with
+        freshly issued certificates for every slot (see :meth:`_move_to_new_network`).
         """
         allow_explicit = self.config.explicit_trust if explicit_trust is None else explicit_trust
         if not allow_explicit and not self.trust_anchors():
@@ -294,71 +329,185 @@ class NmosNode:
         decision = self._each_server(
             "fetching /cacerts", lambda s: self._cacerts_from(s, allow_explicit), rounds
         )
-        self._apply_trust(decision)
+        if decision.change is TrustChange.NEW_DOMAIN:
+            self._move_to_new_network(decision, rounds)
+        else:
+            self._apply_trust(decision)
         return decision
 
     def _cacerts_from(self, server: ServerAdvert, allow_explicit: bool) -> TrustDecision:
         installed = self.trust_anchors()
         now = self.clock.now()
-        if installed:
-            try:
-                received = self.connector.cacerts(server, installed)
-            except EstTlsError as exc:
-                if not allow_explicit:
-                    raise TrustError(
-                        f"{server.describe()} does not verify against the installed root CA: {exc}",
-                        hint="install the right root with `estkit nmos install --ca PEM`, or "
-                        "enable explicit trust (C4)",
-                    ) from exc
-                self.emit(
-                    "warning",
-                    "cacerts",
-                    f"{server.describe()} does not verify against the installed root; "
-                    "trusting it explicitly (C4) to see whether this is another domain",
-                )
-                received = self.connector.cacerts_with_explicit_trust(server)
-                decision = decide_trust(installed, received, now)
-                if decision.change is not TrustChange.NEW_DOMAIN:
-                    raise TrustError(
-                        f"{server.describe()} presents a TLS certificate that the installed root "
-                        f"does not verify, yet publishes the same root ({exc})",
-                        hint=exc.hint
-                        or "the server's TLS certificate is not issued by its own CA; tell "
-                        "its operator",
-                    ) from exc
-                return decision
-            return decide_trust(installed, received, now)
-        self.emit(
-            "info",
-            "cacerts",
-            f"trusting {server.describe()} explicitly for this first /cacerts (C4)",
+        if not installed:
+            self.emit(
+                "info",
+                "cacerts",
+                f"trusting {server.describe()} explicitly for this first /cacerts (C4)",
+            )
+            received = self.connector.cacerts_with_explicit_trust(server)
+            return decide_trust([], received, now)
+        evidence = self.new_network_evidence()
+        try:
+            received = self.connector.cacerts(server, installed)
+        except EstTlsError as exc:
+            if evidence is None:
+                raise TrustError(
+                    f"{server.describe()} does not verify against the installed root CA: {exc}; "
+                    "not trusting it (explicit trust, C4, is only for a node without a root)",
+                    hint="nothing was changed. If this node really moved to another network, "
+                    "declare it (new_network_confirmed; --new-network on the command line) or "
+                    "install the new root by hand (C6); otherwise something else is answering "
+                    "for the EST server",
+                ) from exc
+            if not allow_explicit:
+                raise TrustError(
+                    f"{evidence}, but {server.describe()} does not verify against the installed "
+                    f"root CA and explicit trust is disabled (C4): {exc}",
+                    hint="install the new network's root with `estkit nmos install --ca PEM`",
+                ) from exc
+            self.emit(
+                "warning",
+                "cacerts",
+                f"{evidence}: {server.describe()} does not verify against the installed root; "
+                "trusting it explicitly for this /cacerts (C4, C15)",
+            )
+            received = self.connector.cacerts_with_explicit_trust(server)
+            decision = decide_trust(installed, received, now)
+            if decision.change is not TrustChange.NEW_DOMAIN:
+                raise TrustError(
+                    f"{server.describe()} presents a TLS certificate that the installed root "
+                    f"does not verify, yet publishes the same root ({exc})",
+                    hint=exc.hint
+                    or "the server's TLS certificate is not issued by its own CA; tell "
+                    "its operator",
+                ) from exc
+            return decision
+        decision = decide_trust(installed, received, now)
+        if decision.change is TrustChange.NEW_DOMAIN and evidence is None:
+            raise TrustError(
+                f"{server.describe()} publishes a root CA unrelated to the installed one, with "
+                "no NewWithOld certificate linking them (C5); not installing it",
+                hint="nothing was changed. If this node moved to another network, declare it "
+                "(new_network_confirmed; --new-network on the command line) or install the "
+                "root by hand (C6)",
+            )
+        return decision
+
+    # --- C15 evidence --------------------------------------------------------------------------
+
+    @property
+    def trust_origin_path(self) -> Path:
+        return self.config.output_dir / TRUST_ORIGIN_FILENAME
+
+    def network_identity(self) -> dict[str, str | None]:
+        """What this node knows locally about the network it is in: its own DNS domain (from
+        its first hostname) and, when it discovers, the DNS-SD domain it browses."""
+        first = self.config.hostnames[0].lower().rstrip(".")
+        node_domain = first.partition(".")[2] or None
+        discovery = self._discovered_domain if self.discovers else None
+        return {
+            "node_domain": node_domain,
+            "discovery_domain": discovery.lower().rstrip(".") if discovery else None,
+        }
+
+    def trust_origin(self) -> dict[str, str | None] | None:
+        """The network identity recorded when the installed root was obtained, if any."""
+        try:
+            data = json.loads(self.trust_origin_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {key: data.get(key) for key in ("node_domain", "discovery_domain")}
+
+    def _record_trust_origin(self, root: x509.Certificate) -> None:
+        payload = dict(self.network_identity(), root=sha256_fingerprint(root))
+        write_file_atomic(
+            self.trust_origin_path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
         )
-        received = self.connector.cacerts_with_explicit_trust(server)
-        return decide_trust([], received, now)
+
+    def new_network_evidence(self) -> str | None:
+        """Why this node may accept a root of another domain (C15), or None.
+
+        Only local facts count: an operator's word (``new_network_confirmed``), or the node's own
+        DNS domain / discovery domain differing from those recorded with the installed root.
+        Nothing a server or a DNS-SD answer says can produce it.
+        """
+        if self.config.new_network_confirmed:
+            return "the operator declared a new network"
+        if not self.config.reprovision_on_new_network:
+            return None
+        origin = self.trust_origin()
+        if origin is None:
+            return None
+        current = self.network_identity()
+        for key, label in (
+            ("node_domain", "the node's DNS domain"),
+            ("discovery_domain", "the DNS-SD discovery domain"),
+        ):
+            before, now = origin.get(key), current.get(key)
+            if before and now and before != now:
+                return f"{label} changed from {before} to {now}"
+        return None
+
+    # --- installing trust ----------------------------------------------------------------------
+
+    def _move_to_new_network(self, decision: TrustDecision, rounds: int | None) -> None:
+        """C15: enroll every slot under the new root first; only then replace root and pairs."""
+        evidence = self.new_network_evidence() or "new network"
+        for message in decision.messages:
+            self.emit("warning", "cacerts", message)
+        self.emit(
+            "warning",
+            "cacerts",
+            f"NEW NETWORK (C15, {evidence}): provisioning from scratch; the installed root and "
+            "certificates stay in place until every new certificate is in hand",
+        )
+        staged: dict[str, tuple[EnrollResult, ServerAdvert, list[x509.Certificate]]] = {}
+        for slot in self.config.slots:
+            staged[slot] = self._request_certificate(
+                slot, roots=decision.roots, extra=decision.extra, rounds=rounds
+            )
+        self._apply_trust(decision)
+        for slot, (result, server, chain) in staged.items():
+            self._install(slot, result, server, chain, renewed=False)
+        self.emit(
+            "warning",
+            "cacerts",
+            f"moved to the new network: root CA {decision.current_root.subject.rfc4514_string()}"
+            f" and {len(staged)} certificate(s) replaced (C15)",
+        )
 
     def _apply_trust(self, decision: TrustDecision) -> None:
+        """Write the decided anchors. Never removes certificates (see :meth:`install_trust`)."""
         for message in decision.messages:
             self.emit("info", "cacerts", message)
+        changed = decision.change is not TrustChange.SAME or not self.store.root_ca_path.exists()
+        # Written even when unchanged: the intermediates and rollover certificates the server
+        # publishes may have changed, and they are kept (C5).
+        self.store.save_trust(decision.roots, decision.extra)
+        if decision.change in (TrustChange.INITIAL, TrustChange.NEW_DOMAIN) or (
+            self.trust_origin() is None
+        ):
+            self._record_trust_origin(decision.current_root)
+        if changed:
+            self.run_hook("root-changed", None)
+        self.emit("success", "cacerts", f"root CA written to {self.store.root_ca_path}")
+
+    def install_trust(self, certificates: Sequence[x509.Certificate]) -> TrustDecision:
+        """Install a root CA by hand (C6). A person decided: a root of another domain replaces
+        the installed one, and the certificates of the previous domain are removed."""
+        decision = decide_trust(self.trust_anchors(), list(certificates), self.clock.now())
         if decision.change is TrustChange.NEW_DOMAIN:
             for slot in self.config.slots:
                 self.store.remove_credential(slot)
                 self.store.drop_pending_key(slot)
             self.emit(
                 "warning",
-                "cacerts",
-                "removed certificates of the previous domain; provisioning from scratch (C15)",
+                "install",
+                "root of another domain installed by hand (C6): removed the previous domain's "
+                "certificates; the node provisions from scratch",
             )
-        changed = decision.change is not TrustChange.SAME or not self.store.root_ca_path.exists()
-        # Written even when unchanged: the intermediates and rollover certificates the server
-        # publishes may have changed, and they are kept (C5).
-        self.store.save_trust(decision.roots, decision.extra)
-        if changed:
-            self.run_hook("root-changed", None)
-        self.emit("success", "cacerts", f"root CA written to {self.store.root_ca_path}")
-
-    def install_trust(self, certificates: Sequence[x509.Certificate]) -> TrustDecision:
-        """Install a root CA by hand (C6); certificates of another domain replace everything."""
-        decision = decide_trust(self.trust_anchors(), list(certificates), self.clock.now())
         self._apply_trust(decision)
         return decision
 
@@ -420,8 +569,22 @@ class NmosNode:
     def enroll(self, slot: str, *, rounds: int | None = None) -> CertificateOutcome:
         """Initial enrollment for ``slot`` with a new key pair, presenting the manufacturer
         certificate when it is usable, none otherwise (C1, C7, C8)."""
+        result, server, chain = self._request_certificate(
+            slot, roots=self._require_roots(), extra=self.store.load_chain(), rounds=rounds
+        )
+        return self._install(slot, result, server, chain, renewed=False)
+
+    def _request_certificate(
+        self,
+        slot: str,
+        *,
+        roots: list[x509.Certificate],
+        extra: list[x509.Certificate],
+        rounds: int | None,
+    ) -> tuple[EnrollResult, ServerAdvert, list[x509.Certificate]]:
+        """/simpleenroll for ``slot`` over connections verified by ``roots``; the answer is
+        validated (C9) against ``roots`` but nothing is installed."""
         key_type = self.config.slots[slot]
-        roots = self._require_roots()
         status = self.manufacturer_status()
         if status.usable:
             self.emit(
@@ -455,7 +618,7 @@ class NmosNode:
             slot,
         )
         try:
-            result, server, chain = self._each_server(
+            return self._each_server(
                 f"enrolling the {slot} certificate",
                 lambda s: self._checked(
                     slot,
@@ -463,6 +626,8 @@ class NmosNode:
                     self.connector.enroll(
                         s, spec, trust=roots, credentials=status.credentials, renewal=False
                     ),
+                    roots=roots,
+                    extra=extra,
                 ),
                 rounds,
             )
@@ -472,7 +637,6 @@ class NmosNode:
                 # fresh key, so a rejected request is never repeated (C7: new key pair).
                 self.store.drop_pending_key(slot)
             raise
-        return self._install(slot, result, server, chain, renewed=False)
 
     def renew(self, slot: str, *, rounds: int | None = None) -> CertificateOutcome:
         """``/simplereenroll`` with a new key pair, presenting the certificate being renewed;
@@ -502,6 +666,8 @@ class NmosNode:
                 slot,
                 s,
                 self.connector.enroll(s, spec, trust=roots, credentials=credentials, renewal=True),
+                roots=roots,
+                extra=self.store.load_chain(),
             ),
             rounds,
         )
@@ -517,7 +683,13 @@ class NmosNode:
         return roots
 
     def _checked(
-        self, slot: str, server: ServerAdvert, result: EnrollResult
+        self,
+        slot: str,
+        server: ServerAdvert,
+        result: EnrollResult,
+        *,
+        roots: list[x509.Certificate],
+        extra: list[x509.Certificate],
     ) -> tuple[EnrollResult, ServerAdvert, list[x509.Certificate]]:
         """C9 checks inside the per-server attempt, so a bad answer counts as that server's
         failure and the next server is tried (C12)."""
@@ -528,8 +700,8 @@ class NmosNode:
             result.certificate,
             result.private_key,
             hostnames=self.config.hostnames,
-            roots=self.trust_anchors(),
-            intermediates=[*result.chain, *self.store.load_chain()],
+            roots=roots,
+            intermediates=[*result.chain, *extra],
             now=self.clock.now(),
         )
         return result, server, chain

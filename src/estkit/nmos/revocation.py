@@ -11,9 +11,10 @@ not take a node off the network, and an unsigned "good" must not keep a revoked 
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -26,6 +27,17 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 # CRLs are small (tens of kB for a device CA); a bound keeps a hostile URL from filling memory.
 MAX_CRL_BYTES = 4 * 1024 * 1024
 OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
+# An OCSP answer without nextUpdate would otherwise be "fresh" forever: anyone who recorded a
+# "good" could replay it after a revocation. One day is the longest an RFC 5019 responder's
+# pre-produced answers are normally kept.
+MAX_OCSP_RESPONSE_AGE = timedelta(days=1)
+# A CRL without nextUpdate: CRLs are commonly reissued weekly; older than that is not trusted.
+MAX_CRL_AGE = timedelta(days=7)
+# Clocks of node and responder differ a little; a thisUpdate further in the future than this is
+# a forged or broken answer, not skew.
+REVOCATION_CLOCK_SKEW = timedelta(minutes=5)
+# RFC 8954: a nonce of 1..32 octets; 16 random octets cannot be guessed or replayed.
+OCSP_NONCE_BYTES = 16
 
 Fetch = Callable[[str], bytes]
 Post = Callable[[str, bytes, str], bytes]
@@ -114,30 +126,64 @@ def check_crl(
             f"(CRL {source})",
             source,
         )
-    next_update = crl.next_update_utc
-    if next_update is not None and next_update < now:
-        return RevocationResult(
-            Revocation.UNKNOWN,
-            f"CRL from {source} is stale (nextUpdate {next_update.isoformat()})",
-            source,
-        )
+    stale = _staleness(crl.last_update_utc, crl.next_update_utc, now, MAX_CRL_AGE)
+    if stale is not None:
+        return RevocationResult(Revocation.UNKNOWN, f"CRL from {source} {stale}", source)
     return RevocationResult(Revocation.GOOD, f"not on the CRL from {source}", source)
 
 
-def build_ocsp_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
-    """DER OCSP request for one certificate.
+def _staleness(
+    this_update: datetime, next_update: datetime | None, now: datetime, max_age: timedelta
+) -> str | None:
+    """Why an answer issued at ``this_update`` cannot be relied on at ``now``, or None."""
+    if this_update > now + REVOCATION_CLOCK_SKEW:
+        return f"claims to be issued in the future (thisUpdate {this_update.isoformat()})"
+    if next_update is not None:
+        if next_update < now:
+            return f"is stale (nextUpdate {next_update.isoformat()})"
+        return None
+    if now - this_update > max_age:
+        return (
+            f"has no nextUpdate and is older than {max_age.total_seconds() / 3600:g} h "
+            f"(thisUpdate {this_update.isoformat()})"
+        )
+    return None
+
+
+def new_ocsp_nonce() -> bytes:
+    return os.urandom(OCSP_NONCE_BYTES)
+
+
+def build_ocsp_request(
+    cert: x509.Certificate, issuer: x509.Certificate, nonce: bytes | None = None
+) -> bytes:
+    """DER OCSP request for one certificate, with a nonce extension when ``nonce`` is given.
 
     SHA-1 here only names the certificate (CertID hash, RFC 6960 §4.1.1); RFC 5019 responders
     accept nothing else. No signature is made with it (C7's SHA-1 ban is about signatures).
     """
     builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
     return builder.build().public_bytes(Encoding.DER)
 
 
 def check_ocsp_response(
-    cert: x509.Certificate, issuer: x509.Certificate, data: bytes, now: datetime, source: str
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    data: bytes,
+    now: datetime,
+    source: str,
+    *,
+    nonce: bytes | None = None,
 ) -> RevocationResult:
-    """Interpret an OCSP response; its signature must come from the issuer or its delegate."""
+    """Interpret an OCSP response; its signature must come from the issuer or its delegate.
+
+    Freshness: thisUpdate not in the future, nextUpdate not passed, and without nextUpdate no
+    older than :data:`MAX_OCSP_RESPONSE_AGE`. ``nonce`` (the one sent): a responder that echoes
+    a nonce must echo this one; one that supports none (pre-produced answers) is judged by the
+    freshness rules alone.
+    """
     try:
         response = ocsp.load_der_ocsp_response(data)
     except ValueError as exc:
@@ -161,9 +207,22 @@ def check_ocsp_response(
         return RevocationResult(
             Revocation.UNKNOWN, f"OCSP answer from {source} is not signed by the issuer", source
         )
-    next_update = response.next_update_utc
-    if next_update is not None and next_update < now:
-        return RevocationResult(Revocation.UNKNOWN, f"OCSP answer from {source} is stale", source)
+    if nonce is not None:
+        try:
+            echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            echoed = None
+        if echoed is not None and echoed != nonce:
+            return RevocationResult(
+                Revocation.UNKNOWN,
+                f"OCSP answer from {source} carries another request's nonce (a replay)",
+                source,
+            )
+    stale = _staleness(
+        response.this_update_utc, response.next_update_utc, now, MAX_OCSP_RESPONSE_AGE
+    )
+    if stale is not None:
+        return RevocationResult(Revocation.UNKNOWN, f"OCSP answer from {source} {stale}", source)
     if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
         when = response.revocation_time_utc
         return RevocationResult(
@@ -242,12 +301,13 @@ def check_revocation(
         problems.append(result.detail)
     if post is not None:
         for url in ocsp_urls(cert):
+            nonce = new_ocsp_nonce()
             try:
-                data = post(url, build_ocsp_request(cert, issuer), OCSP_REQUEST_MEDIA_TYPE)
+                data = post(url, build_ocsp_request(cert, issuer, nonce), OCSP_REQUEST_MEDIA_TYPE)
             except Exception as exc:
                 problems.append(f"OCSP {url}: {exc}")
                 continue
-            result = check_ocsp_response(cert, issuer, data, now, url)
+            result = check_ocsp_response(cert, issuer, data, now, url, nonce=nonce)
             if result.status is not Revocation.UNKNOWN:
                 return result
             problems.append(result.detail)

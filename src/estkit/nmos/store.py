@@ -12,6 +12,8 @@ workflow and ``estkit nmos status`` must agree on where things are. Layout of th
     rsa-pending-key.pem key of a request waiting for manual approval (0600), so a restart sends
                         the same request again instead of queueing a new one (C10)
     state.json          schedule, failures and last error, so a restart resumes (agent)
+    trust-origin.json   the node's DNS domain and discovery domain when the root was obtained:
+                        the local evidence that a later root of another domain needs (C15)
 """
 
 from __future__ import annotations

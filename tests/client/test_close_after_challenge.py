@@ -158,6 +158,13 @@ def _est_routes(
 ) -> dict[str, object]:
     base = f"{EST}/{label}" if label else EST
     return {
+        # The issuing CA that enrollment answers leave out: the client checks the chain before
+        # writing anything (issue 20).
+        f"{base}/cacerts": Canned(
+            200,
+            [("Content-Type", "application/pkcs7-mime")],
+            encode_base64_body(build_certs_only([pki.issuing, pki.root])),
+        ),
         f"{base}/csrattrs": _csrattrs(pop),  # unauthenticated, like the C server's
         f"{base}/simpleenroll": _protected(_issuing(pki, pop), digest),
         f"{base}/simplereenroll": _protected(_issuing(pki, pop), digest),
@@ -396,7 +403,9 @@ def test_cli_basic_preemptive(pki: QuirkyPki, quirky: Start, tmp_path: Path) -> 
             return Canned(403, [("Content-Type", "text/plain")], b"credentials required\n")
         return _issuing(pki, False)(request)
 
-    server = quirky({f"{EST}/simpleenroll": no_challenge})
+    server = quirky(
+        {f"{EST}/simpleenroll": no_challenge, f"{EST}/cacerts": _est_routes(pki)[f"{EST}/cacerts"]}
+    )
     result = _cli(
         "enroll",
         "--server",

@@ -633,11 +633,12 @@ def enroll_command(
             pending = save_pending(out_key, request, server=options.server, label=options.label)
         try:
             result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+            # A refused certificate is a final answer too: the pending state follows the same rule.
+            _validate_before_writing(est, result, request)
         except EstError as exc:
             if pending is not None:
                 explain_failure(pending, exc)
             raise
-        _validate_before_writing(est, result, request)
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
     _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
     if pending is not None:

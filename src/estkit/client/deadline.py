@@ -155,8 +155,15 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 def _install(http: httpx.Client) -> None:
-    """Wrap the network backend of ``http``'s connection pool (once)."""
-    pool = http._transport._pool  # type: ignore[attr-defined]
+    """Wrap the network backend of ``http``'s connection pool (once).
+
+    Our clients may wrap the ``httpx.HTTPTransport`` (``AuthRetryTransport`` does): follow the
+    ``_inner`` links down to the transport that owns the pool.
+    """
+    transport: Any = http._transport
+    while not hasattr(transport, "_pool") and hasattr(transport, "_inner"):
+        transport = transport._inner
+    pool = transport._pool
     backend = pool._network_backend
     if not isinstance(backend, _DeadlineBackend):
         pool._network_backend = _DeadlineBackend(backend)

@@ -132,15 +132,16 @@ def _fill(directory: Path) -> Path:
     """Write a file until the file system says it is full; returns the filler file."""
     filler = directory / "filler"
     chunk = b"\0" * FILLER_CHUNK_BYTES
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered writer keeps the part of a chunk that did not fit and raises ENOSPC
+    # again when the file is closed, depending on how the free space aligns with the chunk size.
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
-    # The tail of the last chunk may still be buffered; top up byte by byte.
-    with contextlib.suppress(OSError), filler.open("ab") as handle:
+    # A last partial block may still fit: top up byte by byte.
+    with contextlib.suppress(OSError), filler.open("ab", buffering=0) as handle:
         for _ in range(FILLER_CHUNK_BYTES):
             handle.write(b"\0")
             handle.flush()

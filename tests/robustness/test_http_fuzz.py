@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from estkit.protocol import build_csr, generate_private_key
 from estkit.server.config import add_label, set_limits
-from estkit.server.datadir import InitResult, init_data_dir
+from estkit.server.datadir import DEMO_DEVICE_SERIAL, InitResult, init_data_dir
 from estkit.server.runner import RunningServer, start_server_thread
 
 from .support import client_context, raw_tls, request
@@ -277,4 +277,7 @@ def test_server_still_serves_after_fuzzing(target: FuzzTarget) -> None:
         headers={"Content-Type": "application/pkcs10"},
     )
     assert reply.status == 200, reply.text
-    assert reply.certificate().subject.rfc4514_string() == "CN=fuzz.example.com"
+    # The CA-built subject: the vetted name plus the device serial of the manufacturer certificate.
+    assert reply.certificate().subject.rfc4514_string() == (
+        f"2.5.4.5={DEMO_DEVICE_SERIAL},CN=fuzz.example.com"
+    )

@@ -24,9 +24,12 @@ def test_add_label_as_the_readme_writes_it(tmp_path: Path) -> None:
     assert load_config(paths.config).labels["manual"].approval == "manual"
     lines = result.stdout.splitlines()
     assert lines[0] == "label manual added: clients use /.well-known/est/manual/..."
-    assert "  approval               manual" in lines
-    assert "  key_families           ec, rsa" in lines
-    assert "  require_pop            no" in lines
+    # One "  field   value" line per profile field (the column width follows the longest name).
+    fields = {line.split()[0]: " ".join(line.split()[1:]) for line in lines[1:] if line.strip()}
+    assert fields["approval"] == "manual"
+    assert fields["key_families"] == "ec, rsa"
+    assert fields["require_pop"] == "no"
+    assert all(line.startswith("  ") for line in lines[1:] if line.strip())
     for python_repr in ("Profile(", "frozenset", "label='", "True", "False"):
         assert python_repr not in result.stdout
 

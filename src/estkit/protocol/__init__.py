@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from .csr import (
         FORBIDDEN_BUILD_HASHES,
+        MAX_COMMON_NAME_LENGTH,
         CsrInfo,
         CsrPolicy,
         build_csr,
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
         decode_csr_body,
         describe_csr,
         encode_csr_body,
+        name_problem,
         parse_csr,
+        shown_name,
     )
     from .csrattrs import (
         CHALLENGE_PASSWORD_OID,
@@ -164,6 +167,9 @@ _EXPORTS: dict[str, str] = {
     "CsrAttrsError": "errors",
     "CsrError": "errors",
     "CsrInfo": "csr",
+    "MAX_COMMON_NAME_LENGTH": "csr",
+    "name_problem": "csr",
+    "shown_name": "csr",
     "CsrPolicy": "csr",
     "CsrPolicyError": "errors",
     "DECRYPT_KEY_IDENTIFIER": "serverkeygen",
@@ -294,6 +300,7 @@ __all__ = [
     "KEY_TYPES",
     "MAX_BOUNDARY_LENGTH",
     "MAX_CERTS_IN_PKCS7",
+    "MAX_COMMON_NAME_LENGTH",
     "MAX_CSRATTRS_ITEMS",
     "MAX_LABEL_LENGTH",
     "MAX_MEDIA_TYPE_LENGTH",
@@ -379,6 +386,7 @@ __all__ = [
     "key_type_for_curve",
     "load_pem_certificates",
     "load_private_key",
+    "name_problem",
     "oid_name",
     "order_certificates",
     "parse_certs_only",
@@ -392,6 +400,7 @@ __all__ = [
     "private_key_to_pem",
     "public_keys_equal",
     "sha256_fingerprint",
+    "shown_name",
     "signature_hash_for",
     "signed_with_key",
     "tls_unique_for",

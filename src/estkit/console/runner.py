@@ -24,6 +24,8 @@ from estkit.console.admin_ca import ensure_admin_ca
 from estkit.console.app import console_url_host, make_console_app
 from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
 from estkit.server.config import CONFIG_FILE_NAME, load_config
+from estkit.server.guard import ConnectionGuard, GuardedSite
+from estkit.server.limits import ConnectionLimits, connection_budget, within_budget
 from estkit.server.tls import CertificatePair, build_server_context
 
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
@@ -105,7 +107,7 @@ class ConsoleSite:
     """
 
     runner: web.AppRunner
-    site: web.TCPSite
+    site: web.BaseSite
     host: str
     port: int
     token: str
@@ -142,14 +144,20 @@ async def start_console_site(
         ssl_context = ssl_context or console_ssl_context(data_dir)
     if ssl_context is None:
         raise ConsoleStartError("the console only serves HTTPS: pass the TLS context to use")
+    site: web.BaseSite
     if isinstance(runner_or_app, web.Application):
+        # The same guard as the EST port (issue 14): its own share of the process's descriptors,
+        # the [limits] timeouts, eviction of the oldest reusable connection.
+        guard = _console_guard(runner_or_app)
+        runner_or_app.middlewares.insert(0, guard.middleware)
         runner = web.AppRunner(
             runner_or_app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
         )
         await runner.setup()
+        site = GuardedSite(runner, guard, ssl_context=ssl_context, host=host, port=port)
     else:
         runner = runner_or_app
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -166,6 +174,13 @@ async def start_console_site(
     return ConsoleSite(
         runner, site, host, bound_port, runner.app[TOKEN_KEY], _url_hostname(runner.app, host)
     )
+
+
+def _console_guard(app: web.Application) -> ConnectionGuard:
+    backend = app.get(BACKEND_KEY)
+    limits = backend.config.limits if backend is not None else ConnectionLimits()
+    budget = connection_budget("console")
+    return ConnectionGuard(lambda: within_budget(limits, budget), name="console")
 
 
 def _url_hostname(app: web.Application, bind_host: str) -> str:

@@ -29,7 +29,12 @@ from cryptography import x509
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server.app import create_app
 from estkit.server.guard import ConnectionGuard, GuardedSite
-from estkit.server.limits import MAX_HEADER_FIELD_BYTES, MAX_HEADERS
+from estkit.server.limits import (
+    MAX_HEADER_FIELD_BYTES,
+    MAX_HEADERS,
+    connection_budget,
+    within_budget,
+)
 from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
 from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
 
@@ -134,7 +139,10 @@ async def _start(
     limits = state.config.limits
     # Header/idle timeouts and the connection cap (see guard.py); it reads the limits from the
     # configuration each time, so an edited [limits] table applies without a restart.
-    guard = ConnectionGuard(lambda: state.config.limits)
+    # max_connections is capped by this listener's share of RLIMIT_NOFILE (raised to the hard
+    # limit here), so the console port and the store always keep theirs.
+    budget = connection_budget("est")
+    guard = ConnectionGuard(lambda: within_budget(state.config.limits, budget), name="est")
     app = create_app(state)
     app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
     runner = web.AppRunner(

@@ -26,6 +26,7 @@ from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
 from estkit.server.config import CONFIG_FILE_NAME, load_config
 from estkit.server.guard import ConnectionGuard, GuardedSite
 from estkit.server.limits import ConnectionLimits, connection_budget, within_budget
+from estkit.server.runner import LISTEN_BACKLOG
 from estkit.server.tls import CertificatePair, build_server_context
 
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
@@ -154,7 +155,9 @@ async def start_console_site(
             runner_or_app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
         )
         await runner.setup()
-        site = GuardedSite(runner, guard, ssl_context=ssl_context, host=host, port=port)
+        site = GuardedSite(
+            runner, guard, ssl_context=ssl_context, host=host, port=port, backlog=LISTEN_BACKLOG
+        )
     else:
         runner = runner_or_app
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)

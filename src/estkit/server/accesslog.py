@@ -80,6 +80,12 @@ class RateLimitedLog:
             self._last[kind] = now
             return self._suppressed.pop(kind, 0)
 
+    def reset(self) -> None:
+        """Forget every interval and count (a test starting afresh)."""
+        with self._lock:
+            self._last.clear()
+            self._suppressed.clear()
+
     def log(self, kind: str, level: int, message: str, *args: object) -> bool:
         """Log ``message % args`` unless rate-limited; True when it was written."""
         suppressed = self.admit(kind)

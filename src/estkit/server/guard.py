@@ -34,6 +34,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -69,6 +70,13 @@ ACCEPT_BATCH = 64
 # Seconds between looks at a ClientHello that arrived only in part (its bytes stay queued, so the
 # socket stays readable; this keeps the wait from spinning). Bounded by tls_handshake_timeout.
 PEEK_RETRY_SECONDS = 0.01
+# Connections closed when accept() runs out of descriptors: one for the newcomer, the rest as
+# headroom for what its request opens (store, CA files, log rotation).
+EMFILE_EVICTIONS = 8
+# After accept() ran out of descriptors the budget is held below the connections open at that
+# moment (minus EMFILE_EVICTIONS) for this many seconds, so eviction happens at admission and
+# accept() stops failing; then the configured budget applies again.
+EMFILE_CEILING_SECONDS = 60.0
 _ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
     "request head not received within header_timeout={seconds:g} s; send the request line and "
@@ -86,7 +94,17 @@ def format_peer(address: Any) -> str:
 class _Connection:
     """What the guard knows about one accepted connection."""
 
-    __slots__ = ("peer", "request", "since", "sock", "state", "task", "timer", "transport")
+    __slots__ = (
+        "peer",
+        "request",
+        "since",
+        "sock",
+        "started",
+        "state",
+        "task",
+        "timer",
+        "transport",
+    )
 
     def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
         self.sock = sock
@@ -95,6 +113,8 @@ class _Connection:
         self.since = now
         self.transport: asyncio.BaseTransport | None = None
         self.task: asyncio.Task[None] | None = None
+        # The TLS task ran its first step (a task cancelled before that never runs its finally).
+        self.started = False
         self.request: web.BaseRequest | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -168,10 +188,28 @@ class ConnectionGuard:
         self._by_transport: dict[int, _Connection] = {}  # id(transport) -> connection
         self.evictions = 0
         self.refused = 0
+        self._ceiling: tuple[int, float] | None = None  # (max connections, until monotonic)
 
     @property
     def limits(self) -> ConnectionLimits:
-        return self._limits()
+        limits = self._limits()
+        if self._ceiling is not None:
+            ceiling, until = self._ceiling
+            if time.monotonic() >= until:
+                self._ceiling = None
+            elif ceiling < limits.max_connections:
+                return replace(limits, max_connections=ceiling)
+        return limits
+
+    def out_of_descriptors(self) -> int:
+        """accept() failed for lack of descriptors: evict EMFILE_EVICTIONS connections and hold
+        the budget below today's count for a while; returns how many were closed."""
+        closed = 0
+        while closed < EMFILE_EVICTIONS and self.evict_one():
+            closed += 1
+        ceiling = max(1, len(self._connections))
+        self._ceiling = (ceiling, time.monotonic() + EMFILE_CEILING_SECONDS)
+        return closed
 
     @property
     def open_connections(self) -> int:
@@ -360,10 +398,11 @@ class ConnectionGuard:
         self.release(connection)
         if connection.transport is not None:
             connection.transport.abort()  # type: ignore[attr-defined]
-        elif connection.task is not None:
-            connection.task.cancel()  # the handshake task closes its socket
         else:
-            connection.sock.close()
+            if connection.task is not None:
+                connection.task.cancel()  # a started task closes its socket (or transport)
+            if not connection.started:
+                connection.sock.close()
 
 
 class _Listener:
@@ -479,14 +518,17 @@ class GuardedSite(web.BaseSite):
             task.add_done_callback(self._tasks.discard)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
-        evicted = self._guard.evict_one()
+        evicted = self._guard.out_of_descriptors()
         refusals.log(
             f"{self._guard.name} accept out of descriptors",
             logging.WARNING,
-            "%s listener: accept() failed (%s); %s; accepting again in %g s",
+            "%s listener: accept() failed (%s); closed the %d oldest reusable connections, "
+            "holding max_connections at %d for %g s; accepting again in %g s",
             self._guard.name,
             exc.strerror or exc,
-            "closed the oldest reusable connection" if evicted else "no connection to close",
+            evicted,
+            self._guard.limits.max_connections,
+            EMFILE_CEILING_SECONDS,
             ACCEPT_PAUSE_SECONDS,
         )
         loop = asyncio.get_running_loop()
@@ -504,6 +546,7 @@ class GuardedSite(web.BaseSite):
     # -- TLS start -----------------------------------------------------------------------------
 
     async def _start_tls(self, connection: _Connection) -> None:
+        connection.started = True
         sock = connection.sock
         handed_over = False
         hello: ClientHello | None = None
@@ -515,8 +558,9 @@ class GuardedSite(web.BaseSite):
                 hello = await self._read_hello(sock)
                 refusal = refusal_alert(hello, self._ssl_context) if hello else None
                 if refusal is not None:
-                    self._send_alert(sock, refusal[0], hello)
+                    # Logged first: once the alert is out, the peer (a test) may look at once.
                     self._handshake_failed(connection, hello, refusal[1], alert=refusal[0])
+                    self._send_alert(sock, refusal[0], hello)
                     return
                 handed_over = True
                 await asyncio.get_running_loop().connect_accepted_socket(

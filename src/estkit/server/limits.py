@@ -52,11 +52,26 @@ CONSOLE_MAX_CONNECTIONS = 64
 MIN_CONNECTION_BUDGET = 16
 # Ceiling on the raised soft RLIMIT_NOFILE when the hard limit is "unlimited".
 NOFILE_CEILING = 65536
+# Approval queue (BCP-003-03 S4 "manual"/"untrusted" labels): a requester, an address and the
+# whole server may have at most this many requests waiting for an operator. One device asks for
+# one certificate per label, so 4 per requester leaves room for a few labels; 20 per address lets
+# a small gateway or test bench through while one scanner with fresh self-signed certificates
+# cannot fill the queue (an earlier run: 300 x 202 in seconds); 1000 in total is more than any
+# operator reviews. Beyond a cap the client gets 503 + Retry-After and nothing is queued.
+QUEUE_PER_REQUESTER = 4
+QUEUE_PER_ADDRESS = 20
+QUEUE_TOTAL = 1000
+# Days a pending request waits for a decision before it is dropped (the device, still polling,
+# queues it again): a week covers a weekend and a holiday without keeping stale rows forever.
+QUEUE_EXPIRY_DAYS = 7.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST
 # headers are short; an Authorization: Digest header is a few hundred bytes.
 MAX_HEADER_FIELD_BYTES = 8190
 # Most header fields per request (aiohttp: 128). An EST request carries about ten.
 MAX_HEADERS = 64
+
+
+_WHOLE_NUMBERS = ("max_connections", "queue_per_requester", "queue_per_address", "queue_total")
 
 
 class LimitsError(ValueError):
@@ -73,6 +88,10 @@ class ConnectionLimits:
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS
     body_min_rate: float = BODY_MIN_RATE_BYTES_PER_SECOND
+    queue_per_requester: int = QUEUE_PER_REQUESTER
+    queue_per_address: int = QUEUE_PER_ADDRESS
+    queue_total: int = QUEUE_TOTAL
+    queue_expiry_days: float = QUEUE_EXPIRY_DAYS
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -81,10 +100,10 @@ class ConnectionLimits:
                 raise LimitsError(f"limits.{item.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value <= 0:
                 raise LimitsError(f"limits.{item.name} must be greater than 0, got {value!r}")
-        if int(self.max_connections) != self.max_connections:
-            raise LimitsError(
-                f"limits.max_connections must be a whole number, got {self.max_connections!r}"
-            )
+        for name in _WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if int(value) != value:
+                raise LimitsError(f"limits.{name} must be a whole number, got {value!r}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ConnectionLimits:
@@ -167,6 +186,10 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_HEADERS",
     "MAX_HEADER_FIELD_BYTES",
+    "QUEUE_EXPIRY_DAYS",
+    "QUEUE_PER_ADDRESS",
+    "QUEUE_PER_REQUESTER",
+    "QUEUE_TOTAL",
     "RESERVED_DESCRIPTORS",
     "TLS_HANDSHAKE_TIMEOUT_SECONDS",
     "ConnectionLimits",

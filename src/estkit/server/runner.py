@@ -50,6 +50,10 @@ THREAD_SHUTDOWN_TIMEOUT_SECONDS = 1.0
 # short and a deep queue costs nothing.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
+# Seconds aiohttp keeps reading (and discarding) a body it answered early, e.g. with 408/413,
+# so the client sees the answer rather than a reset (aiohttp: 10 s, which let a refused slow body
+# hold its descriptor 10 s more).
+LINGERING_SECONDS = 1.0
 # aiohttp's keep-alive timeout as a multiple of the guard's idle/header timeouts (a backstop).
 KEEPALIVE_BACKSTOP_FACTOR = 2
 
@@ -157,6 +161,7 @@ async def _start(
         max_line_size=MAX_HEADER_FIELD_BYTES,
         max_field_size=MAX_HEADER_FIELD_BYTES,
         max_headers=MAX_HEADERS,
+        lingering_time=LINGERING_SECONDS,
         # EST bodies are never content-coded; decompressing would only invite zip bombs. The
         # handler refuses a Content-Encoding with 415.
         auto_decompress=False,

@@ -28,7 +28,13 @@ import pytest
 from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
 from estkit.ca.store import open_store
 from estkit.server import queue_limits
-from estkit.server.accesslog import RateLimitedLog, refusals
+from estkit.server.accesslog import (
+    HANDSHAKE_LOG_BURST,
+    MAX_RATE_LIMITED_KINDS,
+    RateLimitedLog,
+    handshake_failures,
+    refusals,
+)
 from estkit.server.config import add_label, set_limits
 from estkit.server.datadir import InitResult, init_data_dir
 from estkit.server.limits import (
@@ -135,6 +141,7 @@ def test_refused_handshake_gets_its_alert_and_an_access_log_line(
     reason: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="estkit.access")
+    handshake_failures.reset()
     output = _s_client(server.port, *args)
     # Before issue 14 the client saw "unexpected eof while reading" (the alert was dropped).
     assert alert_text in output and f"SSL alert number {alert}" in output, output
@@ -182,6 +189,42 @@ def test_rate_limited_log_writes_one_sample_per_interval_with_the_count() -> Non
     now[0] = 10.5
     log.log("refused requests", logging.WARNING, "refused %d", 1000)
     assert records[-1] == "refused 1000 (999 more refused requests since the last such message)"
+
+
+def test_rate_limited_log_burst_and_bounded_kinds() -> None:
+    now = [0.0]
+    log = RateLimitedLog(
+        logging.getLogger("estkit.test.burst"), interval=10.0, clock=lambda: now[0], burst=3
+    )
+    assert [log.admit("10.0.0.1") for _ in range(5)] == [0, 0, 0, None, None]
+    assert log.admit("10.0.0.2") == 0  # another address has its own burst
+    now[0] = 11.0
+    assert log.admit("10.0.0.1") == 2  # the next window reports the two counted ones
+    for i in range(MAX_RATE_LIMITED_KINDS + 10):
+        log.admit(f"peer-{i}")
+    assert len(log._windows) <= MAX_RATE_LIMITED_KINDS
+
+
+def test_a_handshake_flood_logs_a_bounded_number_of_access_lines(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.access")
+    handshake_failures.reset()
+    weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+    weak.maximum_version = ssl.TLSVersion.TLSv1_2
+    weak.set_ciphers("AES128-SHA")
+    attempts = 3 * HANDSHAKE_LOG_BURST
+    for _ in range(attempts):
+        with (
+            socket.create_connection((LOOPBACK, server.port), timeout=10) as raw,
+            pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
+        ):
+            weak.wrap_socket(raw, server_hostname=SERVER_NAME)
+    lines = [r.getMessage() for r in caplog.records if r.name == "estkit.access"]
+    failed = [line for line in lines if line.startswith("tls_handshake_failed")]
+    assert len(failed) == HANDSHAKE_LOG_BURST, failed
+    _enroll_ok(server.port, server.device)
 
 
 def test_a_flood_of_refused_requests_logs_a_bounded_number_of_lines(

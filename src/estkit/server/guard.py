@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from estkit.server.accesslog import access, refusals
+from estkit.server.accesslog import access, access_handshake_failed, address_of, refusals
 from estkit.server.clienthello import (
     ClientHello,
     alert_record,
@@ -617,8 +617,8 @@ class GuardedSite(web.BaseSite):
         *,
         alert: int | None = None,
     ) -> None:
-        access(
-            "tls_handshake_failed",
+        access_handshake_failed(
+            address_of(connection.peer),
             listener=self._guard.name,
             peer=connection.peer,
             sni=hello.server_name if hello else None,

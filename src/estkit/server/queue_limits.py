@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from estkit.server.accesslog import address_of
 from estkit.server.limits import ConnectionLimits
 from estkit.server.refusal import Refusal
 from estkit.server.state import ServerState
@@ -34,16 +35,6 @@ EXPIRY_SWEEP_INTERVAL_SECONDS = 60.0
 
 _sweeps: dict[int, float] = {}  # id(store) -> monotonic time of its last sweep
 _sweeps_lock = threading.Lock()
-
-
-def address_of(peer: str | None) -> str:
-    """The host part of a peer as the server writes it (``1.2.3.4:5``, ``[::1]:5``)."""
-    if not peer:
-        return "unknown"
-    if peer.startswith("["):
-        return peer[1 : peer.find("]")] if "]" in peer else peer
-    host, _, port = peer.rpartition(":")
-    return host if host and port.isdigit() else peer
 
 
 def expire_old_requests(state: ServerState, limits: ConnectionLimits, now: dt.datetime) -> None:

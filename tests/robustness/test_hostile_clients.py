@@ -273,8 +273,9 @@ def test_well_behaved_client_enrolls_while_hostile_clients_hold_connections(
     assert {h.status for h in by_kind["huge header"]} <= {400, 431}
     assert all(h.status is not None for h in by_kind["huge header"])
 
+    # Logged, but rate-limited (issue 14): one sample line per interval, not one per client.
     log = "\n".join(record.getMessage() for record in caplog.records)
-    assert log.count("header_timeout") >= SLOWLORIS
+    assert 1 <= log.count("request head not complete within header_timeout") < SLOWLORIS
     # The server still serves afterwards.
     assert enroll(target.port, target.context, csr_body()[0]).status == 200
 
@@ -293,22 +294,26 @@ def test_connection_cap_evicts_idle_connections_and_bounds_the_rest(
         idle[0].wait_closed(5)
         assert idle[0].received == b""
 
-        # Now fill the cap with slowloris heads (not idle: they are mid-request).
+        # Now fill the cap with slowloris heads (mid-request, but reusable: issue 14 closes the
+        # oldest connection still in its head rather than refusing the newcomer).
         for _ in range(cap):
             sock = _tls(capped)
             sock.sendall(b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: loc")
             slow.append(Hostile("slowloris head", sock))
         time.sleep(0.5)  # let the server see their first bytes
-        # Over the cap with nothing evictable: the new connection is closed without an answer.
-        with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
-            reply = enroll(capped.port, capped.context, csr_body()[0], timeout=10)
-            raise AssertionError(f"expected the connection to be refused, got {reply.status}")
-        assert any("max_connections" in r.getMessage() for r in caplog.records)
+        good = enroll(capped.port, capped.context, csr_body()[0], timeout=10)
+        assert good.status == 200, good.text
+        slow[0].wait_closed(5)
+        assert slow[0].status is None  # evicted (no 408: its slot was needed now)
+        assert any(
+            "max_connections=10) reached: closed the head connection" in r.getMessage()
+            for r in caplog.records
+        )
 
-        # The header timeout frees the slots; service resumes without a restart.
-        for hostile in slow:
+        # The header timeout frees the other slots; service goes on without a restart.
+        for hostile in slow[1:]:
             hostile.wait_closed(TIMEOUT_SECONDS + CLOSE_MARGIN_SECONDS)
-        assert {h.status for h in slow} == {408}
+        assert {h.status for h in slow[1:]} == {408}
         after = enroll(capped.port, capped.context, csr_body()[0], timeout=10)
         assert after.status == 200, after.text
     finally:

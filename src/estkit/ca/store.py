@@ -913,6 +913,48 @@ class CertificateStore:
             fields=json.loads(fields),
         )
 
+    # ----- queue bounds (issue 14: estkit.server.queue_limits) ------------------------------
+
+    def pending_sources(self) -> list[tuple[str, str | None]]:
+        """``(requester, peer_address)`` of every pending request. The queue caps keep this list
+        short, and the partial index ``requests_one_pending`` covers exactly these rows."""
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                "SELECT requester, peer_address FROM requests WHERE status = 'pending'"
+            )
+        return [(str(row[0]), row[1]) for row in rows]
+
+    def expire_pending(self, created_before: datetime, *, now: datetime | None = None) -> list[int]:
+        """Remove pending requests queued before ``created_before`` (no operator decided them
+        in time), logging an ``expired`` event for each; returns their ids. A client repeating
+        the same CSR afterwards queues a fresh request."""
+        now = utc_now(now)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE status = 'pending' "
+                "AND created_at < ? ORDER BY id",
+                (self._backend.to_db_time(utc_now(created_before)),),
+            )
+            expired = [self._request(row) for row in rows]
+            for request in expired:
+                tx.execute(
+                    "DELETE FROM requests WHERE id = ? AND status = 'pending'", (request.id,)
+                )
+                self._insert_event(
+                    tx,
+                    now,
+                    "expired",
+                    f"request {request.id} expired: no decision since {request.created_at}",
+                    {
+                        "request_id": request.id,
+                        "label": request.label,
+                        "common_name": request.common_name,
+                        "requester": request.requester,
+                        "peer_address": request.peer_address,
+                    },
+                )
+        return [request.id for request in expired]
+
 
 def open_store(url: str | os.PathLike[str]) -> CertificateStore:
     """Open (creating or migrating the schema if needed) the store at ``url``.

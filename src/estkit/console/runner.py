@@ -28,7 +28,18 @@ from estkit.console.admin_ca import console_dir, ensure_admin_ca
 from estkit.console.app import console_url_host, make_console_app
 from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
 from estkit.fileio import write_private_file_atomic
-from estkit.server import CONFIG_FILE_NAME, CertificatePair, build_server_context, load_config
+from estkit.server import (
+    CONFIG_FILE_NAME,
+    LISTEN_BACKLOG,
+    CertificatePair,
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSite,
+    build_server_context,
+    connection_budget,
+    load_config,
+    within_budget,
+)
 
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
 DEFAULT_CONSOLE_PORT = 8444
@@ -132,7 +143,7 @@ class ConsoleSite:
     """
 
     runner: web.AppRunner
-    site: web.TCPSite
+    site: web.BaseSite
     host: str
     port: int
     token: str
@@ -178,14 +189,22 @@ async def start_console_site(
         ssl_context = ssl_context or console_ssl_context(data_dir)
     if ssl_context is None:
         raise ConsoleStartError("the console only serves HTTPS: pass the TLS context to use")
+    site: web.BaseSite
     if isinstance(runner_or_app, web.Application):
+        # The same guard as the EST port (issue 14): its own share of the process's descriptors,
+        # the [limits] timeouts, eviction of the oldest reusable connection.
+        guard = _console_guard(runner_or_app)
+        runner_or_app.middlewares.insert(0, guard.middleware)
         runner = web.AppRunner(
             runner_or_app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
         )
         await runner.setup()
+        site = GuardedSite(
+            runner, guard, ssl_context=ssl_context, host=host, port=port, backlog=LISTEN_BACKLOG
+        )
     else:
         runner = runner_or_app
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -215,6 +234,13 @@ async def start_console_site(
             console_url_path(backend.data_dir), (console_site.url + "\n").encode()
         )
     return console_site
+
+
+def _console_guard(app: web.Application) -> ConnectionGuard:
+    backend = app.get(BACKEND_KEY)
+    limits = backend.config.limits if backend is not None else ConnectionLimits()
+    budget = connection_budget("console")
+    return ConnectionGuard(lambda: within_budget(limits, budget), name="console")
 
 
 def _url_hostname(app: web.Application, bind_host: str) -> str:

@@ -29,12 +29,27 @@ if TYPE_CHECKING:
         save_config,
     )
     from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
+    from estkit.server.guard import ConnectionGuard, GuardedSite
+    from estkit.server.limits import ConnectionLimits, connection_budget, within_budget
     from estkit.server.revocation import revoke_certificate
-    from estkit.server.runner import RunningServer, ServerInfo, serve, start_server_thread, url_host
+    from estkit.server.runner import (
+        LISTEN_BACKLOG,
+        RunningServer,
+        ServerInfo,
+        serve,
+        start_server_thread,
+        url_host,
+    )
     from estkit.server.tls import CertificatePair, build_server_context
 
 # name -> submodule: each name's module is imported the first time the name is read.
 _EXPORTS: dict[str, str] = {
+    "ConnectionGuard": "guard",
+    "GuardedSite": "guard",
+    "ConnectionLimits": "limits",
+    "connection_budget": "limits",
+    "within_budget": "limits",
+    "LISTEN_BACKLOG": "runner",
     "Verdict": "approval",
     "approve_if_allowed": "approval",
     "judge": "approval",
@@ -61,9 +76,13 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "LISTEN_BACKLOG",
     "CertificatePair",
     "ConfigError",
+    "ConnectionGuard",
+    "ConnectionLimits",
     "DataDirExistsError",
+    "GuardedSite",
     "InitResult",
     "RunningServer",
     "ServerConfig",
@@ -74,6 +93,7 @@ __all__ = [
     "add_user",
     "approve_if_allowed",
     "build_server_context",
+    "connection_budget",
     "init_data_dir",
     "judge",
     "load_config",
@@ -82,6 +102,7 @@ __all__ = [
     "serve",
     "start_server_thread",
     "url_host",
+    "within_budget",
 ]
 
 if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this

@@ -50,8 +50,10 @@ from estkit.protocol.pkcs7 import encode_certs_only_body
 from estkit.protocol.pop import tls_unique_for
 from estkit.protocol.retry import format_retry_after
 from estkit.protocol.serverkeygen import build_serverkeygen_response
+from estkit.server.accesslog import refusals
 from estkit.server.enroll import EnrollmentRequest, Issued, Queued, enroll, would_queue
 from estkit.server.httpauth import HttpAuthenticator
+from estkit.server.limits import body_deadline
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
 
@@ -259,13 +261,18 @@ class EstHandler:
             )
         chunks: list[bytes] = []
         total = 0
-        timeout = self.state.config.limits.body_timeout
+        limits = self.state.config.limits
+        timeout = limits.body_timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             # body_timeout: a body that stops arriving must not hold the connection (guard.py
-            # bounds the head; this bounds the body).
-            async with asyncio.timeout(timeout):
+            # bounds the head; this bounds the body). After a grace, it must also keep
+            # body_min_rate bytes/s (each byte buys 1/rate s, as Apache's mod_reqtimeout).
+            async with asyncio.timeout_at(body_deadline(started, 0, limits)) as deadline:
                 async for chunk in request.content.iter_chunked(_READ_CHUNK_BYTES):
                     total += len(chunk)
+                    deadline.reschedule(body_deadline(started, total, limits))
                     if total > limit:
                         raise Refusal(
                             413,
@@ -278,10 +285,14 @@ class EstHandler:
             expected = f" of {request.content_length}" if request.content_length is not None else ""
             raise Refusal(
                 408,
-                f"request body not received within body_timeout={timeout:g} s ({total}{expected} "
-                "bytes arrived); send the whole body at once",
+                f"request body not received within body_timeout={timeout:g} s at "
+                f"body_min_rate={limits.body_min_rate:g} bytes/s ({total}{expected} bytes "
+                f"arrived in {loop.time() - started:.1f} s); send the whole body at once",
                 headers=[("Connection", "close")],
             ) from None
+        except ConnectionError:
+            # The guard closed a slow body to make room (guard.py), or the client went away.
+            raise Refusal(400, "the connection closed before the request body arrived") from None
         except web.RequestPayloadError as exc:
             # Broken chunked framing and the like: the client's fault, never a 500.
             raise Refusal(
@@ -492,7 +503,18 @@ async def _record_refusal(
 ) -> None:
     peer = _peer(request)
     path = request.rel_url.raw_path
-    logger.warning("refused %s %s %s: %d %s", peer, request.method, path, status, reason)
+    # Rate-limited (accesslog.refusals): a flood must not become a flood of log lines; the
+    # access log and the store's audit event still record each one.
+    refusals.log(
+        "refused requests",
+        logging.WARNING,
+        "refused %s %s %s: %d %s",
+        peer,
+        request.method,
+        path,
+        status,
+        reason,
+    )
     try:
         await state.run(
             lambda: state.store.log_event(

@@ -42,6 +42,7 @@ from estkit.protocol.serverkeygen import (
 )
 from estkit.server.approval import client_trust_of
 from estkit.server.clientauth import ClientCertificateStatus
+from estkit.server.queue_limits import check_queue_limits
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
 
@@ -327,6 +328,7 @@ def _queue(
     """Find this request in the queue; a new one is added and reported as :class:`Queued`."""
     store = state.store
     label = request.label or ""
+    check_queue_limits(state, request, info, requester)  # caps and expiry (issue 14)
     existing = store.find_request(
         label=label,
         operation=request.operation,

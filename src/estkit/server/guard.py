@@ -1,79 +1,121 @@
-"""A connection guard in front of aiohttp: header and idle timeouts, a connection cap, and a TLS
-handshake timeout, so slow or hostile clients cannot starve well-behaved ones.
+"""A connection guard in front of aiohttp: a descriptor budget, a timeout per phase, eviction of
+the oldest reusable connection, TLS alerts for hopeless handshakes and an access log, so slow or
+hostile clients cannot starve well-behaved ones (issues 6 and 14).
 
 Why a layer of our own: aiohttp bounds header *sizes* but not how long a request head may take to
-trickle in (slowloris), keeps idle connections for an hour, and has no cap on open connections.
-The guard wraps each connection's aiohttp protocol object (asyncio calls it, it passes every call
-on) and watches only three things: when bytes arrive, when a request reaches the application
-(:meth:`ConnectionGuard.middleware`) and when its handler is done. With that it can tell a
-connection that is *idle* (nothing in flight: safe to close, HTTP allows it at any time) from one
-that is *mid-head* (a request started arriving) or *busy* (a handler is running), and apply:
+trickle in (slowloris), keeps idle connections for an hour, and has no cap on open connections;
+asyncio's own accept loop logs a traceback and retries on EMFILE, and drops the TLS alert of a
+failed handshake. So :class:`GuardedSite` runs its own accept loop and TLS start, and the guard
+wraps each connection's aiohttp protocol object (asyncio calls it, it passes every call on). It
+knows every connection's phase:
 
-- ``header_timeout``: a connection must complete its request head within this many seconds of
-  its first byte (or of the handshake, for a new connection). Mid-head connections get
-  ``408 Request Timeout`` and are closed; new ones that never sent a byte are closed silently.
-- ``idle_timeout``: an idle keep-alive connection is closed after this many seconds (aiohttp's
-  own keep-alive timer is set to the same value).
-- ``max_connections``: at the cap, a new connection first evicts the oldest idle one; if every
-  connection is mid-head or busy, the new connection is closed at once (bounded by the header
-  timeout, which frees slots). Counted per process.
-- ``tls_handshake_timeout``: passed to asyncio (``ssl_handshake_timeout``) for TCP connections
-  that never finish TLS.
+- ``handshake``: accepted, ClientHello and TLS handshake under way (``tls_handshake_timeout``);
+- ``fresh``: TLS done, no byte of a request yet; ``head``: a request head is arriving
+  (``header_timeout``: a mid-head connection gets ``408`` and is closed);
+- ``busy``: a handler runs (the body timeout and minimum rate live in ``app.py``, which reads
+  the body); while its body is still arriving it also counts as reusable;
+- ``idle``: between requests on a keep-alive connection (``idle_timeout``).
 
-The body timeout lives in the request handler (``app.py``), which reads the body.
+``max_connections`` (lowered to the listener's share of RLIMIT_NOFILE, see
+:func:`estkit.server.limits.connection_budget`): at the cap, a new connection closes the oldest
+connection that is in handshake, head, idle or a still-arriving body, as nginx drains reusable
+connections; only if every connection is running a handler is the newcomer closed. accept()
+failing with EMFILE/ENFILE evicts the same way and pauses accepting for ACCEPT_PAUSE_SECONDS: it
+never crashes or spins the loop. Refusals are logged through the rate-limited
+:data:`estkit.server.accesslog.refusals`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from estkit.server.accesslog import access, access_handshake_failed, address_of, refusals
+from estkit.server.clienthello import (
+    ClientHello,
+    alert_record,
+    parse_client_hello,
+    record_length,
+    refusal_alert,
+)
 from estkit.server.limits import ConnectionLimits
 
 logger = logging.getLogger("estkit.server")
 
-# Connection states (see the module docstring).
-FRESH = "fresh"  # TLS done, no byte of a request yet
-HEAD = "head"  # bytes of a request head arrived, no handler yet
-BUSY = "busy"  # a handler is running
-IDLE = "idle"  # between requests on a keep-alive connection
-_EVICTABLE = (FRESH, IDLE)
-# At most one "connection limit reached" warning per this many seconds (an attack must not turn
-# into a log flood); the suppressed count is reported with the next warning.
-REFUSAL_LOG_INTERVAL_SECONDS = 10.0
+# Connection phases (see the module docstring).
+HANDSHAKE = "handshake"
+FRESH = "fresh"
+HEAD = "head"
+BUSY = "busy"
+IDLE = "idle"
+_REUSABLE = (HANDSHAKE, FRESH, HEAD, IDLE)
 # Seconds a closing TLS connection waits for the client's close_notify before it is dropped
 # (asyncio's default is 30 s, which would let closed slowloris connections pile up descriptors).
 TLS_SHUTDOWN_TIMEOUT_SECONDS = 5.0
+# Seconds accept() rests after failing for lack of descriptors (EMFILE/ENFILE): long enough for
+# the evicted connection's descriptor to be freed, short enough that a device barely notices.
+ACCEPT_PAUSE_SECONDS = 0.05
+# Connections taken from the kernel's queue per readiness event (asyncio takes `backlog`); a
+# bound keeps one burst from monopolising the event loop.
+ACCEPT_BATCH = 64
+# Seconds between looks at a ClientHello that arrived only in part (its bytes stay queued, so the
+# socket stays readable; this keeps the wait from spinning). Bounded by tls_handshake_timeout.
+PEEK_RETRY_SECONDS = 0.01
+# Connections closed when accept() runs out of descriptors: one for the newcomer, the rest as
+# headroom for what its request opens (store, CA files, log rotation).
+EMFILE_EVICTIONS = 8
+# After accept() ran out of descriptors the budget is held below the connections open at that
+# moment (minus EMFILE_EVICTIONS) for this many seconds, so eviction happens at admission and
+# accept() stops failing; then the configured budget applies again.
+EMFILE_CEILING_SECONDS = 60.0
+_ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
     "request head not received within header_timeout={seconds:g} s; send the request line and "
     "headers at once\n"
 )
 
 
-def _peer(transport: asyncio.BaseTransport) -> str:
-    peername = transport.get_extra_info("peername")
-    if not peername:
+def format_peer(address: Any) -> str:
+    if not address or not isinstance(address, tuple):
         return "unknown"
-    host, port = peername[0], peername[1]
+    host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Connection:
-    """What the guard knows about one open connection."""
+    """What the guard knows about one accepted connection."""
 
-    __slots__ = ("peer", "since", "state", "timer", "transport")
+    __slots__ = (
+        "peer",
+        "request",
+        "since",
+        "sock",
+        "started",
+        "state",
+        "task",
+        "timer",
+        "transport",
+    )
 
-    def __init__(self, transport: asyncio.BaseTransport, now: float) -> None:
-        self.transport = transport
-        self.peer = _peer(transport)
-        self.state = FRESH
+    def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.state = HANDSHAKE
         self.since = now
+        self.transport: asyncio.BaseTransport | None = None
+        self.task: asyncio.Task[None] | None = None
+        # The TLS task ran its first step (a task cancelled before that never runs its finally).
+        self.started = False
+        self.request: web.BaseRequest | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     def cancel_timer(self) -> None:
@@ -81,19 +123,27 @@ class _Connection:
             self.timer.cancel()
             self.timer = None
 
+    def reusable(self) -> bool:
+        if self.state in _REUSABLE:
+            return True
+        # A handler waiting for a body that is still arriving (slow body): reusable too.
+        return self.state == BUSY and self.request is not None and not self.request.content.is_eof()
+
 
 class GuardedProtocol(asyncio.Protocol):
     """Passes every asyncio callback to aiohttp's protocol, telling the guard what happens."""
 
-    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, guard: ConnectionGuard, connection: _Connection
+    ) -> None:
         self._inner = inner
         self._guard = guard
-        self._connection: _Connection | None = None
+        self._connection: _Connection | None = connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._connection = self._guard.admit(transport)
-        if self._connection is None:
-            transport.close()  # over the cap with nothing to evict; aiohttp never sees it
+        if self._connection is None or not self._guard.established(self._connection, transport):
+            self._connection = None
+            transport.abort()  # type: ignore[attr-defined]
             return
         self._inner.connection_made(transport)
 
@@ -125,62 +175,140 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 class ConnectionGuard:
-    """Tracks the open connections of one server process and enforces :class:`ConnectionLimits`.
+    """Tracks the connections of one listener and enforces :class:`ConnectionLimits`.
 
-    Runs entirely on the server's event loop (no locks needed)."""
+    Runs entirely on the listener's event loop (no locks needed). ``name`` appears in log lines
+    (``est`` or ``console``)."""
 
-    def __init__(self, limits: Callable[[], ConnectionLimits]) -> None:
+    def __init__(self, limits: Callable[[], ConnectionLimits], name: str = "est") -> None:
         # A callable, so a reloaded configuration applies to the next connection.
         self._limits = limits
-        self._connections: dict[int, _Connection] = {}  # id(transport) -> connection
-        self._last_refusal_log = 0.0
-        self._suppressed_refusals = 0
+        self.name = name
+        self._connections: dict[int, _Connection] = {}  # id(connection) -> connection
+        self._by_transport: dict[int, _Connection] = {}  # id(transport) -> connection
+        self.evictions = 0
+        self.refused = 0
+        self._ceiling: tuple[int, float] | None = None  # (max connections, until monotonic)
 
     @property
     def limits(self) -> ConnectionLimits:
-        return self._limits()
+        limits = self._limits()
+        if self._ceiling is not None:
+            ceiling, until = self._ceiling
+            if time.monotonic() >= until:
+                self._ceiling = None
+            elif ceiling < limits.max_connections:
+                return replace(limits, max_connections=ceiling)
+        return limits
+
+    def out_of_descriptors(self) -> int:
+        """accept() failed for lack of descriptors: evict EMFILE_EVICTIONS connections and hold
+        the budget below today's count for a while; returns how many were closed."""
+        closed = 0
+        while closed < EMFILE_EVICTIONS and self.evict_one():
+            closed += 1
+        ceiling = max(1, len(self._connections))
+        self._ceiling = (ceiling, time.monotonic() + EMFILE_CEILING_SECONDS)
+        return closed
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def phases(self) -> dict[str, int]:
+        """How many connections are in each phase (tests, diagnostics)."""
+        counts: dict[str, int] = {}
+        for connection in self._connections.values():
+            counts[connection.state] = counts.get(connection.state, 0) + 1
+        return counts
 
     # -- connection life cycle -----------------------------------------------------------------
 
-    def protocol_factory(
-        self, server: Callable[[], asyncio.Protocol]
-    ) -> Callable[[], GuardedProtocol]:
-        return lambda: GuardedProtocol(server(), self)
-
-    def admit(self, transport: asyncio.BaseTransport) -> _Connection | None:
+    def admit(self, sock: socket.socket, peer: str) -> _Connection | None:
+        """A socket was accepted: make room if at the cap; None means refuse it."""
         limits = self.limits
-        if len(self._connections) >= limits.max_connections and not self._evict_one(limits):
-            self._log_refusal(transport, limits)
+        if len(self._connections) >= limits.max_connections and not self.evict_one(limits):
+            self.refused += 1
+            refusals.log(
+                f"{self.name} connections refused",
+                logging.WARNING,
+                "refused %s connection from %s: max_connections=%d reached and every connection "
+                "is running a request",
+                self.name,
+                peer,
+                limits.max_connections,
+            )
             return None
-        connection = _Connection(transport, time.monotonic())
-        self._connections[id(transport)] = connection
-        self._arm(connection, limits.header_timeout)
+        connection = _Connection(sock, peer, time.monotonic())
+        self._connections[id(connection)] = connection
         return connection
+
+    def established(self, connection: _Connection, transport: asyncio.BaseTransport) -> bool:
+        """TLS is up; False if the guard dropped the connection meanwhile."""
+        if self._connections.get(id(connection)) is not connection:
+            return False
+        connection.transport = transport
+        connection.state = FRESH
+        connection.since = time.monotonic()
+        self._by_transport[id(transport)] = connection
+        self._arm(connection, self.limits.header_timeout)
+        return True
 
     def release(self, connection: _Connection) -> None:
         connection.cancel_timer()
-        self._connections.pop(id(connection.transport), None)
+        self._connections.pop(id(connection), None)
+        if connection.transport is not None:
+            self._by_transport.pop(id(connection.transport), None)
 
     def bytes_arrived(self, connection: _Connection) -> None:
-        if self._find(connection.transport) is not connection:
+        if self._connections.get(id(connection)) is not connection:
             return  # already closed by the guard, waiting for the TLS shutdown to finish
-        if connection.state in _EVICTABLE:
+        if connection.state in (FRESH, IDLE):
             # The first byte of a request: its head must now be complete in time.
             connection.state = HEAD
+            connection.since = time.monotonic()
             self._arm(connection, self.limits.header_timeout)
 
-    def request_started(self, transport: asyncio.BaseTransport | None) -> None:
-        connection = self._find(transport)
+    def request_started(self, request: web.BaseRequest) -> None:
+        connection = self._find(request.transport)
         if connection is not None:
             connection.state = BUSY
+            connection.request = request
             connection.cancel_timer()
 
     def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
         connection = self._find(transport)
         if connection is not None and connection.state == BUSY:
             connection.state = IDLE
+            connection.request = None
             connection.since = time.monotonic()
             self._arm(connection, self.limits.idle_timeout)
+
+    def evict_one(self, limits: ConnectionLimits | None = None) -> bool:
+        """Close the oldest reusable connection; False if there is none."""
+        candidates = [c for c in self._connections.values() if c.reusable()]
+        if not candidates:
+            return False
+        oldest = min(candidates, key=lambda c: c.since)
+        self.evictions += 1
+        refusals.log(
+            f"{self.name} {oldest.state} connections evicted",
+            logging.INFO,
+            "%s connection budget (max_connections=%d) reached: closed the %s connection from "
+            "%s to make room",
+            self.name,
+            (limits or self.limits).max_connections,
+            oldest.state,
+            oldest.peer,
+        )
+        self._drop(oldest)
+        return True
+
+    def close_all_handshakes(self) -> None:
+        """Listener stopping: abandon connections that never finished TLS."""
+        for connection in list(self._connections.values()):
+            if connection.state == HANDSHAKE:
+                self._drop(connection)
 
     # -- aiohttp integration -------------------------------------------------------------------
 
@@ -188,17 +316,32 @@ class ConnectionGuard:
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Marks a connection busy while its request is handled (outermost middleware)."""
-        self.request_started(request.transport)
+        """Marks a connection busy while its request is handled, and writes its access-log line
+        (outermost middleware)."""
+        self.request_started(request)
+        started = time.monotonic()
+        status: int | str = "-"
         try:
-            return await handler(request)
+            response = await handler(request)
+            status = response.status
+            return response
         finally:
             self.request_finished(request.transport)
+            peer = self._find(request.transport)
+            access(
+                "request",
+                listener=self.name,
+                peer=peer.peer if peer else (request.remote or "unknown"),
+                method=request.method,
+                path=request.rel_url.raw_path,
+                status=status,
+                ms=f"{(time.monotonic() - started) * 1000:.1f}",
+            )
 
     # -- internals -----------------------------------------------------------------------------
 
     def _find(self, transport: asyncio.BaseTransport | None) -> _Connection | None:
-        return self._connections.get(id(transport)) if transport is not None else None
+        return self._by_transport.get(id(transport)) if transport is not None else None
 
     def _arm(self, connection: _Connection, seconds: float) -> None:
         connection.cancel_timer()
@@ -207,15 +350,20 @@ class ConnectionGuard:
 
     def _expire(self, connection: _Connection) -> None:
         connection.timer = None
-        if self._connections.get(id(connection.transport)) is not connection:
+        if self._connections.get(id(connection)) is not connection:
             return
         limits = self.limits
         transport = connection.transport
+        if transport is None:
+            return
         if connection.state == HEAD:
             body = _TIMEOUT_BODY.format(seconds=limits.header_timeout).encode()
-            logger.warning(
-                "closed connection from %s: 408 request head not complete within "
+            refusals.log(
+                f"{self.name} slow request heads",
+                logging.WARNING,
+                "closed %s connection from %s: 408 request head not complete within "
                 "header_timeout=%g s (slow or stalled client)",
+                self.name,
                 connection.peer,
                 limits.header_timeout,
             )
@@ -226,8 +374,11 @@ class ConnectionGuard:
                 + body
             )
         elif connection.state == FRESH:
-            logger.info(
-                "closed connection from %s: no request within header_timeout=%g s",
+            refusals.log(
+                f"{self.name} silent connections",
+                logging.INFO,
+                "closed %s connection from %s: no request within header_timeout=%g s",
+                self.name,
                 connection.peer,
                 limits.header_timeout,
             )
@@ -239,52 +390,51 @@ class ConnectionGuard:
             )
         else:  # BUSY: the handler has its own (body) timeout
             return
-        self._close(connection)
-
-    def _evict_one(self, limits: ConnectionLimits) -> bool:
-        candidates = [c for c in self._connections.values() if c.state in _EVICTABLE]
-        if not candidates:
-            return False
-        oldest = min(candidates, key=lambda c: c.since)
-        logger.info(
-            "max_connections=%d reached: closed the %s connection from %s to make room",
-            limits.max_connections,
-            oldest.state,
-            oldest.peer,
-        )
-        self._close(oldest)
-        return True
-
-    def _close(self, connection: _Connection) -> None:
-        """Close, and free the slot now: the TLS shutdown that follows may take a few seconds
-        (bounded by TLS_SHUTDOWN_TIMEOUT_SECONDS) but carries no request any more."""
         self.release(connection)
-        connection.transport.close()
+        transport.close()
 
-    def _log_refusal(self, transport: asyncio.BaseTransport, limits: ConnectionLimits) -> None:
-        now = time.monotonic()
-        if now - self._last_refusal_log < REFUSAL_LOG_INTERVAL_SECONDS:
-            self._suppressed_refusals += 1
-            return
-        suppressed = (
-            f" ({self._suppressed_refusals} more refused since the last message)"
-            if self._suppressed_refusals
-            else ""
-        )
-        self._last_refusal_log, self._suppressed_refusals = now, 0
-        logger.warning(
-            "refused connection from %s: max_connections=%d reached and none is idle (every "
-            "open connection is mid-request; the header timeout frees them)%s",
-            _peer(transport),
-            limits.max_connections,
-            suppressed,
-        )
+    def _drop(self, connection: _Connection) -> None:
+        """Evict: free the slot and the descriptor now (abort, no TLS close_notify wait)."""
+        self.release(connection)
+        if connection.transport is not None:
+            connection.transport.abort()  # type: ignore[attr-defined]
+        else:
+            if connection.task is not None:
+                connection.task.cancel()  # a started task closes its socket (or transport)
+            if not connection.started:
+                connection.sock.close()
+
+
+class _Listener:
+    """Stands in for :class:`asyncio.Server` in aiohttp's site (``sockets``, ``close``)."""
+
+    def __init__(self, sock: socket.socket, site: GuardedSite) -> None:
+        self._sock = sock
+        self._site = site
+        self.sockets = [sock]
+
+    def close(self) -> None:
+        self._site.stop_accepting()
+
+    async def wait_closed(self) -> None:
+        return None
 
 
 class GuardedSite(web.BaseSite):
-    """An aiohttp site listening through a :class:`ConnectionGuard` (TCP host/port or a socket)."""
+    """An aiohttp site listening through a :class:`ConnectionGuard` (TCP host/port or a socket):
+    its own accept loop and TLS start (see the module docstring)."""
 
-    __slots__ = ("_guard", "_host", "_port", "_reuse_address", "_sock")
+    __slots__ = (
+        "_accepting",
+        "_guard",
+        "_host",
+        "_listen",
+        "_port",
+        "_resume",
+        "_reuse_address",
+        "_sock",
+        "_tasks",
+    )
 
     def __init__(
         self,
@@ -302,6 +452,10 @@ class GuardedSite(web.BaseSite):
         self._guard = guard
         self._host, self._port, self._sock = host, port, sock
         self._reuse_address = reuse_address
+        self._listen: socket.socket | None = None
+        self._accepting = False
+        self._resume: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -309,31 +463,208 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        factory = self._guard.protocol_factory(server)
-        handshake = self._guard.limits.tls_handshake_timeout
         if self._sock is not None:
-            self._server = await loop.create_server(
-                factory,
-                sock=self._sock,
-                ssl=self._ssl_context,
-                backlog=self._backlog,
-                ssl_handshake_timeout=handshake,
-                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_SECONDS,
-            )
+            listen = self._sock
         else:
-            self._server = await loop.create_server(
-                factory,
-                self._host,
-                self._port,
-                ssl=self._ssl_context,
-                backlog=self._backlog,
-                reuse_address=self._reuse_address,
-                ssl_handshake_timeout=handshake,
-                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_SECONDS,
+            host = (self._host or "127.0.0.1").strip("[]")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listen = socket.create_server(
+                (host, self._port), family=family, backlog=self._backlog, reuse_port=False
             )
+        listen.setblocking(False)
+        self._listen = listen
+        self._server = _Listener(listen, self)  # type: ignore[assignment]
+        self._accepting = True
+        asyncio.get_running_loop().add_reader(listen.fileno(), self._accept_ready)
+
+    def stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._listen is not None:
+            if self._accepting:
+                loop.remove_reader(self._listen.fileno())
+            self._accepting = False
+            self._listen.close()
+            self._listen = None
+        self._guard.close_all_handshakes()
+
+    # -- accept loop ---------------------------------------------------------------------------
+
+    def _accept_ready(self) -> None:
+        listen = self._listen
+        if listen is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = listen.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_OUT_OF_DESCRIPTORS:
+                    self._out_of_descriptors(exc)
+                # Else (ECONNABORTED and the like): the peer gave up while queued; go on.
+                return
+            sock.setblocking(False)
+            peer = format_peer(address)
+            connection = self._guard.admit(sock, peer)
+            if connection is None:
+                sock.close()
+                continue
+            task = asyncio.get_running_loop().create_task(self._start_tls(connection))
+            connection.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        evicted = self._guard.out_of_descriptors()
+        refusals.log(
+            f"{self._guard.name} accept out of descriptors",
+            logging.WARNING,
+            "%s listener: accept() failed (%s); closed the %d oldest reusable connections, "
+            "holding max_connections at %d for %g s; accepting again in %g s",
+            self._guard.name,
+            exc.strerror or exc,
+            evicted,
+            self._guard.limits.max_connections,
+            EMFILE_CEILING_SECONDS,
+            ACCEPT_PAUSE_SECONDS,
+        )
+        loop = asyncio.get_running_loop()
+        if self._accepting and self._listen is not None:
+            loop.remove_reader(self._listen.fileno())
+            self._accepting = False
+            self._resume = loop.call_later(ACCEPT_PAUSE_SECONDS, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._resume = None
+        if self._listen is not None and not self._accepting:
+            self._accepting = True
+            asyncio.get_running_loop().add_reader(self._listen.fileno(), self._accept_ready)
+
+    # -- TLS start -----------------------------------------------------------------------------
+
+    async def _start_tls(self, connection: _Connection) -> None:
+        connection.started = True
+        sock = connection.sock
+        handed_over = False
+        hello: ClientHello | None = None
+        timeout = self._guard.limits.tls_handshake_timeout
+        server = self._runner.server
+        assert server is not None and self._ssl_context is not None
+        try:
+            async with asyncio.timeout(timeout):
+                hello = await self._read_hello(sock)
+                refusal = refusal_alert(hello, self._ssl_context) if hello else None
+                if refusal is not None:
+                    # Logged first: once the alert is out, the peer (a test) may look at once.
+                    self._handshake_failed(connection, hello, refusal[1], alert=refusal[0])
+                    self._send_alert(sock, refusal[0], hello)
+                    return
+                handed_over = True
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: GuardedProtocol(server(), self._guard, connection),
+                    sock,
+                    ssl=self._ssl_context,
+                    ssl_handshake_timeout=timeout,
+                    ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_SECONDS,
+                )
+        except TimeoutError:
+            self._handshake_failed(
+                connection, hello, f"no TLS handshake within tls_handshake_timeout={timeout:g} s"
+            )
+        except asyncio.CancelledError:
+            pass  # evicted or stopping; the socket is closed below or by its transport
+        except (OSError, ssl.SSLError) as exc:
+            self._handshake_failed(connection, hello, _reason(exc))
+        finally:
+            if connection.state == HANDSHAKE:
+                self._guard.release(connection)
+            if not handed_over:
+                sock.close()
+
+    async def _read_hello(self, sock: socket.socket) -> ClientHello | None:
+        """The client's ClientHello, peeked (left for OpenSSL to read); None if not TLS."""
+        header = await _peek(sock, 5)
+        length = record_length(header)
+        if length is None:
+            return None
+        return parse_client_hello(await _peek(sock, length))
+
+    @staticmethod
+    def _send_alert(sock: socket.socket, alert: int, hello: ClientHello | None) -> None:
+        try:
+            # Read what was peeked: closing with unread bytes would send a reset, and the
+            # client could lose the alert.
+            while sock.recv(65536):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return
+        try:
+            sock.send(alert_record(alert, hello))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _handshake_failed(
+        self,
+        connection: _Connection,
+        hello: ClientHello | None,
+        reason: str,
+        *,
+        alert: int | None = None,
+    ) -> None:
+        access_handshake_failed(
+            address_of(connection.peer),
+            listener=self._guard.name,
+            peer=connection.peer,
+            sni=hello.server_name if hello else None,
+            offered=hello.version_names if hello else None,
+            alert=alert,
+            reason=reason,
+        )
+        refusals.log(
+            f"{self._guard.name} TLS handshakes refused",
+            logging.WARNING,
+            "TLS handshake from %s failed: %s",
+            connection.peer,
+            reason,
+        )
 
 
-__all__ = ["ConnectionGuard", "GuardedProtocol", "GuardedSite"]
+async def _peek(sock: socket.socket, size: int) -> bytes:
+    """Wait until ``size`` bytes are queued on ``sock`` (or EOF) and return them unread."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data = sock.recv(size, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            data = None
+        if data is not None:
+            if len(data) >= size or not data:
+                return data
+            await asyncio.sleep(PEEK_RETRY_SECONDS)
+            continue
+        readable = loop.create_future()
+        loop.add_reader(sock.fileno(), _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(sock.fileno())
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
+
+
+__all__ = ["ConnectionGuard", "GuardedProtocol", "GuardedSite", "format_peer"]

@@ -12,8 +12,9 @@ table of ``estkit.toml`` (``estkit.server.config.set_limits`` edits it).
 from __future__ import annotations
 
 import math
+import resource
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # Seconds from a connection's first byte (or, for a new connection, from the TLS handshake) until
@@ -24,6 +25,12 @@ HEADER_TIMEOUT_SECONDS = 10.0
 # Seconds for the whole request body once the head arrived. A CSR is at most 64 KiB
 # (MAX_REQUEST_BODY_BYTES); even at 9600 bit/s that is under a minute, typical is milliseconds.
 BODY_TIMEOUT_SECONDS = 30.0
+# Bytes per second a request body must keep up once BODY_RATE_GRACE_SECONDS have passed (Apache
+# mod_reqtimeout's MinRate default, 500): a body trickled at 1 byte every 2 s is cut off after the
+# grace instead of holding its descriptor for the whole body_timeout.
+BODY_MIN_RATE_BYTES_PER_SECOND = 500.0
+# Seconds a body may take regardless of rate (a device on a slow link gets its first segments in).
+BODY_RATE_GRACE_SECONDS = 5.0
 # Seconds an idle keep-alive connection stays open between requests (aiohttp: one hour). nginx's
 # keepalive_timeout is 75 s; devices enroll a few times a year, so there is nothing to keep warm.
 IDLE_TIMEOUT_SECONDS = 30.0
@@ -33,11 +40,38 @@ TLS_HANDSHAKE_TIMEOUT_SECONDS = 10.0
 # room; if none is idle the new one is closed. 1000 keeps a process below the common soft
 # `ulimit -n` of 1024 descriptors, with room left for the store, log and listening sockets.
 MAX_CONNECTIONS = 1000
+# Descriptors kept back from the connection budget for everything that is not a client
+# connection: the store (SQLite file, WAL, shm, or PostgreSQL sockets), log files, the listening
+# sockets, DNS-SD sockets, CA files read on reload, the event loop's self-pipe and epoll.
+RESERVED_DESCRIPTORS = 64
+# Connections the web console may hold: a few operators with browsers (about six connections
+# each). Taken from the same process's descriptors, so an idle-connection flood on the console
+# port cannot starve the EST port (issue 14, first attack).
+CONSOLE_MAX_CONNECTIONS = 64
+# Smallest budget a listener gets even when RLIMIT_NOFILE is tiny (tests, odd containers).
+MIN_CONNECTION_BUDGET = 16
+# Ceiling on the raised soft RLIMIT_NOFILE when the hard limit is "unlimited".
+NOFILE_CEILING = 65536
+# Approval queue (BCP-003-03 S4 "manual"/"untrusted" labels): a requester, an address and the
+# whole server may have at most this many requests waiting for an operator. One device asks for
+# one certificate per label, so 4 per requester leaves room for a few labels; 20 per address lets
+# a small gateway or test bench through while one scanner with fresh self-signed certificates
+# cannot fill the queue (an earlier run: 300 x 202 in seconds); 1000 in total is more than any
+# operator reviews. Beyond a cap the client gets 503 + Retry-After and nothing is queued.
+QUEUE_PER_REQUESTER = 4
+QUEUE_PER_ADDRESS = 20
+QUEUE_TOTAL = 1000
+# Days a pending request waits for a decision before it is dropped (the device, still polling,
+# queues it again): a week covers a weekend and a holiday without keeping stale rows forever.
+QUEUE_EXPIRY_DAYS = 7.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST
 # headers are short; an Authorization: Digest header is a few hundred bytes.
 MAX_HEADER_FIELD_BYTES = 8190
 # Most header fields per request (aiohttp: 128). An EST request carries about ten.
 MAX_HEADERS = 64
+
+
+_WHOLE_NUMBERS = ("max_connections", "queue_per_requester", "queue_per_address", "queue_total")
 
 
 class LimitsError(ValueError):
@@ -53,6 +87,11 @@ class ConnectionLimits:
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS
+    body_min_rate: float = BODY_MIN_RATE_BYTES_PER_SECOND
+    queue_per_requester: int = QUEUE_PER_REQUESTER
+    queue_per_address: int = QUEUE_PER_ADDRESS
+    queue_total: int = QUEUE_TOTAL
+    queue_expiry_days: float = QUEUE_EXPIRY_DAYS
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -61,10 +100,10 @@ class ConnectionLimits:
                 raise LimitsError(f"limits.{item.name} must be a number, got {value!r}")
             if not math.isfinite(value) or value <= 0:
                 raise LimitsError(f"limits.{item.name} must be greater than 0, got {value!r}")
-        if int(self.max_connections) != self.max_connections:
-            raise LimitsError(
-                f"limits.max_connections must be a whole number, got {self.max_connections!r}"
-            )
+        for name in _WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if int(value) != value:
+                raise LimitsError(f"limits.{name} must be a whole number, got {value!r}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ConnectionLimits:
@@ -85,14 +124,78 @@ class ConnectionLimits:
         return values
 
 
+def body_deadline(started: float, received: int, limits: ConnectionLimits) -> float:
+    """Loop time by which a body that began arriving at ``started`` must be complete, having
+    received ``received`` bytes so far: BODY_RATE_GRACE_SECONDS plus 1/body_min_rate s per byte
+    received, never beyond body_timeout."""
+    by_rate = started + BODY_RATE_GRACE_SECONDS + received / limits.body_min_rate
+    return min(started + limits.body_timeout, by_rate)
+
+
+_nofile: int | None = None
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (once per process); returns the soft limit.
+
+    Why: many systems start services with a soft limit of 1024 and a much higher hard limit;
+    the connection budget is derived from what the process may really open."""
+    global _nofile
+    if _nofile is None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+        if soft == resource.RLIM_INFINITY:
+            soft = NOFILE_CEILING
+        if wanted > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (ValueError, OSError):
+                pass  # keep the soft limit; the budget follows it
+        _nofile = soft
+    return _nofile
+
+
+def connection_budget(listener: str, nofile: int | None = None) -> int:
+    """Connections ``listener`` (``"est"`` or ``"console"``) may hold in this process.
+
+    Both listeners share the process's descriptors: RESERVED_DESCRIPTORS stay for the store and
+    logs, the console gets at most CONSOLE_MAX_CONNECTIONS (an eighth when descriptors are few)
+    and the EST port the rest, so neither can take the other's descriptors."""
+    usable = (raise_nofile_limit() if nofile is None else nofile) - RESERVED_DESCRIPTORS
+    console = max(MIN_CONNECTION_BUDGET, min(CONSOLE_MAX_CONNECTIONS, usable // 8))
+    if listener == "console":
+        return console
+    return max(MIN_CONNECTION_BUDGET, usable - console)
+
+
+def within_budget(limits: ConnectionLimits, budget: int) -> ConnectionLimits:
+    """``limits`` with max_connections lowered to ``budget`` when it is above it."""
+    if limits.max_connections <= budget:
+        return limits
+    return replace(limits, max_connections=budget)
+
+
 __all__ = [
+    "BODY_MIN_RATE_BYTES_PER_SECOND",
+    "BODY_RATE_GRACE_SECONDS",
     "BODY_TIMEOUT_SECONDS",
+    "CONSOLE_MAX_CONNECTIONS",
     "HEADER_TIMEOUT_SECONDS",
     "IDLE_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",
     "MAX_HEADERS",
     "MAX_HEADER_FIELD_BYTES",
+    "QUEUE_EXPIRY_DAYS",
+    "QUEUE_PER_ADDRESS",
+    "QUEUE_PER_REQUESTER",
+    "QUEUE_TOTAL",
+    "RESERVED_DESCRIPTORS",
     "TLS_HANDSHAKE_TIMEOUT_SECONDS",
     "ConnectionLimits",
     "LimitsError",
+    "body_deadline",
+    "connection_budget",
+    "raise_nofile_limit",
+    "within_budget",
 ]

@@ -29,7 +29,12 @@ from cryptography import x509
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server.app import create_app
 from estkit.server.guard import ConnectionGuard, GuardedSite
-from estkit.server.limits import MAX_HEADER_FIELD_BYTES, MAX_HEADERS
+from estkit.server.limits import (
+    MAX_HEADER_FIELD_BYTES,
+    MAX_HEADERS,
+    connection_budget,
+    within_budget,
+)
 from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
 from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
 
@@ -45,6 +50,10 @@ THREAD_SHUTDOWN_TIMEOUT_SECONDS = 1.0
 # short and a deep queue costs nothing.
 LISTEN_BACKLOG = 1024
 MAX_WORKERS = 64
+# Seconds aiohttp keeps reading (and discarding) a body it answered early, e.g. with 408/413,
+# so the client sees the answer rather than a reset (aiohttp: 10 s, which let a refused slow body
+# hold its descriptor 10 s more).
+LINGERING_SECONDS = 1.0
 # aiohttp's keep-alive timeout as a multiple of the guard's idle/header timeouts (a backstop).
 KEEPALIVE_BACKSTOP_FACTOR = 2
 
@@ -134,7 +143,10 @@ async def _start(
     limits = state.config.limits
     # Header/idle timeouts and the connection cap (see guard.py); it reads the limits from the
     # configuration each time, so an edited [limits] table applies without a restart.
-    guard = ConnectionGuard(lambda: state.config.limits)
+    # max_connections is capped by this listener's share of RLIMIT_NOFILE (raised to the hard
+    # limit here), so the console port and the store always keep theirs.
+    budget = connection_budget("est")
+    guard = ConnectionGuard(lambda: within_budget(state.config.limits, budget), name="est")
     app = create_app(state)
     app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
     runner = web.AppRunner(
@@ -149,6 +161,7 @@ async def _start(
         max_line_size=MAX_HEADER_FIELD_BYTES,
         max_field_size=MAX_HEADER_FIELD_BYTES,
         max_headers=MAX_HEADERS,
+        lingering_time=LINGERING_SECONDS,
         # EST bodies are never content-coded; decompressing would only invite zip bombs. The
         # handler refuses a Content-Encoding with 415.
         auto_decompress=False,

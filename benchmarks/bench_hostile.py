@@ -1,0 +1,467 @@
+"""A legitimate device under hostile load (issue 14 benchmark).
+
+Starts `estkit server serve DIR --admin-port N` with ``ulimit -n 1024`` (soft and hard: the common
+default) and runs each attack of issue 14 for ``--duration`` seconds while one legitimate device
+enrolls back to back (a fresh TLS connection per enrollment, client certificate from the trusted
+demo manufacturer, ``Connection: close``). Prints the device's success rate and p50/p99 during each
+attack beside the same without attack, what the attack achieved, and how many bytes the server's
+log grew.
+
+Attacks:
+
+* ``console-idle``: ``--connections`` idle TCP connections to the console port (held; reopened
+  when the server closes them).
+* ``slow-body``: ``--connections`` TLS connections with a valid device certificate that send POST
+  headers announcing a 4,000-byte body, then 1 byte every 2 s (reopened when closed).
+* ``untrusted``: ``--requesters`` requests from as many fresh certificates of an unknown CA to a
+  label with ``approval = "untrusted"``.
+* ``refused-flood``: 4 threads sending requests the server refuses (404), back to back.
+* ``tls-old``: 4 threads offering TLS 1.1, or TLS 1.2 with a cipher outside BCP-003-01.
+
+Target (issue 14): 100 % success and p50 <= 2x the quiet baseline under every attack. The load
+generator shares the machine with the server: figures on a busy machine are noisy.
+
+Run: ``python benchmarks/bench_hostile.py [--duration 10] [--connections 1100]
+[--requesters 300] [--attacks console-idle,slow-body,...]``. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import resource
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
+from estkit.ca.store import open_store
+from estkit.protocol.csr import build_csr, encode_csr_body
+from estkit.protocol.keys import generate_private_key
+from estkit.server.config import add_label
+from estkit.server.datadir import InitResult, init_data_dir
+
+# The server's descriptor limit: the common default the issue measured with.
+SERVER_NOFILE = 1024
+START_TIMEOUT_SECONDS = 60
+# A legitimate enrollment that takes longer than this counts as failed.
+LEGIT_TIMEOUT_SECONDS = 20.0
+# Pause between the device's enrollments (it is a device, not a load generator).
+LEGIT_PAUSE_SECONDS = 0.05
+SLOW_BODY_BYTES = 4000
+TRICKLE_INTERVAL_SECONDS = 2.0
+FLOOD_THREADS = 4
+# Seconds between attacks for the server to shed the last one's connections.
+SETTLE_SECONDS = 3.0
+TARGET_P50_FACTOR = 2.0
+ATTACKS = ("console-idle", "slow-body", "untrusted", "refused-flood", "tls-old")
+_BANNER = re.compile(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)")
+_HOST = "127.0.0.1"
+
+
+@dataclass
+class Server:
+    paths: InitResult
+    port: int
+    admin_port: int
+    log: Path
+    device: ssl.SSLContext
+    rogue_dir: Path
+
+
+@dataclass
+class Measured:
+    ok: int = 0
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def percentile(self, fraction: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1e3
+
+    @property
+    def success(self) -> float:
+        total = self.ok + self.failed
+        return 100.0 * self.ok / total if total else float("nan")
+
+
+# --- set-up -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _limit_server() -> None:  # runs in the child before exec: `ulimit -n 1024`
+    resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_NOFILE, SERVER_NOFILE))
+
+
+@contextlib.contextmanager
+def _server(directory: Path) -> Iterator[Server]:
+    paths = init_data_dir(directory / "srv", key_type="p256")
+    add_label(paths.config, "untrusted", approval="untrusted", retry_after_seconds=1)
+    admin_port = _free_port()
+    log = directory / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "estkit.cli.main", "server", "serve", str(paths.data_dir),
+             "--port", "0", "--admin-port", str(admin_port)],
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_limit_server,
+            env=dict(os.environ, COLUMNS="250", PYTHONUNBUFFERED="1"),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        port = None
+        while port is None and time.monotonic() < deadline and process.poll() is None:
+            match = _BANNER.search(log.read_text(errors="replace"))
+            port = int(match.group(1)) if match else None
+            time.sleep(0.05)
+        if port is None:
+            raise RuntimeError(f"the estkit server did not start:\n{log.read_text()[-2000:]}")
+        device = ssl.create_default_context(cafile=str(paths.ca_certificates))
+        device.load_cert_chain(str(paths.device_certificate), str(paths.device_key))
+        rogue_dir = directory / "rogue"
+        yield Server(paths, port, admin_port, log, device, rogue_dir)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _enroll_request(common_name: str = "bench.example.com") -> bytes:
+    body = encode_csr_body(build_csr(generate_private_key("p256"), common_name=common_name))
+    return (
+        b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/pkcs10\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def _exchange(port: int, context: ssl.SSLContext, raw_request: bytes) -> bytes:
+    """One request on a fresh TLS connection; the status line (or b"")."""
+    with (
+        socket.create_connection((_HOST, port), timeout=LEGIT_TIMEOUT_SECONDS) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(raw_request)
+        received = b""
+        while b"\r\n" not in received:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        while tls.recv(65536):
+            pass
+    return received.split(b"\r\n", 1)[0]
+
+
+# --- the legitimate device --------------------------------------------------------------------
+
+
+def _measure(server: Server, duration: float) -> Measured:
+    request = _enroll_request()
+    result = Measured()
+    stop_at = time.monotonic() + duration
+    while time.monotonic() < stop_at:
+        began = time.perf_counter()
+        try:
+            ok = _exchange(server.port, server.device, request).startswith(b"HTTP/1.1 200")
+        except OSError:
+            ok = False
+        if ok:
+            result.ok += 1
+            result.latencies.append(time.perf_counter() - began)
+        else:
+            result.failed += 1
+        time.sleep(LEGIT_PAUSE_SECONDS)
+    return result
+
+
+# --- attacks ----------------------------------------------------------------------------------
+
+
+class Attack:
+    """Runs in background threads between ``start`` and ``stop``; ``summary`` says what it got."""
+
+    def __init__(self, server: Server, options: argparse.Namespace) -> None:
+        self.server = server
+        self.options = options
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def spawn(self, target: Callable[[], None], n: int = 1) -> None:
+        for _ in range(n):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def summary(self) -> str:
+        return ", ".join(f"{key} {value}" for key, value in sorted(self.counts.items()))
+
+
+class HeldConnections(Attack):
+    """Keeps ``--connections`` connections open, reopening those the server closes."""
+
+    def open_one(self) -> socket.socket:
+        raise NotImplementedError
+
+    def tick(self, sock: socket.socket) -> None:
+        """Called every TRICKLE_INTERVAL_SECONDS per held connection."""
+
+    def start(self) -> None:
+        self.spawn(self.hold)
+
+    def hold(self) -> None:
+        held: list[socket.socket] = []
+        next_tick = time.monotonic() + TRICKLE_INTERVAL_SECONDS
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TRICKLE_INTERVAL_SECONDS
+                    alive = []
+                    for sock in held:
+                        try:
+                            self.tick(sock)
+                            alive.append(sock)
+                        except OSError:
+                            self.count("closed by server")
+                            sock.close()
+                    held = alive
+                elif len(held) < self.options.connections:
+                    try:
+                        held.append(self.open_one())
+                        self.count("opened")
+                    except OSError:
+                        self.count("open failed")
+                        time.sleep(0.01)
+                else:
+                    time.sleep(0.01)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+class ConsoleIdle(HeldConnections):
+    def open_one(self) -> socket.socket:
+        return socket.create_connection((_HOST, self.server.admin_port), timeout=5)
+
+    def tick(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        try:
+            if sock.recv(1) == b"":
+                raise ConnectionResetError("closed")
+        except BlockingIOError:
+            pass
+
+
+class SlowBody(HeldConnections):
+    head = (
+        b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/pkcs10\r\n"
+        + f"Content-Length: {SLOW_BODY_BYTES}\r\n\r\n".encode()
+    )
+
+    def open_one(self) -> socket.socket:
+        raw = socket.create_connection((_HOST, self.server.port), timeout=5)
+        try:
+            tls = self.server.device.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(self.head)
+        except BaseException:
+            raw.close()
+            raise
+        return tls
+
+    def tick(self, sock: socket.socket) -> None:
+        sock.settimeout(0.001)
+        try:
+            if sock.recv(1) == b"":  # an answer (408) or a close: reopen
+                raise ConnectionResetError("closed")
+            raise ConnectionResetError("answered")
+        except (TimeoutError, ssl.SSLWantReadError):
+            pass
+        sock.settimeout(5)
+        sock.sendall(b"M")
+
+
+class Untrusted(Attack):
+    def start(self) -> None:
+        rogue_ca = create_manufacturer_ca(self.server.rogue_dir, common_name="Unknown Vendor CA")
+        self.contexts = []
+        for i in range(self.options.requesters):
+            credential = issue_device_certificate(rogue_ca, device_serial=f"R-{i}")
+            cert, key = self.server.rogue_dir / f"{i}.pem", self.server.rogue_dir / f"{i}.key"
+            credential.write(cert, key)
+            context = ssl.create_default_context(cafile=str(self.server.paths.ca_certificates))
+            context.load_cert_chain(str(cert), str(key))
+            self.contexts.append(context)
+        self.request = _enroll_request("rogue.example.com").replace(
+            b"/simpleenroll", b"/untrusted/simpleenroll"
+        )
+        self.spawn(self.run)
+
+    def run(self) -> None:
+        for context in self.contexts:
+            if self.stopping.is_set():
+                return
+            try:
+                status = _exchange(self.server.port, context, self.request)
+                self.count(status.decode(errors="replace")[9:12] or "no answer")
+            except OSError:
+                self.count("error")
+
+    def summary(self) -> str:
+        with open_store(self.server.paths.database_url) as store:
+            pending = len(store.list_requests("pending"))
+        return f"{super().summary()}; pending rows {pending}"
+
+
+class RefusedFlood(Attack):
+    request = (
+        b"GET /.well-known/est/nosuchop HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+
+    def start(self) -> None:
+        self.spawn(self.run, FLOOD_THREADS)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                status = _exchange(self.server.port, self.server.device, self.request)
+                self.count(status.decode(errors="replace")[9:12] or "no answer")
+            except OSError:
+                self.count("error")
+
+
+class TlsOld(Attack):
+    def start(self) -> None:
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+        old.set_ciphers("DEFAULT@SECLEVEL=0")
+        with warnings.catch_warnings():  # deprecated: that is the point of this attack
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+        weak.maximum_version = ssl.TLSVersion.TLSv1_2
+        weak.set_ciphers("AES128-SHA")
+        self.contexts = {"tls1.1": old, "bad cipher": weak}
+        self.spawn(self.run, FLOOD_THREADS)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for name, context in self.contexts.items():
+                try:
+                    with socket.create_connection((_HOST, self.server.port), timeout=5) as raw:
+                        context.wrap_socket(raw, server_hostname="localhost").close()
+                    self.count(f"{name} accepted(!)")
+                except ssl.SSLError as exc:
+                    alert = "alert" in str(exc).lower()
+                    self.count(f"{name} {'alert' if alert else 'no alert'}")
+                except OSError:
+                    self.count(f"{name} closed without alert")
+
+
+ATTACK_CLASSES: dict[str, type[Attack]] = {
+    "console-idle": ConsoleIdle,
+    "slow-body": SlowBody,
+    "untrusted": Untrusted,
+    "refused-flood": RefusedFlood,
+    "tls-old": TlsOld,
+}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _row(name: str, result: Measured, baseline: Measured | None, log_bytes: int) -> str:
+    p50 = result.percentile(0.5)
+    ratio = f"{p50 / baseline.percentile(0.5):4.1f}x" if baseline else "  -  "
+    verdict = ""
+    if baseline is not None:
+        good = result.success == 100.0 and p50 <= TARGET_P50_FACTOR * baseline.percentile(0.5)
+        verdict = "ok" if good else "MISSED"
+    return (
+        f"{name:<14} {result.success:6.1f}% (n={result.ok + result.failed}, "
+        f"failed={result.failed})  p50 {p50:7.1f} ms  p99 {result.percentile(0.99):7.1f} ms  "
+        f"{ratio}  log +{log_bytes} B  {verdict}"
+    )
+
+
+def run(options: argparse.Namespace) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, options.connections + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < options.connections + 64:
+        print(f"note: this process may open {wanted} files; --connections reduced")
+        options.connections = max(16, wanted - 64)
+    chosen = [name for name in options.attacks.split(",") if name]
+    unknown = sorted(set(chosen) - set(ATTACKS))
+    if unknown:
+        raise SystemExit(f"unknown attack(s) {', '.join(unknown)}; known: {', '.join(ATTACKS)}")
+    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp, _server(Path(tmp)) as server:
+        print(
+            f"server: ulimit -n {SERVER_NOFILE}, EST port {server.port}, console port "
+            f"{server.admin_port}; {options.duration:g} s per phase; noisy on a shared machine"
+        )
+        _measure(server, 0.5)  # warm-up
+        size = server.log.stat().st_size
+        baseline = _measure(server, options.duration)
+        print(_row("quiet", baseline, None, server.log.stat().st_size - size))
+        for name in chosen:
+            attack = ATTACK_CLASSES[name](server, options)
+            size = server.log.stat().st_size
+            attack.start()
+            time.sleep(min(2.0, options.duration / 2))  # let it build up
+            result = _measure(server, options.duration)
+            attack.stop()
+            print(_row(name, result, baseline, server.log.stat().st_size - size))
+            print(f"{'':<14} attack: {attack.summary()}")
+            time.sleep(SETTLE_SECONDS)
+        log = server.log.read_text(errors="replace")
+        print(f"server log: {len(log)} bytes, tracebacks: {log.count('Traceback')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--connections", type=int, default=1100, help="held connections")
+    parser.add_argument("--requesters", type=int, default=300, help="untrusted requesters")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

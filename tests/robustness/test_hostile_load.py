@@ -1,0 +1,504 @@
+"""Hold under hostile load (issue 14): descriptor budget per listener, eviction instead of
+refusal, EMFILE, slow bodies, TLS alerts, bounded logs and a bounded approval queue.
+
+Each limit is shown to trigger (the server saw the hostile input and answered it as stated), a
+legitimate request still succeeds while it holds, and nothing issued or queued is lost. Servers
+run on loopback with real TLS; the descriptor limits are real (``ulimit -n`` / ``prlimit`` on a
+real `estkit server serve` process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import resource
+import shlex
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
+from estkit.ca.store import open_store
+from estkit.server import queue_limits
+from estkit.server.accesslog import (
+    HANDSHAKE_LOG_BURST,
+    MAX_RATE_LIMITED_KINDS,
+    RateLimitedLog,
+    handshake_failures,
+    refusals,
+)
+from estkit.server.config import add_label, set_limits
+from estkit.server.datadir import InitResult, init_data_dir
+from estkit.server.limits import (
+    BODY_RATE_GRACE_SECONDS,
+    RESERVED_DESCRIPTORS,
+    connection_budget,
+)
+from estkit.server.runner import RunningServer, start_server_thread
+
+from .support import (
+    LOOPBACK,
+    SERVER_NAME,
+    ServeProcess,
+    client_context,
+    csr_body,
+    enroll,
+    free_port,
+    request,
+    wait_for,
+)
+
+# Descriptor limit of the `serve` processes below: small, so a few hundred connections exhaust it.
+NOFILE = 256
+# Seconds a well-behaved request may take while the server is under attack in these tests.
+LEGIT_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass
+class Server:
+    running: RunningServer
+    paths: InitResult
+    device: ssl.SSLContext
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    paths = init_data_dir(tmp_path / "srv", key_type="p256")
+    add_label(paths.config, "untrusted", approval="untrusted", retry_after_seconds=1)
+    running = start_server_thread(paths.data_dir)
+    try:
+        yield Server(
+            running,
+            paths,
+            client_context(paths.ca_certificates, paths.device_certificate, paths.device_key),
+        )
+    finally:
+        running.stop()
+
+
+def _enroll_ok(port: int, context: ssl.SSLContext) -> None:
+    reply = enroll(port, context, csr_body()[0], timeout=LEGIT_TIMEOUT_SECONDS)
+    assert reply.status == 200, reply.text
+
+
+# --- TLS alerts --------------------------------------------------------------------------------
+
+
+def _s_client(port: int, *args: str) -> str:
+    result = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{LOOPBACK}:{port}",
+            "-servername",
+            SERVER_NAME,
+            *args,
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    )
+    return (result.stdout + result.stderr).decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("args", "alert_text", "alert", "reason"),
+    [
+        (
+            ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
+            "alert protocol version",
+            70,
+            "offered TLSv1.1; TLS 1.2 or 1.3 is required",
+        ),
+        (
+            ["-tls1_2", "-cipher", "AES128-SHA"],
+            "alert handshake failure",
+            40,
+            "no offered cipher suite is allowed by BCP-003-01 T2",
+        ),
+    ],
+    ids=["tls1.1", "non-bcp-cipher"],
+)
+def test_refused_handshake_gets_its_alert_and_an_access_log_line(
+    server: Server,
+    caplog: pytest.LogCaptureFixture,
+    args: list[str],
+    alert_text: str,
+    alert: int,
+    reason: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.access")
+    handshake_failures.reset()
+    output = _s_client(server.port, *args)
+    # Before issue 14 the client saw "unexpected eof while reading" (the alert was dropped).
+    assert alert_text in output and f"SSL alert number {alert}" in output, output
+    lines = [r.getMessage() for r in caplog.records if r.name == "estkit.access"]
+    failed = [line for line in lines if line.startswith("tls_handshake_failed")]
+    assert len(failed) == 1, lines
+    assert f"alert={alert}" in failed[0] and reason in failed[0] and "sni=localhost" in failed[0]
+    # A BCP-003-01 client is still served.
+    _enroll_ok(server.port, server.device)
+
+
+def test_every_request_gets_one_access_log_line(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.access")
+    _enroll_ok(server.port, server.device)
+    refused = request(server.port, "GET", "/.well-known/est/nosuchop", server.device)
+    assert refused.status == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "estkit.access"]
+    assert len(lines) == 2, lines
+    assert re.match(r"request listener=est peer=127\.0\.0\.1:\d+ method=POST ", lines[0])
+    assert "path=/.well-known/est/simpleenroll status=200" in lines[0]
+    assert "path=/.well-known/est/nosuchop status=404" in lines[1]
+
+
+# --- bounded refusal log -----------------------------------------------------------------------
+
+
+def test_rate_limited_log_writes_one_sample_per_interval_with_the_count() -> None:
+    now = [0.0]
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    target = logging.getLogger("estkit.test.ratelimit")
+    target.addHandler(Collect())
+    target.setLevel(logging.INFO)
+    log = RateLimitedLog(target, interval=10.0, clock=lambda: now[0])
+    for i in range(1000):
+        log.log("refused requests", logging.WARNING, "refused %d", i)
+    assert records == ["refused 0"]
+    log.log("other kind", logging.WARNING, "other")  # kinds are counted apart
+    now[0] = 10.5
+    log.log("refused requests", logging.WARNING, "refused %d", 1000)
+    assert records[-1] == "refused 1000 (999 more refused requests since the last such message)"
+
+
+def test_rate_limited_log_burst_and_bounded_kinds() -> None:
+    now = [0.0]
+    log = RateLimitedLog(
+        logging.getLogger("estkit.test.burst"), interval=10.0, clock=lambda: now[0], burst=3
+    )
+    assert [log.admit("10.0.0.1") for _ in range(5)] == [0, 0, 0, None, None]
+    assert log.admit("10.0.0.2") == 0  # another address has its own burst
+    now[0] = 11.0
+    assert log.admit("10.0.0.1") == 2  # the next window reports the two counted ones
+    for i in range(MAX_RATE_LIMITED_KINDS + 10):
+        log.admit(f"peer-{i}")
+    assert len(log._windows) <= MAX_RATE_LIMITED_KINDS
+
+
+def test_a_handshake_flood_logs_a_bounded_number_of_access_lines(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.access")
+    handshake_failures.reset()
+    weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+    weak.maximum_version = ssl.TLSVersion.TLSv1_2
+    weak.set_ciphers("AES128-SHA")
+    attempts = 3 * HANDSHAKE_LOG_BURST
+    for _ in range(attempts):
+        with (
+            socket.create_connection((LOOPBACK, server.port), timeout=10) as raw,
+            pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
+        ):
+            weak.wrap_socket(raw, server_hostname=SERVER_NAME)
+    lines = [r.getMessage() for r in caplog.records if r.name == "estkit.access"]
+    failed = [line for line in lines if line.startswith("tls_handshake_failed")]
+    assert len(failed) == HANDSHAKE_LOG_BURST, failed
+    _enroll_ok(server.port, server.device)
+
+
+def test_a_flood_of_refused_requests_logs_a_bounded_number_of_lines(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    refusals.reset()  # another test's refusal in the last interval would hide the first line
+    flood = 40
+    for _ in range(flood):
+        reply = request(server.port, "GET", "/.well-known/est/nosuchop", server.device)
+        assert reply.status == 404
+    refusal_lines = [
+        r for r in caplog.records if r.name == "estkit.server" and "refused" in r.getMessage()
+    ]
+    assert 1 <= len(refusal_lines) <= 2, [r.getMessage() for r in refusal_lines]
+    # ...while the store's audit trail and the access log still account for every one.
+    with open_store(server.paths.database_url) as store:
+        assert len([e for e in store.list_events("refused") if e.fields["status"] == 404]) == flood
+    assert len([r for r in caplog.records if r.name == "estkit.access"]) == flood
+
+
+# --- slow bodies -------------------------------------------------------------------------------
+
+
+def _slow_body(port: int, context: ssl.SSLContext) -> ssl.SSLSocket:
+    sock = context.wrap_socket(
+        socket.create_connection((LOOPBACK, port), timeout=30), server_hostname=SERVER_NAME
+    )
+    sock.sendall(
+        b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/pkcs10\r\nContent-Length: 4000\r\n\r\nM"
+    )
+    return sock
+
+
+def _read_until_closed(sock: ssl.SSLSocket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_body_below_the_minimum_rate_is_cut_after_the_grace(server: Server) -> None:
+    sock = _slow_body(server.port, server.device)
+    started = time.monotonic()
+    try:
+        sock.sendall(b"I")  # 2 bytes in: far below body_min_rate (500 B/s)
+        _enroll_ok(server.port, server.device)  # others are served meanwhile
+        received = _read_until_closed(sock, 30)
+    finally:
+        sock.close()
+    elapsed = time.monotonic() - started
+    assert received.startswith(b"HTTP/1.1 408"), received[:200]
+    assert b"body_min_rate=500 bytes/s" in received
+    # Cut at the grace, long before body_timeout (30 s).
+    assert BODY_RATE_GRACE_SECONDS - 0.5 <= elapsed < BODY_RATE_GRACE_SECONDS + 5, elapsed
+
+
+def test_at_the_cap_a_slow_body_is_evicted_for_a_legitimate_client(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.server")
+    cap = 6
+    set_limits(server.paths.config, max_connections=cap)
+    wait_for(lambda: server.running._state.config.limits.max_connections == cap, 10)
+    slow = [_slow_body(server.port, server.device) for _ in range(cap)]
+    try:
+        time.sleep(0.5)  # the server has seen every head: all six are reading bodies
+        _enroll_ok(server.port, server.device)
+        # The oldest slow body was closed to make room (no answer: its slot was needed).
+        assert _read_until_closed(slow[0], 10) == b""
+        assert any(
+            "max_connections=6) reached: closed the busy connection" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        for sock in slow:
+            sock.close()
+    # The handler of the evicted request saw why (recorded like any refusal, not a 500).
+    with open_store(server.paths.database_url) as store:
+        events = store.list_events("refused")
+    assert any("connection closed before the request body arrived" in e.message for e in events)
+    assert not any(e.fields.get("status") == 500 for e in events)
+
+
+# --- the approval queue ------------------------------------------------------------------------
+
+
+def _rogue_contexts(server: Server, tmp_path: Path, count: int) -> list[ssl.SSLContext]:
+    """Client contexts with certificates from a CA the server does not trust (each a new
+    requester, all from 127.0.0.1)."""
+    rogue_ca = create_manufacturer_ca(tmp_path / "rogue", common_name="Unknown Vendor CA")
+    contexts = []
+    for i in range(count):
+        device = issue_device_certificate(rogue_ca, device_serial=f"X-{i}")
+        cert, key = tmp_path / f"rogue-{i}.pem", tmp_path / f"rogue-{i}.key"
+        device.write(cert, key)
+        contexts.append(client_context(server.paths.ca_certificates, cert, key))
+    return contexts
+
+
+def _pending(server: Server) -> int:
+    with open_store(server.paths.database_url) as store:
+        return len(store.list_requests("pending"))
+
+
+def test_queue_caps_per_address_and_total_answer_503_and_keep_what_is_queued(
+    server: Server, tmp_path: Path
+) -> None:
+    per_address = 5
+    set_limits(server.paths.config, queue_per_address=per_address)
+    wait_for(lambda: server.running._state.config.limits.queue_per_address == per_address, 10)
+    rogues = _rogue_contexts(server, tmp_path, per_address + 2)
+    bodies = [csr_body()[0] for _ in rogues]
+    for context, body in zip(rogues[:per_address], bodies, strict=False):
+        assert enroll(server.port, context, body, label="untrusted").status == 202
+    over = enroll(server.port, rogues[per_address], bodies[per_address], label="untrusted")
+    assert over.status == 503, over.text
+    assert over.header("Retry-After") == str(queue_limits.QUEUE_FULL_RETRY_AFTER_SECONDS)
+    assert "address 127.0.0.1" in over.text and f"queue_per_address={per_address}" in over.text
+    assert _pending(server) == per_address  # nothing queued beyond the cap, nothing lost
+    # A queued requester polling with its CSR is the same entry, never refused by a cap.
+    again = enroll(server.port, rogues[0], bodies[0], label="untrusted")
+    assert again.status == 202, again.text
+    assert _pending(server) == per_address
+    # A trusted device is not queued at all: it still enrolls.
+    assert enroll(server.port, server.device, csr_body()[0], label="untrusted").status == 200
+
+    set_limits(server.paths.config, queue_per_address=100, queue_total=per_address)
+    wait_for(lambda: server.running._state.config.limits.queue_total == per_address, 10)
+    total = enroll(server.port, rogues[per_address + 1], bodies[-1], label="untrusted")
+    assert total.status == 503 and f"queue_total={per_address}" in total.text, total.text
+    assert _pending(server) == per_address
+
+
+def test_queue_cap_per_requester(server: Server, tmp_path: Path) -> None:
+    (rogue,) = _rogue_contexts(server, tmp_path, 1)
+    cap = 4  # the default (QUEUE_PER_REQUESTER)
+    for _ in range(cap):
+        assert enroll(server.port, rogue, csr_body()[0], label="untrusted").status == 202
+    over = enroll(server.port, rogue, csr_body()[0], label="untrusted")
+    assert over.status == 503 and "queue_per_requester=4" in over.text, over.text
+    assert over.header("Retry-After") is not None
+    assert _pending(server) == cap
+
+
+def test_pending_requests_expire_and_a_repeat_queues_afresh(server: Server, tmp_path: Path) -> None:
+    import datetime as dt
+
+    (rogue,) = _rogue_contexts(server, tmp_path, 1)
+    body = csr_body()[0]
+    first = enroll(server.port, rogue, body, label="untrusted")
+    assert first.status == 202
+    first_id = int(first.text.split("request ")[1].split()[0])
+    state = server.running._state
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=7, hours=1)
+    queue_limits._sweeps.clear()
+    queue_limits.expire_old_requests(state, state.config.limits, later)
+    with open_store(server.paths.database_url) as store:
+        assert store.get_request(first_id) is None
+        expired = store.list_events("expired")
+    assert [e.fields["request_id"] for e in expired] == [first_id]
+    again = enroll(server.port, rogue, body, label="untrusted")
+    assert again.status == 202
+    assert int(again.text.split("request ")[1].split()[0]) != first_id
+    # A request younger than the expiry stays.
+    queue_limits._sweeps.clear()
+    queue_limits.expire_old_requests(state, state.config.limits, dt.datetime.now(dt.UTC))
+    assert _pending(server) == 1
+
+
+# --- descriptor budget, console flood and EMFILE (real processes) -----------------------------
+
+
+class LimitedServe(ServeProcess):
+    """`estkit server serve` under `ulimit -n NOFILE` (soft and hard)."""
+
+    def command(self) -> list[str]:
+        return ["sh", "-c", f"ulimit -n {NOFILE} && exec {shlex.join(super().command())}"]
+
+
+def _serve_init(tmp_path: Path) -> InitResult:
+    return init_data_dir(tmp_path / "srv", key_type="p256")
+
+
+def _idle_tcp(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.settimeout(10)
+        sock.connect((LOOPBACK, port))
+        socks.append(sock)
+    return socks
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_budget_is_derived_from_rlimit_nofile() -> None:
+    assert connection_budget("console", 1024) == 64
+    assert connection_budget("est", 1024) == 1024 - RESERVED_DESCRIPTORS - 64
+    assert connection_budget("console", 256) == (256 - RESERVED_DESCRIPTORS) // 8
+    # This process raised its soft limit to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == hard or hard == resource.RLIM_INFINITY
+
+
+def test_idle_flood_on_the_console_port_does_not_starve_the_est_port(tmp_path: Path) -> None:
+    paths = _serve_init(tmp_path)
+    admin_port = free_port()
+    device = client_context(paths.ca_certificates, paths.device_certificate, paths.device_key)
+    console_budget = connection_budget("console", NOFILE)
+    with LimitedServe(
+        paths.data_dir, tmp_path / "serve.log", extra_args=["--admin-port", str(admin_port)]
+    ).start() as serve:
+        flood = _idle_tcp(admin_port, NOFILE + 44)  # more than the whole process may open
+        try:
+            _enroll_ok(serve.port, device)
+            # The console shed the oldest idle connections to stay within its share...
+            closed: set[int] = set()
+
+            def shed() -> bool:
+                closed.update(
+                    i for i, s in enumerate(flood) if i not in closed and _closed_by_server(s)
+                )
+                return len(closed) >= len(flood) - console_budget
+
+            assert wait_for(shed, 30), (len(closed), len(flood), console_budget)
+            # ...and still answers a newcomer (an HTTP answer, whatever the page says).
+            reply = request(admin_port, "GET", "/login", client_context(paths.ca_certificates))
+            assert 200 <= reply.status < 500
+        finally:
+            for sock in flood:
+                sock.close()
+        log = serve.log_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert f"console connection budget (max_connections={console_budget}) reached" in log
+
+
+def test_accept_out_of_descriptors_evicts_and_does_not_spin(tmp_path: Path) -> None:
+    paths = _serve_init(tmp_path)
+    device = client_context(paths.ca_certificates, paths.device_certificate, paths.device_key)
+    with LimitedServe(paths.data_dir, tmp_path / "serve.log").start() as serve:
+        _enroll_ok(serve.port, device)
+        # Lower the running server's limit below its budget: accept() will hit EMFILE.
+        in_use = len(os.listdir(f"/proc/{serve.pid}/fd"))
+        resource.prlimit(serve.pid, resource.RLIMIT_NOFILE, (in_use + 40, NOFILE))
+        flood = _idle_tcp(serve.port, 80)
+        try:
+            time.sleep(1.0)
+            cpu_before = _cpu_seconds(serve.pid)
+            time.sleep(2.0)
+            # Not spinning on a failing accept(): well under a fifth of a core.
+            assert _cpu_seconds(serve.pid) - cpu_before < 0.4
+            _enroll_ok(serve.port, device)
+        finally:
+            for sock in flood:
+                sock.close()
+        log = serve.log_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert "accept() failed (Too many open files)" in log
+    with open_store(paths.database_url) as store:
+        assert len(store.list_issued()) == 2  # both legitimate enrollments recorded
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

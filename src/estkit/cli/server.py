@@ -139,7 +139,7 @@ def _print_init(result: InitResult) -> None:
     for name, value in rows:
         table.add_row(f"  {name}", str(value))
     console.print(table)
-    console.print(f"  CA fingerprint: {result.ca_fingerprint}")
+    console.print(f"  CA fingerprint: {result.ca_fingerprint}", soft_wrap=True)
 
 
 def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
@@ -514,12 +514,34 @@ def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[s
 def revoke_command(data_dir: Path, serial: str, reason: str, as_json: bool) -> None:
     """Revoke an issued certificate (hex SERIAL) and regenerate the CRL."""
     with _store(data_dir) as store:
+        earlier = store.get_issued(serial)
+        if earlier is not None and earlier.status == "revoked":
+            # Revoking is idempotent: the first date and reason stand, the CRL is not rewritten.
+            if as_json:
+                print_json({**earlier.to_json(), "crl": None, "already_revoked": True})
+                return
+            when = f"{earlier.revoked_at:%Y-%m-%d %H:%M:%S} UTC" if earlier.revoked_at else "?"
+            console.print(
+                f"{earlier.serial} was already revoked on {when} "
+                f"(reason {earlier.revocation_reason}); nothing changed",
+                markup=False,
+                soft_wrap=True,
+            )
+            return
         record, crl_path = revoke_certificate(_config(data_dir), store, serial, reason)
     if as_json:
-        print_json({**record.to_json(), "crl": str(crl_path)})
+        print_json({**record.to_json(), "crl": str(crl_path), "already_revoked": False})
         return
-    console.print(f"revoked {record.serial} ({record.subject}), reason {record.revocation_reason}")
-    console.print(f"CRL written to {crl_path}; a running server serves it at /crl")
+    console.print(
+        f"revoked {record.serial} ({record.subject}), reason {record.revocation_reason}",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"CRL written to {crl_path}; a running server serves it at /crl",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # --- approval queue ---------------------------------------------------------------------------
@@ -766,8 +788,8 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
         print_json(data)
         return
     console.print(f"rolled the root CA over to generation {result.generation}")
-    console.print(f"  old root: {data['old_root_fingerprint']}")
-    console.print(f"  new root: {data['new_root_fingerprint']}")
+    console.print(f"  old root: {data['old_root_fingerprint']}", soft_wrap=True)
+    console.print(f"  new root: {data['new_root_fingerprint']}", soft_wrap=True)
     console.print("  /cacerts now serves OldWithOld, NewWithNew, OldWithNew, NewWithOld")
     for item in renewed:
         console.print(

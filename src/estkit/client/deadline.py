@@ -156,7 +156,11 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 def _install(http: httpx.Client) -> None:
     """Wrap the network backend of ``http``'s connection pool (once)."""
-    pool = http._transport._pool  # type: ignore[attr-defined]
+    transport = http._transport  # type: ignore[attr-defined]
+    # Wrappers of ours (AuthRetryTransport) keep the httpx transport as ``_inner``.
+    while not hasattr(transport, "_pool") and hasattr(transport, "_inner"):
+        transport = transport._inner
+    pool = transport._pool
     backend = pool._network_backend
     if not isinstance(backend, _DeadlineBackend):
         pool._network_backend = _DeadlineBackend(backend)

@@ -137,7 +137,7 @@ def _common_options(func: F) -> F:
             type=click.IntRange(min=1),
             default=DEFAULT_MAX_ATTEMPTS,
             show_default=True,
-            help="Requests in all while the server answers 202/503.",
+            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
         ),
         click.option(
             "--max-wait",

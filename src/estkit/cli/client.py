@@ -264,7 +264,7 @@ def _show_candidates(candidates: list[Any]) -> None:
         )
         err_console.print(f"    issuer:  {printable(candidate.issuer)}", markup=False)
         err_console.print(f"    expires: {candidate.not_after.isoformat()}", markup=False)
-        err_console.print(f"    SHA-256: {candidate.fingerprint}", markup=False)
+        err_console.print(f"    fingerprint: {candidate.sha256}", markup=False, soft_wrap=True)
 
 
 def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:

@@ -84,8 +84,12 @@ COMMANDS: dict[str, LazyEntry] = {
             "never the password).",
             "admin-cert": "Issue an operator certificate NAME for the web console of the server "
             "in DATA_DIR.",
+            "admin-certs": "List the console operator certificates issued for the server in "
+            "DATA_DIR.",
             "approve": "Approve a queued enrollment request.",
             "certs": "List the certificates the server issued.",
+            "console-login": "Print a single-use console sign-in URL for OPERATOR (valid 10 "
+            "minutes).",
             "dns-records": "Print the unicast DNS-SD records (PTR/SRV/TXT/A) to paste into a zone "
             "(D1-D4).",
             "init": "Create DIR: root + issuing CA, TLS certificates, demo manufacturer and "
@@ -93,6 +97,8 @@ COMMANDS: dict[str, LazyEntry] = {
             "reject": "Reject a queued enrollment request.",
             "requests": "List enrollment requests waiting for (or decided by) an operator (S4).",
             "revoke": "Revoke an issued certificate (hex SERIAL) and regenerate the CRL.",
+            "revoke-admin-cert": "Revoke a console operator certificate (hex SERIAL) or all of "
+            "operator NAME's.",
             "rollover": "Root CA key rollover (RFC 4210 §4.4); a running server picks it up "
             "immediately.",
             "serve": "Run the server in the foreground (default DIR: ./estkit-data, created on "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import getpass
 import ipaddress
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -286,6 +287,25 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     console.print("Press Ctrl+C to stop.", style="dim")
 
 
+def _ready_line(info: Any, paths: InitResult, consoles: list[Any]) -> None:
+    """``serve --json``: one line (JSON Lines), so a script reads it without waiting for EOF."""
+    document = {
+        "url": info.url,
+        "host": info.host,
+        "port": info.port,
+        "workers": info.workers,
+        "data_dir": str(info.data_dir),
+        "ca_fingerprint": info.ca_fingerprint,
+        "ca_certificates": str(paths.ca_certificates),
+        "labels": list(info.labels),
+        "crl_url": f"{info.url}/crl",
+        "consoles": [handle.url for handle in consoles],
+        "client_certificates_verified_in_app": info.verify_in_app,
+    }
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
 def _setup_logging(level: str, workers: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     process = " [%(process)d]" if workers > 1 else ""
@@ -323,6 +343,13 @@ def _setup_logging(level: str, workers: int) -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="When ready, print one line of JSON (URL, port, CA fingerprint, ...) instead of the "
+    "banner; other messages go to stderr.",
+)
 @_command
 def serve_command(
     data_dir: Path | None,
@@ -335,6 +362,7 @@ def serve_command(
     admin_port: int | None,
     admin_host: str | None,
     log_level: str,
+    as_json: bool,
 ) -> None:
     """Run the server in the foreground (default DIR: ./estkit-data, created on first run).
 
@@ -347,8 +375,12 @@ def serve_command(
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
         if not (data_dir / "estkit.toml").exists():
-            console.print(f"First run: creating demo data in ./{DEFAULT_DATA_DIR}")
-            _print_init(init_data_dir(data_dir))
+            created = init_data_dir(data_dir)
+            if not as_json:
+                console.print(f"First run: creating demo data in ./{DEFAULT_DATA_DIR}")
+                _print_init(created)
+            else:
+                err_console.print(f"First run: created demo data in ./{DEFAULT_DATA_DIR}")
     elif not (data_dir / "estkit.toml").exists():
         fail(
             f"{data_dir} is not an estkit server data directory (no estkit.toml)",
@@ -374,7 +406,10 @@ def serve_command(
         return handle.stop
 
     def on_ready(info: ServerInfo) -> None:
-        _banner(info, paths, consoles)
+        if as_json:
+            _ready_line(info, paths, consoles)
+        else:
+            _banner(info, paths, consoles)
         if advertise:
             from estkit.server.dnssd import MdnsAdvertisement, MdnsError, mdns_host_name
 
@@ -404,7 +439,9 @@ def serve_command(
                 logging.getLogger("estkit.server").warning("%s; serving without it", exc)
                 return
             advertisement.append(ad)
-            console.print(f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False)
+            (err_console if as_json else console).print(
+                f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False
+            )
 
     listen_host, listen_port = host or config.host, config.port if port is None else port
     try:
@@ -427,7 +464,7 @@ def serve_command(
     finally:
         for ad in advertisement:
             ad.stop()
-    console.print("server stopped")
+    (err_console if as_json else console).print("server stopped")
     raise SystemExit(status)
 
 

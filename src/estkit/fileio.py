@@ -25,8 +25,27 @@ class CredentialMismatchError(ValueError):
     """The private key on disk does not belong to the certificate next to it."""
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+class MissingDirectoryError(FileNotFoundError):
+    """The directory a file was to be written in does not exist (and was not to be created)."""
+
+    def __init__(self, directory: Path, path: Path) -> None:
+        super().__init__(
+            f"the directory {directory} does not exist (writing {path}); create it first"
+        )
+        self.directory = directory
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _write_temp(path: Path, data: bytes, mode: int, create_parents: bool = True) -> Path:
+    # Paths a person names (curl -o, openssl -out) never get directories made for them: a typo
+    # would scatter files. Layouts the library owns (data directory, node store) are created.
+    if create_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise MissingDirectoryError(path.parent, path)
     # mkstemp creates the file 0600 from the start, so a key is never readable by others,
     # not even for the instant between creation and chmod.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,11 +73,19 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def write_file_atomic(
-    path: str | os.PathLike[str], data: bytes, mode: int = PUBLIC_FILE_MODE
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = PUBLIC_FILE_MODE,
+    *,
+    create_parents: bool = True,
 ) -> None:
-    """Replace ``path`` with ``data`` atomically (readers never see a partial file)."""
+    """Replace ``path`` with ``data`` atomically (readers never see a partial file).
+
+    With ``create_parents=False`` a missing directory is a :class:`MissingDirectoryError`
+    (nothing is written) instead of being created.
+    """
     target = Path(path)
-    tmp = _write_temp(target, data, mode)
+    tmp = _write_temp(target, data, mode, create_parents)
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -68,9 +95,11 @@ def write_file_atomic(
     _fsync_dir(target.parent)
 
 
-def write_private_file_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_private_file_atomic(
+    path: str | os.PathLike[str], data: bytes, *, create_parents: bool = True
+) -> None:
     """Like :func:`write_file_atomic`, with mode 0600 from the moment the file exists."""
-    write_file_atomic(path, data, PRIVATE_FILE_MODE)
+    write_file_atomic(path, data, PRIVATE_FILE_MODE, create_parents=create_parents)
 
 
 def replace_credential_pair(
@@ -78,17 +107,19 @@ def replace_credential_pair(
     cert_pem: bytes,
     key_path: str | os.PathLike[str],
     key_pem: bytes,
+    *,
+    create_parents: bool = True,
 ) -> None:
     """Install a new certificate and key as a pair.
 
     Both temporary files are complete and synced before either is renamed, so the only window is
     between the two renames; :func:`load_credential_pair` detects that case instead of serving a
-    mismatched pair.
+    mismatched pair. ``create_parents`` as for :func:`write_file_atomic`.
     """
     cert_target, key_target = Path(cert_path), Path(key_path)
-    key_tmp = _write_temp(key_target, key_pem, PRIVATE_FILE_MODE)
+    key_tmp = _write_temp(key_target, key_pem, PRIVATE_FILE_MODE, create_parents)
     try:
-        cert_tmp = _write_temp(cert_target, cert_pem, PUBLIC_FILE_MODE)
+        cert_tmp = _write_temp(cert_target, cert_pem, PUBLIC_FILE_MODE, create_parents)
     except BaseException:
         with contextlib.suppress(OSError):
             key_tmp.unlink()

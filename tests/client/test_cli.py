@@ -198,10 +198,11 @@ def test_insecure_bootstrap_asks_a_person_on_a_terminal(
         ],
         answer,
     )
-    # The fingerprints were shown (AB:CD:… form) before the question.
-    shown = estkit_server.paths.ca_fingerprint.removeprefix("sha256:").upper()
+    # The fingerprints were shown, whole and in the one form estkit uses (sha256:<hex>),
+    # before the question.
     flat = transcript.replace("\r", "").replace("\n", "")
-    assert ":".join(shown[i : i + 2] for i in range(0, 8, 2)) in flat, transcript
+    assert f"fingerprint: {estkit_server.paths.ca_fingerprint}" in flat, transcript
+    assert "SHA-256:" not in flat
     assert "NOT verified" in transcript
     if accepted:
         assert code == 0, transcript
@@ -533,3 +534,48 @@ def test_a_host_name_cn_becomes_the_csr_san_unless_san_is_given() -> None:
     assert _san_or_cn("node1.example.com", ("a.example",)) == ("a.example",)
     assert _san_or_cn("Device 12", ()) == ()
     assert _san_or_cn(None, ("a.example",)) == ("a.example",)
+
+
+# --- output files go only into existing directories (issue 15) --------------------------------
+
+
+@pytest.mark.parametrize("option", ["--out-cert", "--out-key"])
+def test_enroll_refuses_an_output_in_a_missing_directory_before_sending_anything(
+    pki: QuirkyPki, quirky: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    """curl -o and openssl -out refuse; so does estkit, before a request could cost an issued
+    certificate that then has nowhere to go."""
+    server = quirky({})
+    monkeypatch.chdir(tmp_path)
+    outputs = {"--out-cert": "node.pem", "--out-key": "node.key"}
+    outputs[option] = f"nosuch/dir/{outputs[option]}"
+    result = run(
+        "enroll",
+        "--server",
+        server.url,
+        "--trust",
+        pki.files["root"],
+        "--key-type",
+        "p256",
+        "--cn",
+        "node.example",
+        "--out-cert",
+        outputs["--out-cert"],
+        "--out-key",
+        outputs["--out-key"],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert "the directory nosuch/dir does not exist; create it first" in result.stderr
+    assert server.requests == []
+    assert not (tmp_path / "nosuch").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cacerts_out_in_a_missing_directory_is_refused(estkit_server: Any, tmp_path: Path) -> None:
+    result = run(
+        "cacerts", *_common(estkit_server, device=False), "--out", tmp_path / "no" / "ca.pem"
+    )
+    assert result.exit_code == 2
+    assert f"the directory {tmp_path / 'no'} does not exist" in result.stderr
+    assert not (tmp_path / "no").exists()

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from estkit.client import AsyncEstClient, EstClient, EstTimeoutError
+from estkit.client import AsyncEstClient, EstClient, EstTimeoutError, RetryPolicy
 
 from .hostile import TricklingServer
 from .pki import QuirkyPki
@@ -22,6 +22,8 @@ from .pki import QuirkyPki
 DEADLINE = 3.0
 # Scheduling slack on a loaded 2-core machine; the trickle alone would go on for 100000 x 2 s.
 SLACK = 1.5
+# One exchange: a timed-out attempt is otherwise repeated (tests/client/test_retry.py).
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def _check_gave_up_at_deadline(server: TricklingServer, elapsed: float, message:
 def test_sync_client_fails_at_the_overall_deadline(
     trickler: TricklingServer, pki: QuirkyPki
 ) -> None:
-    client = EstClient(trickler.url, trust=pki.files["root"], timeout=DEADLINE)
+    client = EstClient(trickler.url, trust=pki.files["root"], timeout=DEADLINE, retry=ONE_ATTEMPT)
     start = time.monotonic()
     with client, pytest.raises(EstTimeoutError) as caught:
         client.cacerts()
@@ -51,7 +53,9 @@ async def test_async_client_fails_at_the_overall_deadline(
     trickler: TricklingServer, pki: QuirkyPki
 ) -> None:
     start = time.monotonic()
-    async with AsyncEstClient(trickler.url, trust=pki.files["root"], timeout=DEADLINE) as client:
+    async with AsyncEstClient(
+        trickler.url, trust=pki.files["root"], timeout=DEADLINE, retry=ONE_ATTEMPT
+    ) as client:
         with pytest.raises(EstTimeoutError) as caught:
             await client.cacerts()
     _check_gave_up_at_deadline(trickler, time.monotonic() - start, str(caught.value))
@@ -73,6 +77,8 @@ def test_cli_timeout_is_the_whole_exchange(trickler: TricklingServer, pki: Quirk
             str(pki.files["root"]),
             "--timeout",
             str(DEADLINE),
+            "--max-attempts",
+            "1",
         ],
         capture_output=True,
         text=True,

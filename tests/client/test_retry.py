@@ -6,7 +6,9 @@ that defer, with an injected sleep so no test waits for real.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -17,7 +19,10 @@ from estkit.client import (
     AsyncEstClient,
     CsrSpec,
     EstClient,
+    EstConnectionError,
+    EstError,
     EstRetryLaterError,
+    EstTimeoutError,
     RetryPolicy,
 )
 from estkit.client.retry import (
@@ -205,3 +210,121 @@ async def test_async_client_polls_the_same_way(
     assert sleeper.waits == [1, 1]
     assert [attempt for attempt, _s, _r in sleeper.progress] == [1, 2]
     assert result.attempts == 3
+
+
+# --- timeouts are retried like 202/503 (issue 15, item 5) ---------------------------------------
+
+# The client's whole-exchange timeout in these tests, and how long a stalled answer is held back:
+# well past the timeout, and released when the test ends so no thread lingers.
+TIMEOUT_SECONDS = 0.5
+STALL_SECONDS = 10.0
+
+
+class _Staller:
+    """Holds back the answers to the first ``stalls`` POSTs past the client's timeout, then
+    answers (issues) normally; records how many POSTs arrived."""
+
+    def __init__(self, pki: QuirkyPki, stalls: int) -> None:
+        self.stalls = stalls
+        self.released = threading.Event()
+        self.issue = _issue(pki)
+
+    def __call__(self, request: Recorded) -> Canned:
+        if self.stalls > 0:
+            self.stalls -= 1
+            self.released.wait(STALL_SECONDS)
+            return Canned(503, [], b"too late")
+        return self.issue(request)
+
+
+@pytest.fixture
+def staller(pki: QuirkyPki) -> Iterator[Callable[[int], _Staller]]:
+    made: list[_Staller] = []
+
+    def make(stalls: int) -> _Staller:
+        made.append(_Staller(pki, stalls))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.released.set()
+
+
+def test_a_timed_out_post_is_sent_again_after_the_default_wait(
+    pki: QuirkyPki, quirky: Start, sleeper: SleepRecorder, staller: Callable[[int], _Staller]
+) -> None:
+    server = quirky({ENROLL: staller(1)})
+    with EstClient(
+        server.url,
+        trust=pki.files["root"],
+        sleep=sleeper,
+        on_wait=sleeper.on_wait,
+        timeout=TIMEOUT_SECONDS,
+    ) as client:
+        result = client.simpleenroll(_spec(), pop=False)
+    assert server.paths() == [ENROLL, ENROLL]
+    # The same CSR (same key): a server that queued the first one recognises the second.
+    assert server.requests[0].body == server.requests[1].body
+    assert sleeper.waits == [DEFAULT_RETRY_AFTER_SECONDS]
+    assert "no answer in time" in sleeper.progress[0][2]
+    assert result.attempts == 2
+    assert result.certificate.public_key() == decode_csr_body(server.requests[1].body).public_key()
+
+
+def test_the_last_attempts_timeout_is_raised(
+    pki: QuirkyPki, quirky: Start, sleeper: SleepRecorder, staller: Callable[[int], _Staller]
+) -> None:
+    server = quirky({ENROLL: staller(2)})
+    with (
+        EstClient(
+            server.url,
+            trust=pki.files["root"],
+            sleep=sleeper,
+            timeout=TIMEOUT_SECONDS,
+            retry=RetryPolicy(max_attempts=2, default_retry_after=1),
+        ) as client,
+        pytest.raises(EstTimeoutError) as caught,
+    ):
+        client.simpleenroll(_spec(), pop=False)
+    assert server.paths() == [ENROLL, ENROLL]
+    assert sleeper.waits == [1]
+    assert "no answer in 2 attempts" in str(caught.value)
+
+
+async def test_async_client_retries_a_timeout_the_same_way(
+    pki: QuirkyPki, quirky: Start, sleeper: SleepRecorder, staller: Callable[[int], _Staller]
+) -> None:
+    server = quirky({ENROLL: staller(1)})
+    async with AsyncEstClient(
+        server.url, trust=pki.files["root"], sleep=sleeper.asleep, timeout=TIMEOUT_SECONDS
+    ) as client:
+        result = await client.simpleenroll(_spec(), pop=False)
+    assert server.paths() == [ENROLL, ENROLL]
+    assert server.requests[0].body == server.requests[1].body
+    assert sleeper.waits == [DEFAULT_RETRY_AFTER_SECONDS]
+    assert result.attempts == 2
+
+
+def test_a_refused_connection_is_not_retried(pki: QuirkyPki, sleeper: SleepRecorder) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (
+        EstClient(f"https://127.0.0.1:{port}", trust=pki.files["root"], sleep=sleeper) as client,
+        pytest.raises(EstConnectionError) as caught,
+    ):
+        client.simpleenroll(_spec(), pop=False)
+    assert not isinstance(caught.value, EstTimeoutError)
+    assert sleeper.waits == []
+
+
+def test_a_403_is_not_retried(pki: QuirkyPki, quirky: Start, sleeper: SleepRecorder) -> None:
+    server = quirky({ENROLL: Canned(403, [("Content-Type", "text/plain")], b"not you")})
+    with (
+        EstClient(server.url, trust=pki.files["root"], sleep=sleeper) as client,
+        pytest.raises(EstError) as caught,
+    ):
+        client.simpleenroll(_spec(), pop=False)
+    assert server.paths() == [ENROLL]
+    assert sleeper.waits == []
+    assert "not you" in str(caught.value)

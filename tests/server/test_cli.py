@@ -211,3 +211,45 @@ def test_serve_refuses_a_directory_without_config(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert b"not an estkit server data directory" in result.stderr
     assert b"estkit server init" in result.stderr
+
+
+def test_revoking_twice_changes_nothing_and_says_so(fresh_server, tmp_path: Path) -> None:
+    """Issue 15: a second `server revoke` of the same serial keeps the first date and reason,
+    leaves the CRL file alone, says so, and exits 0 (--json: already_revoked)."""
+    server = fresh_server()
+    csr = openssl_csr(tmp_path, cn="twice.example.com", sans=["twice.example.com"])
+    enrolled = curl(
+        server.est_url("simpleenroll"),
+        cacert=server.paths.ca_certificates,
+        cert=server.paths.device_certificate,
+        key=server.paths.device_key,
+        data=csr.b64,
+        workdir=tmp_path,
+    )
+    assert enrolled.status == 200, enrolled.text
+    (record,) = server.open_store().list_issued()
+    first = estkit_cli(
+        "server", "revoke", server.data_dir, record.serial, "--reason", "keyCompromise"
+    )
+    assert f"revoked {record.serial}" in first.stdout.decode()
+    crl = server.data_dir / "crl.der"
+    crl_bytes, crl_mtime = crl.read_bytes(), crl.stat().st_mtime_ns
+    revoked_at = server.open_store().get_issued(record.serial).revoked_at
+
+    again = estkit_cli("server", "revoke", server.data_dir, record.serial, "--reason", "superseded")
+    text = again.stdout.decode()
+    assert re.search(
+        rf"{record.serial} was already revoked on \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+        r"\(reason keyCompromise\); nothing changed",
+        text,
+    ), text
+    assert crl.read_bytes() == crl_bytes and crl.stat().st_mtime_ns == crl_mtime
+    stored = server.open_store().get_issued(record.serial)
+    assert (stored.revocation_reason, stored.revoked_at) == ("keyCompromise", revoked_at)
+
+    as_json = json.loads(
+        estkit_cli("server", "revoke", server.data_dir, record.serial, "--json").stdout
+    )
+    assert as_json["already_revoked"] is True
+    assert as_json["revocation_reason"] == "keyCompromise"
+    assert as_json["crl"] is None

@@ -25,7 +25,15 @@ from estkit.cli.client_pending import (
     load_pending,
     save_pending,
 )
-from estkit.cli.output import EXIT_USAGE, console, err_console, fail, friendly_errors, print_json
+from estkit.cli.output import (
+    EXIT_USAGE,
+    console,
+    err_console,
+    existing_parent,
+    fail,
+    friendly_errors,
+    print_json,
+)
 from estkit.cli.prompts import read_secret
 from estkit.client import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -137,7 +145,7 @@ def _common_options(func: F) -> F:
             type=click.IntRange(min=1),
             default=DEFAULT_MAX_ATTEMPTS,
             show_default=True,
-            help="Requests in all while the server answers 202/503.",
+            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
         ),
         click.option(
             "--max-wait",
@@ -264,7 +272,7 @@ def _show_candidates(candidates: list[Any]) -> None:
         )
         err_console.print(f"    issuer:  {printable(candidate.issuer)}", markup=False)
         err_console.print(f"    expires: {candidate.not_after.isoformat()}", markup=False)
-        err_console.print(f"    SHA-256: {candidate.fingerprint}", markup=False)
+        err_console.print(f"    fingerprint: {candidate.sha256}", markup=False, soft_wrap=True)
 
 
 def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:
@@ -306,6 +314,7 @@ def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=existing_parent,
     metavar="PEM",
     help="Write the CA certificates here (default: print PEM on stdout).",
 )
@@ -348,7 +357,7 @@ def cacerts_command(
         with _client(options) as est:
             result = est.cacerts()
     if out is not None:
-        write_file_atomic(out, result.to_pem())
+        write_file_atomic(out, result.to_pem(), create_parents=False)
     if options.as_json:
         document = result.to_json()
         document["out"] = str(out) if out else None
@@ -423,12 +432,14 @@ def _csr_options(func: F) -> F:
         click.option(
             "--out-cert",
             type=click.Path(dir_okay=False, path_type=Path),
+            callback=existing_parent,
             metavar="PEM",
             help="Write the certificate followed by its chain here.",
         ),
         click.option(
             "--out-key",
             type=click.Path(dir_okay=False, path_type=Path),
+            callback=existing_parent,
             metavar="PEM",
             help="Write the new private key here (mode 0600).",
         ),
@@ -494,11 +505,11 @@ def _write_outputs(
     out_cert: Path | None, out_key: Path | None, cert_pem: bytes, key_pem: bytes | None
 ) -> None:
     if out_cert is not None and out_key is not None and key_pem is not None:
-        replace_credential_pair(out_cert, cert_pem, out_key, key_pem)
+        replace_credential_pair(out_cert, cert_pem, out_key, key_pem, create_parents=False)
     elif out_cert is not None:
-        write_file_atomic(out_cert, cert_pem)
+        write_file_atomic(out_cert, cert_pem, create_parents=False)
     if out_key is not None and key_pem is not None and out_cert is None:
-        write_private_file_atomic(out_key, key_pem)
+        write_private_file_atomic(out_key, key_pem, create_parents=False)
 
 
 def _report(
@@ -749,12 +760,14 @@ def reenroll_command(
 @click.option(
     "--out-cert",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=existing_parent,
     metavar="PEM",
     help="Write the certificate followed by its chain here.",
 )
 @click.option(
     "--out-key",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=existing_parent,
     metavar="PEM",
     help="Write the server-generated private key here (mode 0600).",
 )

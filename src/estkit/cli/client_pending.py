@@ -151,7 +151,9 @@ def save_pending(
         "serial_number": spec.serial_number,
         "key_pem": private_key_to_pem(spec.key).decode("ascii"),
     }
-    write_private_file_atomic(path, (json.dumps(document, indent=2) + "\n").encode("ascii"))
+    write_private_file_atomic(
+        path, (json.dumps(document, indent=2) + "\n").encode("ascii"), create_parents=False
+    )
     return PendingEnrollment(path, spec, server, label, created_now=True)
 
 

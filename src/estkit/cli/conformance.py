@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from estkit.cli.output import EXIT_USAGE, console, err_console, fail
+from estkit.cli.output import EXIT_USAGE, console, err_console, existing_parent, fail
 from estkit.conformance import (
     ALL_CASES,
     ProgressEvent,
@@ -60,7 +60,7 @@ def _write(path: Path, data: bytes) -> None:
         sys.stdout.flush()
         return
     try:
-        write_file_atomic(path, data)
+        write_file_atomic(path, data, create_parents=False)
     except OSError as exc:
         fail(
             f"cannot write {path}: {exc.strerror or exc}",
@@ -126,11 +126,20 @@ def _write(path: Path, data: bytes) -> None:
     metavar="ID",
     help="Run only these case ids (repeat or comma-separate). See --list.",
 )
-@click.option("--junit", type=_FILE, default=None, help="Write a JUnit XML report.")
 @click.option(
-    "--json", "json_path", type=_FILE, default=None, help="Write a JSON report ('-' for stdout)."
+    "--junit", type=_FILE, default=None, callback=existing_parent, help="Write a JUnit XML report."
 )
-@click.option("--html", type=_FILE, default=None, help="Write an HTML report.")
+@click.option(
+    "--json",
+    "json_path",
+    type=_FILE,
+    default=None,
+    callback=existing_parent,
+    help="Write a JSON report ('-' for stdout).",
+)
+@click.option(
+    "--html", type=_FILE, default=None, callback=existing_parent, help="Write an HTML report."
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(0.1, 300),

@@ -363,21 +363,46 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
     "there and re-provision (C15). The current root and certificates are replaced only once "
     "the new certificates are in hand.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With --once: print what was done as one JSON document (events go to stderr).",
+)
 @friendly_errors(*EXPECTED_ERRORS)
-def agent(config_path: Path, once: bool, new_network: bool) -> None:
+def agent(config_path: Path, once: bool, new_network: bool, as_json: bool) -> None:
     """Keep the node's root CA and certificates valid (renewal agent, C2-C17)."""
+    if as_json and not once:
+        fail("--json needs --once (the agent itself runs until stopped)", code=2)
     config = _load(config_path)
     if new_network:
         config = config.with_changes(new_network_confirmed=True)
-    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=False))
+    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=as_json))
     runner = RenewalAgent(node)
     if once:
         with _stop_on_signals(runner):
             try:
                 step = runner.run_once()
             except RequestCancelled:
+                if as_json:
+                    print_json({"stopped": True, "actions": [], "errors": []})
+                    raise SystemExit(1) from None
                 console.print("agent stopped before finishing; state of the last step kept")
                 return
+        if as_json:
+            state = node.store.load_state()
+            print_json(
+                {
+                    "stopped": False,
+                    "actions": list(step.actions),
+                    "errors": list(step.errors),
+                    "next_action": state.get("next_action"),
+                    "next_action_at": step.next_at.isoformat() if step.next_at else None,
+                }
+            )
+            if step.errors:
+                raise SystemExit(1)
+            return
         for action in step.actions:
             console.print(f"[green]done:[/] {action}")
         when = step.next_at.isoformat() if step.next_at else "nothing scheduled"
@@ -444,9 +469,14 @@ def status(config_path: Path, as_json: bool) -> None:
 )
 @click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print what was installed as JSON.")
 @friendly_errors(*EXPECTED_ERRORS)
 def install(
-    config_path: Path, ca_path: Path, cert_path: Path | None, key_path: Path | None
+    config_path: Path,
+    ca_path: Path,
+    cert_path: Path | None,
+    key_path: Path | None,
+    as_json: bool,
 ) -> None:
     """Install a root CA, and optionally a TLS certificate + key, by hand (C6)."""
     from estkit.nmos.install import install_by_hand
@@ -454,15 +484,26 @@ def install(
     if (cert_path is None) != (key_path is None):
         fail("--cert and --key go together", "pass both or neither", code=2)
     config = _load(config_path)
-    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=False))
+    node = NmosNode(config, on_event=lambda event: render_event(event, quiet=as_json))
     installed = install_by_hand(node, ca_path, cert_path, key_path)
+    if as_json:
+        print_json({"installed": list(installed)})
+        return
     for line in installed:
         console.print(f"[green]installed:[/] {line}")
 
 
 @nmos.command("config-example")
-def config_example() -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the example's settings as JSON instead."
+)
+def config_example(as_json: bool) -> None:
     """Print an example node.toml to start from."""
+    if as_json:
+        import tomllib
+
+        print_json(tomllib.loads(EXAMPLE_CONFIG))
+        return
     click.echo(EXAMPLE_CONFIG, nl=False)
 
 

@@ -76,3 +76,18 @@ def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def existing_parent(_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback for output files: their directory must exist (as curl -o and openssl -out
+    want), checked before anything is sent, so a typo never costs an issued certificate."""
+    if value is None or str(value) == "-":
+        return value
+    parent = Path(value).parent
+    if not parent.is_dir():
+        raise click.BadParameter(
+            f"the directory {parent} does not exist; create it first "
+            "(estkit does not create directories for output files)",
+            param=param,
+        )
+    return value

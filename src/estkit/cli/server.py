@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import getpass
 import ipaddress
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -139,7 +140,7 @@ def _print_init(result: InitResult) -> None:
     for name, value in rows:
         table.add_row(f"  {name}", str(value))
     console.print(table)
-    console.print(f"  CA fingerprint: {result.ca_fingerprint}")
+    console.print(f"  CA fingerprint: {result.ca_fingerprint}", soft_wrap=True)
 
 
 def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
@@ -286,6 +287,25 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     console.print("Press Ctrl+C to stop.", style="dim")
 
 
+def _ready_line(info: Any, paths: InitResult, consoles: list[Any]) -> None:
+    """``serve --json``: one line (JSON Lines), so a script reads it without waiting for EOF."""
+    document = {
+        "url": info.url,
+        "host": info.host,
+        "port": info.port,
+        "workers": info.workers,
+        "data_dir": str(info.data_dir),
+        "ca_fingerprint": info.ca_fingerprint,
+        "ca_certificates": str(paths.ca_certificates),
+        "labels": list(info.labels),
+        "crl_url": f"{info.url}/crl",
+        "consoles": [handle.url for handle in consoles],
+        "client_certificates_verified_in_app": info.verify_in_app,
+    }
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+
+
 def _setup_logging(level: str, workers: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     process = " [%(process)d]" if workers > 1 else ""
@@ -323,6 +343,13 @@ def _setup_logging(level: str, workers: int) -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="When ready, print one line of JSON (URL, port, CA fingerprint, ...) instead of the "
+    "banner; other messages go to stderr.",
+)
 @_command
 def serve_command(
     data_dir: Path | None,
@@ -335,6 +362,7 @@ def serve_command(
     admin_port: int | None,
     admin_host: str | None,
     log_level: str,
+    as_json: bool,
 ) -> None:
     """Run the server in the foreground (default DIR: ./estkit-data, created on first run).
 
@@ -347,8 +375,12 @@ def serve_command(
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
         if not (data_dir / "estkit.toml").exists():
-            console.print(f"First run: creating demo data in ./{DEFAULT_DATA_DIR}")
-            _print_init(init_data_dir(data_dir))
+            created = init_data_dir(data_dir)
+            if not as_json:
+                console.print(f"First run: creating demo data in ./{DEFAULT_DATA_DIR}")
+                _print_init(created)
+            else:
+                err_console.print(f"First run: created demo data in ./{DEFAULT_DATA_DIR}")
     elif not (data_dir / "estkit.toml").exists():
         fail(
             f"{data_dir} is not an estkit server data directory (no estkit.toml)",
@@ -374,7 +406,10 @@ def serve_command(
         return handle.stop
 
     def on_ready(info: ServerInfo) -> None:
-        _banner(info, paths, consoles)
+        if as_json:
+            _ready_line(info, paths, consoles)
+        else:
+            _banner(info, paths, consoles)
         if advertise:
             from estkit.server.dnssd import MdnsAdvertisement, MdnsError, mdns_host_name
 
@@ -404,7 +439,9 @@ def serve_command(
                 logging.getLogger("estkit.server").warning("%s; serving without it", exc)
                 return
             advertisement.append(ad)
-            console.print(f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False)
+            (err_console if as_json else console).print(
+                f"  advertised over mDNS as {ad.name} on host {ad.host}", markup=False
+            )
 
     listen_host, listen_port = host or config.host, config.port if port is None else port
     try:
@@ -427,7 +464,7 @@ def serve_command(
     finally:
         for ad in advertisement:
             ad.stop()
-    console.print("server stopped")
+    (err_console if as_json else console).print("server stopped")
     raise SystemExit(status)
 
 
@@ -514,12 +551,34 @@ def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[s
 def revoke_command(data_dir: Path, serial: str, reason: str, as_json: bool) -> None:
     """Revoke an issued certificate (hex SERIAL) and regenerate the CRL."""
     with _store(data_dir) as store:
+        earlier = store.get_issued(serial)
+        if earlier is not None and earlier.status == "revoked":
+            # Revoking is idempotent: the first date and reason stand, the CRL is not rewritten.
+            if as_json:
+                print_json({**earlier.to_json(), "crl": None, "already_revoked": True})
+                return
+            when = f"{earlier.revoked_at:%Y-%m-%d %H:%M:%S} UTC" if earlier.revoked_at else "?"
+            console.print(
+                f"{earlier.serial} was already revoked on {when} "
+                f"(reason {earlier.revocation_reason}); nothing changed",
+                markup=False,
+                soft_wrap=True,
+            )
+            return
         record, crl_path = revoke_certificate(_config(data_dir), store, serial, reason)
     if as_json:
-        print_json({**record.to_json(), "crl": str(crl_path)})
+        print_json({**record.to_json(), "crl": str(crl_path), "already_revoked": False})
         return
-    console.print(f"revoked {record.serial} ({record.subject}), reason {record.revocation_reason}")
-    console.print(f"CRL written to {crl_path}; a running server serves it at /crl")
+    console.print(
+        f"revoked {record.serial} ({record.subject}), reason {record.revocation_reason}",
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"CRL written to {crl_path}; a running server serves it at /crl",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # --- approval queue ---------------------------------------------------------------------------
@@ -766,8 +825,8 @@ def rollover_command(data_dir: Path, key_type: str | None, as_json: bool) -> Non
         print_json(data)
         return
     console.print(f"rolled the root CA over to generation {result.generation}")
-    console.print(f"  old root: {data['old_root_fingerprint']}")
-    console.print(f"  new root: {data['new_root_fingerprint']}")
+    console.print(f"  old root: {data['old_root_fingerprint']}", soft_wrap=True)
+    console.print(f"  new root: {data['new_root_fingerprint']}", soft_wrap=True)
     console.print("  /cacerts now serves OldWithOld, NewWithNew, OldWithNew, NewWithOld")
     for item in renewed:
         console.print(

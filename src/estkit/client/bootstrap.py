@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives import serialization
 from estkit.protocol import (
     classify_ca_certificates,
     fingerprint_matches,
-    format_fingerprint,
     is_self_signed,
     is_signed_by,
     parse_fingerprint,
@@ -194,7 +193,7 @@ class CandidateCertificate:
     role: str
     not_after: datetime
     sha256: str
-    fingerprint: str  # AB:CD:... for reading aloud / comparing by eye
+    fingerprint: str  # sha256:<hex>, the one form estkit shows everywhere (= sha256)
     pem: str
 
 
@@ -217,7 +216,7 @@ class UnconfirmedCaCertificates:
                 role=_role(result, cert),
                 not_after=cert.not_valid_after_utc,
                 sha256=sha256_fingerprint(cert),
-                fingerprint=format_fingerprint(cert),
+                fingerprint=sha256_fingerprint(cert),
                 pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
             )
             for cert in result.certificates

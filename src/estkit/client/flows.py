@@ -23,7 +23,7 @@ from cryptography import x509
 from estkit.protocol import PKCS10, build_csr, encode_csr_body
 
 from .endpoint import EstEndpoint, same_origin
-from .errors import EstRedirectError, EstRetryLaterError
+from .errors import EstRedirectError, EstRetryLaterError, EstTimeoutError
 from .models import CaCertsResult, CsrAttrsResult, CsrSpec
 from .responses import (
     Reply,
@@ -159,12 +159,33 @@ def polled(
 ) -> Flow[tuple[Reply, int, list[str]]]:
     """Repeat ``attempt_flow`` while the server answers 202/503 (E8, C10), within the policy.
 
+    An attempt that got no answer in time (:class:`EstTimeoutError`) is repeated too, after the
+    default wait: the server may be busy, and the request may even have been queued, so it is
+    sent again as it was (the same CSR, so the server can recognise it). Permanent failures
+    (4xx, TLS verification, connection refused) end the flow at once. The last attempt's
+    timeout is raised.
+
     Returns the final reply, how many attempts were made and the wait notes (clamped waits).
     """
     notes: list[str] = []
     policy = settings.retry
     for attempt in range(1, policy.max_attempts + 1):
-        reply = yield from attempt_flow(attempt)
+        try:
+            reply = yield from attempt_flow(attempt)
+        except EstTimeoutError as exc:
+            if attempt == policy.max_attempts:
+                if attempt > 1:
+                    exc.hint = (
+                        f"{exc.hint + '; ' if exc.hint else ''}no answer in {attempt} attempts"
+                    )
+                raise
+            seconds = min(policy.default_retry_after, policy.max_retry_after)
+            yield Wait(
+                attempt,
+                seconds,
+                f"no answer in time ({exc.message}); waiting {seconds:g} s before trying again",
+            )
+            continue
         if reply.status not in RETRY_STATUSES:
             return reply, attempt, notes
         decision = decide_wait(

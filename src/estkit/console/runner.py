@@ -126,7 +126,9 @@ def console_ssl_context(data_dir: Path) -> ssl.SSLContext:
     config = load_config(data_dir)
     pairs = [CertificatePair(t.certificate, t.key) for t in config.tls_certificates]
     operators_ca = ensure_admin_ca(data_dir).read_text("ascii")
-    return build_server_context(pairs, fallback_roots_pem=operators_ca).context
+    # reload: after `estkit server rollover` the console presents the new chain at its next
+    # handshake, as the EST listener does (no restart).
+    return build_server_context(pairs, fallback_roots_pem=operators_ca, reload=True).context
 
 
 def _base_url(host: str, port: int) -> str:

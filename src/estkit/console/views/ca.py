@@ -6,20 +6,16 @@ import datetime as dt
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from estkit.console.html import Html, join, tag
 from estkit.console.views.common import cell, fmt_date, fmt_time, mono, notice_box, pill, table
+from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.keys import describe_public_key
 
 
 def _cn_or_subject(name: x509.Name) -> str:
     cns = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else name.rfc4514_string()
-
-
-def colon_hex(data: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in data)
 
 
 def ca_content(overview: Any, now: dt.datetime, operators_ca: x509.Certificate | None) -> Html:
@@ -50,7 +46,7 @@ def ca_content(overview: Any, now: dt.datetime, operators_ca: x509.Certificate |
                 ),
                 cell(
                     "SHA-256 fingerprint",
-                    mono(colon_hex(cert.fingerprint(hashes.SHA256())), "mono fp"),
+                    mono(sha256_fingerprint(cert), "mono fp"),
                 ),
                 cell(
                     "",
@@ -141,7 +137,7 @@ def ca_content(overview: Any, now: dt.datetime, operators_ca: x509.Certificate |
                 tag("dt", "Subject"),
                 tag("dd", operators_ca.subject.rfc4514_string()),
                 tag("dt", "SHA-256"),
-                tag("dd", mono(colon_hex(operators_ca.fingerprint(hashes.SHA256())), "mono fp")),
+                tag("dd", mono(sha256_fingerprint(operators_ca), "mono fp")),
                 class_="kv wide",
             ),
             class_="card",

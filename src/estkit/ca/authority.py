@@ -332,6 +332,16 @@ class CertificateAuthority:
             issuers[generation.name] = generation.issuing or generation.root
         return issuers
 
+    def issuer_key_for(self, generation: str) -> PrivateKey:
+        """The leaf-signing key of ``generation`` (a key of :attr:`issuers_by_generation`):
+        what certifies that generation's delegated OCSP responder."""
+        if generation == self._gen.name:
+            return self._issuer_key
+        for earlier in self._history():
+            if earlier.name == generation:
+                return earlier.issuing_key or earlier.root_key
+        raise CaError(f"no CA generation {generation!r} in {self._directory}")
+
     @property
     def previous_issuers(self) -> list[x509.Certificate]:
         """Issuing CAs of earlier generations (newest first): their leaves are still valid and

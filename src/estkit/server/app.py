@@ -65,9 +65,10 @@ logger = logging.getLogger("estkit.server")
 STATE_KEY = web.AppKey("estkit_state", ServerState)
 REVOCATION_KEY = web.AppKey("estkit_revocation", RevocationCache)
 OCSP_PATH = "/ocsp"
-# A GET path carries the request base64- and URL-encoded (RFC 6960 App. A.1): at most 4/3 of
-# the DER limit, times 3 when every character is percent-encoded, plus the "/ocsp/" prefix.
-MAX_OCSP_GET_PATH_CHARS = len(OCSP_PATH) + 1 + 3 * ((MAX_OCSP_REQUEST_BYTES + 2) // 3 * 4)
+# A GET path carries the request base64- and URL-encoded (RFC 6960 App. A.1). RFC 5019 §5 GET
+# requests are under 255 bytes; 4096 characters leave room for percent-encoding and a nonce and
+# stay under aiohttp's own 8190-byte request line, so the refusal is ours and says why.
+MAX_OCSP_GET_PATH_CHARS = 4096
 CRL_MEDIA_TYPE = "application/pkix-crl"
 SERVER_HEADER = f"estkit/{__version__}"
 # How far apart in time two requests may be for the cached /cacerts body to be reused: the CA

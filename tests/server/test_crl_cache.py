@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
+
 from robustness.support import ServeProcess
 
 from .ocsp_support import issue, issuer_pem

@@ -374,8 +374,9 @@ class CertificateAuthority:
         now: datetime | None = None,
         subject_override: x509.Name | None = None,
         crl_url: str | None = None,
+        extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> x509.Certificate:
-        """Sign an end-entity certificate for ``csr`` under ``profile``.
+        """Sign an end-entity certificate for ``csr`` under ``profile`` (plus ``extensions``).
 
         Raises ``CsrError``/``CsrPolicyError`` (estkit.protocol) for a request the profile
         refuses and :class:`CaError` when the CA itself cannot issue (e.g. it has expired).
@@ -395,6 +396,7 @@ class CertificateAuthority:
             validity=validity,
             serial=serial,
             crl_url=crl_url,
+            extensions=extensions,
         )
 
     def issue_tls_server_certificate(
@@ -404,6 +406,7 @@ class CertificateAuthority:
         *,
         validity_seconds: int,
         now: datetime | None = None,
+        extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> x509.Certificate:
         """A TLS server certificate for the EST server itself (RSA or ECDSA key).
 
@@ -438,6 +441,8 @@ class CertificateAuthority:
             .add_extension(authority_key_identifier(self.issuer_certificate), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=len(subject) == 0)
         )
+        for extension in extensions:  # AIA/CDP (estkit.ca.pointers)
+            builder = builder.add_extension(extension.value, critical=extension.critical)
         return builder.sign(self._issuer_key, signature_hash_for(self._issuer_key))
 
     def build_crl(

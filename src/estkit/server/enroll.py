@@ -42,6 +42,7 @@ from estkit.protocol.serverkeygen import (
     key_encryption_request,
 )
 from estkit.server.clientauth import ClientCertificateStatus
+from estkit.server.public_url import pointer_extensions_for
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
 
@@ -376,7 +377,13 @@ def _issue(
     authority = state.authority
     for _ in range(MAX_SERIAL_ATTEMPTS):
         try:
-            certificate = authority.issue(csr, request.profile, crl_url=state.config.crl_url)
+            certificate = authority.issue(
+                csr,
+                request.profile,
+                extensions=pointer_extensions_for(
+                    state.config, request.label, authority.generation, state.public_port
+                ),
+            )
         except CsrPolicyError as exc:
             raise Refusal(
                 400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"

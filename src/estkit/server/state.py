@@ -80,6 +80,8 @@ class ServerState:
             max_workers=1, thread_name_prefix="estkit-store"
         )
         self._store: CertificateStore | None = None
+        # The port this process listens on (set by the runner): default public URL (AIA/CDP).
+        self.public_port: int | None = None
 
     # -- reloading ---------------------------------------------------------------------------
 

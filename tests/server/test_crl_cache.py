@@ -139,3 +139,139 @@ def test_every_worker_sees_a_cli_revocation(fresh_server, tmp_path: Path) -> Non
             crl.get_revoked_certificate_by_serial_number(leaf.certificate.serial_number)
             for crl in crls
         )
+
+
+# --- the cache's schedule, without waiting hours --------------------------------------------
+
+
+@pytest.fixture
+def cache_state(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from estkit.server.datadir import init_data_dir
+    from estkit.server.state import ServerState
+
+    paths = init_data_dir(tmp_path / "data")
+    state = ServerState(paths.data_dir)
+    yield paths, state
+    state.close()
+
+
+def _leaf_in_store(paths, name: str) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from estkit.ca.authority import CertificateAuthority
+    from estkit.ca.profiles import Profile
+    from estkit.ca.store import open_store
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
+    leaf = CertificateAuthority.load(paths.data_dir / "ca").issue(csr, Profile())
+    with open_store(paths.database_url) as store:
+        store.record_issued(leaf, operation="simpleenroll", label=None)
+    return leaf
+
+
+def test_cache_resigns_only_on_change_or_when_due(cache_state) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+    from datetime import UTC, datetime, timedelta
+
+    from estkit.ca.store import open_store
+    from estkit.server.revocation_cache import RevocationCache
+
+    paths, state = cache_state
+    leaf = _leaf_in_store(paths, "schedule.example")
+    cache = RevocationCache(state)
+    try:
+        cache._refresh()
+        cache._executor.submit(lambda: None).result()  # the pre-signing slices
+        assert len(cache._answers) == 1
+        (cert_id,) = cache._answers
+        crl_before = cache._crls["g1"]
+        answer_before = cache._answers[cert_id].artifact
+        signatures = cache.signatures
+        cache._refresh()  # nothing changed, nothing due: nothing is signed
+        assert cache._crls["g1"] is crl_before
+        assert cache._answers[cert_id].artifact is answer_before
+        assert cache.signatures == signatures
+
+        # Past half their validity: both are signed again, still saying the same.
+        old = datetime.now(UTC) - timedelta(hours=13)
+        cache._crls["g1"] = dataclasses.replace(
+            crl_before, this_update=old, next_update=old + timedelta(hours=24)
+        )
+        aged = dataclasses.replace(
+            answer_before, this_update=old - timedelta(hours=1), next_update=old
+        )
+        cache._answers[cert_id] = dataclasses.replace(cache._answers[cert_id], artifact=aged)
+        cache._refresh()
+        assert cache._crls["g1"].body != crl_before.body
+        assert cache._answers[cert_id].artifact.body != answer_before.body
+        assert cache.signatures == signatures + 1
+
+        # A revocation in the store (another process): re-signed as revoked on the next poll.
+        with open_store(paths.database_url) as store:
+            store.revoke(format(leaf.serial_number, "x"), "keyCompromise")
+        cache._refresh()
+        cached = cache._answers[cert_id]
+        assert cached.status.status.name == "REVOKED"
+        assert cached.status.reason == x509.ReasonFlags.key_compromise
+        crl = x509.load_der_x509_crl(cache._crls["g1"].body)
+        assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    finally:
+        cache._executor.shutdown(wait=True)
+        if cache._store is not None:
+            cache._store.close()
+
+
+def test_revocation_stamp_moves_with_each_revocation(cache_state) -> None:  # type: ignore[no-untyped-def]
+    from estkit.ca.store import open_store
+
+    paths, _state = cache_state
+    first = _leaf_in_store(paths, "stamp-1.example")
+    second = _leaf_in_store(paths, "stamp-2.example")
+    with open_store(paths.database_url) as store:
+        stamps = [store.revocation_stamp()]
+        store.revoke(format(first.serial_number, "x"))
+        stamps.append(store.revocation_stamp())
+        store.revoke(format(first.serial_number, "x"))  # idempotent: no change, same stamp
+        stamps.append(store.revocation_stamp())
+        store.revoke(format(second.serial_number, "x"))
+        stamps.append(store.revocation_stamp())
+    assert stamps[0] == (0, "")
+    assert stamps[1][0] == 1 and stamps[2] == stamps[1]
+    assert stamps[3][0] == 2 and stamps[3] != stamps[1]
+
+
+def test_responder_is_renewed_when_due(cache_state) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from estkit.ca.authority import CertificateAuthority
+    from estkit.ca.ocsp import (
+        RESPONDER_RENEW_BEFORE_SECONDS,
+        RESPONDER_VALIDITY_SECONDS,
+        load_or_issue_responder,
+        responder_paths,
+    )
+
+    paths, _state = cache_state
+    authority = CertificateAuthority.load(paths.data_dir / "ca")
+    issuer, key = authority.issuer_certificate, authority.issuer_key_for("g1")
+    now = datetime.now(UTC)
+    first = load_or_issue_responder(authority.directory, "g1", issuer, key, now)
+    cert_path, key_path = responder_paths(authority.directory, "g1")
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    again = load_or_issue_responder(authority.directory, "g1", issuer, key, now)
+    assert again.certificate == first.certificate  # kept while not due
+    due = now + timedelta(seconds=RESPONDER_VALIDITY_SECONDS - RESPONDER_RENEW_BEFORE_SECONDS + 60)
+    renewed = load_or_issue_responder(authority.directory, "g1", issuer, key, due)
+    assert renewed.certificate != first.certificate
+    assert x509.load_pem_x509_certificate(cert_path.read_bytes()) == renewed.certificate
+    # A damaged responder file is replaced, not an error.
+    cert_path.write_bytes(b"garbage")
+    repaired = load_or_issue_responder(authority.directory, "g1", issuer, key, now)
+    repaired.certificate.verify_directly_issued_by(issuer)

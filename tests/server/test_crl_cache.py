@@ -131,10 +131,10 @@ def test_every_worker_sees_a_cli_revocation(fresh_server, tmp_path: Path) -> Non
         time.sleep(1.0)  # both workers poll every 0.25 s
         answers = [status() for _ in range(8)]
         assert all(": revoked" in answer for answer in answers), answers
-        crls = [
-            x509.load_der_x509_crl(_fetch_crl(url, server.paths.ca_certificates, tmp_path).body)
-            for _ in range(6)
-        ]
+        replies = [_fetch_crl(url, server.paths.ca_certificates, tmp_path) for _ in range(6)]
+        # One signed CRL shared by the workers: the same ETag whichever worker answers.
+        assert len({reply.header("ETag") for reply in replies}) == 1
+        crls = [x509.load_der_x509_crl(reply.body) for reply in replies]
         assert all(
             crl.get_revoked_certificate_by_serial_number(leaf.certificate.serial_number)
             for crl in crls
@@ -204,6 +204,9 @@ def test_cache_resigns_only_on_change_or_when_due(cache_state) -> None:  # type:
         cache._crls["g1"] = dataclasses.replace(
             crl_before, this_update=old, next_update=old + timedelta(hours=24)
         )
+        # ... and so is the copy the workers share (signed 13 hours ago, same revocations).
+        shared = paths.data_dir / "revocation" / "crl-g1.der"
+        shared.write_bytes(state.authority.build_crl([], now=old))
         aged = dataclasses.replace(
             answer_before, this_update=old - timedelta(hours=1), next_update=old
         )
@@ -226,6 +229,38 @@ def test_cache_resigns_only_on_change_or_when_due(cache_state) -> None:  # type:
         cache._executor.shutdown(wait=True)
         if cache._store is not None:
             cache._store.close()
+
+
+def test_workers_share_one_signed_crl(cache_state) -> None:  # type: ignore[no-untyped-def]
+    """Two caches (two worker processes) on one data directory serve the same CRL bytes, so an
+    ETag from one worker is a 304 at the other; after a revocation they converge again."""
+    import json
+
+    from estkit.ca.store import open_store
+    from estkit.server.revocation_cache import RevocationCache
+
+    paths, state = cache_state
+    leaf = _leaf_in_store(paths, "shared.example")
+    caches = [RevocationCache(state), RevocationCache(state)]
+    try:
+        for cache in caches:
+            cache._refresh()
+        assert caches[0]._crls["g1"].body == caches[1]._crls["g1"].body
+        meta = json.loads((paths.data_dir / "revocation" / "crl-g1.json").read_text())
+        assert meta["stamp"] == [0, ""]
+        with open_store(paths.database_url) as store:
+            store.revoke(format(leaf.serial_number, "x"))
+        for cache in caches:
+            cache._refresh()
+        first, second = (cache._crls["g1"].body for cache in caches)
+        assert first == second
+        crl = x509.load_der_x509_crl(first)
+        assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    finally:
+        for cache in caches:
+            cache._executor.shutdown(wait=True)
+            if cache._store is not None:
+                cache._store.close()
 
 
 def test_revocation_stamp_moves_with_each_revocation(cache_state) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry
@@ -50,6 +53,7 @@ from estkit.ca.ocsp import (
     unsuccessful_response,
 )
 from estkit.ca.store import CertificateStore, StoreError, open_store
+from estkit.fileio import write_file_atomic
 from estkit.server.state import ServerState
 
 logger = logging.getLogger("estkit.server.revocation")
@@ -80,6 +84,10 @@ MAX_PENDING_SIGNINGS = 64
 # A response to a GET may be cached by HTTP caches this long (RFC 5019 §6.2 max-age); short, so
 # that a re-signed answer after a revocation is fetched again soon.
 OCSP_HTTP_MAX_AGE_SECONDS = 60
+# Where worker processes share the signed CRLs (DIR/revocation/crl-<generation>.der + .json), so
+# that every worker serves the same bytes and ETag and a CRL is signed once per change per host,
+# not once per worker.
+SHARED_DIR = "revocation"
 
 
 @dataclass(frozen=True)
@@ -250,19 +258,63 @@ class RevocationCache:
         for name, issuer in issuers.items():
             crl = self._crls.get(name)
             if changed or crl is None or crl.refresh_due(now):
-                body = authority.build_crl(
-                    entries, now=now, next_update_seconds=CRL_NEXT_UPDATE_SECONDS, issuer=issuer
-                )
-                loaded = x509.load_der_x509_crl(body)
-                self._crls[name] = Artifact(
-                    body, loaded.last_update_utc, loaded.next_update_utc or now
-                )
+
+                def sign(issuer: x509.Certificate = issuer) -> bytes:
+                    return authority.build_crl(
+                        entries,
+                        now=now,
+                        next_update_seconds=CRL_NEXT_UPDATE_SECONDS,
+                        issuer=issuer,
+                    )
+
+                self._crls[name] = self._shared_crl(name, issuer, stamp, now, sign)
         self._resign_answers(now, changed)
         self._stamp = stamp
         self._generation = authority.generation
         if not self._presigned:
             self._presigned = True
             self._presign(store, now)
+
+    def _shared_crl(
+        self,
+        generation: str,
+        issuer: x509.Certificate,
+        stamp: tuple[int, str],
+        now: datetime,
+        sign: Callable[[], bytes],
+    ) -> Artifact:
+        """The CRL of ``generation`` for revocation state ``stamp``: the one another worker
+        already signed (same stamp, same issuer key, not due) or a new one, written for them.
+        A lock file serialises the check-sign-write, so concurrent workers sign it once."""
+        directory = self._state.data_dir / SHARED_DIR
+        directory.mkdir(exist_ok=True)
+        body_path = directory / f"crl-{generation}.der"
+        meta_path = directory / f"crl-{generation}.json"
+        issuer_key = hashlib.sha256(issuer.public_bytes(serialization.Encoding.DER)).hexdigest()
+        with (directory / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                body = body_path.read_bytes()
+                if (
+                    meta.get("stamp") == list(stamp)
+                    and meta.get("issuer") == issuer_key
+                    and meta.get("sha256") == hashlib.sha256(body).hexdigest()
+                ):
+                    shared = _crl_artifact(body, now)
+                    if not shared.refresh_due(now):
+                        return shared
+            except (OSError, ValueError, AttributeError):
+                pass  # missing, partial or foreign: sign our own
+            body = sign()
+            write_file_atomic(body_path, body)
+            meta = {
+                "stamp": list(stamp),
+                "issuer": issuer_key,
+                "sha256": hashlib.sha256(body).hexdigest(),
+            }
+            write_file_atomic(meta_path, json.dumps(meta).encode("utf-8"))
+            return _crl_artifact(body, now)
 
     def _resign_answers(self, now: datetime, changed: bool) -> None:
         for cert_id, cached in list(self._answers.items()):
@@ -404,7 +456,15 @@ class RevocationCache:
             except StoreError as exc:
                 logger.warning("OCSP answer deferred, the store is unavailable: %s", exc)
                 return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
+            except Exception:  # a bug or a broken CA must not become an HTTP 500 for clients
+                logger.exception("OCSP answer failed")
+                return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
         return OcspAnswer(artifact.body, None if parsed.nonce else artifact)
+
+
+def _crl_artifact(body: bytes, now: datetime) -> Artifact:
+    loaded = x509.load_der_x509_crl(body)
+    return Artifact(body, loaded.last_update_utc, loaded.next_update_utc or now)
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspAnswer:

@@ -267,7 +267,11 @@ class RevocationCache:
                         issuer=issuer,
                     )
 
-                self._crls[name] = self._shared_crl(name, issuer, stamp, now, sign)
+                try:
+                    self._crls[name] = self._shared_crl(name, issuer, stamp, now, sign)
+                except OSError as exc:  # read-only or full data directory: serve our own
+                    logger.warning("cannot share the CRL with other workers: %s", exc)
+                    self._crls[name] = _crl_artifact(sign(), now)
         self._resign_answers(now, changed)
         self._stamp = stamp
         self._generation = authority.generation

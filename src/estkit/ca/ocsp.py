@@ -259,7 +259,7 @@ def issue_responder_certificate(
         .add_extension(x509.OCSPNoCheck(), critical=False)
         .add_extension(subject_key_identifier(key.public_key()), critical=False)
         .add_extension(authority_key_identifier(issuer), critical=False)
-        .sign(issuer_key, signature_hash_for(issuer_key))
+        .sign(issuer_key, signature_hash_for(issuer_key))  # type: ignore[arg-type]
     )
     return Responder(issuer=issuer, certificate=certificate, key=key)
 

@@ -223,7 +223,7 @@ def interpret_ocsp_response(
         return unknown(f"OCSP {source}: thisUpdate {this_update.isoformat()} is in the future")
     if next_update is not None and next_update < now:
         return unknown(f"OCSP {source}: stale answer (nextUpdate {next_update.isoformat()})")
-    common = {
+    common: dict[str, Any] = {
         "serial": serial,
         "method": "ocsp",
         "source": source,
@@ -274,7 +274,7 @@ def interpret_crl(
     if next_update is not None and next_update < now:
         return unknown(f"CRL {source}: stale (nextUpdate {next_update.isoformat()})")
     entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
-    common = {
+    common: dict[str, Any] = {
         "serial": serial,
         "method": "crl",
         "source": source,

@@ -310,3 +310,48 @@ def test_responder_is_renewed_when_due(cache_state) -> None:  # type: ignore[no-
     cert_path.write_bytes(b"garbage")
     repaired = load_or_issue_responder(authority.directory, "g1", issuer, key, now)
     repaired.certificate.verify_directly_issued_by(issuer)
+
+
+async def test_a_revocation_on_this_host_is_seen_by_the_next_request(cache_state) -> None:  # type: ignore[no-untyped-def]
+    """`server revoke` (revoke_certificate) rewrites DIR/crl.der: the next /crl or /ocsp answer
+    includes it without waiting for the store poll (set to an hour here). A revocation written
+    to the store alone waits for the poll: what makes the difference is the file."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+
+    from estkit.ca.store import open_store
+    from estkit.server.revocation import revoke_certificate
+    from estkit.server.revocation_cache import RevocationCache
+
+    paths, state = cache_state
+    via_store, via_cli = (_leaf_in_store(paths, f"{n}.example") for n in ("store", "cli"))
+    issuer = state.authority.issuer_certificate
+
+    def request(leaf: x509.Certificate) -> bytes:
+        built = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+        return built.public_bytes(serialization.Encoding.DER)
+
+    async def status(leaf: x509.Certificate) -> ocsp.OCSPCertStatus:
+        answer = await cache.ocsp(request(leaf))
+        return ocsp.load_der_ocsp_response(answer.body).certificate_status
+
+    cache = RevocationCache(state, poll_seconds=3600)
+    await cache.start()
+    try:
+        assert await status(via_store) is ocsp.OCSPCertStatus.GOOD
+        assert await status(via_cli) is ocsp.OCSPCertStatus.GOOD
+        with open_store(paths.database_url) as store:
+            store.revoke(format(via_store.serial_number, "x"))
+        assert await status(via_store) is ocsp.OCSPCertStatus.GOOD  # until the poll
+        with open_store(paths.database_url) as store:
+            revoke_certificate(
+                state.config, store, format(via_cli.serial_number, "x"), "superseded"
+            )
+        assert await status(via_cli) is ocsp.OCSPCertStatus.REVOKED
+        assert await status(via_store) is ocsp.OCSPCertStatus.REVOKED  # same refresh
+        crl = await cache.crl()
+        assert crl is not None
+        listed = x509.load_der_x509_crl(crl.body)
+        assert listed.get_revoked_certificate_by_serial_number(via_cli.serial_number) is not None
+    finally:
+        await cache.stop()

@@ -6,13 +6,21 @@ seconds). Here every artifact is signed once per change and again before it goes
 thread of its own (not the event loop, not the store thread that enrollments queue on), and the
 request path only looks up bytes.
 
-How a change is noticed: the store's *revocation stamp* (count of revoked certificates and the
-latest revocation time, one aggregate query) is polled every ``REVOCATION_POLL_SECONDS`` on that
-thread. The store is the single source of truth whoever revokes — ``estkit server revoke`` in
-another process, the console, another worker process, another host sharing a PostgreSQL store —
-so no revoke path has to remember to touch a stamp file, and each worker process keeps its own
-cache consistent by itself. A CA rollover is noticed through ``ServerState.refresh`` (the CA
-pointer file) and rebuilds the issuer map, responders and CRLs.
+How a change is noticed, two ways:
+
+* every revocation made on this host (``estkit server revoke``, the console) rewrites
+  ``DIR/crl.der`` before it returns (``server/revocation.py``); /crl and /ocsp ``stat`` that file
+  (about a microsecond) and, when it changed, bring the cache up to date before answering, so the
+  very next request sees the revocation;
+* the store's *revocation stamp* (count of revoked certificates and the latest revocation time,
+  one aggregate query) is polled every ``REVOCATION_POLL_SECONDS`` on the revocation thread. The
+  store is the single source of truth whoever revokes (another host sharing a PostgreSQL store,
+  a script calling ``store.revoke``), so nothing depends on every revoke path touching a file.
+
+Each worker process keeps its own cache current by itself; the signed CRL is shared between the
+workers of a host through ``DIR/revocation/`` (same bytes and ETag from each). A CA rollover is
+noticed through ``ServerState.refresh`` (the CA pointer file) and rebuilds the issuer map,
+responders and CRLs.
 
 OCSP answers without a nonce are cached per CertID (bounded, oldest evicted first); the first
 request for a certificate nobody asked about yet, and every request with a nonce (RFC 8954: the
@@ -29,6 +37,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +63,7 @@ from estkit.ca.ocsp import (
 )
 from estkit.ca.store import CertificateStore, StoreError, open_store
 from estkit.fileio import write_file_atomic
+from estkit.server.revocation import CRL_FILE_NAME
 from estkit.server.state import ServerState
 
 logger = logging.getLogger("estkit.server.revocation")
@@ -164,6 +174,8 @@ class RevocationCache:
         self._answers: dict[CertId, _CachedAnswer] = {}
         self._presigned = False
         self._task: asyncio.Task[None] | None = None
+        self._local_stamp: tuple[int, int, int] | None = None
+        self._catching_up: asyncio.Future[None] | None = None
         self._signing: asyncio.Semaphore | None = None
         self.signatures = 0  # how many OCSP answers were signed (tests and benchmarks read it)
 
@@ -172,6 +184,7 @@ class RevocationCache:
     async def start(self) -> None:
         """Build everything once (before serving), then keep it current in the background."""
         self._signing = asyncio.Semaphore(MAX_PENDING_SIGNINGS)
+        self._local_stamp = self._stat_local()
         try:
             await self._on_thread(self._refresh)
         except Exception as exc:  # serve anyway: /crl and /ocsp say tryLater/503 until it works
@@ -216,6 +229,32 @@ class RevocationCache:
                 if self._store is not None:
                     with contextlib.suppress(Exception):
                         await self._on_thread(self._drop_store)
+
+    def _stat_local(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self._state.data_dir / CRL_FILE_NAME)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+    async def _catch_up_with_local_revocations(self) -> None:
+        """If a revocation was made on this host since the last look (``DIR/crl.der``
+        rewritten), refresh before answering; concurrent requests wait for the same refresh."""
+        if self._catching_up is not None:
+            await asyncio.shield(self._catching_up)
+            return
+        stamp = self._stat_local()
+        if stamp == self._local_stamp:
+            return
+        self._catching_up = asyncio.get_running_loop().create_future()
+        try:
+            self._local_stamp = stamp
+            await self._on_thread(self._refresh)
+        except Exception as exc:  # the poller retries and logs; answer from the cache meanwhile
+            logger.warning("revocation cache cannot refresh (keeps serving): %s", exc)
+        finally:
+            self._catching_up.set_result(None)
+            self._catching_up = None
 
     def _drop_store(self) -> None:
         if self._store is not None:
@@ -426,6 +465,7 @@ class RevocationCache:
 
     async def crl(self, generation: str | None = None) -> Artifact | None:
         """The cached CRL of ``generation`` (default: the current one), None if no such one."""
+        await self._catch_up_with_local_revocations()
         wanted = generation or self._state.authority.generation
         if wanted not in self._crls and wanted in self._state.authority.issuers_by_generation:
             await self._on_thread(self._refresh)  # a rollover the poller has not seen yet
@@ -439,6 +479,7 @@ class RevocationCache:
             logger.debug("malformed OCSP request: %s", exc)
             return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         cert_id = parsed.cert_id
+        await self._catch_up_with_local_revocations()
         generation = self._issuer_ids.get(
             (cert_id.hash_name, cert_id.issuer_name_hash, cert_id.issuer_key_hash)
         )

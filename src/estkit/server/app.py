@@ -488,10 +488,6 @@ def _decode_ocsp_get_path(encoded: str) -> bytes:
         return b""
 
 
-def _http_date(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-
-
 def _etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -503,10 +499,11 @@ def _artifact_response(
     request: web.Request, artifact: Artifact, content_type: str, cache_control: str
 ) -> web.Response:
     """A cached signed artifact with ETag/Last-Modified/Expires; 304 when the client has it."""
+    last_modified, expires = artifact.http_dates
     headers = {
         "ETag": artifact.etag,
-        "Last-Modified": _http_date(artifact.this_update),
-        "Expires": _http_date(artifact.next_update),
+        "Last-Modified": last_modified,
+        "Expires": expires,
         "Cache-Control": cache_control,
     }
     if _etag_matches(request.headers.get("If-None-Match"), artifact.etag):

@@ -34,6 +34,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -108,9 +109,14 @@ class Artifact:
     this_update: datetime
     next_update: datetime
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+
+    @functools.cached_property
+    def http_dates(self) -> tuple[str, str]:
+        """(Last-Modified, Expires) as HTTP dates, computed once per artifact, not per request."""
+        return _http_date(self.this_update), _http_date(self.next_update)
 
     def refresh_due(self, now: datetime) -> bool:
         lifetime = (self.next_update - self.this_update).total_seconds()
@@ -505,6 +511,10 @@ class RevocationCache:
                 logger.exception("OCSP answer failed")
                 return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
         return OcspAnswer(artifact.body, None if parsed.nonce else artifact)
+
+
+def _http_date(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def _crl_artifact(body: bytes, now: datetime) -> Artifact:

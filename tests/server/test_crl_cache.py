@@ -124,6 +124,15 @@ def test_every_worker_sees_a_cli_revocation(fresh_server, tmp_path: Path) -> Non
             return result.stdout.decode()
 
         assert all(": good" in status() for _ in range(4))
+        # Both workers started at once: one responder was issued, its key and certificate match.
+        from estkit.ca.ocsp import responder_paths
+        from estkit.protocol.keys import key_matches_certificate, load_private_key
+
+        cert_path, key_path = responder_paths(server.paths.data_dir / "ca", "g1")
+        assert key_matches_certificate(
+            load_private_key(key_path.read_bytes()),
+            x509.load_pem_x509_certificate(cert_path.read_bytes()),
+        )
         _revoke_cli(server.paths.data_dir, leaf.serial_hex)
         deadline = time.monotonic() + REVOCATION_VISIBLE_SECONDS
         while time.monotonic() < deadline and ": revoked" not in status():

@@ -13,6 +13,7 @@ Nothing here does network I/O or knows about caching: the server's revocation ca
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -270,6 +271,20 @@ def responder_paths(ca_directory: Path, generation: str) -> tuple[Path, Path]:
     return base / f"{generation}-responder.pem", base / f"{generation}-responder.key"
 
 
+def _stored_responder(
+    cert_path: Path, key_path: Path, issuer: x509.Certificate
+) -> Responder | None:
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = load_private_key(key_path.read_bytes())
+        if not key_matches_certificate(key, certificate) or certificate.issuer != issuer.subject:
+            return None
+        certificate.verify_directly_issued_by(issuer)
+    except Exception:  # missing, damaged or not ours (any parse/verify error): issue a new one
+        return None
+    return Responder(issuer=issuer, certificate=certificate, key=key)
+
+
 def load_or_issue_responder(
     ca_directory: Path,
     generation: str,
@@ -278,25 +293,21 @@ def load_or_issue_responder(
     now: datetime | None = None,
 ) -> Responder:
     """The stored responder of ``generation`` if it is ours and not due for renewal, else a new
-    one, written atomically (key 0600). Several workers may race here: each writes a complete,
-    valid pair and the last one wins; answers signed by the others still verify."""
+    one, written atomically (key 0600). Worker processes starting together take a lock file, so
+    one of them issues it and the others load that one (the key and certificate files always
+    belong together)."""
     now = utc_now(now)
     cert_path, key_path = responder_paths(ca_directory, generation)
-    try:
-        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        key = load_private_key(key_path.read_bytes())
-        if key_matches_certificate(key, certificate) and certificate.issuer == issuer.subject:
-            certificate.verify_directly_issued_by(issuer)
-            existing = Responder(issuer=issuer, certificate=certificate, key=key)
-            if not existing.due_for_renewal(now):
-                return existing
-    except (OSError, ValueError, TypeError, Exception):  # missing, damaged or not ours: reissue
-        pass
-    responder = issue_responder_certificate(issuer, issuer_key, now)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    write_private_file_atomic(key_path, private_key_to_pem(responder.key))
-    write_file_atomic(cert_path, responder.certificate.public_bytes(serialization.Encoding.PEM))
-    return responder
+    with (cert_path.parent / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        existing = _stored_responder(cert_path, key_path, issuer)
+        if existing is not None and not existing.due_for_renewal(now):
+            return existing
+        responder = issue_responder_certificate(issuer, issuer_key, now)
+        write_private_file_atomic(key_path, private_key_to_pem(responder.key))
+        write_file_atomic(cert_path, responder.certificate.public_bytes(serialization.Encoding.PEM))
+        return responder
 
 
 __all__ = [

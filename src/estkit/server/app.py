@@ -183,10 +183,10 @@ def csrattrs_for(profile: Profile) -> CsrAttrs:
 class EstHandler:
     """Request handling bound to one :class:`ServerState`."""
 
-    def __init__(self, state: ServerState, revocation: RevocationCache | None = None) -> None:
+    def __init__(self, state: ServerState, revocation: RevocationCache) -> None:
         self.state = state
         self._cacerts_cache: tuple[str, bytes] | None = None
-        self.revocation = revocation or RevocationCache(state)
+        self.revocation = revocation  # started and stopped with the app (create_app)
 
     # -- entry point ---------------------------------------------------------------------------
 

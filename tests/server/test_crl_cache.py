@@ -364,3 +364,45 @@ async def test_a_revocation_on_this_host_is_seen_by_the_next_request(cache_state
         assert listed.get_revoked_certificate_by_serial_number(via_cli.serial_number) is not None
     finally:
         await cache.stop()
+
+
+async def test_signing_backlog_is_bounded_with_try_later(cache_state) -> None:  # type: ignore[no-untyped-def]
+    """A nonce flood: once MAX_PENDING_SIGNINGS requests wait for the signing thread, the next
+    one gets tryLater at once instead of queueing without bound; a cached answer still works."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+
+    from estkit.server.revocation_cache import MAX_PENDING_SIGNINGS, RevocationCache
+
+    paths, state = cache_state
+    leaf = _leaf_in_store(paths, "flood.example")
+    issuer = state.authority.issuer_certificate
+
+    def request(nonce: bytes | None) -> bytes:
+        builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1())
+        if nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        return builder.build().public_bytes(serialization.Encoding.DER)
+
+    cache = RevocationCache(state, poll_seconds=3600)
+    await cache.start()
+    try:
+        await cache._on_thread(lambda: None)  # pre-signing done
+        assert cache._signing is not None
+        for _ in range(MAX_PENDING_SIGNINGS):
+            await cache._signing.acquire()
+        refused = await cache.ocsp(request(b"n" * 16))
+        assert ocsp.load_der_ocsp_response(refused.body).response_status is (
+            ocsp.OCSPResponseStatus.TRY_LATER
+        )
+        cached = await cache.ocsp(request(None))  # pre-signed: needs no signature now
+        assert ocsp.load_der_ocsp_response(cached.body).certificate_status is (
+            ocsp.OCSPCertStatus.GOOD
+        )
+        cache._signing.release()
+        answered = await cache.ocsp(request(b"n" * 16))
+        response = ocsp.load_der_ocsp_response(answered.body)
+        assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"n" * 16
+    finally:
+        await cache.stop()

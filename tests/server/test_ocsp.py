@@ -341,3 +341,34 @@ def test_other_methods_are_405(server: EstkitTestServer, tmp_path: Path) -> None
     )
     assert reply.status == 405
     assert reply.header("Allow") == "GET, POST"
+
+
+def test_get_accepts_standard_base64_raw_and_percent_encoded(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """RFC 6960 App. A.1: GET {url}/{url-encoding of base64(DER)}; clients also send the '/'
+    and '+' of standard base64 unencoded. Both spellings reach the same request."""
+    from urllib.parse import quote
+
+    issuer_path = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "get-b64.example")
+    issuer = _issuer(issuer_path)
+    for attempt in range(200):  # a nonce whose encoding has both '+' and '/'
+        nonce = attempt.to_bytes(2, "big") * 8
+        der = _request_der(leaf.certificate, issuer, nonce)
+        encoded = base64.b64encode(der).decode()
+        if "+" in encoded and "/" in encoded:
+            break
+    else:
+        pytest.skip("no request with both '+' and '/' in its base64 found")
+    for path in (encoded, quote(encoded, safe="")):
+        reply = curl(
+            f"{server.url}/ocsp/{path}",
+            cacert=server.paths.ca_certificates,
+            content_type=None,
+            workdir=tmp_path,
+        )
+        response = ocsp.load_der_ocsp_response(reply.body)
+        assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL, path
+        assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce

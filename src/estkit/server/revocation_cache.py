@@ -179,6 +179,7 @@ class RevocationCache:
         self._crls: dict[str, Artifact] = {}
         self._answers: dict[CertId, _CachedAnswer] = {}
         self._presigned = False
+        self._stopping = False  # pending pre-signing slices return at once when set
         self._task: asyncio.Task[None] | None = None
         self._local_stamp: tuple[int, int, int] | None = None
         self._catching_up: asyncio.Future[None] | None = None
@@ -198,6 +199,7 @@ class RevocationCache:
         self._task = asyncio.create_task(self._poll(), name="estkit-revocation-poll")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -395,6 +397,8 @@ class RevocationCache:
         now = datetime.now(UTC)
         try:
             for record in records:
+                if self._stopping:
+                    return
                 certificate = record.certificate
                 for issuer, (name, (hash_name, name_hash, key_hash)) in ids_by_issuer.items():
                     if not _issued_by(certificate, issuer):

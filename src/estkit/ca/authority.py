@@ -334,6 +334,16 @@ class CertificateAuthority:
             issuers[generation.name] = generation.issuing or generation.root
         return issuers
 
+    def issuer_key_for(self, generation: str) -> PrivateKey:
+        """The leaf-signing key of ``generation`` (a key of :attr:`issuers_by_generation`):
+        what certifies that generation's delegated OCSP responder."""
+        if generation == self._gen.name:
+            return self._issuer_key
+        for earlier in self._history():
+            if earlier.name == generation:
+                return earlier.issuing_key or earlier.root_key
+        raise CaError(f"no CA generation {generation!r} in {self._directory}")
+
     @property
     def previous_issuers(self) -> list[x509.Certificate]:
         """Issuing CAs of earlier generations (newest first): their leaves are still valid and
@@ -400,8 +410,9 @@ class CertificateAuthority:
         serial: int | None = None,
         now: datetime | None = None,
         crl_url: str | None = None,
+        extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> x509.Certificate:
-        """Sign an end-entity certificate for ``request`` under ``profile``.
+        """Sign an end-entity certificate for ``request`` under ``profile`` (plus ``extensions``).
 
         ``names`` are what :meth:`vet` returned for this request (vetted here when omitted);
         subject and SAN are built from them only. ``public_key`` replaces the CSR's key for
@@ -426,6 +437,7 @@ class CertificateAuthority:
             validity=validity,
             serial=serial,
             crl_url=crl_url,
+            extensions=extensions,
         )
 
     def issue_tls_server_certificate(
@@ -435,6 +447,7 @@ class CertificateAuthority:
         *,
         validity_seconds: int,
         now: datetime | None = None,
+        extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     ) -> x509.Certificate:
         """A TLS server certificate for the EST server itself (RSA or ECDSA key).
 
@@ -469,6 +482,8 @@ class CertificateAuthority:
             .add_extension(authority_key_identifier(self.issuer_certificate), critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=len(subject) == 0)
         )
+        for extension in extensions:  # AIA/CDP (estkit.ca.pointers)
+            builder = builder.add_extension(extension.value, critical=extension.critical)
         return builder.sign(self._issuer_key, signature_hash_for(self._issuer_key))
 
     def build_crl(

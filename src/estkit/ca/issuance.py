@@ -234,6 +234,7 @@ def sign_leaf(
     validity: Validity,
     serial: int | None = None,
     crl_url: str | None = None,
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> x509.Certificate:
     """An X.509 v3 end-entity certificate with the extensions every estkit leaf carries.
 
@@ -285,6 +286,8 @@ def sign_leaf(
             ),
             critical=False,
         )
+    for extension in extensions:  # AIA/CDP from estkit.ca.pointers
+        builder = builder.add_extension(extension.value, critical=extension.critical)
     return builder.sign(issuer_key, signature_hash_for(issuer_key))
 
 

@@ -402,6 +402,17 @@ class CertificateStore:
             for serial, at, reason in rows
         ]
 
+    def revocation_stamp(self) -> tuple[int, str]:
+        """(number of revoked certificates, latest revocation time): changes with every
+        revocation, whichever process or host made it; one aggregate query, cheap enough to poll
+        (the server's revocation cache does, to re-sign its CRL and OCSP answers)."""
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                "SELECT COUNT(*), MAX(revoked_at) FROM issued WHERE status = 'revoked'"
+            )
+        count, latest = rows[0] if rows else (0, None)
+        return int(count or 0), str(latest or "")
+
     # ----- the approval queue ---------------------------------------------------------------
 
     def add_request(

@@ -806,4 +806,70 @@ def serverkeygen_command(
     _report(options, result, "server generated a key and certificate", out_cert, out_key)
 
 
+# --- status (issue 17) ------------------------------------------------------------------------
+
+# Exit statuses of `client status`, so that scripts can act without parsing text.
+EXIT_STATUS_REVOKED = 3
+EXIT_STATUS_UNKNOWN = 4
+
+
+@client.command("status")
+@click.option(
+    "--cert",
+    "cert_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PEM",
+    help="The certificate to check (a chain file: the next certificate is taken as its issuer).",
+)
+@click.option(
+    "--issuer",
+    "issuer_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="PEM",
+    help="The certificate that signed it (default: the second certificate of --cert).",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per fetch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status_command(
+    cert_path: Path, issuer_path: Path | None, timeout: float, as_json: bool
+) -> None:
+    """Is a certificate revoked? Asks its AIA OCSP responder, then its CRL distribution point.
+
+    Exit status: 0 good, 3 revoked, 4 unknown (no believable answer), 1 error."""
+    from estkit.client.status import StatusError, check_status
+
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+        issuers = x509.load_pem_x509_certificates(issuer_path.read_bytes()) if issuer_path else []
+    except ValueError as exc:
+        fail(f"cannot read the certificates: {exc}", "give PEM files")
+    issuer = issuers[0] if issuers else (chain[1] if len(chain) > 1 else None)
+    if issuer is None:
+        fail(
+            f"{cert_path} holds one certificate and no issuer was given",
+            "add --issuer PEM (e.g. the issuing CA from `estkit client cacerts`)",
+            EXIT_USAGE,
+        )
+    try:
+        result = check_status(chain[0], issuer, timeout=timeout)
+    except StatusError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(result.to_json())
+    else:
+        detail = f" via {result.method.upper()} {result.source}" if result.method else ""
+        console.print(f"{result.status}: serial {result.serial}{detail}", markup=False)
+        if result.revoked:
+            console.print(f"  revoked at {result.revoked_at}, reason {result.reason}", markup=False)
+        if result.next_update:
+            console.print(f"  valid until {result.next_update.isoformat()}", markup=False)
+        for problem in result.problems:
+            err_console.print(f"  {problem}", markup=False)
+    if result.status == "revoked":
+        raise SystemExit(EXIT_STATUS_REVOKED)
+    if result.status == "unknown":
+        raise SystemExit(EXIT_STATUS_UNKNOWN)
+
+
 __all__ = ["client"]

@@ -50,6 +50,8 @@ COMMANDS: dict[str, LazyEntry] = {
             "enroll": "Get a new certificate (/simpleenroll).",
             "reenroll": "Renew the certificate given by --cert/--key (/simplereenroll).",
             "serverkeygen": "Have the server generate the key pair (/serverkeygen).",
+            "status": "Is a certificate revoked? Asks its AIA OCSP responder, then its CRL "
+            "distribution point.",
         },
     ),
     "demo": LazyEntry(

@@ -10,18 +10,22 @@ enrollment (see ``enroll.py``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import logging
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from asn1crypto import core
 from cryptography import x509
 
 from estkit import __version__
+from estkit.ca.ocsp import MAX_OCSP_REQUEST_BYTES, OCSP_REQUEST_MEDIA_TYPE, OCSP_RESPONSE_MEDIA_TYPE
 from estkit.ca.profiles import Profile
 from estkit.ca.store import StoreError, StoreUnavailableError
 from estkit.protocol.csr import decode_csr_body
@@ -55,11 +59,18 @@ from estkit.server.enroll import EnrollmentRequest, Issued, Queued, enroll, woul
 from estkit.server.httpauth import HttpAuthenticator
 from estkit.server.limits import body_deadline
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
+from estkit.server.revocation_cache import OCSP_HTTP_MAX_AGE_SECONDS, Artifact, RevocationCache
 from estkit.server.state import ServerState
 
 logger = logging.getLogger("estkit.server")
 
 STATE_KEY = web.AppKey("estkit_state", ServerState)
+REVOCATION_KEY = web.AppKey("estkit_revocation", RevocationCache)
+OCSP_PATH = "/ocsp"
+# A GET path carries the request base64- and URL-encoded (RFC 6960 App. A.1). RFC 5019 §5 GET
+# requests are under 255 bytes; 4096 characters leave room for percent-encoding and a nonce and
+# stay under aiohttp's own 8190-byte request line, so the refusal is ours and says why.
+MAX_OCSP_GET_PATH_CHARS = 4096
 CRL_MEDIA_TYPE = "application/pkix-crl"
 SERVER_HEADER = f"estkit/{__version__}"
 # How far apart in time two requests may be for the cached /cacerts body to be reused: the CA
@@ -174,9 +185,10 @@ def csrattrs_for(profile: Profile) -> CsrAttrs:
 class EstHandler:
     """Request handling bound to one :class:`ServerState`."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, revocation: RevocationCache) -> None:
         self.state = state
         self._cacerts_cache: tuple[str, bytes] | None = None
+        self.revocation = revocation  # started and stopped with the app (create_app)
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -185,7 +197,9 @@ class EstHandler:
         raw_path = request.rel_url.raw_path
         if raw_path == CRL_PATH or raw_path.startswith(CRL_PATH + "/"):
             self._require_method(request, ("GET", "HEAD"), "crl")
-            return await self.crl(raw_path[len(CRL_PATH) + 1 :] or None)
+            return await self.crl(request, raw_path[len(CRL_PATH) + 1 :] or None)
+        if raw_path == OCSP_PATH or raw_path.startswith(OCSP_PATH + "/"):
+            return await self.ocsp(request, raw_path)
         try:
             label, operation = parse_path(raw_path)
         except PathError as exc:
@@ -224,39 +238,82 @@ class EstHandler:
     def csrattrs(self, profile: Profile) -> web.Response:
         return _base64_response(encode_csrattrs(csrattrs_for(profile)), CSRATTRS)
 
-    async def crl(self, generation: str | None = None) -> web.Response:
+    async def crl(self, request: web.Request, generation: str | None = None) -> web.Response:
         """``/crl``: signed by the current issuing CA; ``/crl/<generation>`` (``/crl/g1``): by
-        that generation's, for certificates issued before a rollover."""
-        authority = self.state.authority
-        issuer = None
+        that generation's, for certificates issued before a rollover. Served from the revocation
+        cache (signed once per change, see revocation_cache.py), with ETag/Last-Modified."""
         if generation is not None:
-            issuers = authority.issuers_by_generation
+            issuers = self.state.authority.issuers_by_generation
             if generation not in issuers:
                 raise Refusal(
                     404,
                     f"no CA generation {generation!r}: this server has "
                     f"{', '.join(sorted(issuers))} (/crl is the current one's)",
                 )
-            issuer = issuers[generation]
+        artifact = await self.revocation.crl(generation)
+        if artifact is None:
+            raise Refusal(
+                503,
+                "the CRL is not available yet (the certificate store could not be read); retry "
+                f"after {STORE_RETRY_AFTER_SECONDS} seconds",
+                headers=[("Retry-After", format_retry_after(STORE_RETRY_AFTER_SECONDS))],
+            )
+        # no-cache: caches keep the CRL but revalidate (a cheap 304) before each use, so a
+        # revocation is never hidden behind a cache's max-age.
+        return _artifact_response(request, artifact, CRL_MEDIA_TYPE, "no-cache")
 
-        def build() -> bytes:
-            entries = self.state.store.revoked_entries()
-            return authority.build_crl(entries, issuer=issuer)
-
-        der = await self.state.run(build)
-        response = web.Response(status=200, body=der)
-        response.headers["Content-Type"] = CRL_MEDIA_TYPE
+    async def ocsp(self, request: web.Request, raw_path: str) -> web.Response:
+        """``/ocsp`` (RFC 6960 App. A, RFC 5019 §5): POST a DER request, or GET
+        ``/ocsp/<base64 of the DER request, URL-encoded>``."""
+        if request.method == "POST":
+            if raw_path != OCSP_PATH:
+                raise Refusal(404, f"POST OCSP requests to {OCSP_PATH}, not {raw_path[:80]}")
+            media = request.headers.get("Content-Type", "")
+            try:
+                matches = parse_media_type(media).matches(OCSP_REQUEST_MEDIA_TYPE)
+            except MediaTypeError:
+                matches = False
+            if not matches:
+                raise Refusal(
+                    415,
+                    f"{OCSP_PATH} needs Content-Type: {OCSP_REQUEST_MEDIA_TYPE}, got "
+                    f"{media[:80] or 'none'}",
+                )
+            der = await self._read_body(request, MAX_OCSP_REQUEST_BYTES, "an OCSP request")
+        elif request.method == "GET":
+            if len(raw_path) > MAX_OCSP_GET_PATH_CHARS:
+                raise Refusal(
+                    414,
+                    f"OCSP GET path of {len(raw_path)} characters is over the limit of "
+                    f"{MAX_OCSP_GET_PATH_CHARS}; an OCSP request is a few hundred bytes",
+                )
+            der = _decode_ocsp_get_path(raw_path[len(OCSP_PATH) + 1 :])
+        else:
+            raise _method_not_allowed(request.method, ("GET", "POST"), "ocsp")
+        answer = await self.revocation.ocsp(der)
+        if answer.artifact is not None and request.method == "GET":
+            cache_control = f"public, no-transform, max-age={OCSP_HTTP_MAX_AGE_SECONDS}"
+            return _artifact_response(
+                request, answer.artifact, OCSP_RESPONSE_MEDIA_TYPE, cache_control
+            )
+        response = web.Response(status=200, body=answer.body)
+        response.headers["Content-Type"] = OCSP_RESPONSE_MEDIA_TYPE
+        response.headers["Cache-Control"] = "no-store"
         return response
 
     # -- enrollment ----------------------------------------------------------------------------
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = MAX_REQUEST_BODY_BYTES
+    async def _read_body(
+        self,
+        request: web.Request,
+        limit: int = MAX_REQUEST_BODY_BYTES,
+        what: str = "a CSR",
+    ) -> bytes:
         if request.content_length is not None and request.content_length > limit:
             raise Refusal(
                 413,
                 f"request body of {request.content_length} bytes is over the limit of {limit} "
-                "bytes (MAX_REQUEST_BODY_BYTES); a CSR is a few kilobytes",
+                f"bytes; {what} is a few kilobytes at most",
                 headers=[("Connection", "close")],
             )
         chunks: list[bytes] = []
@@ -276,8 +333,8 @@ class EstHandler:
                     if total > limit:
                         raise Refusal(
                             413,
-                            f"request body is over the limit of {limit} bytes "
-                            "(MAX_REQUEST_BODY_BYTES); a CSR is a few kilobytes",
+                            f"request body is over the limit of {limit} bytes; "
+                            f"{what} is a few kilobytes at most",
                             headers=[("Connection", "close")],
                         )
                     chunks.append(chunk)
@@ -441,6 +498,42 @@ class EstHandler:
         return response
 
 
+def _decode_ocsp_get_path(encoded: str) -> bytes:
+    """The DER request of a GET: URL-decoded, then base64 (standard or URL-safe alphabet, with
+    or without padding). Undecodable text gives b"" (answered malformedRequest)."""
+    text = unquote(encoded).strip().replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [value.strip().removeprefix("W/") for value in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def _artifact_response(
+    request: web.Request, artifact: Artifact, content_type: str, cache_control: str
+) -> web.Response:
+    """A cached signed artifact with ETag/Last-Modified/Expires; 304 when the client has it."""
+    last_modified, expires = artifact.http_dates
+    headers = {
+        "ETag": artifact.etag,
+        "Last-Modified": last_modified,
+        "Expires": expires,
+        "Cache-Control": cache_control,
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), artifact.etag):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(status=200, body=artifact.body, headers=headers)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 # -- middleware ------------------------------------------------------------------------------------
 
 
@@ -534,6 +627,17 @@ def create_app(state: ServerState) -> web.Application:
         client_max_size=MAX_REQUEST_BODY_BYTES, middlewares=[_refusal_middleware(state)]
     )
     app[STATE_KEY] = state
-    handler = EstHandler(state)
+    revocation = RevocationCache(state)
+    app[REVOCATION_KEY] = revocation
+    handler = EstHandler(state, revocation)
+
+    async def start_revocation(_app: web.Application) -> None:
+        await revocation.start()
+
+    async def stop_revocation(_app: web.Application) -> None:
+        await revocation.stop()
+
+    app.on_startup.append(start_revocation)
+    app.on_cleanup.append(stop_revocation)
     app.router.add_route("*", "/{tail:.*}", handler.dispatch)
     return app

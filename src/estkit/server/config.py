@@ -26,6 +26,7 @@ import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from estkit.ca.pointers import check_public_url
 from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol.certs import (
@@ -114,6 +115,10 @@ class ServerConfig:
     ca_directory: Path = Path("ca")
     tls_certificates: tuple[TlsCertificateConfig, ...] = ()
     crl_url: str | None = None
+    # Base of the OCSP/CRL URLs put in every certificate (estkit.server.public_url); None: derived
+    # from the server certificate's first DNS name and the listening port.
+    public_url: str | None = None
+    label_public_urls: Mapping[str, str] = field(default_factory=dict)
     realm: str = DEFAULT_REALM
     dnssd_pri: int = DEFAULT_DNSSD_PRI
     default_profile: Profile = field(default_factory=Profile)
@@ -230,6 +235,7 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
     crl_url = server.get("crl_url") or None
     if crl_url is not None and (not isinstance(crl_url, str) or not crl_url.startswith("http")):
         raise ConfigError(f"{config_path}: server.crl_url must be an http(s) URL, got {crl_url!r}")
+    public_url = _public_url(server.get("public_url"), f"{config_path}: server.public_url")
     realm = server.get("realm", DEFAULT_REALM)
     if not isinstance(realm, str) or not realm or '"' in realm:
         raise ConfigError(f"{config_path}: server.realm must be a non-empty string without quotes")
@@ -240,11 +246,16 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         raise ConfigError(f"{config_path}: dnssd.pri must be a non-negative integer")
 
     labels: dict[str, Profile] = {}
+    label_public_urls: dict[str, str] = {}
     for label, table in _table(doc, "labels", config_path).items():
         try:
             validate_label(label)
         except ValueError as exc:
             raise ConfigError(f"{config_path}: [labels.{label}]: {exc}") from None
+        if isinstance(table, Mapping) and "public_url" in table:
+            where = f"{config_path}: [labels.{label}].public_url"
+            label_public_urls[label] = str(_public_url(table["public_url"], where))
+            table = {key: value for key, value in table.items() if key != "public_url"}
         labels[label] = _profile(table, label, config_path)
 
     roots = []
@@ -291,6 +302,8 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         ca_directory=_resolve(base, server.get("ca_directory", "ca"), "server.ca_directory"),
         tls_certificates=tuple(tls),
         crl_url=crl_url,
+        public_url=public_url,
+        label_public_urls=label_public_urls,
         realm=realm,
         dnssd_pri=pri,
         default_profile=_profile(doc.get("profile", {}), None, config_path),
@@ -299,6 +312,15 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         users=users,
         limits=_limits(doc, config_path),
     )
+
+
+def _public_url(value: object, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return check_public_url(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _limits(doc: Mapping[str, Any], path: Path) -> ConnectionLimits:
@@ -337,12 +359,21 @@ def config_to_document(config: ServerConfig) -> dict[str, Any]:
     }
     if config.crl_url:
         server["crl_url"] = config.crl_url
+    if config.public_url:
+        server["public_url"] = config.public_url
     doc: dict[str, Any] = {
         "server": server,
         "dnssd": {"pri": config.dnssd_pri},
         "profile": profile_to_mapping(config.default_profile, include_label=False),
         "labels": {
-            name: profile_to_mapping(profile, include_label=False)
+            name: {
+                **profile_to_mapping(profile, include_label=False),
+                **(
+                    {"public_url": config.label_public_urls[name]}
+                    if name in config.label_public_urls
+                    else {}
+                ),
+            }
             for name, profile in config.labels.items()
         },
         "trusted_client_roots": [

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
+from estkit.ca.pointers import crl_url, default_public_url, ocsp_url, revocation_pointer_extensions
 from estkit.ca.profiles import Profile
 from estkit.ca.store import open_store
 from estkit.fileio import replace_credential_pair
@@ -31,6 +32,7 @@ from estkit.protocol.certs import certificates_to_pem, is_self_signed, sha256_fi
 from estkit.protocol.keys import generate_private_key, private_key_to_pem
 from estkit.server.config import (
     CONFIG_FILE_NAME,
+    DEFAULT_PORT,
     ServerConfig,
     TlsCertificateConfig,
     TrustedClientRoot,
@@ -195,11 +197,19 @@ def init_data_dir(
     tls_dir = data_dir / "tls"
     server_names = _server_hostnames(hostnames)
     intermediates = [cert for cert in authority.chain if not is_self_signed(cert)]
+    # AIA/CDP in the server's own certificates too (issue 17), at the default public URL.
+    base = default_public_url(server_names[0], DEFAULT_PORT)
+    tls_pointers = revocation_pointer_extensions(
+        ocsp_url(base), crl_url(base, authority.generation)
+    )
     tls_pairs: list[TlsCertificateConfig] = []
     for suffix, tls_key_type in TLS_KEY_TYPES:
         key = generate_private_key(tls_key_type)
         cert = authority.issue_tls_server_certificate(
-            key.public_key(), server_names, validity_seconds=TLS_CERTIFICATE_VALIDITY_SECONDS
+            key.public_key(),
+            server_names,
+            validity_seconds=TLS_CERTIFICATE_VALIDITY_SECONDS,
+            extensions=tls_pointers,
         )
         pair = TlsCertificateConfig(
             certificate=tls_dir / f"server-{suffix}.pem", key=tls_dir / f"server-{suffix}.key"

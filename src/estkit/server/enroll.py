@@ -42,6 +42,7 @@ from estkit.protocol.serverkeygen import (
 )
 from estkit.server.approval import client_trust_of
 from estkit.server.clientauth import ClientCertificateStatus
+from estkit.server.public_url import pointer_extensions_for
 from estkit.server.queue_limits import check_queue_limits
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
@@ -430,7 +431,9 @@ def _issue(
                 request.profile,
                 names=names,
                 public_key=public_key,
-                crl_url=state.config.crl_url,
+                extensions=pointer_extensions_for(
+                    state.config, request.label, authority.generation, state.public_port
+                ),
             )
         except CsrPolicyError as exc:
             raise Refusal(

@@ -182,6 +182,7 @@ async def _start(
         if isinstance(address, tuple) and len(address) >= 2:
             bound_port = int(address[1])
             break
+    state.public_port = bound_port  # AIA/CDP URLs in issued certificates (public_url.py)
     return runner, bound_port, tls
 
 

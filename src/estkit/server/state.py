@@ -138,6 +138,8 @@ class ServerState:
             self._shared_digest_secret(digest_secret),
             nonce_use=self._use_digest_nonce,
         )
+        # The port this process listens on (set by the runner): default public URL (AIA/CDP).
+        self.public_port: int | None = None
 
     def _shared_digest_secret(self, fallback: bytes | None) -> bytes:
         """The Digest nonce key from the store, so that every process and every server on this

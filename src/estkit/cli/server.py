@@ -240,6 +240,8 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     labels = ", ".join(info.labels) if info.labels else "(none besides the default)"
     console.print(f"  labels:          {labels}")
     console.print(f"  CRL:             {url}/crl")
+    if info.metrics_url:
+        console.print(f"  metrics:         {info.metrics_url}", soft_wrap=True)
     for handle in consoles:  # the web console, when it is on
         console.print(f"  web console:     {handle.url}", soft_wrap=True)
         console.print(f"  console sign-in: {handle.login_url}", soft_wrap=True)
@@ -313,6 +315,14 @@ def _setup_logging(level: str, workers: int) -> None:
     "--admin-host", metavar="HOST", help="Address of the web console (default: 127.0.0.1)."
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics on this port (default: off, or [metrics] port).",
+)
+@click.option(
+    "--metrics-host", metavar="HOST", help="Address of /metrics (default: [metrics] or 127.0.0.1)."
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -329,6 +339,8 @@ def serve_command(
     pri: int | None,
     admin_port: int | None,
     admin_host: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str,
 ) -> None:
     """Run the server in the foreground (default DIR: ./estkit-data, created on first run).
@@ -410,6 +422,7 @@ def serve_command(
             workers=workers,
             on_ready=on_ready,
             sidecar=start_admin_console if admin_console else None,
+            metrics_address=_metrics_address(config, metrics_host, metrics_port),
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -424,6 +437,14 @@ def serve_command(
             ad.stop()
     console.print("server stopped")
     raise SystemExit(status)
+
+
+def _metrics_address(
+    config: ServerConfig, host: str | None, port: int | None
+) -> tuple[str, int] | None:
+    """Where /metrics listens, or None when it is off (flags override [metrics])."""
+    port = config.metrics_port if port is None else port
+    return None if port is None else (host or config.metrics_host, port)
 
 
 def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[str, int] | None:

@@ -3,6 +3,7 @@ enrollments over real TLS, with one worker and with two (multiprocess mode sums 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -206,6 +207,23 @@ def test_gauges_show_certificate_expiry_queue_and_crl(served: Served) -> None:
         assert crl.status == 200
     signed = value(scrape(served.metrics_url), "estkit_crl_last_signed_timestamp_seconds")
     assert started - 1 <= signed <= time.time() + 1
+
+
+MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics(served: Served) -> None:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(expressions) >= 8
+    rules = (MONITORING / "alerts.yml").read_text()
+    # Labelled series appear once something was counted: one enrollment, one failed handshake.
+    assert _enroll(served, "/.well-known/est/simpleenroll", _csr("d.example")) == 200
+    _handshake(served.port, ssl.create_default_context())
+    exported = {name for name, _ in scrape(served.metrics_url)}
+    used = set(re.findall(r"estkit_[a-z_]+", " ".join(expressions) + rules))
+    assert len(used) >= 7, used
+    assert used <= exported, used - exported
 
 
 def _handshake(port: int, context: ssl.SSLContext) -> None:

@@ -24,9 +24,10 @@ from estkit.ca.builders import (
     subject_key_identifier,
 )
 from estkit.ca.profiles import Profile
+from estkit.ca.signer import sign_certificate
 from estkit.protocol.csr import check_csr_policy, describe_csr
 from estkit.protocol.errors import CsrError, CsrPolicyError
-from estkit.protocol.keys import PrivateKey, PublicKey, public_keys_equal, signature_hash_for
+from estkit.protocol.keys import PrivateKey, PublicKey, public_keys_equal
 
 
 def verified_public_key(csr: x509.CertificateSigningRequest, profile: Profile) -> PublicKey:
@@ -185,7 +186,7 @@ def sign_leaf(
             ),
             critical=False,
         )
-    return builder.sign(issuer_key, signature_hash_for(issuer_key))
+    return sign_certificate(builder, issuer_key)
 
 
 __all__ = [

@@ -190,6 +190,12 @@ def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
 @click.option("--db", "db_url", metavar="URL", help="Store URL (default: DIR/estkit.db).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (old keys stay on disk).")
 @click.option(
+    "--ca-key-uri",
+    metavar="URI",
+    help="Create the CA keys in a PKCS#11 token (RFC 7512 URI: "
+    "'pkcs11:token=LABEL?module-path=LIB&pin-source=file:PINFILE'); no key file is written.",
+)
+@click.option(
     "--allow-ip-or-wildcard",
     is_flag=True,
     help="Accept IP addresses and *. wildcards in --hostname (against BCP-003-01 T4).",
@@ -202,6 +208,7 @@ def init_command(
     key_type: str,
     db_url: str | None,
     force: bool,
+    ca_key_uri: str | None,
     allow_ip_or_wildcard: bool,
     as_json: bool,
 ) -> None:
@@ -213,6 +220,7 @@ def init_command(
         key_type=_CA_KEY_TYPES.get(key_type, key_type),
         db_url=db_url,
         force=force,
+        ca_key_uri=ca_key_uri,
     )
     if as_json:
         print_json(result.to_json())

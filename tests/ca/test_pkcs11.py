@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -38,6 +40,10 @@ TOKEN_LABEL = "estkit-test"
 USER_PIN = "123456"
 SO_PIN = "12345678"
 CLI_TIMEOUT_SECONDS = 120
+CLI = (sys.executable, "-m", "estkit.cli.main")
+# New connections are spread over the workers by the kernel; 12 makes it all but certain that
+# both workers sign at least once (the test checks that they did).
+ENROLLMENTS_ACROSS_WORKERS = 12
 _MODULE_GLOBS = ("usr/lib/softhsm/libsofthsm2.so", "usr/lib/*/softhsm/libsofthsm2.so")
 
 
@@ -118,7 +124,7 @@ def _token_objects(hsm: Hsm) -> dict[str, dict[str, Any]]:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "estkit.cli.main", *args],
+        [*CLI, *args],
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_SECONDS,
@@ -351,3 +357,43 @@ def test_wrong_pin_in_process_is_refused_even_when_another_session_is_open(
         CertificateAuthority.create(tmp_path / "bad", key_uri=hsm.uri(pin="000000"))
     assert "PKCS#11 token" in str(caught.value)
     assert not (tmp_path / "bad").exists()
+
+
+def test_two_workers_sign_through_the_token_after_fork(hsm: Hsm, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert _cli("server", "init", str(data), "--ca-key-uri", hsm.uri()).returncode == 0
+    process = subprocess.Popen(
+        [*CLI, "server", "serve", str(data), "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"),
+    )
+    try:
+        assert process.stdout is not None
+        port = None
+        for line in process.stdout:
+            match = re.search(r"listening on https://localhost:(\d+) \(2 workers\)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "the server did not start"
+        issuing_pem = data / "ca" / "generations" / "g1" / "issuing.pem"
+        issuing = load_pem_certificates(issuing_pem.read_bytes())[0]
+        for index in range(ENROLLMENTS_ACROSS_WORKERS):
+            csr = build_csr(generate_private_key("p256"), common_name=f"w{index}.example")
+            status, answer = _enroll(port, data, encode_csr_body(csr))
+            assert status == 200, answer
+            decode_certs_only_body(answer)[0].verify_directly_issued_by(issuing)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+    assert process.returncode == 0, errors
+    assert "Traceback" not in errors
+    # Both forked workers issued (each logs its pid): each re-initialised the module itself.
+    pids = set(re.findall(r"\[(\d+)\]: issued ", errors))
+    assert len(pids) == 2, errors
+    # The token survived two processes initialising and finalising the module.
+    objects = _token_objects(hsm)
+    for name in ("root.uri", "issuing.uri"):
+        assert _label_of(data / "ca" / "generations" / "g1" / name) in objects

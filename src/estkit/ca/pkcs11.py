@@ -19,9 +19,11 @@ used under a lock (a PKCS#11 session runs one operation at a time). After a fork
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,10 @@ SCHEME = "pkcs11:"
 MAX_URI_CHARS = 4096
 # PINs are short (SoftHSM: at most 255); a pin-source that is a large file is the wrong file.
 MAX_PIN_FILE_BYTES = 256
+# A token missing at lookup is looked for again this many times, re-initialising the module in
+# between (paused 0.1 s, 0.2 s, ...): about 1 s in all before "no such token" is final.
+TOKEN_LOOKUP_ATTEMPTS = 5
+TOKEN_LOOKUP_PAUSE_SECONDS = 0.1
 # CKA_ID of a generated key: random, so that keys of several CAs in one token never collide.
 KEY_ID_BYTES = 16
 # RFC 7512 §2.3 path attributes; estkit matches on token, serial, object, id and type and accepts
@@ -195,16 +201,21 @@ class _Session:
     def get(self) -> Any:
         """The open session (call with ``lock`` held)."""
         if self._session is None or self._pid != os.getpid():
-            self._session = _open_session(self.uri, reinitialize=self._pid not in (-1, os.getpid()))
+            self._session = _open_session(self.uri)
             self._pid = os.getpid()
         return self._session
+
+    def forget(self) -> None:
+        self._session = None
 
 
 # Keyed with the PIN too: a URI with another PIN must log in itself (and fail if it is wrong),
 # not ride on a session someone else opened.
 _SESSIONS: dict[tuple[str, str, str, str], _Session] = {}
 _SESSIONS_LOCK = threading.Lock()
-_LIBRARIES: dict[str, tuple[int, Any]] = {}
+_LIBRARIES: dict[str, Any] = {}
+# module path → the process in which C_Initialize is in force for it.
+_INITIALISED_IN: dict[str, int] = {}
 
 
 def _session_for(uri: Pkcs11Uri) -> _Session:
@@ -216,15 +227,39 @@ def _session_for(uri: Pkcs11Uri) -> _Session:
         return session
 
 
-def _library(module_path: str, *, reinitialize: bool) -> Any:
+def _before_fork() -> None:
+    """C_Finalize every module before a fork (``serve --workers``).
+
+    A child must not use the parent's PKCS#11 state (PKCS#11 v2.40 §6.7.7). With SoftHSM2, two
+    workers each calling C_Finalize + C_Initialize over the state inherited from the parent
+    found no token, and once the token's own metadata file was lost. Finalising in the parent
+    first leaves nothing to inherit: each process initialises the module afresh at its next use
+    (tests/ca/test_pkcs11.py runs two workers and checks the token afterwards).
+    """
+    for session in _SESSIONS.values():
+        session.forget()
+    for module_path, library in _LIBRARIES.items():
+        if _INITIALISED_IN.pop(module_path, None) == os.getpid():
+            with contextlib.suppress(Exception):
+                library.finalize()
+
+
+os.register_at_fork(before=_before_fork)
+
+
+def _library(module_path: str) -> Any:
     import pkcs11
 
-    cached = _LIBRARIES.get(module_path)
-    if cached is not None:
-        pid, library = cached
-        if pid != os.getpid() or reinitialize:
-            library.reinitialize()  # a forked child must call C_Initialize again
-            _LIBRARIES[module_path] = (os.getpid(), library)
+    library = _LIBRARIES.get(module_path)
+    if library is not None:
+        if _INITIALISED_IN.get(module_path) != os.getpid():
+            try:
+                library.initialize()
+            except pkcs11.PKCS11Error as exc:
+                raise Pkcs11Error(
+                    f"cannot initialise the PKCS#11 module {module_path}: {exc}"
+                ) from None
+            _INITIALISED_IN[module_path] = os.getpid()
         return library
     if not Path(module_path).is_file():
         raise Pkcs11Error(
@@ -235,22 +270,45 @@ def _library(module_path: str, *, reinitialize: bool) -> Any:
         library = pkcs11.lib(module_path)
     except pkcs11.PKCS11Error as exc:
         raise Pkcs11Error(f"cannot load the PKCS#11 module {module_path}: {exc}") from None
-    _LIBRARIES[module_path] = (os.getpid(), library)
+    _LIBRARIES[module_path] = library
+    _INITIALISED_IN[module_path] = os.getpid()
     return library
 
 
-def _open_session(uri: Pkcs11Uri, *, reinitialize: bool = False) -> Any:
+def _find_token(library: Any, module_path: str, wanted: dict[str, Any]) -> Any:
+    """The token, looked for again after re-initialising the module if it is not there.
+
+    Why: modules such as SoftHSM2 read their tokens at C_Initialize, so a token initialised or
+    inserted after the module was loaded in this process is only seen after re-initialising.
+    """
+    from pkcs11 import exceptions as errors
+
+    for attempt in range(TOKEN_LOOKUP_ATTEMPTS):
+        try:
+            return library.get_token(**wanted)
+        except errors.NoSuchToken:
+            if attempt == TOKEN_LOOKUP_ATTEMPTS - 1:
+                raise
+        time.sleep(TOKEN_LOOKUP_PAUSE_SECONDS * (attempt + 1))
+        for key, session in _SESSIONS.items():
+            if key[0] == module_path:
+                session.forget()  # re-initialising closes every session of the module
+        library.reinitialize()
+    raise errors.NoSuchToken(str(wanted))  # not reached
+
+
+def _open_session(uri: Pkcs11Uri) -> Any:
     import pkcs11
     from pkcs11 import exceptions as errors
 
-    library = _library(uri.module_path, reinitialize=reinitialize)
+    library = _library(uri.module_path)
     wanted = {}
     if "token" in uri.path:
         wanted["token_label"] = uri.path["token"]
     if "serial" in uri.path:
         wanted["token_serial"] = uri.path["serial"].encode()
     try:
-        token = library.get_token(**wanted)
+        token = _find_token(library, uri.module_path, wanted)
     except errors.NoSuchToken:
         labels = ", ".join(sorted(t.label for t in library.get_tokens())) or "none"
         raise Pkcs11Error(
@@ -363,7 +421,7 @@ class Pkcs11Signer(ExternalSigner):
                 mechanism = _RSA_MECHANISMS[algorithm.name]
                 return bytes(key.sign(data, mechanism=getattr(Mechanism, mechanism)))
             except pkcs11.PKCS11Error as exc:
-                self._session._session = None  # reopen next time (token reinserted, etc.)
+                self._session.forget()  # reopen next time (token reinserted, etc.)
                 raise Pkcs11Error(
                     f"the PKCS#11 token could not sign: {type(exc).__name__} {exc}"
                 ) from None

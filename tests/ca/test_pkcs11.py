@@ -397,3 +397,19 @@ def test_two_workers_sign_through_the_token_after_fork(hsm: Hsm, tmp_path: Path)
     objects = _token_objects(hsm)
     for name in ("root.uri", "issuing.uri"):
         assert _label_of(data / "ca" / "generations" / "g1" / name) in objects
+
+
+def test_benchmark_runs_briefly_and_reports_every_figure(hsm: Hsm) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pkcs11.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--duration", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = re.findall(r"\(n=(\d+), errors=(\d+)\)", result.stdout)
+    # p256 and rsa2048: raw in-process, raw token, certificates from a key file and the token.
+    assert len(figures) == 8, result.stdout
+    assert all(int(n) > 0 and errors == "0" for n, errors in figures), result.stdout
+    assert result.stdout.count("token/in-process: raw") == 2

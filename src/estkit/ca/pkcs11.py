@@ -302,7 +302,7 @@ def _open_session(uri: Pkcs11Uri) -> Any:
     from pkcs11 import exceptions as errors
 
     library = _library(uri.module_path)
-    wanted = {}
+    wanted: dict[str, Any] = {}
     if "token" in uri.path:
         wanted["token_label"] = uri.path["token"]
     if "serial" in uri.path:

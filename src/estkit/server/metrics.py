@@ -247,7 +247,7 @@ def watch_handshakes(context: ssl.SSLContext) -> bool:
     inner = context.sni_callback
     if inner is not None:
 
-        def sni(connection: Any, server_name: str | None, original: ssl.SSLContext) -> Any:
+        def sni(connection: Any, server_name: Any, original: ssl.SSLContext) -> Any:
             result = inner(connection, server_name, original)
             switched = connection.context
             if switched is not context and switched._msg_callback is None:

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -330,3 +331,20 @@ def test_metrics_port_in_use_is_a_clear_error(data_dir: InitResult) -> None:
     assert result.returncode != 0
     assert f"cannot serve metrics on 127.0.0.1:{busy}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_per_process_metric_files_live_in_a_private_directory_removed_at_stop(
+    data_dir: InitResult,
+) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("estkit-metrics-*"))
+    served = _serve(data_dir, "--metrics-port", "0", "--workers", "2")
+    try:
+        assert _enroll(served, "/.well-known/est/simpleenroll", _csr("f.example")) == 200
+        created = set(Path(tempfile.gettempdir()).glob("estkit-metrics-*")) - before
+        assert len(created) == 1, created
+        (directory,) = created
+        assert directory.stat().st_mode & 0o777 == 0o700
+        assert list(directory.glob("*.db")), "no per-process metric files were written"
+    finally:
+        _stop(served)
+    assert not directory.exists(), "the metrics directory outlived the server"

@@ -48,6 +48,7 @@ from estkit.ca.builders import (
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry, sign_crl
 from estkit.ca.issuance import IssuedNames, sign_leaf, vet_request
 from estkit.ca.profiles import Profile
+from estkit.ca.signer import Signer, SignerError, sign_certificate
 from estkit.fileio import write_file_atomic, write_private_file_atomic
 from estkit.protocol.certs import certificates_to_pem, load_pem_certificates
 from estkit.protocol.csr import CsrInfo, describe_csr
@@ -60,7 +61,7 @@ from estkit.protocol.keys import (
     key_matches_certificate,
     load_private_key,
     private_key_to_pem,
-    signature_hash_for,
+    public_keys_equal,
 )
 
 FORMAT_VERSION = 1
@@ -69,6 +70,8 @@ GENERATIONS_DIR = "generations"
 MANIFEST_FILE = "manifest.json"
 ROOT_CERT_FILE, ROOT_KEY_FILE = "root.pem", "root.key"
 ISSUING_CERT_FILE, ISSUING_KEY_FILE = "issuing.pem", "issuing.key"
+# A key kept in a PKCS#11 token is stored as its RFC 7512 URI instead (estkit.ca.pkcs11).
+KEY_URI_SUFFIX = ".uri"
 OLD_WITH_OLD_FILE = "old-with-old.pem"
 OLD_WITH_NEW_FILE = "old-with-new.pem"
 NEW_WITH_OLD_FILE = "new-with-old.pem"
@@ -128,9 +131,9 @@ class _Generation:
     path: Path
     manifest: dict[str, Any]
     root: x509.Certificate
-    root_key: PrivateKey
+    root_key: PrivateKey | Signer
     issuing: x509.Certificate | None
-    issuing_key: PrivateKey | None
+    issuing_key: PrivateKey | Signer | None
     old_with_old: x509.Certificate | None = None
     old_with_new: x509.Certificate | None = None
     new_with_old: x509.Certificate | None = None
@@ -183,11 +186,14 @@ class CertificateAuthority:
         issuing_common_name: str | None = None,
         organization: str | None = None,
         force: bool = False,
+        key_uri: str | None = None,
     ) -> CertificateAuthority:
         """Create a root CA (and by default an issuing CA under it) in ``directory``.
 
         Refuses to replace an existing CA unless ``force``; even then the old generation stays
-        on disk (keys are never deleted by estkit), only the pointer moves.
+        on disk (keys are never deleted by estkit), only the pointer moves. With ``key_uri`` (an
+        RFC 7512 PKCS#11 URI naming a token) the keys are created in that token and only their
+        URIs are stored.
         """
         directory = Path(directory)
         if key_type not in KEY_TYPES:
@@ -204,7 +210,35 @@ class CertificateAuthority:
             issuing_name = simple_name(issuing_base, organization)
         except ValueError as exc:
             raise CaError(str(exc)) from None
-        root_key = generate_private_key(key_type)
+        keys = _KeyMaker.for_uri(key_uri)
+        with keys:
+            authority = cls._create(
+                directory,
+                keys,
+                key_type,
+                now,
+                root_name,
+                issuing_name,
+                issuing_base,
+                organization,
+                with_issuing_ca,
+            )
+        return authority
+
+    @classmethod
+    def _create(
+        cls,
+        directory: Path,
+        keys: _KeyMaker,
+        key_type: str,
+        now: datetime,
+        root_name: x509.Name,
+        issuing_name: x509.Name,
+        issuing_base: str,
+        organization: str | None,
+        with_issuing_ca: bool,
+    ) -> CertificateAuthority:
+        root_key = keys.new(key_type, "root")
         root = sign_ca_certificate(
             subject=root_name,
             public_key=root_key.public_key(),
@@ -216,7 +250,7 @@ class CertificateAuthority:
         )
         issuing = issuing_key = None
         if with_issuing_ca:
-            issuing_key = generate_private_key(key_type)
+            issuing_key = keys.new(key_type, "issuing")
             issuing = _sign_issuing(issuing_name, issuing_key, root, root_key, now)
         manifest = {
             "format": FORMAT_VERSION,
@@ -230,12 +264,13 @@ class CertificateAuthority:
         }
         files: dict[str, bytes] = {
             ROOT_CERT_FILE: certificates_to_pem([root]),
-            ROOT_KEY_FILE: private_key_to_pem(root_key),
+            **_key_file(ROOT_KEY_FILE, root_key),
         }
         if issuing is not None and issuing_key is not None:
             files[ISSUING_CERT_FILE] = certificates_to_pem([issuing])
-            files[ISSUING_KEY_FILE] = private_key_to_pem(issuing_key)
+            files.update(_key_file(ISSUING_KEY_FILE, issuing_key))
         generation = _commit_generation(directory, manifest, files, expected_current=None)
+        keys.keep()
         authority = cls(directory, generation)
         authority._write_derived_files()
         return authority
@@ -334,7 +369,7 @@ class CertificateAuthority:
             issuers[generation.name] = generation.issuing or generation.root
         return issuers
 
-    def issuer_key_for(self, generation: str) -> PrivateKey:
+    def issuer_key_for(self, generation: str) -> PrivateKey | Signer:
         """The leaf-signing key of ``generation`` (a key of :attr:`issuers_by_generation`):
         what certifies that generation's delegated OCSP responder."""
         if generation == self._gen.name:
@@ -484,7 +519,7 @@ class CertificateAuthority:
         )
         for extension in extensions:  # AIA/CDP (estkit.ca.pointers)
             builder = builder.add_extension(extension.value, critical=extension.critical)
-        return builder.sign(self._issuer_key, signature_hash_for(self._issuer_key))
+        return sign_certificate(builder, self._issuer_key)
 
     def build_crl(
         self,
@@ -542,8 +577,17 @@ class CertificateAuthority:
                 f"the root CA expired on {old_end.isoformat()}; a key update needs a valid old "
                 "root. Create a new CA instead (server init --force)"
             )
+        keys = _KeyMaker.like(old.root_key)
+        with keys:
+            return self._rollover(old, keys, key_type, now)
+
+    def _rollover(
+        self, old: _Generation, keys: _KeyMaker, key_type: str, now: datetime
+    ) -> RolloverResult:
+        old_root = old.root
+        old_end = old_root.not_valid_after_utc
         name = old_root.subject
-        new_key = generate_private_key(key_type)
+        new_key = keys.new(key_type, "root")
         new_validity = _ca_validity(now, ROOT_CA_VALIDITY_SECONDS, None)
         # Clients tell OldWithOld from NewWithNew by notBefore (estkit.protocol.rollover, and
         # libest does the same), so the new root must start strictly later, even when a rollover
@@ -597,7 +641,7 @@ class CertificateAuthority:
         )
         files: dict[str, bytes] = {
             ROOT_CERT_FILE: certificates_to_pem([new_root]),
-            ROOT_KEY_FILE: private_key_to_pem(new_key),
+            **_key_file(ROOT_KEY_FILE, new_key),
             OLD_WITH_OLD_FILE: certificates_to_pem([old_root]),
             OLD_WITH_NEW_FILE: certificates_to_pem([old_with_new]),
             NEW_WITH_OLD_FILE: certificates_to_pem([new_with_old]),
@@ -611,11 +655,12 @@ class CertificateAuthority:
                 )
             except ValueError as exc:
                 raise CaError(str(exc)) from None
-            issuing_key = generate_private_key(key_type)
+            issuing_key = keys.new(key_type, "issuing")
             issuing = _sign_issuing(issuing_name, issuing_key, new_root, new_key, now)
             files[ISSUING_CERT_FILE] = certificates_to_pem([issuing])
-            files[ISSUING_KEY_FILE] = private_key_to_pem(issuing_key)
+            files.update(_key_file(ISSUING_KEY_FILE, issuing_key))
         self._gen = _commit_generation(self._directory, manifest, files, expected_current=old.name)
+        keys.keep()
         self._write_derived_files()
         return RolloverResult(
             old_with_old=old_root,
@@ -629,7 +674,7 @@ class CertificateAuthority:
     # ----- internals ------------------------------------------------------------------------
 
     @property
-    def _issuer_key(self) -> PrivateKey:
+    def _issuer_key(self) -> PrivateKey | Signer:
         return self._gen.issuing_key if self._gen.issuing_key is not None else self._gen.root_key
 
     def _leaf_validity(self, now: datetime, validity_seconds: int, backdate: int) -> Validity:
@@ -679,7 +724,11 @@ def _ca_validity(now: datetime, seconds: int, issuer: x509.Certificate | None) -
 
 
 def _sign_issuing(
-    name: x509.Name, key: PrivateKey, root: x509.Certificate, root_key: PrivateKey, now: datetime
+    name: x509.Name,
+    key: PrivateKey | Signer,
+    root: x509.Certificate,
+    root_key: PrivateKey | Signer,
+    now: datetime,
 ) -> x509.Certificate:
     # pathLen 0: the issuing CA signs leaves only, never another CA.
     return sign_ca_certificate(
@@ -720,7 +769,7 @@ def _load_generation(directory: Path, name: str) -> _Generation:
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
         root = _read_cert(path / ROOT_CERT_FILE)
-        root_key = _read_key(path / ROOT_KEY_FILE, root)
+        root_key = _read_key(path / ROOT_KEY_FILE, root)  # or its .uri (a PKCS#11 key)
         issuing = issuing_key = None
         if (path / ISSUING_CERT_FILE).exists():
             issuing = _read_cert(path / ISSUING_CERT_FILE)
@@ -754,11 +803,87 @@ def _read_cert(path: Path) -> x509.Certificate:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def _read_key(path: Path, certificate: x509.Certificate) -> PrivateKey:
+def _read_key(path: Path, certificate: x509.Certificate) -> PrivateKey | Signer:
+    uri_path = path.with_suffix(KEY_URI_SUFFIX)
+    if uri_path.exists():
+        from estkit.ca.pkcs11 import load_signer
+
+        try:
+            signer = load_signer(uri_path.read_text(encoding="utf-8"))
+        except SignerError as exc:
+            raise CaError(f"{uri_path}: {exc}") from None
+        if not public_keys_equal(signer.public_key(), certificate.public_key()):
+            raise CaError(
+                f"{uri_path} names a token key that is not the key of the certificate next to it"
+            )
+        return signer
     key = load_private_key(path.read_bytes())
     if not key_matches_certificate(key, certificate):
         raise ValueError(f"{path} does not hold the private key of the certificate next to it")
     return key
+
+
+def _key_file(key_file: str, key: PrivateKey | Signer) -> dict[str, bytes]:
+    """The file a generation stores for ``key``: the PEM key, or the URI of a token key."""
+    uri = getattr(key, "uri", None)
+    if uri is not None:
+        return {Path(key_file).with_suffix(KEY_URI_SUFFIX).name: f"{uri}\n".encode()}
+    return {key_file: private_key_to_pem(key)}  # type: ignore[arg-type]
+
+
+class _KeyMaker:
+    """Makes the keys of a new generation: in this process, or in the PKCS#11 token.
+
+    A context manager: if the generation is not committed (an exception), the keys it created
+    in the token are deleted again, so a failed init or rollover leaves the token as it was.
+    """
+
+    def __init__(self, token_uri: Any = None) -> None:
+        self._token_uri = token_uri
+        self._created: list[Any] = []
+
+    @classmethod
+    def for_uri(cls, key_uri: str | None) -> _KeyMaker:
+        if key_uri is None:
+            return cls()
+        from estkit.ca.pkcs11 import check_token
+
+        try:
+            return cls(check_token(key_uri))
+        except SignerError as exc:
+            raise CaError(str(exc)) from None
+
+    @classmethod
+    def like(cls, key: PrivateKey | Signer) -> _KeyMaker:
+        """Keys kept where ``key`` is (the same token, or files)."""
+        uri = getattr(key, "uri", None)
+        return cls(uri.token_only() if uri is not None else None)
+
+    def new(self, key_type: str, role: str) -> PrivateKey | Signer:
+        if self._token_uri is None:
+            return generate_private_key(key_type)
+        from estkit.ca.pkcs11 import generate_key
+
+        try:
+            signer = generate_key(self._token_uri, key_type, role)
+        except SignerError as exc:
+            raise CaError(str(exc)) from None
+        self._created.append(signer)
+        return signer
+
+    def keep(self) -> None:
+        """The generation is committed: its keys stay whatever happens next."""
+        self._created.clear()
+
+    def __enter__(self) -> _KeyMaker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is None:
+            return
+        for signer in self._created:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                signer.destroy()
 
 
 def _next_generation_number(generations: Path) -> int:
@@ -790,7 +915,7 @@ def _commit_generation(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=generations))
     try:
         for filename, data in files.items():
-            if filename.endswith(".key"):
+            if filename.endswith((".key", KEY_URI_SUFFIX)):  # a URI may carry pin-value
                 write_private_file_atomic(staging / filename, data)
             else:
                 write_file_atomic(staging / filename, data)

@@ -18,8 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from estkit.ca.signer import Signer, sign_certificate
 from estkit.protocol.csr import MAX_COMMON_NAME_LENGTH
-from estkit.protocol.keys import PrivateKey, PublicKey, signature_hash_for
+from estkit.protocol.keys import PrivateKey, PublicKey
 
 DAY_SECONDS = 86400
 YEAR_SECONDS = 365 * DAY_SECONDS
@@ -165,7 +166,7 @@ def sign_ca_certificate(
     subject: x509.Name,
     public_key: PublicKey,
     issuer_name: x509.Name,
-    issuer_key: PrivateKey,
+    issuer_key: PrivateKey | Signer,
     issuer_key_identifier: x509.AuthorityKeyIdentifier | None,
     validity: Validity,
     path_length: int | None,
@@ -192,7 +193,7 @@ def sign_ca_certificate(
         .add_extension(subject_key_identifier(public_key), critical=False)
         .add_extension(aki, critical=False)
     )
-    return builder.sign(issuer_key, signature_hash_for(issuer_key))
+    return sign_certificate(builder, issuer_key)
 
 
 def is_hostname(name: str) -> bool:

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from estkit.protocol.keys import PrivateKey, signature_hash_for
+from estkit.ca.signer import Signer
+from estkit.ca.signer import sign_crl as sign_crl_builder
+from estkit.protocol.keys import PrivateKey
 
 # A day: long enough that a relying party caching the CRL does not refetch constantly, short
 # enough that a revocation is noticed the same day (CA/B Forum BR §4.9.7 allows up to 10 days).
@@ -100,7 +102,7 @@ class RevokedEntry:
 
 def sign_crl(
     issuer_certificate: x509.Certificate,
-    issuer_key: PrivateKey,
+    issuer_key: PrivateKey | Signer,
     revoked: Iterable[RevokedEntry],
     *,
     now: datetime | None = None,
@@ -137,7 +139,7 @@ def sign_crl(
                 x509.CRLReason(x509.ReasonFlags(entry.reason)), critical=False
             )
         builder = builder.add_revoked_certificate(revoked_builder.build())
-    crl = builder.sign(issuer_key, signature_hash_for(issuer_key))
+    crl = sign_crl_builder(builder, issuer_key)
     return crl.public_bytes(serialization.Encoding.DER)
 
 

@@ -32,6 +32,7 @@ from estkit.ca.builders import (
     subject_key_identifier,
 )
 from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
+from estkit.ca.signer import sign_certificate
 from estkit.protocol.csr import (
     MAX_COMMON_NAME_LENGTH,
     CsrInfo,
@@ -40,7 +41,7 @@ from estkit.protocol.csr import (
     shown_name,
 )
 from estkit.protocol.errors import CsrError, CsrPolicyError
-from estkit.protocol.keys import PrivateKey, PublicKey, public_keys_equal, signature_hash_for
+from estkit.protocol.keys import PrivateKey, PublicKey, public_keys_equal
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ def sign_leaf(
         )
     for extension in extensions:  # AIA/CDP from estkit.ca.pointers
         builder = builder.add_extension(extension.value, critical=extension.critical)
-    return builder.sign(issuer_key, signature_hash_for(issuer_key))
+    return sign_certificate(builder, issuer_key)
 
 
 __all__ = [

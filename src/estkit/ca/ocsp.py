@@ -32,6 +32,7 @@ from estkit.ca.builders import (
     subject_key_identifier,
     utc_now,
 )
+from estkit.ca.signer import Signer, sign_certificate
 from estkit.fileio import write_file_atomic, write_private_file_atomic
 from estkit.protocol.keys import (
     PrivateKey,
@@ -221,7 +222,7 @@ def unsuccessful_response(status: ocsp.OCSPResponseStatus) -> bytes:
 
 
 def issue_responder_certificate(
-    issuer: x509.Certificate, issuer_key: PrivateKey, now: datetime | None = None
+    issuer: x509.Certificate, issuer_key: PrivateKey | Signer, now: datetime | None = None
 ) -> Responder:
     """A fresh delegated responder key and certificate under ``issuer`` (RFC 6960 §4.2.2.2)."""
     now = utc_now(now)
@@ -260,8 +261,9 @@ def issue_responder_certificate(
         .add_extension(x509.OCSPNoCheck(), critical=False)
         .add_extension(subject_key_identifier(key.public_key()), critical=False)
         .add_extension(authority_key_identifier(issuer), critical=False)
-        .sign(issuer_key, signature_hash_for(issuer_key))  # type: ignore[arg-type]
     )
+    # Through the signer: the CA key may live in a PKCS#11 token (estkit.ca.signer).
+    certificate = sign_certificate(certificate, issuer_key)
     return Responder(issuer=issuer, certificate=certificate, key=key)
 
 
@@ -289,7 +291,7 @@ def load_or_issue_responder(
     ca_directory: Path,
     generation: str,
     issuer: x509.Certificate,
-    issuer_key: PrivateKey,
+    issuer_key: PrivateKey | Signer,
     now: datetime | None = None,
 ) -> Responder:
     """The stored responder of ``generation`` if it is ours and not due for renewal, else a new

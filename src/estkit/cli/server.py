@@ -192,6 +192,12 @@ def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
 @click.option("--db", "db_url", metavar="URL", help="Store URL (default: DIR/estkit.db).")
 @click.option("--force", is_flag=True, help="Replace an existing CA (old keys stay on disk).")
 @click.option(
+    "--ca-key-uri",
+    metavar="URI",
+    help="Create the CA keys in a PKCS#11 token (RFC 7512 URI: "
+    "'pkcs11:token=LABEL?module-path=LIB&pin-source=file:PINFILE'); no key file is written.",
+)
+@click.option(
     "--allow-ip-or-wildcard",
     is_flag=True,
     help="Accept IP addresses and *. wildcards in --hostname (against BCP-003-01 T4).",
@@ -204,6 +210,7 @@ def init_command(
     key_type: str,
     db_url: str | None,
     force: bool,
+    ca_key_uri: str | None,
     allow_ip_or_wildcard: bool,
     as_json: bool,
 ) -> None:
@@ -215,6 +222,7 @@ def init_command(
         key_type=_CA_KEY_TYPES.get(key_type, key_type),
         db_url=db_url,
         force=force,
+        ca_key_uri=ca_key_uri,
     )
     if as_json:
         print_json(result.to_json())
@@ -242,6 +250,8 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     labels = ", ".join(info.labels) if info.labels else "(none besides the default)"
     console.print(f"  labels:          {labels}")
     console.print(f"  CRL:             {url}/crl")
+    if info.metrics_url:
+        console.print(f"  metrics:         {info.metrics_url}", soft_wrap=True)
     for handle in consoles:  # the web console, when it is on
         console.print(f"  web console:     {handle.url}", soft_wrap=True)
         # Never the token itself: this banner ends up in logs (issue 24).
@@ -338,6 +348,14 @@ def _setup_logging(level: str, workers: int) -> None:
     "--admin-host", metavar="HOST", help="Address of the web console (default: 127.0.0.1)."
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics on this port (default: off, or [metrics] port).",
+)
+@click.option(
+    "--metrics-host", metavar="HOST", help="Address of /metrics (default: [metrics] or 127.0.0.1)."
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -361,6 +379,8 @@ def serve_command(
     pri: int | None,
     admin_port: int | None,
     admin_host: str | None,
+    metrics_port: int | None,
+    metrics_host: str | None,
     log_level: str,
     as_json: bool,
 ) -> None:
@@ -452,6 +472,7 @@ def serve_command(
             workers=workers,
             on_ready=on_ready,
             sidecar=start_admin_console if admin_console else None,
+            metrics_address=_metrics_address(config, metrics_host, metrics_port),
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -466,6 +487,14 @@ def serve_command(
             ad.stop()
     (err_console if as_json else console).print("server stopped")
     raise SystemExit(status)
+
+
+def _metrics_address(
+    config: ServerConfig, host: str | None, port: int | None
+) -> tuple[str, int] | None:
+    """Where /metrics listens, or None when it is off (flags override [metrics])."""
+    port = config.metrics_port if port is None else port
+    return None if port is None else (host or config.metrics_host, port)
 
 
 def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[str, int] | None:

@@ -43,6 +43,8 @@ CONFIG_FILE_NAME = "estkit.toml"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8443
 DEFAULT_REALM = "estkit"
+# Metrics show label names, load and queue sizes: loopback unless the operator opens them up.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 # BCP-003-03 D3: 0-99 are live servers (0 highest priority), 100+ development only. A zone file is
 # for a real deployment, so the default is a live value an administrator can still outrank.
 DEFAULT_DNSSD_PRI = 10
@@ -127,6 +129,9 @@ class ServerConfig:
     users: Mapping[str, UserRecord] = field(default_factory=dict)
     # [limits]: timeouts and the connection cap that keep slow clients from starving others.
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # [metrics]: where `serve` exposes Prometheus /metrics (port None = off).
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_port: int | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -311,6 +316,7 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         trusted_client_roots=tuple(roots),
         users=users,
         limits=_limits(doc, config_path),
+        **_metrics(doc, config_path),
     )
 
 
@@ -321,6 +327,19 @@ def _public_url(value: object, where: str) -> str | None:
         return check_public_url(value)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _metrics(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    table = _table(doc, "metrics", path)
+    host = table.get("host", DEFAULT_METRICS_HOST)
+    port = table.get("port")
+    if not isinstance(host, str) or not host:
+        raise ConfigError(f"{path}: metrics.host must be a host name or address")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+    ):
+        raise ConfigError(f"{path}: metrics.port must be 0-65535, got {port!r}")
+    return {"metrics_host": host, "metrics_port": port}
 
 
 def _limits(doc: Mapping[str, Any], path: Path) -> ConnectionLimits:
@@ -397,6 +416,8 @@ def config_to_document(config: ServerConfig) -> dict[str, Any]:
     changed_limits = config.limits.to_mapping(only_changed=True)
     if changed_limits:
         doc["limits"] = changed_limits
+    if config.metrics_port is not None:
+        doc["metrics"] = {"host": config.metrics_host, "port": config.metrics_port}
     return doc
 
 

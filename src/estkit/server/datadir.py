@@ -170,16 +170,24 @@ def init_data_dir(
     key_type: str = "p256",
     db_url: str | None = None,
     force: bool = False,
+    ca_key_uri: str | None = None,
 ) -> InitResult:
     """Create a complete server data directory in ``directory`` and return its paths.
 
     Refuses (:class:`DataDirExistsError`) when a CA already exists there, unless ``force``.
+    ``ca_key_uri``: a PKCS#11 URI (RFC 7512); the CA keys are created in that token.
     """
     data_dir = Path(directory).expanduser().absolute()
     ca_dir = data_dir / "ca"
     if CertificateAuthority.exists(ca_dir) and not force:
         raise DataDirExistsError(f"{data_dir} already holds a certificate authority")
+    if ca_key_uri is not None:
+        # Module, token and PIN are checked before anything is written.
+        from estkit.ca.pkcs11 import check_token
+
+        check_token(ca_key_uri)
     existed = data_dir.is_dir()
+    created = not data_dir.exists()
     # mode= applies to the last component only (and the umask may remove bits, never add).
     data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     if existed:
@@ -188,10 +196,14 @@ def init_data_dir(
         _clear_for_force(data_dir, db_url)
     database_url = db_url or f"sqlite:///{data_dir / 'estkit.db'}"
     # Reach the store first: a wrong or unreachable --db must fail before anything is written.
-    open_store(database_url).close()
     try:
-        authority = CertificateAuthority.create(ca_dir, key_type=key_type, force=force)
+        open_store(database_url).close()
+        authority = CertificateAuthority.create(
+            ca_dir, key_type=key_type, force=force, key_uri=ca_key_uri
+        )
     except CaError as exc:
+        if created:  # nothing half-made stays behind
+            shutil.rmtree(data_dir, ignore_errors=True)
         raise ValueError(str(exc)) from None
 
     tls_dir = data_dir / "tls"

@@ -50,6 +50,9 @@ from estkit.server.clienthello import (
 from estkit.server.limits import ConnectionLimits
 
 logger = logging.getLogger("estkit.server")
+# Called with the alert code each time the guard itself sends a refusal alert (OpenSSL never sees
+# those handshakes, so its message callback cannot count them): the metrics module listens here.
+ALERT_OBSERVERS: list[Callable[[int], None]] = []
 
 # Connection phases (see the module docstring).
 HANDSHAKE = "handshake"
@@ -561,6 +564,8 @@ class GuardedSite(web.BaseSite):
                     # Logged first: once the alert is out, the peer (a test) may look at once.
                     self._handshake_failed(connection, hello, refusal[1], alert=refusal[0])
                     self._send_alert(sock, refusal[0], hello)
+                    for observe in ALERT_OBSERVERS:
+                        observe(refusal[0])
                     return
                 handed_over = True
                 await asyncio.get_running_loop().connect_accepted_socket(

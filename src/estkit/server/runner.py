@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -27,6 +28,7 @@ from aiohttp import web
 from cryptography import x509
 
 from estkit.protocol.certs import sha256_fingerprint
+from estkit.server import metrics
 from estkit.server.app import create_app
 from estkit.server.guard import ConnectionGuard, GuardedSite
 from estkit.server.limits import (
@@ -101,6 +103,7 @@ class ServerInfo:
     ca_fingerprint: str
     verify_in_app: bool
     labels: tuple[str, ...] = ()
+    metrics_url: str | None = None
 
 
 def _tls_context(state: ServerState) -> ServerTlsContext:
@@ -139,6 +142,8 @@ async def _start(
     shutdown_timeout: float,
 ) -> tuple[web.AppRunner, int, ServerTlsContext]:
     tls = _tls_context(state)
+    if metrics.active():
+        metrics.watch_handshakes(tls.context)
     await state.run(state.check_store)
     limits = state.config.limits
     # Header/idle timeouts and the connection cap (see guard.py); it reads the limits from the
@@ -149,6 +154,8 @@ async def _start(
     guard = ConnectionGuard(lambda: within_budget(state.config.limits, budget), name="est")
     app = create_app(state)
     app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
+    if metrics.active():
+        app.middlewares.insert(1, metrics.middleware)  # times what the handlers answer
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -374,6 +381,53 @@ def _supervise(children: list[int]) -> int:
 
 
 def serve(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8443,
+    workers: int = 1,
+    on_ready: Callable[[ServerInfo], None] | None = None,
+    sidecar: Callable[[], Callable[[], None]] | None = None,
+    metrics_address: tuple[str, int] | None = None,
+) -> int:
+    """Like :func:`_serve`; with ``metrics_address`` (host, port) also serves Prometheus
+    ``/metrics`` there, once per server (in the supervising process), summed over the workers."""
+    if metrics_address is None:
+        return _serve(
+            data_dir, host=host, port=port, workers=workers, on_ready=on_ready, sidecar=sidecar
+        )
+    exporters: list[metrics.Exporter] = []
+
+    def start_sidecars() -> Callable[[], None]:
+        exporter = metrics.start_exporter(Path(data_dir), *metrics_address)
+        exporters.append(exporter)
+        try:
+            stop_inner = sidecar() if sidecar is not None else None
+        except BaseException:
+            exporter.stop()
+            raise
+
+        def stop() -> None:
+            if stop_inner is not None:
+                stop_inner()
+            exporter.stop()
+
+        return stop
+
+    def ready(info: ServerInfo) -> None:
+        if on_ready is not None:
+            exporter = exporters[0]
+            url = f"http://{format_url(exporter.host, exporter.port)[8:]}/metrics"
+            on_ready(dataclasses.replace(info, metrics_url=url))
+
+    with metrics.multiprocess_directory() as directory:
+        metrics.enable(directory)
+        return _serve(
+            data_dir, host=host, port=port, workers=workers, on_ready=ready, sidecar=start_sidecars
+        )
+
+
+def _serve(
     data_dir: Path,
     *,
     host: str = "127.0.0.1",

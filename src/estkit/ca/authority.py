@@ -61,6 +61,7 @@ from estkit.protocol.keys import (
     load_private_key,
     private_key_to_pem,
     signature_hash_for,
+    supported_public_key,
 )
 
 FORMAT_VERSION = 1
@@ -545,14 +546,15 @@ class CertificateAuthority:
             validity=new_validity,
             path_length=None,
         )
-        old_ski = subject_key_identifier(old_root.public_key())  # type: ignore[arg-type]
+        old_public_key = supported_public_key(old_root.public_key())  # our root: RSA or EC
+        old_ski = subject_key_identifier(old_public_key)
         new_ski = subject_key_identifier(new_key.public_key())
         # RFC 4210 §4.4: OldWithNew keeps the old certificate's validity period; NewWithOld
         # starts with the new key and ends when the old key does.
         old_with_new = sign_ca_certificate(
             subject=name,
-            public_key=old_root.public_key(),
-            issuer_name=name,  # type: ignore[arg-type]
+            public_key=old_public_key,
+            issuer_name=name,
             issuer_key=new_key,
             issuer_key_identifier=x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
                 new_ski

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from estkit.protocol.keys import PrivateKey, signature_hash_for
+from estkit.protocol.keys import PrivateKey, signature_hash_for, supported_public_key
 
 # A day: long enough that a relying party caching the CRL does not refetch constantly, short
 # enough that a revocation is noticed the same day (CA/B Forum BR §4.9.7 allows up to 10 days).
@@ -145,7 +145,9 @@ def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIden
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            supported_public_key(issuer.public_key())
+        )
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 

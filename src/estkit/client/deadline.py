@@ -156,7 +156,10 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 def _install(http: httpx.Client) -> None:
     """Wrap the network backend of ``http``'s connection pool (once)."""
-    pool = http._transport._pool  # type: ignore[attr-defined]
+    transport = http._transport
+    if not isinstance(transport, httpx.HTTPTransport):
+        raise TypeError(f"a deadline needs httpx's HTTPTransport, not {type(transport).__name__}")
+    pool = transport._pool
     backend = pool._network_backend
     if not isinstance(backend, _DeadlineBackend):
         pool._network_backend = _DeadlineBackend(backend)

@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from estkit.protocol import challenge_password_for, describe_csr, key_encryption_attribute
+from estkit.protocol import (
+    PrivateKey,
+    challenge_password_for,
+    describe_csr,
+    key_encryption_attribute,
+)
 from estkit.protocol.certs import key_identifier
 
 from ._transport import LINKED
@@ -237,8 +242,8 @@ def enroll_flow(
         settings, operation, request, pop, apply_attrs
     )
     if isinstance(request, CsrSpec):
-        private_key: PrivateKeyTypes | None = request.key
-        public_key = request.key.public_key()
+        private_key: PrivateKey | None = request.key
+        public_key: PublicKeyTypes = request.key.public_key()
     else:
         private_key = None
         public_key = request.public_key()

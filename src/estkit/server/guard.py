@@ -220,7 +220,8 @@ class ConnectionGuard:
                 limits.header_timeout,
             )
             # No handler is running (the head is incomplete), so nothing else writes now.
-            transport.write(  # type: ignore[attr-defined]
+            assert isinstance(transport, asyncio.WriteTransport)  # a TCP/TLS stream's transport
+            transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -57,7 +57,7 @@ TLS12 = "TLSv1.2"
 # ``pop=POP_WHEN_POSSIBLE``: link the CSR whenever the connection has a tls-unique (TLS 1.2), send
 # it unlinked under TLS 1.3 unless the server's /csrattrs requires linking (then as ``pop=True``).
 # What BCP-003-03 C7 asks of a node: "TLS-session linking SHOULD be included".
-POP_WHEN_POSSIBLE = "when-possible"
+POP_WHEN_POSSIBLE: Final = "when-possible"
 PopMode = bool | None | Literal["when-possible"]
 
 

@@ -88,7 +88,7 @@ def fingerprint_matches(cert: x509.Certificate, text: str) -> bool:
     return hmac.compare_digest(cert.fingerprint(hashes.SHA256()), parse_fingerprint(text))
 
 
-def dns_names(cert: x509.Certificate) -> list[str]:
+def dns_names(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
     """The DNS names of the subjectAltName extension (empty when it has none)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -97,7 +97,7 @@ def dns_names(cert: x509.Certificate) -> list[str]:
     return list(san.value.get_values_for_type(x509.DNSName))
 
 
-def common_name(cert: x509.Certificate) -> str | None:
+def common_name(cert: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
     """The subject's first commonName, or None."""
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not attrs:

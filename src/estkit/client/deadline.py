@@ -32,6 +32,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from ._transport import AuthRetryTransport
+
 
 class RequestCancelled(Exception):
     """The exchange was abandoned because its caller is stopping (not a server failure).
@@ -157,6 +159,8 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 def _install(http: httpx.Client) -> None:
     """Wrap the network backend of ``http``'s connection pool (once)."""
     transport = http._transport
+    if isinstance(transport, AuthRetryTransport):  # resends a dropped answer; wraps the pool's
+        transport = transport._inner
     if not isinstance(transport, httpx.HTTPTransport):
         raise TypeError(f"a deadline needs httpx's HTTPTransport, not {type(transport).__name__}")
     pool = transport._pool

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from estkit.ca.builders import (
@@ -62,6 +63,7 @@ from estkit.protocol.keys import (
     load_private_key,
     private_key_to_pem,
     public_keys_equal,
+    supported_public_key,
 )
 
 FORMAT_VERSION = 1
@@ -604,14 +606,15 @@ class CertificateAuthority:
             validity=new_validity,
             path_length=None,
         )
-        old_ski = subject_key_identifier(old_root.public_key())  # type: ignore[arg-type]
+        old_public_key = supported_public_key(old_root.public_key())  # our root: RSA or EC
+        old_ski = subject_key_identifier(old_public_key)
         new_ski = subject_key_identifier(new_key.public_key())
         # RFC 4210 §4.4: OldWithNew keeps the old certificate's validity period; NewWithOld
         # starts with the new key and ends when the old key does.
         old_with_new = sign_ca_certificate(
             subject=name,
-            public_key=old_root.public_key(),
-            issuer_name=name,  # type: ignore[arg-type]
+            public_key=old_public_key,
+            issuer_name=name,
             issuer_key=new_key,
             issuer_key_identifier=x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
                 new_ski
@@ -828,7 +831,11 @@ def _key_file(key_file: str, key: PrivateKey | Signer) -> dict[str, bytes]:
     uri = getattr(key, "uri", None)
     if uri is not None:
         return {Path(key_file).with_suffix(KEY_URI_SUFFIX).name: f"{uri}\n".encode()}
-    return {key_file: private_key_to_pem(key)}  # type: ignore[arg-type]
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise CaError(
+            f"a CA key of type {type(key).__name__} has neither a PEM form nor a token URI"
+        )
+    return {key_file: private_key_to_pem(key)}
 
 
 class _KeyMaker:

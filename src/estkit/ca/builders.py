@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.ca.signer import Signer, sign_certificate
 from estkit.protocol.csr import MAX_COMMON_NAME_LENGTH
-from estkit.protocol.keys import PrivateKey, PublicKey
+from estkit.protocol.keys import PrivateKey, PublicKey, supported_public_key
 
 DAY_SECONDS = 86400
 YEAR_SECONDS = 365 * DAY_SECONDS
@@ -115,7 +115,9 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            supported_public_key(issuer.public_key())
+        )
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 

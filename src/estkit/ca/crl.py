@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from estkit.ca.signer import Signer
 from estkit.ca.signer import sign_crl as sign_crl_builder
-from estkit.protocol.keys import PrivateKey
+from estkit.protocol.keys import PrivateKey, supported_public_key
 
 # A day: long enough that a relying party caching the CRL does not refetch constantly, short
 # enough that a revocation is noticed the same day (CA/B Forum BR §4.9.7 allows up to 10 days).
@@ -147,7 +147,9 @@ def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIden
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            supported_public_key(issuer.public_key())
+        )
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 

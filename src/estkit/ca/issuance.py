@@ -32,7 +32,7 @@ from estkit.ca.builders import (
     subject_key_identifier,
 )
 from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
-from estkit.ca.signer import sign_certificate
+from estkit.ca.signer import Signer, sign_certificate
 from estkit.protocol.csr import (
     MAX_COMMON_NAME_LENGTH,
     CsrInfo,
@@ -231,7 +231,7 @@ def sign_leaf(
     public_key: PublicKey,
     ekus: Sequence[x509.ObjectIdentifier],
     issuer_certificate: x509.Certificate,
-    issuer_key: PrivateKey,
+    issuer_key: PrivateKey | Signer,
     validity: Validity,
     serial: int | None = None,
     crl_url: str | None = None,

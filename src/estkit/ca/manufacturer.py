@@ -43,6 +43,7 @@ from estkit.protocol.keys import (
     generate_private_key,
     private_key_to_pem,
     signature_hash_for,
+    supported_private_key,
 )
 
 # BCP-003-03 C1: manufacturer device certificates RECOMMENDED valid for at least 30 years.
@@ -74,11 +75,12 @@ class ManufacturerCA:
         cert_path, key_path = directory / MANUFACTURER_CERT_FILE, directory / MANUFACTURER_KEY_FILE
         try:
             certs, key = load_credential_pair(cert_path, key_path)
+            ca_key = supported_private_key(key)
         except (OSError, ValueError) as exc:
             raise ManufacturerError(
                 f"cannot load the manufacturer CA from {directory}: {exc}"
             ) from None
-        return cls(certs[0], key, cert_path, key_path)  # type: ignore[arg-type]
+        return cls(certs[0], ca_key, cert_path, key_path)
 
     def issue_device_certificate(
         self,
@@ -205,7 +207,7 @@ def issue_device_certificate(
     except ValueError as exc:
         raise ManufacturerError(str(exc)) from None
     public_key = key.public_key()
-    attributes = [
+    attributes: list[x509.NameAttribute[str | bytes]] = [
         x509.NameAttribute(NameOID.COMMON_NAME, device_name),
         x509.NameAttribute(NameOID.SERIAL_NUMBER, device_serial),
     ]

@@ -234,7 +234,7 @@ def issue_responder_certificate(
     issuer_cn = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     base = str(issuer_cn[0].value) if issuer_cn else "estkit"
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{base[:48]} OCSP Responder")])
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.subject)
@@ -263,7 +263,7 @@ def issue_responder_certificate(
         .add_extension(authority_key_identifier(issuer), critical=False)
     )
     # Through the signer: the CA key may live in a PKCS#11 token (estkit.ca.signer).
-    certificate = sign_certificate(certificate, issuer_key)
+    certificate = sign_certificate(builder, issuer_key)
     return Responder(issuer=issuer, certificate=certificate, key=key)
 
 

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from estkit.ca.signer import ExternalSigner, SignerError
-from estkit.protocol.keys import PublicKey
+from estkit.protocol.keys import PublicKey, supported_public_key
 
 SCHEME = "pkcs11:"
 # A real URI is a few hundred characters; anything longer is a mistake (or an attack on the
@@ -369,7 +369,7 @@ def _public_key_of(public_object: Any) -> PublicKey:
     else:
         der = encode_rsa_public_key(public_object)
     key = load_der_public_key(der)
-    return key  # type: ignore[return-value]
+    return supported_public_key(key)
 
 
 class Pkcs11Signer(ExternalSigner):

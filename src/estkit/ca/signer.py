@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from estkit.protocol.keys import PrivateKey, PublicKey, signature_hash_for
+from estkit.protocol.keys import PrivateKey, PublicKey, SignatureHash, signature_hash_for
 
 # 1024 is the smallest RSA size cryptography generates; the key only ever signs throwaway drafts,
 # and the AlgorithmIdentifier it leaves in the TBS does not depend on the modulus size.
@@ -52,7 +52,7 @@ class Signer(Protocol):
     ) -> x509.CertificateRevocationList: ...
 
 
-def hash_for_public_key(public_key: PublicKey) -> hashes.HashAlgorithm:
+def hash_for_public_key(public_key: PublicKey) -> SignatureHash:
     """The signature hash estkit uses with this key (same rule as :func:`signature_hash_for`)."""
     return signature_hash_for(public_key)
 

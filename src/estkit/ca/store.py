@@ -773,7 +773,8 @@ class CertificateStore:
         self, kind: str | None = None, since_id: int = 0, *, limit: int | None = None
     ) -> list[Event]:
         """Audit events with id > ``since_id``, oldest first, optionally of one ``kind``."""
-        clauses, params = ["id > ?"], [since_id]
+        clauses: list[str] = ["id > ?"]
+        params: list[int | str] = [since_id]
         if kind is not None:
             clauses.append("kind = ?")
             params.append(kind)

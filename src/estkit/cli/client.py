@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from estkit.ca.builders import is_hostname
 from estkit.cli.client_pending import (
@@ -65,6 +66,8 @@ from estkit.protocol import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SERVER_ENVVAR = "ESTKIT_SERVER"
 # Key type when --apply-csrattrs finds no wish in /csrattrs: the cheapest key every server takes.
@@ -168,17 +171,17 @@ def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
     return CommonOptions(**values)
 
 
-def _est_command(func: F) -> F:
+def _est_command(func: Callable[P, R]) -> Callable[P, R]:
     """Expected failures become one or two lines and a non-zero exit, never a traceback."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except EstError as exc:
             fail(exc.message, exc.hint)
 
-    return friendly_errors(ValueError, OSError)(wrapper)  # type: ignore[return-value]
+    return friendly_errors(ValueError, OSError)(wrapper)
 
 
 def _credentials(options: CommonOptions) -> ClientCredentials | None:
@@ -241,9 +244,7 @@ def _client(
         credentials=credentials,
         username=options.user,
         password=_password(options),
-        auth_scheme=(  # type: ignore[arg-type]
-            "basic" if options.auth_scheme == "basic-preemptive" else options.auth_scheme
-        ),
+        auth_scheme=("basic" if options.auth_scheme == "basic-preemptive" else options.auth_scheme),
         preemptive_basic=options.auth_scheme == "basic-preemptive",
         timeout=options.timeout,
         retry=RetryPolicy(max_attempts=options.max_attempts, max_retry_after=options.max_wait),
@@ -476,11 +477,12 @@ def _validate_before_writing(
     if isinstance(request, CsrSpec):
         cn, names = request.common_name, tuple(request.dns_names)
     elif request is not None:
-        cn, names = common_name(request), tuple(dns_names(request))  # type: ignore[arg-type]
+        cn, names = common_name(request), tuple(dns_names(request))
     else:  # re-enrollment copying the current certificate's names
         assert est.credentials is not None
         current = est.credentials.certificate
         cn, names = common_name(current), tuple(dns_names(current))
+    public_key: CertificatePublicKeyTypes
     if result.private_key is not None:
         public_key = result.private_key.public_key()
     elif isinstance(request, x509.CertificateSigningRequest):

@@ -12,13 +12,14 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -55,15 +56,17 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     raise SystemExit(code)
 
 
-def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
+def friendly_errors(
+    *expected: type[BaseException],
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Turn the listed (expected) exception types into :func:`fail` instead of a traceback.
 
     Exceptions may carry a ``hint`` attribute with what to try next.
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return func(*args, **kwargs)
             except (click.exceptions.Exit, click.ClickException, SystemExit):
@@ -73,7 +76,7 @@ def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
             except expected as exc:
                 fail(str(exc) or type(exc).__name__, getattr(exc, "hint", None))
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -57,6 +57,8 @@ from estkit.server.revocation import revoke_certificate
 from estkit.server.tls_certs import renew_tls_certificates
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_DATA_DIR = Path("estkit-data")
 # --key-type takes the short family names of the issue's contract and the exact key types.
@@ -81,11 +83,11 @@ data_dir_argument = click.argument(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
-def _command(func: F) -> F:
+def _command(func: Callable[P, R]) -> Callable[P, R]:
     """Expected failures become one clear message; KeyError text loses its quotes."""
     guarded = friendly_errors(*_EXPECTED_ERRORS)(func)
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return guarded(*args, **kwargs)
         except KeyError as exc:
@@ -93,7 +95,7 @@ def _command(func: F) -> F:
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _config(data_dir: Path) -> ServerConfig:
@@ -421,6 +423,7 @@ def serve_command(
     consoles: list[Any] = []
 
     def start_admin_console() -> Callable[[], None]:
+        assert admin_console is not None  # the sidecar below exists only when there is one
         handle = start_console(data_dir, host=admin_console[0], port=admin_console[1])
         consoles.append(handle)
         return handle.stop
@@ -920,6 +923,7 @@ def add_label_command(
     import tomllib
 
     fields: dict[str, Any] = {}
+    value: str | int | bool | None  # a --set value here, an option's value below
     for setting in settings:
         name, separator, value = setting.partition("=")
         if not separator:

@@ -17,7 +17,7 @@ from cryptography import x509
 from estkit.protocol import describe_public_key, generate_private_key
 
 from . import flows, submit
-from ._transport import DEFAULT_TIMEOUT_SECONDS, http_client_options
+from ._transport import DEFAULT_TIMEOUT_SECONDS, HttpClientOptions, http_client_options
 from .auth import AuthScheme, ChallengeAuth
 from .endpoint import EstEndpoint
 from .models import CsrSpec, EnrollResult
@@ -154,7 +154,7 @@ class ClientBase:
             )
         return self._pinned_context
 
-    def _http_options(self) -> dict[str, object]:
+    def _http_options(self) -> HttpClientOptions:
         return http_client_options(self.timeout)
 
     # --- flows (identical for both clients) ---------------------------------------------------

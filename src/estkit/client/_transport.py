@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import TypedDict
 
 import httpx
 
@@ -35,7 +36,16 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 USER_AGENT = "estkit-client"
 
 
-def http_client_options(timeout: float) -> dict[str, object]:
+class HttpClientOptions(TypedDict):
+    """The keyword arguments :func:`http_client_options` gives ``httpx.Client``/``AsyncClient``."""
+
+    timeout: float
+    follow_redirects: bool
+    trust_env: bool
+    headers: dict[str, str]
+
+
+def http_client_options(timeout: float) -> HttpClientOptions:
     """Options for every httpx client we make (shared, verified, bootstrap and PoP)."""
     return {
         "timeout": timeout,

@@ -39,7 +39,7 @@ class AsyncEstClient(ClientBase):
         self._sleep = sleep
         self._http = httpx.AsyncClient(
             transport=async_auth_retry_transport(self._ssl_context),
-            **self._http_options(),  # type: ignore[arg-type]
+            **self._http_options(),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class AsyncEstClient(ClientBase):
                 if dedicated is None:
                     dedicated = httpx.AsyncClient(
                         transport=async_auth_retry_transport(self._context(pinned), ONE_CONNECTION),
-                        **self._http_options(),  # type: ignore[arg-type]
+                        **self._http_options(),
                     )
                 http = dedicated
             return await self._send(http, action.request)

@@ -9,6 +9,7 @@ person knows why the server may refuse the request.
 from __future__ import annotations
 
 import dataclasses
+from typing import TypedDict
 
 from cryptography import x509
 
@@ -57,12 +58,20 @@ def _extension_templates(attrs: CsrAttrs) -> list[tuple[str, bytes]]:
     return []
 
 
+class _SpecChanges(TypedDict, total=False):
+    """The :class:`CsrSpec` fields :func:`apply_csrattrs` may change."""
+
+    hash_algorithm: str | None
+    extensions: tuple[x509.ExtensionType, ...]
+    extra_attributes: tuple[tuple[x509.ObjectIdentifier, bytes], ...]
+
+
 def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
     """``spec`` adjusted to ``attrs`` (the hash, attributes given with values, extensions given
     filled in), plus warnings for wishes it cannot fulfil (the key type is chosen before the key
     exists: see :func:`key_type_for`)."""
     warnings: list[str] = []
-    changes: dict[str, object] = {}
+    changes: _SpecChanges = {}
 
     wanted_hash = attrs.requested_hash
     if wanted_hash is not None:
@@ -142,4 +151,4 @@ def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
     if len(extra) != len(spec.extra_attributes):
         changes["extra_attributes"] = tuple(extra)
 
-    return (dataclasses.replace(spec, **changes) if changes else spec), warnings  # type: ignore[arg-type]
+    return (dataclasses.replace(spec, **changes) if changes else spec), warnings

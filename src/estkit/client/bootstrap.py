@@ -65,7 +65,7 @@ def _fetch_sync(
     settings: flows.FlowSettings, timeout: float, sleep: Sleep, on_wait: WaitCallback | None
 ) -> CaCertsResult:
     context = build_unverified_ssl_context()
-    with httpx.Client(verify=context, **http_client_options(timeout)) as http:  # type: ignore[arg-type]
+    with httpx.Client(verify=context, **http_client_options(timeout)) as http:
         # No auth object: credentials are never offered to an unverified server.
         return drive(
             flows.cacerts_flow(settings),
@@ -79,7 +79,7 @@ async def _fetch_async(
     settings: flows.FlowSettings, timeout: float, sleep: AsyncSleep, on_wait: WaitCallback | None
 ) -> CaCertsResult:
     context = build_unverified_ssl_context()
-    async with httpx.AsyncClient(verify=context, **http_client_options(timeout)) as http:  # type: ignore[arg-type]
+    async with httpx.AsyncClient(verify=context, **http_client_options(timeout)) as http:
 
         async def send(action: flows.Send) -> Reply:
             return await send_request_async(http, action.request, None, _UNVERIFIED)

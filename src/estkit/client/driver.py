@@ -58,7 +58,8 @@ def drive(
             else:  # pragma: no cover - the Action union is closed
                 raise AssertionError(f"unknown flow action {action!r}")
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        result: T = stop.value  # the flow's return value (StopIteration is not generic)
+        return result
     finally:
         flow.close()
 
@@ -95,7 +96,8 @@ async def drive_async(
             else:  # pragma: no cover
                 raise AssertionError(f"unknown flow action {action!r}")
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        result: T = stop.value  # the flow's return value (StopIteration is not generic)
+        return result
     finally:
         flow.close()
 

@@ -17,17 +17,19 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from estkit.protocol import (
     EstProtocolError,
+    PrivateKey,
     common_name,
     decrypt_private_key,
     dns_names,
     is_signed_by,
     parse_serverkeygen_response,
     public_keys_equal,
+    supported_private_key,
 )
 
 from .errors import EstIssuedCertificateError, EstProtocolResponseError
@@ -135,7 +137,7 @@ def interpret_enroll(
     reply: Reply,
     *,
     public_key: PublicKeyTypes,
-    private_key: PrivateKeyTypes | None,
+    private_key: PrivateKey | None,
     requested_common_name: str | None,
     requested_dns_names: tuple[str, ...],
     now: datetime,
@@ -196,7 +198,7 @@ def interpret_serverkeygen(
             )
         try:
             private_key = decrypt_private_key(
-                parsed.key_der, credentials.certificate, credentials.key
+                parsed.key_der, credentials.certificate, supported_private_key(credentials.key)
             )
         except (EstProtocolError, ValueError) as exc:
             raise decoding_error(reply, "the encrypted server-generated key", exc) from None

@@ -15,11 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from estkit.protocol import (
     CaCertificateSet,
     CsrAttrs,
+    PrivateKey,
     certificates_to_pem,
     common_name,
     dns_names,
     private_key_to_pem,
     sha256_fingerprint,
+    supported_private_key,
 )
 
 
@@ -32,7 +34,7 @@ class CsrSpec:
     the client builds (and may rebuild) the CSR from this description at the last moment.
     """
 
-    key: PrivateKeyTypes
+    key: PrivateKey
     common_name: str | None = None
     dns_names: tuple[str, ...] = ()
     serial_number: str | None = None
@@ -55,7 +57,7 @@ class CsrSpec:
             value = serial_attrs[0].value
             serial = value if isinstance(value, str) else value.decode()
         return cls(
-            key=key,
+            key=supported_private_key(key),
             common_name=common_name(certificate),
             dns_names=tuple(dns_names(certificate)),
             serial_number=serial,
@@ -138,7 +140,7 @@ class EnrollResult:
 
     certificate: x509.Certificate
     chain: list[x509.Certificate] = field(default_factory=list)
-    private_key: PrivateKeyTypes | None = None
+    private_key: PrivateKey | None = None
     warnings: list[str] = field(default_factory=list)
     attempts: int = 1
     pop_linked: bool = False
@@ -171,7 +173,7 @@ class EnrollResult:
 class ServerKeygenResult:
     """``/serverkeygen``: the key the server generated and the certificate for it."""
 
-    private_key: PrivateKeyTypes
+    private_key: PrivateKey
     certificate: x509.Certificate
     chain: list[x509.Certificate] = field(default_factory=list)
     key_was_encrypted: bool = False

@@ -10,6 +10,7 @@ result, so a person can tell the server's maintainer what to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import httpx
 from cryptography import x509
@@ -67,7 +68,8 @@ class Reply:
 
     @property
     def content_type(self) -> str | None:
-        return self.headers.get("content-type")
+        content_type: str | None = self.headers.get("content-type")
+        return content_type
 
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
@@ -82,13 +84,22 @@ class RequestContext:
     has_client_certificate: bool = False
 
 
+class _HttpErrorContext(TypedDict):
+    """What every :class:`EstHttpError` made from a reply carries (its keyword arguments)."""
+
+    status: int
+    server_text: str
+    headers: dict[str, str]
+    url: str
+
+
 def error_for_status(reply: Reply, operation: str, context: RequestContext) -> EstError:
     """The error for a status the operation cannot use, with a hint a person can act on."""
     server_text = clip_server_text(reply.text()) if reply.body else ""
     said = f": {server_text}" if server_text else ""
     where = f"{reply.method} {reply.url.path}"
     status = reply.status
-    common = {
+    common: _HttpErrorContext = {
         "status": status,
         "server_text": server_text,
         "headers": dict(reply.headers),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+
+from estkit.protocol.certs import issuer_public_key
 
 OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
 # An OCSP answer with a responder certificate is ~1 kB; 64 KiB bounds a hostile responder.
@@ -137,7 +140,7 @@ def _delegated_signer(
 ) -> x509.Certificate | None:
     """The issuer itself, or a certificate in the response that the issuer signed with
     id-kp-OCSPSigning and that is valid now (RFC 6960 §4.2.2.2)."""
-    issuer_key_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest  # type: ignore[arg-type]
+    issuer_key_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
     if response.responder_name == issuer.subject or response.responder_key_hash == issuer_key_hash:
         return issuer
     for candidate in response.certificates:
@@ -150,7 +153,7 @@ def _delegated_signer(
             continue
         if not candidate.not_valid_before_utc <= now <= candidate.not_valid_after_utc:
             continue
-        candidate_hash = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest  # type: ignore[arg-type]
+        candidate_hash = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest
         if (
             response.responder_name == candidate.subject
             or response.responder_key_hash == candidate_hash
@@ -236,13 +239,13 @@ def interpret_ocsp_response(
             "revoked",
             revoked_at=response.revocation_time_utc,
             reason=reason.value if reason is not None else "unspecified",
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     if response.certificate_status is ocsp.OCSPCertStatus.GOOD:
-        return CertificateStatus("good", **common)  # type: ignore[arg-type]
+        return CertificateStatus("good", **common)
     return CertificateStatus(
         "unknown", problems=(f"OCSP {source}: unknown to the responder",), **common
-    )  # type: ignore[arg-type]
+    )
 
 
 def interpret_crl(
@@ -265,7 +268,7 @@ def interpret_crl(
             if data.lstrip().startswith(b"-----BEGIN")
             else x509.load_der_x509_crl(data)
         )
-        signed = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        signed = crl.issuer == issuer.subject and crl.is_signature_valid(issuer_public_key(issuer))
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         return unknown(f"CRL {source}: unreadable ({exc})")
     if not signed:
@@ -282,14 +285,14 @@ def interpret_crl(
         "next_update": next_update,
     }
     if entry is None:
-        return CertificateStatus("good", **common)  # type: ignore[arg-type]
+        return CertificateStatus("good", **common)
     try:
         reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
     except x509.ExtensionNotFound:
         reason = "unspecified"
     return CertificateStatus(
         "revoked", revoked_at=entry.revocation_date_utc, reason=reason, **common
-    )  # type: ignore[arg-type]
+    )
 
 
 def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
@@ -305,7 +308,9 @@ def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def default_trust(issuer: x509.Certificate, extra: list[x509.Certificate] = ()) -> ssl.SSLContext:  # type: ignore[assignment]
+def default_trust(
+    issuer: x509.Certificate, extra: Sequence[x509.Certificate] = ()
+) -> ssl.SSLContext:
     """TLS trust for https status URLs: the issuer (and ``extra`` chain certificates) as anchors,
     partial chains allowed — the server of an estkit CA has a certificate from that CA. The
     answers are verified on their own; TLS here keeps the question private."""

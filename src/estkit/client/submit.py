@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from estkit.protocol import challenge_password_for, describe_csr, key_encryption_attribute
+from estkit.protocol import (
+    PrivateKey,
+    challenge_password_for,
+    describe_csr,
+    key_encryption_attribute,
+)
 from estkit.protocol.certs import key_identifier
 
 from ._transport import LINKED
@@ -52,7 +57,7 @@ TLS12 = "TLSv1.2"
 # ``pop=POP_WHEN_POSSIBLE``: link the CSR whenever the connection has a tls-unique (TLS 1.2), send
 # it unlinked under TLS 1.3 unless the server's /csrattrs requires linking (then as ``pop=True``).
 # What BCP-003-03 C7 asks of a node: "TLS-session linking SHOULD be included".
-POP_WHEN_POSSIBLE = "when-possible"
+POP_WHEN_POSSIBLE: Final = "when-possible"
 PopMode = bool | None | Literal["when-possible"]
 
 
@@ -237,8 +242,8 @@ def enroll_flow(
         settings, operation, request, pop, apply_attrs
     )
     if isinstance(request, CsrSpec):
-        private_key: PrivateKeyTypes | None = request.key
-        public_key = request.key.public_key()
+        private_key: PrivateKey | None = request.key
+        public_key: PublicKeyTypes = request.key.public_key()
     else:
         private_key = None
         public_key = request.public_key()

@@ -36,7 +36,7 @@ class EstClient(ClientBase):
         self._sleep = sleep
         self._http = httpx.Client(
             transport=auth_retry_transport(self._ssl_context),
-            **self._http_options(),  # type: ignore[arg-type]
+            **self._http_options(),
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class EstClient(ClientBase):
                 if dedicated is None:
                     dedicated = httpx.Client(
                         transport=auth_retry_transport(self._context(pinned), ONE_CONNECTION),
-                        **self._http_options(),  # type: ignore[arg-type]
+                        **self._http_options(),
                     )
                 http = dedicated
             return self._send(http, action.request)

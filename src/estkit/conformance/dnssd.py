@@ -12,9 +12,14 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dns.exception
+import dns.rdata
 import dns.resolver
+from dns.rdtypes.ANY.PTR import PTR
+from dns.rdtypes.ANY.TXT import TXT
+from dns.rdtypes.IN.SRV import SRV
 
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
@@ -126,6 +131,9 @@ def make_resolver(
     return resolver
 
 
+_Record = TypeVar("_Record", bound=dns.rdata.Rdata)
+
+
 class _Lookup:
     def __init__(self, resolver: dns.resolver.Resolver) -> None:
         self.resolver = resolver
@@ -135,7 +143,7 @@ class _Lookup:
         servers = ", ".join(str(ns) for ns in self.resolver.nameservers)
         return f"{servers} port {self.resolver.port}"
 
-    def query(self, name: str, rdtype: str) -> list[object]:
+    def query(self, name: str, rdtype: str, kind: type[_Record]) -> list[_Record]:
         try:
             answer = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -144,12 +152,14 @@ class _Lookup:
             raise DnsSdError(f"DNS server {self.where} did not answer {rdtype} {name}") from None
         except dns.exception.DNSException as exc:
             raise DnsSdError(f"DNS {rdtype} query for {name} failed: {exc}") from None
-        return list(answer.rrset) if answer.rrset is not None else []
+        if answer.rrset is None:
+            return []
+        return [record for record in answer.rrset if isinstance(record, kind)]
 
     def addresses(self, host: str) -> tuple[str, ...]:
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
-            found += [record.to_text() for record in self.query(host, rdtype)]  # type: ignore[attr-defined]
+            found += [record.to_text() for record in self.query(host, rdtype, dns.rdata.Rdata)]
         return tuple(found)
 
 
@@ -178,8 +188,8 @@ def browse(domain: str, server: str | None) -> DnsView:
     lookup = _Lookup(make_resolver(server))
     service = f"{SERVICE_TYPE}.{domain.strip().rstrip('.')}."
     view = DnsView(service=service, where=lookup.where)
-    pointers = lookup.query(service, "PTR")
-    view.instances = [p.target.to_text() for p in pointers[:MAX_ADVERTS]]  # type: ignore[attr-defined]
+    pointers = lookup.query(service, "PTR", PTR)
+    view.instances = [p.target.to_text() for p in pointers[:MAX_ADVERTS]]
     deadline = time.monotonic() + BROWSE_BUDGET_SECONDS
     for index, instance in enumerate(view.instances):
         if time.monotonic() > deadline:
@@ -194,20 +204,20 @@ def browse(domain: str, server: str | None) -> DnsView:
 
 def _instance(lookup: _Lookup, instance: str) -> Advert:
     problems: list[str] = []
-    srvs = lookup.query(instance, "SRV")
+    srvs = lookup.query(instance, "SRV", SRV)
     if len(srvs) > 1:
         problems.append(f"{len(srvs)} SRV records; the first is judged")
     target = port = None
     addresses: tuple[str, ...] = ()
     if srvs:
         record = srvs[0]
-        target = record.target.to_text().rstrip(".")  # type: ignore[attr-defined]
-        port = int(record.port)  # type: ignore[attr-defined]
+        target = record.target.to_text().rstrip(".")
+        port = int(record.port)
         addresses = lookup.addresses(target) if target else ()
-    txts = lookup.query(instance, "TXT")
+    txts = lookup.query(instance, "TXT", TXT)
     txt: dict[str, str] | None = None
     if txts:
-        txt, txt_problems = parse_txt(list(txts[0].strings))  # type: ignore[attr-defined]
+        txt, txt_problems = parse_txt(list(txts[0].strings))
         problems += txt_problems
     return Advert(instance.rstrip("."), target, port, txt, addresses, tuple(problems))
 

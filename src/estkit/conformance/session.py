@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography import x509
@@ -59,6 +59,8 @@ from estkit.protocol import (
     signature_hash_for,
     tls_unique_for,
 )
+
+_T = TypeVar("_T")
 
 KEY_TYPES = {"rsa": "rsa2048", "ecdsa": "p256"}
 """Key types of the test CSRs: the smallest each family allows, so generation stays fast."""
@@ -229,10 +231,11 @@ class Session:
             return _basic(*self.target.basic)
         return None
 
-    def memoised(self, key: str, compute: Callable[[], Any]) -> Any:
+    def memoised(self, key: str, compute: Callable[[], _T]) -> _T:
         if key not in self._memo:
             self._memo[key] = compute()
-        return self._memo[key]
+        value: _T = self._memo[key]  # what compute() gave for this key
+        return value
 
     # -- names and CSRs ---------------------------------------------------------------------
 
@@ -629,7 +632,8 @@ def digest_authorization(
         return None  # no Digest challenge httpx can parse
     finally:
         flow.close()
-    return answered.headers.get("Authorization")
+    authorization: str | None = answered.headers.get("Authorization")
+    return authorization
 
 
 def _basic(user: str, password: str) -> str:

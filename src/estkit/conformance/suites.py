@@ -8,6 +8,7 @@ iterate over them.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,7 +91,7 @@ class CipherCatalogue:
         return {"openssl": ssl.OPENSSL_VERSION, "not_offerable": by_reason}
 
 
-def classify_suite(info: dict[str, Any]) -> NonListedGroup:
+def classify_suite(info: Mapping[str, object]) -> NonListedGroup:
     """Which non-listed group an OpenSSL cipher description (``SSLContext.get_ciphers``) is in."""
     name = str(info.get("name", ""))
     symmetric = str(info.get("symmetric", "")).lower()

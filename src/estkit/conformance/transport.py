@@ -15,13 +15,14 @@ import http.client
 import io
 import select
 import shutil
+import socket
 import ssl
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 
@@ -269,7 +270,9 @@ def perform(
         interrupted = _send_request(conn, method, path, payload, content_type, headers or {}, early)
         exchange.send_interrupted = interrupted
         # Read through a file that first returns what was taken off the socket while sending.
-        response = http.client.HTTPResponse(_Prefixed(sock, bytes(early)), method=method)
+        # cast: typeshed asks for a socket, but HTTPResponse only calls its makefile("rb").
+        prefixed = cast(socket.socket, _Prefixed(sock, bytes(early)))
+        response = http.client.HTTPResponse(prefixed, method=method)
         response.begin()
         exchange.status, exchange.reason = response.status, response.reason
         exchange.headers = tuple(response.getheaders())

@@ -51,7 +51,7 @@ OPERATORS_CA_KEY = web.AppKey("operators_ca", x509.Certificate)
 ALLOWED_HOSTS_KEY = web.AppKey("allowed_hosts", frozenset)
 POLL_KEY = web.AppKey("poll_ms", int)
 # The console's clock (tests inject one to expire sign-in tokens without waiting).
-CLOCK_KEY = web.AppKey("clock", object)
+CLOCK_KEY: web.AppKey[Callable[[], dt.datetime]] = web.AppKey("clock")
 # Per-request identity. aiohttp >= 3.14 wants typed keys; older releases take plain strings.
 _RequestKey = getattr(web, "RequestKey", None)
 OPERATOR_RKEY: Any = _RequestKey("operator", Operator) if _RequestKey else "operator"

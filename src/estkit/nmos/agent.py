@@ -318,7 +318,7 @@ class RenewalAgent:
                 cert_state.update(failures=failures, last_error=str(exc))
                 pending = isinstance(exc, ProvisioningError) and exc.pending
                 cert_state["pending"] = pending
-                if pending:
+                if pending and isinstance(exc, ProvisioningError):
                     retry = now + timedelta(seconds=pending_retry_seconds(exc))  # C10
                 elif plan.action is Action.RENEW and installed is not None:
                     # C13: keep the current certificate; retry after half its remaining life,

@@ -8,6 +8,7 @@ transport to be swappable. :class:`ClientConnector`, the real one, is a thin lay
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -150,10 +151,10 @@ class ClientConnector:
             return client.simpleenroll(spec, pop=self.pop)
 
     def _http(self, url: str, trust: Sequence[x509.Certificate]) -> httpx.Client:
-        verify: object = True
+        verify: ssl.SSLContext | bool = True
         if url.lower().startswith("https://"):
             verify = build_ssl_context(TrustAnchors.from_certificates(trust))
-        return httpx.Client(verify=verify, timeout=FETCH_TIMEOUT_SECONDS, trust_env=False)  # type: ignore[arg-type]
+        return httpx.Client(verify=verify, timeout=FETCH_TIMEOUT_SECONDS, trust_env=False)
 
     def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
         return self._request("GET", url, trust)

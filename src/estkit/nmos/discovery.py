@@ -20,12 +20,18 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import dns.exception
 import dns.name
+import dns.rdata
 import dns.rdatatype
 import dns.resolver
+from dns.rdtypes.ANY.PTR import PTR
+from dns.rdtypes.ANY.TXT import TXT
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.AAAA import AAAA
+from dns.rdtypes.IN.SRV import SRV
 
 from estkit.nmos.config import parse_host_port
 from estkit.nmos.errors import DiscoveryError, NodeConfigError
@@ -209,6 +215,9 @@ def make_resolver(
     return resolver
 
 
+_Record = TypeVar("_Record", bound=dns.rdata.Rdata)
+
+
 class _Lookup:
     """DNS queries with the error translation every step of discovery needs."""
 
@@ -219,8 +228,9 @@ class _Lookup:
         servers = ", ".join(str(ns) for ns in self.resolver.nameservers)
         return f"DNS server {servers} port {self.resolver.port}"
 
-    def query(self, name: str, rdtype: str) -> list[object]:
-        """Records of ``rdtype`` at ``name``; empty when the name or type does not exist."""
+    def query(self, name: str, rdtype: str, kind: type[_Record]) -> list[_Record]:
+        """Records of ``rdtype`` (dnspython class ``kind``) at ``name``; empty when the name or
+        type does not exist."""
         try:
             answer = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -237,7 +247,9 @@ class _Lookup:
             ) from None
         except dns.exception.DNSException as exc:
             raise DiscoveryError(f"DNS {rdtype} query for {name} failed: {exc}") from None
-        return list(answer.rrset) if answer.rrset is not None else []
+        if answer.rrset is None:
+            return []
+        return [record for record in answer.rrset if isinstance(record, kind)]
 
 
 def discover_unicast(
@@ -263,7 +275,7 @@ def discover_unicast(
     lookup = _Lookup(resolver or make_resolver(dns_server))
     service = f"{SERVICE_TYPE}.{search_domain}."
     warnings: list[str] = []
-    pointers = lookup.query(service, "PTR")
+    pointers = lookup.query(service, "PTR", PTR)
     if not pointers:
         raise DiscoveryError(
             f"no PTR records for {service} at {lookup.where()}",
@@ -271,7 +283,7 @@ def discover_unicast(
         )
     candidates: list[ServerAdvert] = []
     for pointer in pointers[:MAX_ADVERTS]:
-        instance = pointer.target.to_text()  # type: ignore[attr-defined]
+        instance = pointer.target.to_text()
         try:
             advert = _resolve_instance(lookup, instance, warnings)
         except DiscoveryError as exc:
@@ -295,25 +307,26 @@ def discover_unicast(
 
 def _resolve_instance(lookup: _Lookup, instance: str, warnings: list[str]) -> ServerAdvert | None:
     shown = instance.rstrip(".")
-    srvs = lookup.query(instance, "SRV")
+    srvs = lookup.query(instance, "SRV", SRV)
     if not srvs:
         warnings.append(f"ignored {shown}: no SRV record (D2)")
         return None
     # One SRV per instance is normal; if there are several, honour SRV priority among them.
-    srv = min(srvs, key=lambda r: (r.priority, -r.weight))  # type: ignore[attr-defined]
-    target = srv.target.to_text()  # type: ignore[attr-defined]
+    srv = min(srvs, key=lambda r: (r.priority, -r.weight))
+    target = srv.target.to_text()
     if target == ".":
         warnings.append(f"ignored {shown}: SRV target '.' means the service is not offered here")
         return None
-    txt_records = lookup.query(instance, "TXT")
+    txt_records = lookup.query(instance, "TXT", TXT)
     strings: list[bytes] = []
     for record in txt_records:
-        strings.extend(record.strings)  # type: ignore[attr-defined]
+        strings.extend(record.strings)
     addresses: list[str] = []
     problems: list[str] = []
-    for rdtype in ("A", "AAAA"):
+    address_kinds: tuple[tuple[str, type[A | AAAA]], ...] = (("A", A), ("AAAA", AAAA))
+    for rdtype, kind in address_kinds:
         try:
-            addresses.extend(record.address for record in lookup.query(target, rdtype))  # type: ignore[attr-defined]
+            addresses.extend(record.address for record in lookup.query(target, rdtype, kind))
         except DiscoveryError as exc:
             # Some servers refuse AAAA (or A) queries outright; the other family may still work.
             problems.append(str(exc))
@@ -327,7 +340,7 @@ def _resolve_instance(lookup: _Lookup, instance: str, warnings: list[str]) -> Se
     return advert_from_txt(
         shown,
         target,
-        int(srv.port),  # type: ignore[attr-defined]
+        int(srv.port),
         parse_txt(strings),
         tuple(addresses),
         "unicast",

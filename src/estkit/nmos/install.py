@@ -18,6 +18,7 @@ from estkit.nmos.node import NmosNode
 from estkit.nmos.validation import build_chain
 from estkit.protocol.certs import dns_names, load_pem_certificates
 from estkit.protocol.errors import EncodingError
+from estkit.protocol.keys import supported_private_key
 
 
 def install_by_hand(
@@ -37,7 +38,8 @@ def install_by_hand(
     if cert_path is None or key_path is None:
         return lines
     try:
-        chain, key = load_credential_pair(cert_path, key_path)
+        chain, loaded_key = load_credential_pair(cert_path, key_path)
+        key = supported_private_key(loaded_key)  # an EncodingError, so a ValueError
     except ValueError as exc:
         raise CertificateValidationError(
             str(exc), hint="give the key that belongs to --cert"
@@ -59,7 +61,7 @@ def install_by_hand(
     roots = node.trust_anchors()
     path = build_chain(leaf, [*chain[1:], *node.store.load_chain()], roots)
     intermediates = [cert for cert in path[1:] if cert not in roots]
-    installed = node.store.install_credential(slot, [leaf, *intermediates], key)  # type: ignore[arg-type]
+    installed = node.store.install_credential(slot, [leaf, *intermediates], key)
     missing = [name for name in node.config.hostnames if name not in dns_names(leaf)]
     if missing:
         node.emit(

@@ -57,7 +57,7 @@ from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
 from estkit.nmos.validation import validate_issued_certificate
 from estkit.protocol.certs import is_signed_by, sha256_fingerprint
-from estkit.protocol.keys import describe_public_key, generate_private_key
+from estkit.protocol.keys import PrivateKey, describe_public_key, generate_private_key
 from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
 
 T = TypeVar("T")
@@ -546,7 +546,7 @@ class NmosNode:
                 return ManufacturerStatus(
                     False, "revoked", f"the manufacturer certificate is {result.detail}"
                 )
-        credentials = ClientCredentials(tuple(chain), key, Path(cert_path), Path(key_path))  # type: ignore[arg-type]
+        credentials = ClientCredentials(tuple(chain), key, Path(cert_path), Path(key_path))
         return ManufacturerStatus(True, "valid", f"{leaf.subject.rfc4514_string()}", credentials)
 
     def device_serial(self) -> str | None:
@@ -834,9 +834,9 @@ def _issuer_of(
     return next((candidate for candidate in candidates if is_signed_by(cert, candidate)), None)
 
 
-def _key_is_type(key: object, key_type: str) -> bool:
+def _key_is_type(key: PrivateKey, key_type: str) -> bool:
     try:
-        info = describe_public_key(key.public_key())  # type: ignore[attr-defined]
+        info = describe_public_key(key.public_key())
     except (AttributeError, ValueError):
         return False
     expected = {"p256": "P-256", "p384": "P-384", "p521": "P-521"}
@@ -845,9 +845,9 @@ def _key_is_type(key: object, key_type: str) -> bool:
     return info.family == "ec" and info.description.endswith(expected.get(key_type, "?"))
 
 
-def _describe_key(key: object) -> str:
+def _describe_key(key: PrivateKey) -> str:
     try:
-        return describe_public_key(key.public_key()).description  # type: ignore[attr-defined]
+        return describe_public_key(key.public_key()).description
     except (AttributeError, ValueError):
         return "new"
 

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from estkit.protocol.certs import issuer_public_key
+
 # CRLs are small (tens of kB for a device CA); a bound keeps a hostile URL from filling memory.
 MAX_CRL_BYTES = 4 * 1024 * 1024
 OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
@@ -111,7 +113,7 @@ def check_crl(
             source,
         )
     try:
-        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        signed = crl.is_signature_valid(issuer_public_key(issuer))
     except (TypeError, UnsupportedAlgorithm):
         signed = False
     if not signed:
@@ -242,7 +244,7 @@ def _ocsp_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.
     if response.responder_name == issuer.subject:
         return issuer
     if response.responder_key_hash is not None:
-        own_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest  # type: ignore[arg-type]
+        own_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
         if response.responder_key_hash == own_hash:
             return issuer
     for candidate in response.certificates:

@@ -35,7 +35,12 @@ from estkit.fileio import (
 )
 from estkit.nmos.errors import NmosError
 from estkit.protocol.certs import certificates_to_pem
-from estkit.protocol.keys import PrivateKey, load_private_key, private_key_to_pem
+from estkit.protocol.keys import (
+    PrivateKey,
+    load_private_key,
+    private_key_to_pem,
+    supported_private_key,
+)
 
 STATE_FILENAME = "state.json"
 CHAIN_FILENAME = "ca-chain.pem"
@@ -124,9 +129,10 @@ class CredentialStore:
             return None
         try:
             chain, key = load_credential_pair(cert_path, key_path)
+            usable_key = supported_private_key(key)  # an EncodingError, so a ValueError
         except (CredentialMismatchError, ValueError, OSError):
             return None
-        return InstalledCredential(slot, chain, key, cert_path, key_path)  # type: ignore[arg-type]
+        return InstalledCredential(slot, chain, usable_key, cert_path, key_path)
 
     def install_credential(
         self, slot: str, chain: list[x509.Certificate], key: PrivateKey

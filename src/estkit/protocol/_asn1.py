@@ -108,11 +108,11 @@ def encode_attribute(dotted: str, values: list[bytes]) -> core.Asn1Value:
     return _Attribute({"type": dotted, "values": items})
 
 
-class _AnySet(core.SetOf):  # type: ignore[misc]
+class _AnySet(core.SetOf):  # type: ignore[misc]  # asn1crypto is untyped: base is Any
     _child_spec = core.Asn1Value
 
 
-class _Attribute(core.Sequence):  # type: ignore[misc]
+class _Attribute(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped: base is Any
     _fields = [("type", core.ObjectIdentifier), ("values", _AnySet)]  # noqa: RUF012
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterable
+from typing import TypeGuard, get_args
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 
 from .errors import EncodingError
@@ -83,7 +88,7 @@ def fingerprint_matches(cert: x509.Certificate, text: str) -> bool:
     return hmac.compare_digest(cert.fingerprint(hashes.SHA256()), parse_fingerprint(text))
 
 
-def dns_names(cert: x509.Certificate) -> list[str]:
+def dns_names(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
     """The DNS names of the subjectAltName extension (empty when it has none)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -92,7 +97,7 @@ def dns_names(cert: x509.Certificate) -> list[str]:
     return list(san.value.get_values_for_type(x509.DNSName))
 
 
-def common_name(cert: x509.Certificate) -> str | None:
+def common_name(cert: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
     """The subject's first commonName, or None."""
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not attrs:
@@ -107,7 +112,28 @@ def key_identifier(cert: x509.Certificate) -> bytes:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+
+
+# The key classes that verify signatures, as this cryptography version defines them.
+_SIGNATURE_KEY_CLASSES: tuple[type, ...] = get_args(CertificateIssuerPublicKeyTypes)
+
+
+def _verifies_signatures(
+    key: CertificatePublicKeyTypes,
+) -> TypeGuard[CertificateIssuerPublicKeyTypes]:
+    return isinstance(key, _SIGNATURE_KEY_CLASSES)
+
+
+def issuer_public_key(cert: x509.Certificate) -> CertificateIssuerPublicKeyTypes:
+    """``cert``'s public key as one that verifies signatures (for CRL and OCSP checks).
+
+    A key-agreement key (X25519, X448) raises TypeError, as cryptography's own checks do.
+    """
+    public_key = cert.public_key()
+    if not _verifies_signatures(public_key):
+        raise TypeError(f"a {type(public_key).__name__} cannot verify signatures")
+    return public_key
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
@@ -214,6 +240,7 @@ __all__ = [
     "is_ca_certificate",
     "is_self_signed",
     "is_signed_by",
+    "issuer_public_key",
     "key_identifier",
     "load_pem_certificates",
     "order_certificates",

@@ -92,7 +92,7 @@ _ENVELOPED_VERSION = "v2"  # RFC 5652 §6.1: version 2 when a RecipientInfo is n
 RecipientIdentification = Literal["issuer_and_serial", "subject_key_identifier"]
 
 
-class EccCmsSharedInfo(core.Sequence):
+class EccCmsSharedInfo(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped: base is Any
     """RFC 5753 §7.2 ECC-CMS-SharedInfo, the KDF's SharedInfo (asn1crypto has no class for it)."""
 
     _fields = [  # noqa: RUF012 - asn1crypto declares fields as a class-level list

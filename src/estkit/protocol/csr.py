@@ -13,6 +13,7 @@ import ipaddress
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -24,14 +25,22 @@ from cryptography.x509.oid import AttributeOID, NameOID, ObjectIdentifier
 from . import _asn1
 from .encoding import decode_body, encode_base64_body
 from .errors import CsrError, CsrPolicyError, EncodingError
-from .keys import KeyInfo, PrivateKey, PublicKey, describe_public_key, signature_hash_for
+from .keys import (
+    KeyInfo,
+    PrivateKey,
+    PublicKey,
+    SignatureHash,
+    describe_public_key,
+    signature_hash_for,
+    supported_public_key,
+)
 from .limits import ALLOWED_CURVES, ALLOWED_SIGNATURE_HASHES, MIN_RSA_BITS
 
 # Hashes that no profile may use to *create* a request (RFC 6151, RFC 9155).
 FORBIDDEN_BUILD_HASHES = ("md5", "sha1")
 _LEGACY_VERIFY_HASHES = (hashes.MD5, hashes.SHA1)
 # SHA-256 and up only: SHA-224 is below what BCP-003-01 and the issue ask for.
-_HASHES_BY_NAME: dict[str, type[hashes.HashAlgorithm]] = {
+_HASHES_BY_NAME: dict[str, type[SignatureHash]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -40,6 +49,27 @@ _HASHES_BY_NAME: dict[str, type[hashes.HashAlgorithm]] = {
 _WRITABLE_TAGS = {member.value: member for member in _ASN1Type}
 _PRINTABLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 _CRITICAL_EXTENSIONS = (x509.BasicConstraints, x509.KeyUsage)
+# The hashes cryptography signs a CSR with (what its ``sign`` accepts).
+_SigningHash: TypeAlias = (
+    hashes.SHA224
+    | hashes.SHA256
+    | hashes.SHA384
+    | hashes.SHA512
+    | hashes.SHA3_224
+    | hashes.SHA3_256
+    | hashes.SHA3_384
+    | hashes.SHA3_512
+)
+_SIGNING_HASHES = (
+    hashes.SHA224,
+    hashes.SHA256,
+    hashes.SHA384,
+    hashes.SHA512,
+    hashes.SHA3_224,
+    hashes.SHA3_256,
+    hashes.SHA3_384,
+    hashes.SHA3_512,
+)
 # X.520 ub-common-name (RFC 5280 Appendix A): a commonName longer than 64 characters cannot be
 # encoded in a conforming certificate, so a request for one is refused, not truncated.
 MAX_COMMON_NAME_LENGTH = 64
@@ -50,7 +80,7 @@ MAX_COMMON_NAMES = 1
 SHOWN_NAME_CHARACTERS = 80
 
 
-def _hash_from(hash_algorithm: hashes.HashAlgorithm | str | None, key: PrivateKey) -> object:
+def _hash_from(hash_algorithm: hashes.HashAlgorithm | str | None, key: PrivateKey) -> _SigningHash:
     if hash_algorithm is None:
         return signature_hash_for(key)
     name = hash_algorithm if isinstance(hash_algorithm, str) else hash_algorithm.name
@@ -60,8 +90,12 @@ def _hash_from(hash_algorithm: hashes.HashAlgorithm | str | None, key: PrivateKe
             f"refusing to sign a CSR with {name.upper()}: it is broken for signatures; "
             f"use one of {', '.join(ALLOWED_SIGNATURE_HASHES)}"
         )
-    if isinstance(hash_algorithm, hashes.HashAlgorithm):
+    if isinstance(hash_algorithm, _SIGNING_HASHES):
         return hash_algorithm
+    if isinstance(hash_algorithm, hashes.HashAlgorithm):  # cryptography's own refusal, earlier
+        raise UnsupportedAlgorithm(
+            f'Hash algorithm "{hash_algorithm.name}" not supported for signatures'
+        )
     if name not in _HASHES_BY_NAME:
         raise ValueError(
             f"unknown hash {hash_algorithm!r}; use one of {', '.join(sorted(_HASHES_BY_NAME))}"
@@ -103,7 +137,7 @@ def build_csr(
     The hash defaults to :func:`signature_hash_for`; MD5 and SHA-1 raise :class:`CsrPolicyError`.
     """
     algorithm = _hash_from(hash_algorithm, key)
-    names: list[x509.NameAttribute] = []
+    names: list[x509.NameAttribute[str]] = []
     if common_name is not None:
         names.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     if serial_number is not None:
@@ -133,7 +167,7 @@ def build_csr(
     for oid, value_der in extra_attributes:
         contents, tag = _attribute_args(value_der)
         builder = builder.add_attribute(oid, contents, _tag=tag)
-    return builder.sign(key, algorithm)  # type: ignore[arg-type]
+    return builder.sign(key, algorithm)
 
 
 def _signature_algorithm_name(csr: x509.CertificateSigningRequest) -> str:
@@ -142,7 +176,9 @@ def _signature_algorithm_name(csr: x509.CertificateSigningRequest) -> str:
     return f"{name} ({oid.dotted_string})" if name and name != "Unknown OID" else oid.dotted_string
 
 
-def _legacy_signature_valid(csr: x509.CertificateSigningRequest, algorithm: object) -> bool:
+def _legacy_signature_valid(
+    csr: x509.CertificateSigningRequest, algorithm: hashes.HashAlgorithm
+) -> bool:
     """Verify an MD5/SHA-1 signature that ``cryptography`` declines to check."""
     public_key = csr.public_key()
     try:
@@ -387,7 +423,7 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         other_names=tuple(others),
         extensions=tuple(ext.oid.dotted_string for ext in extensions),
         signature_valid=_signature_checkable_and_valid(csr),
-        public_key=public_key,  # type: ignore[arg-type]
+        public_key=supported_public_key(public_key),  # RSA or EC: described above
     )
 
 

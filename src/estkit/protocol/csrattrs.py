@@ -269,7 +269,7 @@ def encode_csrattrs(attrs: CsrAttrs) -> bytes:
     return bytes(_SequenceOfAny(items).dump(force=True))
 
 
-class _SequenceOfAny(core.SequenceOf):  # type: ignore[misc]
+class _SequenceOfAny(core.SequenceOf):  # type: ignore[misc]  # asn1crypto is untyped: base is Any
     _child_spec = core.Asn1Value
 
 

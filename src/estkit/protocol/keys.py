@@ -8,17 +8,20 @@ one place deciding which hash goes with which key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from .errors import EncodingError
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# The hashes :func:`signature_hash_for` picks: the precise type cryptography's ``sign`` accepts.
+SignatureHash: TypeAlias = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 
 KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521")
 
@@ -117,6 +120,12 @@ def load_private_key(data: bytes) -> PrivateKey:
             f"cannot load the private key ({exc}); expected an unencrypted RSA or EC key in "
             "PKCS#8, PKCS#1 or SEC1 form, PEM or DER"
         ) from None
+    return supported_private_key(key)
+
+
+def supported_private_key(key: PrivateKeyTypes) -> PrivateKey:
+    """``key`` as the RSA or EC key estkit works with; any other type (Ed25519, DSA, ...) is
+    refused with :class:`EncodingError`."""
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise EncodingError(
             f"unsupported private key type {type(key).__name__}; use an RSA or ECDSA key"
@@ -124,8 +133,28 @@ def load_private_key(data: bytes) -> PrivateKey:
     return key
 
 
+def supported_public_key(key: PublicKeyTypes) -> PublicKey:
+    """``key`` as an RSA or EC public key; any other type is refused with :class:`EncodingError`
+    (the message :func:`describe_public_key` gives)."""
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        return key
+    describe_public_key(key)  # raises EncodingError, naming the unsupported type
+    raise AssertionError("unreachable: describe_public_key accepts only RSA and EC keys")
+
+
+@runtime_checkable
+class _SerialisablePublicKey(Protocol):
+    """What :func:`_spki` needs: every cryptography public key type has it."""
+
+    def public_bytes(
+        self, encoding: serialization.Encoding, format: serialization.PublicFormat
+    ) -> bytes: ...
+
+
 def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+    if not isinstance(public_key, _SerialisablePublicKey):
+        raise TypeError(f"{type(public_key).__name__} is not a public key")
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -154,7 +183,7 @@ def key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> bool:
     return public_keys_equal(key.public_key(), cert.public_key())
 
 
-def signature_hash_for(key: object) -> hashes.HashAlgorithm:
+def signature_hash_for(key: object) -> SignatureHash:
     """The hash matching the key's strength: SHA-256 for RSA and P-256, SHA-384 for P-384,
     SHA-512 for P-521 (NIST SP 800-57 Part 1 Table 3 security strengths)."""
     curve = getattr(key, "curve", None)
@@ -171,6 +200,7 @@ __all__ = [
     "KeyInfo",
     "PrivateKey",
     "PublicKey",
+    "SignatureHash",
     "describe_public_key",
     "generate_private_key",
     "key_matches_certificate",
@@ -180,4 +210,6 @@ __all__ = [
     "private_key_to_pem",
     "public_keys_equal",
     "signature_hash_for",
+    "supported_private_key",
+    "supported_public_key",
 ]

@@ -79,10 +79,11 @@ def key_encryption_attribute(
 def key_encryption_request(csr: x509.CertificateSigningRequest) -> KeyEncryptionRequest | None:
     """The DecryptKeyIdentifier / AsymmetricDecryptKeyIdentifier attribute of a CSR, if any."""
     attributes = csr_attribute_values(csr)
-    for oid, kind in (
+    kinds: tuple[tuple[ObjectIdentifier, Literal["symmetric", "asymmetric"]], ...] = (
         (ASYMMETRIC_DECRYPT_KEY_IDENTIFIER, "asymmetric"),
         (DECRYPT_KEY_IDENTIFIER, "symmetric"),
-    ):
+    )
+    for oid, kind in kinds:
         values = attributes.get(oid.dotted_string)
         if not values:
             continue
@@ -95,7 +96,7 @@ def key_encryption_request(csr: x509.CertificateSigningRequest) -> KeyEncryption
                 f"the CSR's {kind} key identifier attribute ({oid.dotted_string}) is not an "
                 "OCTET STRING; it must hold the key identifier (RFC 7030 §4.4.1)"
             )
-        return KeyEncryptionRequest(kind, identifier)  # type: ignore[arg-type]
+        return KeyEncryptionRequest(kind, identifier)
     return None
 
 

@@ -55,7 +55,15 @@ from estkit.protocol.pop import tls_unique_for
 from estkit.protocol.retry import format_retry_after
 from estkit.protocol.serverkeygen import build_serverkeygen_response
 from estkit.server.accesslog import refusals
-from estkit.server.enroll import EnrollmentRequest, Issued, Queued, enroll, would_queue
+from estkit.server.enroll import (
+    EnrollmentRequest,
+    Issued,
+    Operation,
+    Queued,
+    enroll,
+    is_operation,
+    would_queue,
+)
 from estkit.server.httpauth import HttpAuthenticator
 from estkit.server.limits import body_deadline
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
@@ -102,7 +110,8 @@ def _peer(request: web.Request) -> str:
 def _ssl_object(request: web.Request) -> ssl.SSLObject | None:
     if request.transport is None:
         return None
-    return request.transport.get_extra_info("ssl_object")
+    ssl_object: ssl.SSLObject | None = request.transport.get_extra_info("ssl_object")
+    return ssl_object
 
 
 def text_response(status: int, text: str, headers: Any = ()) -> web.Response:
@@ -216,6 +225,7 @@ class EstHandler:
                 return self.cacerts()
             return self.csrattrs(profile)
         self._require_method(request, ("POST",), operation)
+        assert is_operation(operation)  # parse_path's other operations are answered above
         return await self.enroll(request, label, operation, profile)
 
     @staticmethod
@@ -414,7 +424,7 @@ class EstHandler:
         return result.user
 
     async def enroll(
-        self, request: web.Request, label: str | None, operation: str, profile: Profile
+        self, request: web.Request, label: str | None, operation: Operation, profile: Profile
     ) -> web.Response:
         self._check_content_type(request, operation)
         body = await self._read_body(request)
@@ -446,7 +456,7 @@ class EstHandler:
         except (EncodingError, CsrError) as exc:
             raise Refusal(400, f"the request body is not a usable PKCS#10 CSR: {exc}") from None
         enrollment = EnrollmentRequest(
-            operation=operation,  # type: ignore[arg-type]
+            operation=operation,
             label=label,
             profile=profile,
             csr=csr,

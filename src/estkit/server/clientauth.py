@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from estkit.protocol.certs import is_self_signed, sha256_fingerprint
+from estkit.protocol.certs import is_self_signed, issuer_public_key, sha256_fingerprint
 
 logger = logging.getLogger("estkit.server")
 
@@ -73,7 +73,8 @@ class ClientCertificateStatus:
 
 def _name_text(certificate: x509.Certificate, which: Literal["subject", "issuer"]) -> str:
     try:
-        return getattr(certificate, which).rfc4514_string()
+        name = certificate.subject if which == "subject" else certificate.issuer
+        return name.rfc4514_string()
     except ValueError:
         return f"<unreadable {which}>"
 
@@ -330,7 +331,7 @@ def _load_crl(cache: _CrlCache, group: TrustGroup, now: dt.datetime) -> None:
         (
             cert
             for cert in group.all_certificates
-            if cert.subject == crl.issuer and crl.is_signature_valid(cert.public_key())
+            if cert.subject == crl.issuer and crl.is_signature_valid(issuer_public_key(cert))
         ),
         None,
     )

@@ -31,6 +31,7 @@ from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, prof
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol.certs import (
     is_ca_certificate,
+    issuer_public_key,
     load_pem_certificates,
     parse_fingerprint,
     sha256_fingerprint,
@@ -324,7 +325,9 @@ def _public_url(value: object, where: str) -> str | None:
     if value is None or value == "":
         return None
     try:
-        return check_public_url(value)  # type: ignore[arg-type]
+        if not isinstance(value, str):
+            raise ValueError(f"a URL is a string, not {value!r}")
+        return check_public_url(value)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -610,7 +613,7 @@ def check_manufacturer_crl(
     except ValueError:
         raise ConfigError(f"{path} is not a CRL (PEM or DER)") from None
     for cert in certificates:
-        if cert.subject == crl.issuer and crl.is_signature_valid(cert.public_key()):
+        if cert.subject == crl.issuer and crl.is_signature_valid(issuer_public_key(cert)):
             return crl
     raise ConfigError(
         f"{path}: the CRL was issued by {crl.issuer.rfc4514_string()}, which is not (or did "

@@ -12,9 +12,13 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dns.name
 import dns.rrset
+
+if TYPE_CHECKING:  # the code imports zeroconf where it uses it; annotations need the name
+    from zeroconf import Zeroconf
 
 SERVICE_TYPE = "_nmos-certs._tcp"
 DEFAULT_TTL_SECONDS = 3600
@@ -168,7 +172,7 @@ class MdnsAdvertisement:
             server=self.host,
             parsed_addresses=list(addresses),
         )
-        self._zeroconf: object | None = None
+        self._zeroconf: Zeroconf | None = None
 
     def start(self) -> None:
         """Register the service (blocks for zeroconf's probing, about two seconds).
@@ -202,8 +206,8 @@ class MdnsAdvertisement:
         self._zeroconf = None
 
         def unregister() -> None:
-            zc.unregister_service(self.info)  # type: ignore[attr-defined]
-            zc.close()  # type: ignore[attr-defined]
+            zc.unregister_service(self.info)
+            zc.close()
 
         thread = threading.Thread(target=unregister, name="estkit-mdns-stop", daemon=True)
         thread.start()

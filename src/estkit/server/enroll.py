@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -50,6 +50,12 @@ from estkit.server.state import ServerState
 logger = logging.getLogger("estkit.server")
 
 Operation = Literal["simpleenroll", "simplereenroll", "serverkeygen"]
+
+
+def is_operation(name: str) -> TypeGuard[Operation]:
+    """True when ``name`` is one of the enrolling operations (:data:`Operation`)."""
+    return name in get_args(Operation)
+
 
 # Serials are 64+ random bits, so a clash is astronomically rare; the store's PRIMARY KEY makes
 # it impossible, and we simply draw again a few times before giving up with a 500.

@@ -113,7 +113,9 @@ class FailureBackoff:
             return 0.0
         if now - entry.last > FAILURE_MEMORY_SECONDS:
             return 0.0
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (entry.count - threshold))
+        delay: float = min(
+            BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (entry.count - threshold)
+        )
         return max(0.0, entry.last + delay - now)
 
     def retry_after(self, source: str | None, user: str | None) -> tuple[int, str] | None:

@@ -200,9 +200,14 @@ async def middleware(
 # -- TLS handshake failures --------------------------------------------------------------------
 
 
+# TLS record content type 21 is an alert (RFC 8446 §5.1); ssl's own enum for it is private.
+_TLS_CONTENT_ALERT = 21
+
+
 def _alert_name(code: int) -> str:
     try:
-        return ssl._TLSAlertType(code).name.lower()  # type: ignore[attr-defined]
+        alert = ssl._TLSAlertType  # type: ignore[attr-defined]  # private enum, no stub
+        return str(alert(code).name).lower()
     except (AttributeError, ValueError):
         return "other"
 
@@ -219,7 +224,7 @@ def _on_tls_message(
     try:
         if (
             metrics is None
-            or int(content_type) != ssl._TLSContentType.ALERT  # type: ignore[attr-defined]
+            or int(content_type) != _TLS_CONTENT_ALERT
             or len(data) != _ALERT_RECORD_BYTES
             or data[0] != _ALERT_LEVEL_FATAL
         ):
@@ -253,7 +258,7 @@ def watch_handshakes(context: ssl.SSLContext) -> bool:
     if not hasattr(context, "_msg_callback"):
         logger.warning("this Python cannot observe TLS alerts; handshake failures are not counted")
         return False
-    context._msg_callback = _on_tls_message  # type: ignore[attr-defined]
+    context._msg_callback = _on_tls_message
     inner = context.sni_callback
     if inner is not None:
 
@@ -370,7 +375,7 @@ def start_exporter(data_dir: Path, host: str, port: int) -> Exporter:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=os.environ[MULTIPROC_ENV])
     collector = _StateCollector(data_dir)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TypedDict
 
 from aiohttp import web
 from cryptography import x509
@@ -238,12 +239,19 @@ class RunningServer:
         self.stop()
 
 
+class _Started(TypedDict, total=False):
+    """What the server thread hands back: the running server, or why it did not start."""
+
+    started: tuple[web.AppRunner, int, ServerTlsContext]
+    error: BaseException
+
+
 def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start the real HTTPS server in a background thread; returns once it listens."""
     state = ServerState(Path(data_dir))
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    outcome: dict[str, object] = {}
+    outcome: _Started = {}
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -275,8 +283,8 @@ def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 
         raise TimeoutError(f"the EST server did not start within {STARTUP_TIMEOUT_SECONDS} s")
     if "error" in outcome:
         state.close()
-        raise outcome["error"]  # type: ignore[misc]
-    runner, bound_port, tls = outcome["started"]  # type: ignore[misc]
+        raise outcome["error"]
+    runner, bound_port, tls = outcome["started"]
     info = _info(state, host, bound_port, 1, tls)
     return RunningServer(
         url=info.url,

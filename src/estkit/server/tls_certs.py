@@ -22,7 +22,7 @@ from cryptography import x509
 from estkit.ca.authority import CertificateAuthority
 from estkit.fileio import load_credential_pair, replace_credential_pair
 from estkit.protocol.certs import certificates_to_pem, is_self_signed, is_signed_by
-from estkit.protocol.keys import private_key_to_pem
+from estkit.protocol.keys import private_key_to_pem, supported_private_key
 from estkit.server.config import ServerConfig, TlsCertificateConfig
 from estkit.server.datadir import TLS_CERTIFICATE_VALIDITY_SECONDS
 
@@ -87,6 +87,7 @@ def renew_tls_certificates(
         certificates, key = load_credential_pair(pair.certificate, pair.key)
         if not _issued_by_us(certificates[0], authority):
             continue
+        key = supported_private_key(key)  # the CA certifies RSA and EC keys only
         certificate = authority.issue_tls_server_certificate(
             key,
             _host_names(certificates[0]),
@@ -97,7 +98,7 @@ def renew_tls_certificates(
             pair.certificate,
             certificates_to_pem([certificate, *chain]),
             pair.key,
-            private_key_to_pem(key),  # type: ignore[arg-type]
+            private_key_to_pem(key),
         )
         renewed.append(RenewedTlsCertificate(pair, certificate, tuple(chain)))
     return renewed

@@ -123,7 +123,8 @@ def set_tls13_ciphersuites(context: ssl.SSLContext, suites: str) -> bool:
         pointer = _ssl_ctx_pointer(context, lib)
         if pointer is None:
             return False
-        return lib.SSL_CTX_set_ciphersuites(pointer, suites.encode("ascii")) == 1
+        status: int = lib.SSL_CTX_set_ciphersuites(pointer, suites.encode("ascii"))
+        return status == 1
     except (OSError, AttributeError, ValueError, ctypes.ArgumentError) as exc:
         logger.warning("TLS 1.3 suite order not set (%s)", exc)
         return False

@@ -134,8 +134,8 @@ def encoding_problems(
                 elif found.lower() != value.lower():
                     problems.append(f"E16: {where} has {name}={found}, expected {name}={value}")
     if wanted.essence.startswith("multipart/"):
-        found, noted = multipart_encoding_problems(exchange)
-        return problems + found, notes + noted
+        part_problems, noted = multipart_encoding_problems(exchange)
+        return problems + part_problems, notes + noted
     try:
         _der, form = decode_body(exchange.body)
     except EstProtocolError as exc:
@@ -197,7 +197,7 @@ def multipart_encoding_problems(exchange: Exchange) -> tuple[list[str], list[str
     problems: list[str] = []
     notes: list[str] = []
     try:
-        boundary = parse_media_type(exchange.content_type).param("boundary")
+        boundary = parse_media_type(exchange.content_type or "").param("boundary")
     except EstProtocolError:
         return problems, notes  # already reported as a media-type problem
     if not boundary:

@@ -266,7 +266,7 @@ def response_encoding(session: Session) -> Outcome:
 def csrattrs(session: Session) -> Outcome:
     fetched = session.csrattrs()
     exchange = fetched.exchange
-    evidence = {"response": exchange.evidence()}
+    evidence: dict[str, object] = {"response": exchange.evidence()}
     if exchange.status in (204, 404):
         return passed(f"no CSR attributes ({exchange.status}, allowed by E4)", **evidence)
     if exchange.status != 200:
@@ -289,7 +289,7 @@ def csrattrs(session: Session) -> Outcome:
 def serverkeygen_key(session: Session) -> Outcome:
     issuance = session.serverkeygen()
     exchange = issuance.exchange
-    evidence = {"issuance": issuance.evidence()}
+    evidence: dict[str, object] = {"issuance": issuance.evidence()}
     if exchange is not None and exchange.status in NOT_OFFERED_STATUSES:
         return not_applicable(f"/serverkeygen is not offered ({exchange.status})", **evidence)
     if issuance.deferred:

@@ -62,4 +62,5 @@ def report_to_junit(report: SuiteReport) -> bytes:
             out = ET.SubElement(case, "system-out")
             out.text = f"warn: {result.message}\n{evidence}"
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document

@@ -20,17 +20,18 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
-
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Literal
 
 from estkit.nmos.config import parse_host_port
 from estkit.nmos.errors import DiscoveryError, NodeConfigError
 from estkit.protocol.errors import PathError
 from estkit.protocol.paths import WELL_KNOWN_EST, validate_label
+
+if TYPE_CHECKING:
+    import dns.resolver
+
+# dnspython (and zeroconf) are imported inside the functions that query DNS: a node configured
+# with --ip never browses, and importing the resolver costs ~40 ms of every start (issue 23).
 
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
@@ -169,6 +170,8 @@ def order_adverts(
 
 def system_search_domain() -> str | None:
     """The first search domain (or ``domain``) of the system resolver configuration."""
+    import dns.resolver
+
     try:
         resolver = dns.resolver.Resolver()
     except (dns.resolver.NoResolverConfiguration, OSError):
@@ -184,6 +187,8 @@ def make_resolver(
     dns_server: str | None, timeout: float = DNS_TIMEOUT_SECONDS
 ) -> dns.resolver.Resolver:
     """A resolver for the system's DNS servers, or only for ``HOST[:PORT]`` when given."""
+    import dns.resolver
+
     if dns_server is None:
         try:
             resolver = dns.resolver.Resolver()
@@ -221,6 +226,9 @@ class _Lookup:
 
     def query(self, name: str, rdtype: str) -> list[object]:
         """Records of ``rdtype`` at ``name``; empty when the name or type does not exist."""
+        import dns.exception
+        import dns.resolver
+
         try:
             answer = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

@@ -155,10 +155,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 def _install(http: httpx.Client) -> None:
     """Wrap the network backend of ``http``'s connection pool (once)."""
-    transport = http._transport
     # Our clients wrap httpx's transport in ``AuthRetryTransport`` (see ``._transport``).
-    transport = getattr(transport, "_inner", transport)
-    pool = transport._pool  # type: ignore[attr-defined]
+    transport: Any = getattr(http._transport, "_inner", http._transport)
+    pool = transport._pool
     backend = pool._network_backend
     if not isinstance(backend, _DeadlineBackend):
         pool._network_backend = _DeadlineBackend(backend)

@@ -171,10 +171,9 @@ class ClientConnector:
             tuple(sha256_fingerprint(cert) for cert in trust),
             identity,
         )
-        client = session.clients.get(key)
-        if client is None:
-            client = session.clients[key] = self._new_client(server, trust, credentials)
-        yield client
+        if key not in session.clients:
+            session.clients[key] = self._new_client(server, trust, credentials)
+        yield session.clients[key]
 
     def _new_client(
         self,

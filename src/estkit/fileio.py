@@ -157,3 +157,81 @@ def load_credential_pair(
             "reinstall both files together"
         )
     return certs, key
+
+
+# (st_dev, st_ino, st_size, st_mtime_ns) of a file: an atomic replacement (new inode) or any
+# write changes it, so an unchanged identity means unchanged contents.
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
+    """The identity of the file at ``path`` (raises ``OSError`` like reading it would)."""
+    status = os.stat(path)
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class LoadedPairs:
+    """Credential pairs this process has already loaded or written, by file identity.
+
+    Why: loading a private key checks it, and for RSA that check (primality of p and q) costs
+    50-80 ms per RSA-2048 key on a 2-core machine, more than generating one. A node that reads
+    the same unchanged pair again (the manufacturer credential for each enrollment, an installed
+    certificate at each agent check), or reads back the pair it has just written from the key
+    object it still holds, learns nothing new from the check. Every pair read from disk for the
+    first time, or after either file changed, is loaded and checked in full by
+    :func:`load_credential_pair` (docs/security.md, "Start-up speed").
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[
+            tuple[str, str],
+            tuple[tuple[FileIdentity, FileIdentity], tuple[x509.Certificate, ...], PrivateKeyTypes],
+        ] = {}
+
+    def lookup(
+        self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]
+    ) -> tuple[list[x509.Certificate], PrivateKeyTypes] | None:
+        """The pair recorded for these paths if neither file changed since; else None."""
+        where = (os.fspath(cert_path), os.fspath(key_path))
+        entry = self._pairs.get(where)
+        if entry is None:
+            return None
+        try:
+            current = (file_identity(cert_path), file_identity(key_path))
+        except OSError:
+            return None
+        if current != entry[0]:
+            del self._pairs[where]
+            return None
+        return list(entry[1]), entry[2]
+
+    def load(
+        self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]
+    ) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+        """:func:`load_credential_pair`, skipped when the same unchanged files were loaded."""
+        known = self.lookup(cert_path, key_path)
+        if known is not None:
+            return known
+        # Identities first: a file replaced while being read is recorded with its old identity
+        # and so is read again next time, never the other way round.
+        identities = (file_identity(cert_path), file_identity(key_path))
+        chain, key = load_credential_pair(cert_path, key_path)
+        self._pairs[(os.fspath(cert_path), os.fspath(key_path))] = (identities, tuple(chain), key)
+        return chain, key
+
+    def remember(
+        self,
+        cert_path: str | os.PathLike[str],
+        key_path: str | os.PathLike[str],
+        chain: list[x509.Certificate],
+        key: PrivateKeyTypes,
+        identities: tuple[FileIdentity, FileIdentity] | None = None,
+    ) -> None:
+        """Record a pair this process has just written to these paths, or loaded from them
+        (then pass the files' ``identities`` as taken *before* reading, see :meth:`load`)."""
+        if identities is None:
+            try:
+                identities = (file_identity(cert_path), file_identity(key_path))
+            except OSError:
+                return
+        self._pairs[(os.fspath(cert_path), os.fspath(key_path))] = (identities, tuple(chain), key)

@@ -15,6 +15,7 @@ options drift.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -203,6 +204,10 @@ def cli() -> None:
 
 
 def main() -> None:
+    # httpx imports its own command-line client (rich.progress, rich.syntax, pygments: ~13 ms)
+    # whenever those are installed, and they are (our CLI uses click and rich); no estkit command
+    # runs it. A None entry makes httpx's optional import fail as if they were absent (issue 23).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None blocks an import
     cli(prog_name="estkit")
 
 

@@ -20,7 +20,7 @@ from . import flows, submit
 from ._transport import DEFAULT_TIMEOUT_SECONDS, HttpClientOptions, http_client_options
 from .auth import AuthScheme, ChallengeAuth
 from .endpoint import EstEndpoint
-from .models import CsrSpec, EnrollResult
+from .models import CsrAttrsResult, CsrSpec, EnrollResult
 from .responses import RequestContext
 from .retry import RetryPolicy, WaitCallback, utc_now
 from .submit import PopMode
@@ -165,9 +165,15 @@ class ClientBase:
         operation: str,
         pop: PopMode,
         apply_csrattrs: bool,
+        csrattrs: CsrAttrsResult | None = None,
     ) -> flows.Flow[EnrollResult]:
         return submit.enroll_flow(
-            self.settings, request, operation=operation, pop=pop, apply_attrs=apply_csrattrs
+            self.settings,
+            request,
+            operation=operation,
+            pop=pop,
+            apply_attrs=apply_csrattrs,
+            csrattrs=csrattrs,
         )
 
     def _reenroll_request(

@@ -69,14 +69,18 @@ class AsyncEstClient(ClientBase):
         *,
         pop: PopMode = None,
         apply_csrattrs: bool = False,
+        csrattrs: CsrAttrsResult | None = None,
     ) -> EnrollResult:
         """``POST /simpleenroll`` with a finished CSR or a :class:`CsrSpec` to build one from.
 
         ``pop``: True links the CSR to the TLS connection (RFC 7030 §3.5); None does so when the
         server's ``/csrattrs`` asks for it (spec only); False never does. ``apply_csrattrs``
         adjusts the spec to what ``/csrattrs`` asks for and reports what it cannot fulfil.
+        ``csrattrs``: this server's ``/csrattrs`` answer, when already fetched (not asked again).
         """
-        return await self._run(self._enroll_flow(request, "simpleenroll", pop, apply_csrattrs))
+        return await self._run(
+            self._enroll_flow(request, "simpleenroll", pop, apply_csrattrs, csrattrs)
+        )
 
     async def simplereenroll(
         self,
@@ -85,6 +89,7 @@ class AsyncEstClient(ClientBase):
         pop: PopMode = None,
         reuse_key: bool = False,
         apply_csrattrs: bool = False,
+        csrattrs: CsrAttrsResult | None = None,
     ) -> EnrollResult:
         """``POST /simplereenroll``, authenticated with the certificate being renewed.
 
@@ -92,7 +97,9 @@ class AsyncEstClient(ClientBase):
         key of the same type is made (unless ``reuse_key``).
         """
         chosen = self._reenroll_request(request, reuse_key)
-        return await self._run(self._enroll_flow(chosen, "simplereenroll", pop, apply_csrattrs))
+        return await self._run(
+            self._enroll_flow(chosen, "simplereenroll", pop, apply_csrattrs, csrattrs)
+        )
 
     async def serverkeygen(
         self,

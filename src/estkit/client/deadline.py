@@ -20,7 +20,6 @@ in the middle of writing a file: only inside socket operations.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -193,6 +192,10 @@ async def async_overall_deadline(
     http: httpx.AsyncClient, seconds: float | None = None
 ) -> AsyncIterator[None]:
     """The asyncio form of :func:`overall_deadline` (the event loop enforces it)."""
+    # Imported here: only the asyncio client gets this far, and importing asyncio costs the
+    # blocking client's commands ~20 ms of start-up (issue 23).
+    import asyncio
+
     budget = _seconds(http) if seconds is None else seconds
     try:
         async with asyncio.timeout(budget):

@@ -40,7 +40,7 @@ from .flows import (
     require_ok,
 )
 from .issued import interpret_enroll, interpret_serverkeygen
-from .models import CsrSpec, EnrollResult, ServerKeygenResult
+from .models import CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
 from .responses import Reply
 from .trust import ClientCredentials
 
@@ -166,11 +166,13 @@ def _submission(
     request: x509.CertificateSigningRequest | CsrSpec,
     pop: PopMode,
     apply_attrs: bool = False,
+    known_attrs: CsrAttrsResult | None = None,
 ) -> Flow[tuple[Reply, int, _Submission, x509.CertificateSigningRequest | None]]:
     """POST a CSR (polling on 202/503), linking it to the connection when PoP is wanted.
 
     With a :class:`CsrSpec`, ``/csrattrs`` is asked first when ``pop`` is None (link if the
-    server lists challengePassword) or ``apply_attrs`` (adjust the spec to what it asks for).
+    server lists challengePassword) or ``apply_attrs`` (adjust the spec to what it asks for);
+    ``known_attrs``, the same server's answer fetched earlier by the caller, saves that request.
     """
     state = _Submission()
     optional_pop = False
@@ -189,7 +191,7 @@ def _submission(
         use_pop = bool(pop)
         when_possible = pop == POP_WHEN_POSSIBLE
         if pop is None or when_possible or apply_attrs:
-            attrs = yield from csrattrs_flow(settings)
+            attrs = known_attrs if known_attrs is not None else (yield from csrattrs_flow(settings))
             if pop is None or when_possible:
                 required = attrs.requires_pop
                 use_pop = required or when_possible
@@ -234,12 +236,17 @@ def enroll_flow(
     operation: str = "simpleenroll",
     pop: PopMode = None,
     apply_attrs: bool = False,
+    csrattrs: CsrAttrsResult | None = None,
 ) -> Flow[EnrollResult]:
-    """``POST /simpleenroll`` or ``/simplereenroll`` (E2, E3), with optional PoP (E14)."""
+    """``POST /simpleenroll`` or ``/simplereenroll`` (E2, E3), with optional PoP (E14).
+
+    ``csrattrs``: this server's ``/csrattrs`` answer when the caller already has it (a node
+    enrolling several certificates in one run asks once); otherwise it is asked when needed.
+    """
     if operation not in ("simpleenroll", "simplereenroll"):
         raise ValueError(f"not an enrollment operation: {operation!r}")
     reply, attempts, state, _csr = yield from _submission(
-        settings, operation, request, pop, apply_attrs
+        settings, operation, request, pop, apply_attrs, csrattrs
     )
     if isinstance(request, CsrSpec):
         private_key: PrivateKey | None = request.key

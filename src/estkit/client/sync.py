@@ -34,8 +34,12 @@ class EstClient(ClientBase):
     def __init__(self, url: str, *, sleep: Sleep = time.sleep, **options: Any) -> None:
         super().__init__(url, **options)
         self._sleep = sleep
+        # One connection, kept alive: the client sends one request at a time (it is not
+        # thread-safe), so every operation on it, a proof-of-possession enrollment's linked
+        # requests included, shares one TLS connection while the server keeps it open, and a
+        # node enrolling several certificates does one handshake, not one per request (issue 23).
         self._http = httpx.Client(
-            transport=auth_retry_transport(self._ssl_context),
+            transport=auth_retry_transport(self._ssl_context, ONE_CONNECTION),
             **self._http_options(),
         )
 
@@ -66,14 +70,16 @@ class EstClient(ClientBase):
         *,
         pop: PopMode = None,
         apply_csrattrs: bool = False,
+        csrattrs: CsrAttrsResult | None = None,
     ) -> EnrollResult:
         """``POST /simpleenroll`` with a finished CSR or a :class:`CsrSpec` to build one from.
 
         ``pop``: True links the CSR to the TLS connection (RFC 7030 §3.5); None does so when the
         server's ``/csrattrs`` asks for it (spec only); False never does. ``apply_csrattrs``
         adjusts the spec to what ``/csrattrs`` asks for and reports what it cannot fulfil.
+        ``csrattrs``: this server's ``/csrattrs`` answer, when already fetched (not asked again).
         """
-        return self._run(self._enroll_flow(request, "simpleenroll", pop, apply_csrattrs))
+        return self._run(self._enroll_flow(request, "simpleenroll", pop, apply_csrattrs, csrattrs))
 
     def simplereenroll(
         self,
@@ -82,6 +88,7 @@ class EstClient(ClientBase):
         pop: PopMode = None,
         reuse_key: bool = False,
         apply_csrattrs: bool = False,
+        csrattrs: CsrAttrsResult | None = None,
     ) -> EnrollResult:
         """``POST /simplereenroll``, authenticated with the certificate being renewed.
 
@@ -89,7 +96,7 @@ class EstClient(ClientBase):
         key of the same type is made (unless ``reuse_key``).
         """
         chosen = self._reenroll_request(request, reuse_key)
-        return self._run(self._enroll_flow(chosen, "simplereenroll", pop, apply_csrattrs))
+        return self._run(self._enroll_flow(chosen, "simplereenroll", pop, apply_csrattrs, csrattrs))
 
     def serverkeygen(
         self,
@@ -131,15 +138,17 @@ class EstClient(ClientBase):
     # --- running flows ------------------------------------------------------------------------
 
     def _run(self, flow: flows.Flow[T]) -> T:
-        # Proof-of-possession requests go on a one-connection client made for this operation,
-        # reopened pinned to TLS 1.2 when the flow asks (see :mod:`.submit`).
+        # Proof-of-possession requests need one connection for the operation: the client's own
+        # (it holds only one), or, once the flow asks for TLS 1.2, a one-connection client made
+        # for this operation pinned to TLS 1.2 (see :mod:`.submit`). The flow checks that the
+        # linked request really travelled on the connection it was linked to.
         dedicated: httpx.Client | None = None
         pinned = False
 
         def send(action: flows.Send) -> Reply:
             nonlocal dedicated
             http = self._http
-            if action.dedicated:
+            if action.dedicated and pinned:
                 if dedicated is None:
                     dedicated = httpx.Client(
                         transport=auth_retry_transport(self._context(pinned), ONE_CONNECTION),

@@ -4,13 +4,18 @@ Why an interface: the node's logic (which server, which trust, when, what to ins
 over months of simulated time against a real CA whose clock is simulated too; that needs the
 transport to be swappable. :class:`ClientConnector`, the real one, is a thin layer over
 :mod:`estkit.client` (``EstClient`` and its bootstrap module) and adds nothing to the protocol.
+
+Inside :meth:`ClientConnector.session` (the workflow's run) the steps share what does not change
+between them: one ``EstClient``, so one kept-alive TLS connection, per server, trust anchors and
+client certificate, and one ``/csrattrs`` answer per server and label (issue 23).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import httpx
@@ -19,7 +24,7 @@ from cryptography import x509
 from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirmation
 from estkit.client.deadline import cancellable, overall_deadline
 from estkit.client.errors import EstConnectionError, EstHttpError
-from estkit.client.models import CsrSpec, EnrollResult
+from estkit.client.models import CsrAttrsResult, CsrSpec, EnrollResult
 from estkit.client.retry import RetryPolicy, WaitCallback
 from estkit.client.submit import POP_WHEN_POSSIBLE, PopMode
 from estkit.client.sync import EstClient
@@ -27,6 +32,7 @@ from estkit.client.trust import ClientCredentials, TrustAnchors, build_ssl_conte
 from estkit.nmos.clock import Clock
 from estkit.nmos.discovery import ServerAdvert
 from estkit.nmos.revocation import MAX_CRL_BYTES
+from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
 # CRL and OCSP fetches, for the whole exchange (connect to last byte): a responder that needs
@@ -38,7 +44,12 @@ EST_TIMEOUT_SECONDS = 30.0
 
 
 class EstConnector(Protocol):
-    """What the node asks of the network. Every method raises ``estkit.client.EstError``."""
+    """What the node asks of the network. Every method raises ``estkit.client.EstError``.
+
+    A connector may also offer ``session()``, a context manager inside which it may share
+    connections and server answers between calls (see :meth:`ClientConnector.session`); the node
+    uses it when present.
+    """
 
     def cacerts(
         self, server: ServerAdvert, trust: Sequence[x509.Certificate]
@@ -73,6 +84,27 @@ class EstConnector(Protocol):
         ...
 
 
+# What makes two EST exchanges able to share one client (one TLS connection): the server's URL
+# and label, the trust anchors that verify it, and the client certificate presented (by
+# fingerprint: a renewed certificate at the same path is another identity).
+_ClientKey = tuple[str, str | None, tuple[str, ...], tuple[str, str] | None]
+
+
+class _Session:
+    """What the steps of one :meth:`ClientConnector.session` share."""
+
+    def __init__(self) -> None:
+        self.clients: dict[_ClientKey, EstClient] = {}
+        # /csrattrs per (server URL, label): what the server wants in a CSR is per CA / label
+        # (RFC 7030 §4.5), asked once per run instead of once per certificate.
+        self.csrattrs: dict[tuple[str, str | None], CsrAttrsResult] = {}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
+
+
 class ClientConnector:
     """:class:`EstConnector` over :class:`estkit.client.EstClient`."""
 
@@ -95,8 +127,56 @@ class ClientConnector:
         # C7 "TLS-session linking SHOULD be included": link whenever the TLS version has a
         # tls-unique (1.2); under TLS 1.3 only when /csrattrs requires it (then pinned to 1.2).
         self.pop = pop
+        self._session: _Session | None = None
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Share clients (kept-alive connections) and ``/csrattrs`` answers between the calls
+        made inside; all closed at the end. Nested sessions join the outermost one.
+
+        Nothing about trust is shared loosely: a client is reused only for the same server,
+        the same trust anchors and the same client certificate, so every exchange is verified
+        exactly as if it had its own connection. Explicit-trust ``/cacerts`` never joins.
+        """
+        if self._session is not None:
+            yield
+            return
+        self._session = _Session()
+        try:
+            yield
+        finally:
+            session, self._session = self._session, None
+            session.close()
+
+    @contextlib.contextmanager
     def _client(
+        self,
+        server: ServerAdvert,
+        trust: Sequence[x509.Certificate],
+        credentials: ClientCredentials | None = None,
+    ) -> Iterator[EstClient]:
+        """A client for one exchange: the session's (kept open) or a new one (closed after)."""
+        session = self._session
+        if session is None:
+            with self._new_client(server, trust, credentials) as client:
+                yield client
+            return
+        identity = (
+            (sha256_fingerprint(credentials.certificate), str(credentials.key_file))
+            if credentials is not None
+            else None
+        )
+        key: _ClientKey = (
+            server.base_url,
+            server.label,
+            tuple(sha256_fingerprint(cert) for cert in trust),
+            identity,
+        )
+        if key not in session.clients:
+            session.clients[key] = self._new_client(server, trust, credentials)
+        yield session.clients[key]
+
+    def _new_client(
         self,
         server: ServerAdvert,
         trust: Sequence[x509.Certificate],
@@ -146,9 +226,22 @@ class ClientConnector:
         renewal: bool,
     ) -> EnrollResult:
         with cancellable(self.cancel), self._client(server, trust, credentials) as client:
+            attrs = self._shared_csrattrs(server, client)
             if renewal:
-                return client.simplereenroll(spec, pop=self.pop)
-            return client.simpleenroll(spec, pop=self.pop)
+                return client.simplereenroll(spec, pop=self.pop, csrattrs=attrs)
+            return client.simpleenroll(spec, pop=self.pop, csrattrs=attrs)
+
+    def _shared_csrattrs(self, server: ServerAdvert, client: EstClient) -> CsrAttrsResult | None:
+        """The server's /csrattrs for this session, asked once (over ``client``'s verified
+        connection); None outside a session or when the PoP mode does not consult it (the
+        enrollment then asks itself when it needs to)."""
+        if self._session is None or self.pop not in (None, POP_WHEN_POSSIBLE):
+            return None
+        where = (server.base_url, server.label)
+        attrs = self._session.csrattrs.get(where)
+        if attrs is None:
+            attrs = self._session.csrattrs[where] = client.csrattrs()
+        return attrs
 
     def _http(self, url: str, trust: Sequence[x509.Certificate]) -> httpx.Client:
         verify: ssl.SSLContext | bool = True

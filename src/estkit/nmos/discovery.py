@@ -20,23 +20,19 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
-
-import dns.exception
-import dns.name
-import dns.rdata
-import dns.rdatatype
-import dns.resolver
-from dns.rdtypes.ANY.PTR import PTR
-from dns.rdtypes.ANY.TXT import TXT
-from dns.rdtypes.IN.A import A
-from dns.rdtypes.IN.AAAA import AAAA
-from dns.rdtypes.IN.SRV import SRV
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from estkit.nmos.config import parse_host_port
 from estkit.nmos.errors import DiscoveryError, NodeConfigError
 from estkit.protocol.errors import PathError
 from estkit.protocol.paths import WELL_KNOWN_EST, validate_label
+
+if TYPE_CHECKING:
+    import dns.rdata
+    import dns.resolver
+
+# dnspython (and zeroconf) are imported inside the functions that query DNS: a node configured
+# with --ip never browses, and importing the resolver costs ~40 ms of every start (issue 23).
 
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
@@ -175,6 +171,8 @@ def order_adverts(
 
 def system_search_domain() -> str | None:
     """The first search domain (or ``domain``) of the system resolver configuration."""
+    import dns.resolver
+
     try:
         resolver = dns.resolver.Resolver()
     except (dns.resolver.NoResolverConfiguration, OSError):
@@ -190,6 +188,8 @@ def make_resolver(
     dns_server: str | None, timeout: float = DNS_TIMEOUT_SECONDS
 ) -> dns.resolver.Resolver:
     """A resolver for the system's DNS servers, or only for ``HOST[:PORT]`` when given."""
+    import dns.resolver
+
     if dns_server is None:
         try:
             resolver = dns.resolver.Resolver()
@@ -215,7 +215,7 @@ def make_resolver(
     return resolver
 
 
-_Record = TypeVar("_Record", bound=dns.rdata.Rdata)
+_Record = TypeVar("_Record", bound="dns.rdata.Rdata")
 
 
 class _Lookup:
@@ -231,6 +231,9 @@ class _Lookup:
     def query(self, name: str, rdtype: str, kind: type[_Record]) -> list[_Record]:
         """Records of ``rdtype`` (dnspython class ``kind``) at ``name``; empty when the name or
         type does not exist."""
+        import dns.exception
+        import dns.resolver
+
         try:
             answer = self.resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -272,6 +275,8 @@ def discover_unicast(
             "no DNS domain to search for EST servers",
             hint="pass --domain (e.g. --domain example.com) or set a search domain on the system",
         )
+    from dns.rdtypes.ANY.PTR import PTR  # dnspython loads only when DNS is asked (issue 23)
+
     lookup = _Lookup(resolver or make_resolver(dns_server))
     service = f"{SERVICE_TYPE}.{search_domain}."
     warnings: list[str] = []
@@ -306,6 +311,11 @@ def discover_unicast(
 
 
 def _resolve_instance(lookup: _Lookup, instance: str, warnings: list[str]) -> ServerAdvert | None:
+    from dns.rdtypes.ANY.TXT import TXT
+    from dns.rdtypes.IN.A import A
+    from dns.rdtypes.IN.AAAA import AAAA
+    from dns.rdtypes.IN.SRV import SRV
+
     shown = instance.rstrip(".")
     srvs = lookup.query(instance, "SRV", SRV)
     if not srvs:

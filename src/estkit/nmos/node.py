@@ -14,7 +14,7 @@ import dataclasses
 import json
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError, printable
 from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.trust import ClientCredentials
-from estkit.fileio import load_credential_pair, write_file_atomic
+from estkit.fileio import LoadedPairs, file_identity, write_file_atomic
 from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
 from estkit.nmos.clock import Clock, SystemClock
 from estkit.nmos.config import NodeConfig
@@ -57,7 +57,12 @@ from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
 from estkit.nmos.validation import validate_issued_certificate
 from estkit.protocol.certs import is_signed_by, sha256_fingerprint
-from estkit.protocol.keys import PrivateKey, describe_public_key, generate_private_key
+from estkit.protocol.keys import (
+    PrivateKey,
+    describe_public_key,
+    generate_private_key,
+    supported_private_key,
+)
 from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
 
 T = TypeVar("T")
@@ -139,6 +144,9 @@ class NmosNode:
             cancel=self.cancelled,
         )
         self.store = CredentialStore(config.output_dir, config.root_ca_path)
+        # Pairs loaded (and checked) or written by this node, reused while their files are
+        # unchanged: an RSA key's load-time check costs more than generating it (issue 23).
+        self._pairs = LoadedPairs()
         self._on_event = on_event
         self._discoverer = discoverer
         self._rng = rng or random.Random()
@@ -150,6 +158,15 @@ class NmosNode:
         """Abandon the EST exchange in flight and start no new one (the agent is stopping)."""
         self.cancelled.set()
         self.clock.wake()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Run several steps as one exchange with the servers: the connector may keep one
+        verified connection per server and credential, and ask ``/csrattrs`` once (issue 23).
+        Trust is unchanged: each step verifies the server exactly as on its own."""
+        opener = getattr(self.connector, "session", None)
+        with opener() if opener is not None else contextlib.nullcontext():
+            yield
 
     # --- events --------------------------------------------------------------------------------
 
@@ -519,7 +536,7 @@ class NmosNode:
         if cert_path is None or key_path is None:
             return ManufacturerStatus(False, "missing", "no manufacturer certificate configured")
         try:
-            chain, key = load_credential_pair(cert_path, key_path)
+            chain, key = self._pairs.load(cert_path, key_path)
         except FileNotFoundError as exc:
             return ManufacturerStatus(False, "missing", f"{exc.filename} does not exist")
         except (OSError, ValueError) as exc:
@@ -564,7 +581,21 @@ class NmosNode:
     # --- enrollment (C7-C10) and renewal (C13) -------------------------------------------------
 
     def installed(self, slot: str) -> InstalledCredential | None:
-        return self.store.load_credential(slot)
+        cert_path, key_path = self.store.cert_path(slot), self.store.key_path(slot)
+        known = self._pairs.lookup(cert_path, key_path)
+        if known is not None:
+            chain, key = known
+            return InstalledCredential(slot, chain, supported_private_key(key), cert_path, key_path)
+        try:
+            before = (file_identity(cert_path), file_identity(key_path))
+        except OSError:
+            return None  # either file missing: nothing installed (as the store would say)
+        installed = self.store.load_credential(slot)
+        if installed is not None:
+            self._pairs.remember(
+                cert_path, key_path, installed.chain, installed.key, identities=before
+            )
+        return installed
 
     def enroll(self, slot: str, *, rounds: int | None = None) -> CertificateOutcome:
         """Initial enrollment for ``slot`` with a new key pair, presenting the manufacturer
@@ -718,6 +749,7 @@ class NmosNode:
         key = result.private_key
         assert key is not None  # checked by _checked
         installed = self.store.install_credential(slot, [result.certificate, *chain], key)
+        self._pairs.remember(installed.cert_path, installed.key_path, installed.chain, key)
         for warning in result.warnings:
             self.emit("warning", "enroll", warning, slot)
         self.emit(

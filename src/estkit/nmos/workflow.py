@@ -4,6 +4,10 @@ Root CA from ``/cacerts`` (explicit trust, C4/C5) -> one RSA and one ECDSA certi
 keys (C7, C8) -> checked (C9) and installed -> unless disabled, renewed once with new keys through
 ``/simplereenroll`` to show that renewal works (C13). ``estkit nmos workflow`` and ``estkit demo``
 are thin wrappers around :func:`run_workflow`.
+
+The steps run in one :meth:`NmosNode.session`: one verified TLS connection per server and client
+certificate (the manufacturer's for both enrollments, each new certificate for its renewal) and
+one ``/csrattrs``, instead of two connections and a ``/csrattrs`` per certificate (issue 23).
 """
 
 from __future__ import annotations
@@ -46,13 +50,14 @@ def run_workflow(node: NmosNode, *, renew: bool = True) -> WorkflowResult:
     """Run the whole workflow once on ``node``; raises an ``NmosError`` subclass on failure."""
     config: NodeConfig = node.config
     _require_manufacturer_files(config)
-    trust = node.fetch_root_ca()
     outcomes: dict[str, CertificateOutcome] = {}
-    for slot in config.slots:
-        outcomes[slot] = node.enroll(slot)
-    if renew:
+    with node.session():
+        trust = node.fetch_root_ca()
         for slot in config.slots:
-            outcomes[slot] = node.renew(slot)
+            outcomes[slot] = node.enroll(slot)
+        if renew:
+            for slot in config.slots:
+                outcomes[slot] = node.renew(slot)
     return WorkflowResult(node.store.root_ca_path, trust, [outcomes[s] for s in config.slots])
 
 

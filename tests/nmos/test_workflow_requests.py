@@ -1,0 +1,241 @@
+"""How much network and key work one NMOS workflow does (issue 23), against a real server.
+
+Not timed: these tests pin down what the speed depends on, so that a change that brings back a
+connection per step, a ``/csrattrs`` per certificate or a second load (and RSA check) of a key
+fails here instead of only in ``benchmarks/bench_cli_start.py``.
+
+Connections are counted server-side by a TCP relay in front of the real estkit server: each one
+the node opens is one TLS handshake with the server (the relay passes the TLS bytes through
+unchanged, so the node verifies the server's own certificate). Requests are counted where they
+leave the client, at httpx's transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import estkit.fileio
+import estkit.nmos.store
+from estkit.fileio import CredentialMismatchError, LoadedPairs
+from estkit.nmos.config import ServerSettings
+from estkit.nmos.node import NmosNode
+from estkit.nmos.workflow import run_workflow
+from estkit.protocol import certificates_to_pem, private_key_to_pem
+
+from .conftest import EventLog, config_for_server
+
+EST = "/.well-known/est"
+# How long the relay waits for the node to close its connections after the workflow returned.
+CLOSE_WAIT_SECONDS = 5.0
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 to ``port``: counts connections and sees when each one ends."""
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.accepted = 0
+        self.closed_by_client = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    sink.sendall(data)
+        finally:
+            if from_client:
+                with self._lock:
+                    self.closed_by_client += 1
+            for end in (sink, source):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def wait_all_closed(self) -> bool:
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.closed_by_client == self.accepted:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._listener.close()
+
+
+@pytest.fixture
+def relay(estkit_server: Any) -> Iterator[Relay]:
+    started = Relay(estkit_server.port)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``METHOD path`` of every request that leaves an httpx client in this test."""
+    requests: list[str] = []
+    original = httpx.HTTPTransport.handle_request
+
+    def counting(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
+        return original(self, request)
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", counting)
+    return requests
+
+
+def _node(estkit_server: Any, relay: Relay, out: Path, events: EventLog) -> NmosNode:
+    config = config_for_server(estkit_server, out).with_changes(
+        server=ServerSettings(host="localhost", port=relay.port)
+    )
+    return NmosNode(config, on_event=events)
+
+
+def test_workflow_uses_one_connection_per_credential_and_one_csrattrs(
+    estkit_server: Any, relay: Relay, sent: list[str], tmp_path: Path, events: EventLog
+) -> None:
+    result = run_workflow(_node(estkit_server, relay, tmp_path / "node", events))
+    assert [c.slot for c in result.certificates] == ["rsa", "ecdsa"]
+    assert all(c.renewed for c in result.certificates)
+
+    # 1 explicit-trust /cacerts (C4: never shared with verified exchanges), 1 verified connection
+    # with the manufacturer certificate for both enrollments, 1 per renewed certificate (each
+    # renewal presents the certificate it renews). Before issue 23: 9 connections, 13 requests.
+    assert relay.accepted == 4, events.text()
+    assert sent == [
+        f"GET {EST}/cacerts",
+        f"GET {EST}/csrattrs",  # once for the run: whether the server wants PoP linking
+        # each enrollment: the connection's TLS facts (tls-unique) first, then the CSR on it
+        f"GET {EST}/csrattrs",
+        f"POST {EST}/simpleenroll",
+        f"GET {EST}/csrattrs",
+        f"POST {EST}/simpleenroll",
+        f"GET {EST}/csrattrs",
+        f"POST {EST}/simplereenroll",
+        f"GET {EST}/csrattrs",
+        f"POST {EST}/simplereenroll",
+    ]
+    # The session closed every connection when the workflow returned (none left open).
+    assert relay.wait_all_closed(), (relay.accepted, relay.closed_by_client)
+
+
+def test_steps_outside_a_session_still_use_their_own_connections(
+    estkit_server: Any, relay: Relay, sent: list[str], tmp_path: Path, events: EventLog
+) -> None:
+    # The agent calls the node step by step, without a session: nothing is kept open between
+    # steps (a long-running agent must not hold connections for months).
+    node = _node(estkit_server, relay, tmp_path / "node", events)
+    node.fetch_root_ca()
+    node.enroll("rsa")
+    assert relay.wait_all_closed()
+    node.enroll("ecdsa")
+    assert relay.accepted == 3
+    assert sent.count(f"GET {EST}/csrattrs") == 4  # each enrollment asks for itself
+    assert relay.wait_all_closed()
+
+
+def test_workflow_loads_the_manufacturer_pair_once_and_never_reads_back_its_own_keys(
+    estkit_server: Any, relay: Relay, tmp_path: Path, events: EventLog, monkeypatch: Any
+) -> None:
+    loaded: list[str] = []
+    original = estkit.fileio.load_credential_pair
+
+    def counting(cert_path: Any, key_path: Any) -> Any:
+        loaded.append(Path(key_path).name)
+        return original(cert_path, key_path)
+
+    monkeypatch.setattr(estkit.fileio, "load_credential_pair", counting)
+    monkeypatch.setattr(estkit.nmos.store, "load_credential_pair", counting)
+    result = run_workflow(_node(estkit_server, relay, tmp_path / "node", events))
+    assert all(c.renewed for c in result.certificates)
+    # The manufacturer pair once (not once per enrollment); the renewals use the pairs the node
+    # has just written, from memory (an RSA-2048 key's load-time check costs 50-80 ms).
+    assert loaded == [Path(estkit_server.paths.device_key).name]
+
+
+def _write_pair(directory: Path, name: str, key: Any) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "pair.pem", directory / "pair.key"
+    estkit.fileio.replace_credential_pair(
+        cert_path, certificates_to_pem([cert]), key_path, private_key_to_pem(key)
+    )
+    return cert_path, key_path
+
+
+def test_loaded_pairs_reload_whenever_a_file_changes(tmp_path: Path) -> None:
+    pairs = LoadedPairs()
+    first_key = rsa.generate_private_key(65537, 2048)
+    cert_path, key_path = _write_pair(tmp_path, "first", first_key)
+    chain, key = pairs.load(cert_path, key_path)
+    assert pairs.lookup(cert_path, key_path) is not None  # unchanged files: known
+
+    # Replaced atomically by another pair: the new one is loaded, never the remembered one.
+    second_key = ec.generate_private_key(ec.SECP256R1())
+    _write_pair(tmp_path, "second", second_key)
+    assert pairs.lookup(cert_path, key_path) is None
+    chain, key = pairs.load(cert_path, key_path)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert chain[0].subject.rfc4514_string() == "CN=second"
+
+    # A key swapped under a remembered pair is checked in full again and refused.
+    key_path.write_bytes(private_key_to_pem(first_key))
+    os.utime(key_path, ns=(1, 1))
+    with pytest.raises(CredentialMismatchError):
+        pairs.load(cert_path, key_path)
+
+    # A pair the process wrote is known without reading it back.
+    third_key = ec.generate_private_key(ec.SECP256R1())
+    cert_path, key_path = _write_pair(tmp_path, "third", third_key)
+    pairs.remember(cert_path, key_path, [], third_key)
+    known = pairs.lookup(cert_path, key_path)
+    assert known is not None and known[1] is third_key
+    key_path.unlink()
+    assert pairs.lookup(cert_path, key_path) is None

@@ -32,8 +32,6 @@ _HOSTNAME_RE = re.compile(
 )
 # RFC 5280 §4.1.2.2: a positive integer of at most 20 octets.
 MAX_SERIAL_BITS = 159
-# CA/B Forum BR §7.1: at least 64 bits of CSPRNG output.
-MIN_RANDOM_SERIAL_BITS = 64
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ transport to be swappable. :class:`ClientConnector`, the real one, is a thin lay
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
@@ -196,5 +196,3 @@ class ClientConnector:
                 f"{method} {url} failed: {exc or type(exc).__name__}", url=url
             ) from exc
 
-
-ConnectorFactory = Callable[[Clock], EstConnector]

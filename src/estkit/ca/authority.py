@@ -46,6 +46,7 @@ from estkit.ca.builders import (
     utc_now,
 )
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry, sign_crl
+from estkit.ca.errors import CaError
 from estkit.ca.issuance import IssuedNames, sign_leaf, vet_request
 from estkit.ca.profiles import Profile
 from estkit.fileio import write_file_atomic, write_private_file_atomic
@@ -86,10 +87,6 @@ CA_BACKDATE_SECONDS = 3600
 TLS_BACKDATE_SECONDS = 300
 # How many earlier generations (rollovers) we walk back through to find older issuing CAs.
 MAX_ROLLOVER_HISTORY = 32
-
-
-class CaError(Exception):
-    """The certificate authority cannot be created, loaded or used; the message says why."""
 
 
 class CaExistsError(CaError):

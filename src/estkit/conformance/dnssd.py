@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.resolver
 
+from estkit.errors import EstkitError
+
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
 MDNS_BROWSE_SECONDS = 3.0
@@ -38,7 +40,7 @@ MAX_TXT_BYTES = 1300
 """TXT data kept per instance: RFC 6763 §6.2 recommends at most 1300 bytes for a DNS-SD TXT."""
 
 
-class DnsSdError(Exception):
+class DnsSdError(EstkitError):
     """The DNS server could not be asked (unreachable, timeout, SERVFAIL)."""
 
 

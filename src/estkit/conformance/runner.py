@@ -18,11 +18,12 @@ from estkit.conformance.cases import ALL_CASES
 from estkit.conformance.model import Case, CaseResult, Outcome, Status, SuiteReport, failed
 from estkit.conformance.session import Session
 from estkit.conformance.target import Target
+from estkit.errors import EstkitError
 
 _REQUIREMENT_ID = re.compile(r"\b[ESTCD]\d+\b")
 
 
-class UnknownCaseError(ValueError):
+class UnknownCaseError(EstkitError, ValueError):
     """``only`` named a case id that does not exist."""
 
 

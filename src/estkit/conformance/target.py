@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from estkit.conformance.dnssd import parse_server
+from estkit.errors import EstkitError
 from estkit.protocol import (
     load_pem_certificates,
     load_private_key,
@@ -32,7 +33,7 @@ DEFAULT_DOMAIN = "example.com"
 """DNS domain of the names put in test CSRs (BCP-003-03 C7 wants names of the current domain)."""
 
 
-class TargetError(ValueError):
+class TargetError(EstkitError, ValueError):
     """The suite cannot start: a credential file is missing, unreadable or inconsistent."""
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.ca.store import OperatorCertificateRecord, normalize_serial_hex, open_store
+from estkit.errors import EstkitError
 from estkit.fileio import write_file_atomic, write_private_file_atomic
 from estkit.server import load_config
 
@@ -44,7 +45,7 @@ _OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 PKCS12_PASSWORD_BYTES = 12
 
 
-class OperatorCertificateError(ValueError):
+class OperatorCertificateError(EstkitError, ValueError):
     """An operator certificate could not be issued or was refused; the message says why."""
 
 

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
+from estkit.errors import EstkitError
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol.certs import (
     is_ca_certificate,
@@ -61,7 +62,7 @@ _HEADER = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(EstkitError, ValueError):
     """The configuration file is missing or invalid; the message names the file and the key."""
 
     hint: str | None = None

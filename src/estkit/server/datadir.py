@@ -26,6 +26,7 @@ from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
 from estkit.ca.profiles import Profile
 from estkit.ca.store import open_store
+from estkit.errors import EstkitError
 from estkit.fileio import replace_credential_pair
 from estkit.protocol.certs import certificates_to_pem, is_self_signed, sha256_fingerprint
 from estkit.protocol.keys import generate_private_key, private_key_to_pem
@@ -82,7 +83,7 @@ def secure_data_dir(data_dir: Path) -> int | None:
     return mode
 
 
-class DataDirExistsError(FileExistsError):
+class DataDirExistsError(EstkitError, FileExistsError):
     """The directory already holds a CA; `--force` is needed to replace it."""
 
     hint = "pass --force to replace it (the old CA keys stay on disk under ca/generations/)"

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import dns.name
 import dns.rrset
 
+from estkit.errors import EstkitError
+
 SERVICE_TYPE = "_nmos-certs._tcp"
 DEFAULT_TTL_SECONDS = 3600
 DEFAULT_INSTANCE = "estkit"
@@ -23,7 +25,7 @@ DEFAULT_INSTANCE = "estkit"
 MAX_INSTANCE_LENGTH = 63
 
 
-class MdnsError(RuntimeError):
+class MdnsError(EstkitError, RuntimeError):
     """The mDNS advertisement could not be registered (no multicast on the interface, …)."""
 
 

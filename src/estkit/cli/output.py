@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -55,10 +55,34 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     raise SystemExit(code)
 
 
-def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
+def hint_with_flags(
+    hint: str | None, params: Iterable[str], flags: Mapping[str, str]
+) -> str | None:
+    """``hint`` followed by the command-line options for the API ``params`` it is about.
+
+    Why here: the library names parameters (``trust``, ``credentials``), never flags, because it
+    is also called from programs; each command group knows which of its flags sets which
+    parameter (``flags``), so the person at the terminal still reads what to type.
+    """
+    named = list(dict.fromkeys(flags[param] for param in params if param in flags))
+    if not named:
+        return hint
+    options = f"on the command line: {', '.join(named)}"
+    return f"{hint} ({options})" if hint else options
+
+
+def error_hint(exc: BaseException, flags: Mapping[str, str] | None = None) -> str | None:
+    """The hint of an estkit error (``hint`` attribute), with the flags of its ``params``."""
+    return hint_with_flags(getattr(exc, "hint", None), getattr(exc, "params", ()), flags or {})
+
+
+def friendly_errors(
+    *expected: type[BaseException], flags: Mapping[str, str] | None = None
+) -> Callable[[F], F]:
     """Turn the listed (expected) exception types into :func:`fail` instead of a traceback.
 
-    Exceptions may carry a ``hint`` attribute with what to try next.
+    Exceptions may carry a ``hint`` attribute with what to try next and ``params`` naming the
+    API parameters concerned, which ``flags`` maps to this command group's options.
     """
 
     def decorate(func: F) -> F:
@@ -71,7 +95,7 @@ def friendly_errors(*expected: type[BaseException]) -> Callable[[F], F]:
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
             except expected as exc:
-                fail(str(exc) or type(exc).__name__, getattr(exc, "hint", None))
+                fail(str(exc) or type(exc).__name__, error_hint(exc, flags))
 
         return wrapper  # type: ignore[return-value]
 

@@ -191,7 +191,8 @@ def interpret_serverkeygen(
         if credentials is None:
             raise EstProtocolResponseError(
                 "the server encrypted the generated key but this client has no key to decrypt it",
-                hint="use a client certificate and key (--cert/--key) when asking for encryption",
+                hint="use a client certificate and key when asking for encryption",
+                params=("credentials",),
                 url=str(reply.url),
             )
         try:

@@ -36,7 +36,8 @@ def test_every_exception_class_in_estkit_derives_from_estkit_error() -> None:
     outside: list[str] = []
     seen = 0
     for name in _estkit_modules():
-        module = importlib.import_module(name)  # an import failure fails the test: no module skipped
+        # An import failure fails the test: no module is skipped.
+        module = importlib.import_module(name)
         for value in vars(module).values():
             if (
                 inspect.isclass(value)

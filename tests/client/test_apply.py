@@ -106,7 +106,7 @@ def test_apply_sets_the_hash_and_reports_the_rest() -> None:
     # The library names the request field; the CLI turns it into --serial-number.
     assert "serialNumber" in text and "(serial_number)" in text
     assert "macAddress" in text
-    assert "subjectAltName" in text and "--san" in text
+    assert "subjectAltName" in text and "(dns_names)" in text
 
 
 def test_apply_is_quiet_when_everything_is_there() -> None:

@@ -32,6 +32,7 @@ from estkit.cli.output import (
     error_hint,
     fail,
     friendly_errors,
+    name_flags,
     print_json,
 )
 from estkit.cli.prompts import read_secret
@@ -223,9 +224,7 @@ def _note(message: str) -> None:
 
 def _with_flags(warning: str) -> str:
     """A library warning naming a request field "(serial_number)" names the flag instead."""
-    for param, flag in CLIENT_FLAGS.items():
-        warning = warning.replace(f"({param})", f"({flag})")
-    return warning
+    return name_flags(warning, CLIENT_FLAGS)
 
 
 def _json_document(result: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -69,6 +70,15 @@ def hint_with_flags(
         return hint
     options = f"on the command line: {', '.join(named)}"
     return f"{hint} ({options})" if hint else options
+
+
+def name_flags(text: str, flags: Mapping[str, str]) -> str:
+    """``text`` (a library warning) with every API parameter it names, such as
+    ``allow_dev_servers`` or ``(serial_number)``, replaced by this command group's flag."""
+    for param, flag in flags.items():
+        if "_" in param:  # "trust" or "domain" are ordinary words too: never rewrite those
+            text = re.sub(rf"(?<![\w.-]){re.escape(param)}(?![\w-])", flag, text)
+    return text
 
 
 def error_hint(exc: BaseException, flags: Mapping[str, str] | None = None) -> str | None:

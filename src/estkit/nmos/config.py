@@ -329,7 +329,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
     except FileNotFoundError:
         raise NodeConfigError(
             f"node configuration {config_path} does not exist",
-            hint="create it (see `estkit nmos --help` for an example) or pass --config",
+            hint="create it (the estkit.nmos.config module docstring has an example), or name "
+            "another node configuration file",
+            params=("config_path", "config_example"),
         ) from None
     except OSError as exc:
         raise NodeConfigError(f"cannot read {config_path}: {exc.strerror}") from None

@@ -40,7 +40,7 @@ def install_by_hand(
         chain, key = load_credential_pair(cert_path, key_path)
     except ValueError as exc:
         raise CertificateValidationError(
-            str(exc), hint="give the key that belongs to --cert"
+            str(exc), hint="give the key that belongs to the certificate", params=("key_path",)
         ) from None
     slot = "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa"
     if slot not in node.config.slots:

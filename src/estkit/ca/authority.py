@@ -191,8 +191,9 @@ class CertificateAuthority:
             raise CaError(f"unknown CA key type {key_type!r}; use one of {', '.join(KEY_TYPES)}")
         if cls.exists(directory) and not force:
             raise CaExistsError(
-                f"a certificate authority already exists in {directory}; refusing to replace it "
-                "(use --force to create a new one; the old keys are kept on disk)"
+                f"a certificate authority already exists in {directory}; refusing to replace it",
+                hint="force it to create a new one; the old keys are kept on disk",
+                params=("force",),
             )
         now = utc_now(now)
         try:
@@ -522,7 +523,9 @@ class CertificateAuthority:
         if now >= old_end:
             raise CaError(
                 f"the root CA expired on {old_end.isoformat()}; a key update needs a valid old "
-                "root. Create a new CA instead (server init --force)"
+                "root",
+                hint="create a new CA instead",
+                params=("force_init",),
             )
         name = old_root.subject
         new_key = generate_private_key(key_type)

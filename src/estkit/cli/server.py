@@ -25,7 +25,7 @@ from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.builders import is_hostname, parse_ip
 from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
-from estkit.cli.admin import CONSOLE_COMMANDS
+from estkit.cli.admin import CONSOLE_COMMANDS, SERVER_FLAGS
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -82,7 +82,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 def _command(func: F) -> F:
     """Expected failures become one clear message; KeyError text loses its quotes."""
-    guarded = friendly_errors(*_EXPECTED_ERRORS)(func)
+    guarded = friendly_errors(*_EXPECTED_ERRORS, flags=SERVER_FLAGS)(func)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

@@ -92,7 +92,7 @@ def run_case(session: Session, case: Case) -> CaseResult:
     first_exchange = len(session.log)
     if case.profile == "nmos" and session.target.profile != "nmos":
         outcome = Outcome(
-            Status.NA, "BCP-003-03/BCP-003-01 requirement; not applicable under --profile rfc7030"
+            Status.NA, "BCP-003-03/BCP-003-01 requirement; not applicable under the rfc7030 profile"
         )
     else:
         try:

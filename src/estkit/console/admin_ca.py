@@ -173,8 +173,9 @@ def issue_admin_certificate(
     cert_path, key_path = operator_paths(data_dir, name)
     if cert_path.exists() and not force:
         raise OperatorCertificateError(
-            f"an operator certificate for {name!r} already exists at {cert_path}; "
-            "pass --force to issue a new one"
+            f"an operator certificate for {name!r} already exists at {cert_path}",
+            hint="force it to issue a new one",
+            params=("force",),
         )
     ensure_admin_ca(data_dir, now=now)
     ca_cert, ca_key = load_admin_ca(data_dir)
@@ -308,6 +309,7 @@ def verify_operator_certificate(
         raise OperatorCertificateError(
             f"the operator certificate is outside its validity period "
             f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}); "
+            # Flag kept: a browser shows this to an operator, who needs the command to type.
             "issue a new one with 'estkit server admin-cert DIR NAME --force'"
         )
     try:

@@ -192,8 +192,9 @@ async def start_console_site(
     except OSError as exc:
         await runner.cleanup()
         raise ConsoleStartError(
-            f"the console cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "choose another port with --admin-port"
+            f"the console cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="choose another port for the console",
+            params=("admin_port",),
         ) from exc
     bound_port = port
     for address in runner.addresses:

@@ -195,4 +195,3 @@ class ClientConnector:
             raise EstConnectionError(
                 f"{method} {url} failed: {exc or type(exc).__name__}", url=url
             ) from exc
-

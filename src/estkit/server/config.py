@@ -65,11 +65,10 @@ _HEADER = (
 class ConfigError(EstkitError, ValueError):
     """The configuration file is missing or invalid; the message names the file and the key."""
 
-    hint: str | None = None
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+    def __init__(
+        self, message: str, hint: str | None = None, *, params: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, hint=hint, params=params)
 
 
 @dataclass(frozen=True)
@@ -662,8 +661,8 @@ def remove_trusted_client_root(
                 kept.append(item)
         if not removed:
             raise KeyError(
-                f"no trusted manufacturer CA matches {which!r}; "
-                "'estkit server trust DIR --list' shows them"
+                f"no trusted manufacturer CA matches {which!r}; the configuration's "
+                "trusted_client_roots lists them"
             )
         doc["trusted_client_roots"] = kept
 

@@ -84,9 +84,10 @@ def secure_data_dir(data_dir: Path) -> int | None:
 
 
 class DataDirExistsError(EstkitError, FileExistsError):
-    """The directory already holds a CA; `--force` is needed to replace it."""
+    """The directory already holds a CA; ``force=True`` is needed to replace it."""
 
-    hint = "pass --force to replace it (the old CA keys stay on disk under ca/generations/)"
+    hint = "force it to replace the CA (the old CA keys stay on disk under ca/generations/)"
+    params = ("force",)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from estkit.ca.builders import (
     Validity,
     authority_key_identifier,
     check_serial,
-    is_hostname,
     leaf_key_usage,
     new_serial,
     parse_ip,
     subject_key_identifier,
 )
 from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
+from estkit.protocol.certs import is_hostname
 from estkit.protocol.csr import (
     MAX_COMMON_NAME_LENGTH,
     CsrInfo,

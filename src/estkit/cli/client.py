@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import click
 from cryptography import x509
 
-from estkit.ca.builders import is_hostname
 from estkit.cli.client_pending import (
     PendingEnrollment,
     explain_failure,
@@ -62,6 +61,7 @@ from estkit.protocol import (
     decode_csr_body,
     dns_names,
     generate_private_key,
+    is_hostname,
     private_key_to_pem,
 )
 

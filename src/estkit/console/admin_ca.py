@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from estkit.ca.store import OperatorCertificateRecord, normalize_serial_hex, open_store
 from estkit.errors import EstkitError
 from estkit.fileio import write_file_atomic, write_private_file_atomic
+from estkit.protocol import key_usage
 from estkit.server import load_config
 
 CONSOLE_DIR_NAME = "console"
@@ -115,17 +116,7 @@ def ensure_admin_ca(data_dir: Path, *, now: dt.datetime | None = None) -> Path:
         .not_valid_after(now + ADMIN_CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -191,17 +182,7 @@ def issue_admin_certificate(
         .not_valid_after(min(now + OPERATOR_CERT_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True, key_agreement=True),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)

@@ -10,16 +10,13 @@ from cryptography.hazmat.primitives import hashes
 
 from estkit.console.html import Html, join, tag
 from estkit.console.views.common import cell, fmt_date, fmt_time, mono, notice_box, pill, table
+from estkit.protocol.certs import colon_hex
 from estkit.protocol.keys import describe_public_key
 
 
 def _cn_or_subject(name: x509.Name) -> str:
     cns = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else name.rfc4514_string()
-
-
-def colon_hex(data: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in data)
 
 
 def ca_content(overview: Any, now: dt.datetime, operators_ca: x509.Certificate | None) -> Html:

@@ -25,6 +25,7 @@ from estkit.protocol import (
     key_type_for_curve,
     key_usage,
     signed_with_key,
+    split_host_port,
 )
 
 from .helpers import make_cert
@@ -144,3 +145,38 @@ def test_the_tls12_cipher_list_has_one_home() -> None:
     # The suite's table adds IANA names and SHALL/SHOULD; its names and order are the same.
     assert tuple(suite.openssl_name for suite in TLS12_SUITES) == BCP_003_01_TLS12_CIPHERS
     assert tuple(suite.openssl_name for suite in TLS13_SUITES) == BCP_003_01_TLS13_SUITES
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("dns.example", ("dns.example", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[::1]", ("::1", 53)),
+        ("::1", ("::1", 53)),  # a bare IPv6 address: its colons are not a port
+    ],
+)
+def test_split_host_port_is_shared_by_the_node_and_the_suite(
+    text: str, expected: tuple[str, int]
+) -> None:
+    from estkit.conformance.dnssd import parse_server
+    from estkit.nmos.config import parse_host_port
+
+    assert split_host_port(text, 53) == expected
+    assert parse_server(text) == expected
+    assert parse_host_port(text, 53) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("host:99999", "out of range"),
+        ("host:http", "not a number"),
+        ("", "no host"),
+        (":53", "no host"),
+    ],
+)
+def test_split_host_port_says_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        split_host_port(text, 53)

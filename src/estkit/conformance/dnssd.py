@@ -17,6 +17,7 @@ import dns.exception
 import dns.resolver
 
 from estkit.errors import EstkitError
+from estkit.protocol.paths import split_host_port
 
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
@@ -86,24 +87,8 @@ class DnsView:
 
 
 def parse_server(value: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` of a DNS server."""
-    text = value.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"no host in DNS server {value!r}")
-    try:
-        port = int(port_text) if port_text else DNS_PORT
-    except ValueError:
-        raise ValueError(f"DNS server port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"DNS server port {port} is out of range 1-65535")
-    return host, port
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` of a DNS server (port 53 by default)."""
+    return split_host_port(value, DNS_PORT)
 
 
 def make_resolver(

@@ -50,6 +50,7 @@ from estkit.nmos.errors import NodeConfigError
 from estkit.nmos.schedule import DEFAULT_RENEWAL_FRACTION, validate_renewal_fraction
 from estkit.protocol.keys import KEY_TYPES
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
+from estkit.protocol.paths import split_host_port
 
 # BCP-003-03 C7 asks for one certificate per signature algorithm: one RSA and one ECDSA.
 DEFAULT_KEY_TYPES = ("rsa2048", "p256")
@@ -75,26 +76,11 @@ def slot_for_key_type(key_type: str) -> str:
 
 
 def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """Split ``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address."""
-    text = value.strip()
-    if not text:
-        raise NodeConfigError("empty host", hint="give HOST or HOST:PORT")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        return host, default_port
+    """Split ``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address (see split_host_port)."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise NodeConfigError(f"invalid port in {value!r}", hint="use HOST:PORT") from None
-    if not 0 < port < 65536:
-        raise NodeConfigError(f"port {port} out of range in {value!r}", hint="use 1..65535")
-    return host, port
+        return split_host_port(value, default_port)
+    except ValueError as exc:
+        raise NodeConfigError(str(exc), hint="use HOST or HOST:PORT, port 1..65535") from None
 
 
 @dataclass(frozen=True)

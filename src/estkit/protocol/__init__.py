@@ -121,7 +121,15 @@ if TYPE_CHECKING:
         MediaType,
         parse_media_type,
     )
-    from .paths import CRL_PATH, OPERATIONS, WELL_KNOWN_EST, build_path, parse_path, validate_label
+    from .paths import (
+        CRL_PATH,
+        OPERATIONS,
+        WELL_KNOWN_EST,
+        build_path,
+        parse_path,
+        split_host_port,
+        validate_label,
+    )
     from .pkcs7 import (
         build_certs_only,
         decode_certs_only_body,
@@ -270,6 +278,7 @@ _EXPORTS: dict[str, str] = {
     "private_key_to_pem": "keys",
     "public_keys_equal": "keys",
     "sha256_fingerprint": "certs",
+    "split_host_port": "paths",
     "signed_with_key": "certs",
     "signature_hash_for": "keys",
     "tls_unique_for": "pop",
@@ -400,6 +409,7 @@ __all__ = [
     "sha256_fingerprint",
     "signature_hash_for",
     "signed_with_key",
+    "split_host_port",
     "tls_unique_for",
     "validate_label",
 ]

@@ -245,7 +245,6 @@ def is_ca_certificate(cert: x509.Certificate) -> bool:
 
 __all__ = [
     "FINGERPRINT_PREFIX",
-    "MAX_HOSTNAME_LENGTH",
     "certificates_to_pem",
     "colon_hex",
     "common_name",

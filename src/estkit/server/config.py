@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from estkit.protocol.certs import (
 from estkit.protocol.errors import EncodingError
 from estkit.protocol.paths import validate_label
 from estkit.server.limits import ConnectionLimits, LimitsError
+from estkit.tomlcheck import read_toml, sub_table
 
 CONFIG_FILE_NAME = "estkit.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -140,18 +140,12 @@ class ServerConfig:
 
 def _read_document(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_toml(path, error=ConfigError)
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration file at {path}",
             hint="create a data directory with `estkit server init DIR`",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _config_file(path: str | os.PathLike[str]) -> Path:
@@ -161,10 +155,7 @@ def _config_file(path: str | os.PathLike[str]) -> Path:
 
 
 def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    return value
+    return sub_table(doc, name, str(path), error=ConfigError)
 
 
 def _resolve(base: Path, value: object, where: str) -> Path:

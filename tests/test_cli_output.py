@@ -17,3 +17,27 @@ def test_fail_prints_brackets_verbatim_and_never_raises_a_markup_error(
     err = capsys.readouterr().err
     assert "server said: [/] request rejected" in err
     assert "set [est] renewal_fraction = 0.8" in err
+
+
+def test_the_cli_names_its_flags_for_the_parameters_an_error_is_about(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The library says "trust" (its parameter); the command group's table says which flag sets it.
+    from estkit.cli.client import CLIENT_FLAGS
+    from estkit.cli.output import friendly_errors
+    from estkit.client.errors import EstAuthError
+
+    @friendly_errors(EstAuthError, flags=CLIENT_FLAGS)
+    def command() -> None:
+        raise EstAuthError(
+            "GET /cacerts needs authentication (401)",
+            status=401,
+            hint="give a user name and password",
+            params=("username", "password", "nonsense"),
+        )
+
+    with pytest.raises(SystemExit):
+        command()
+    err = capsys.readouterr().err
+    assert "give a user name and password (on the command line: --user, --password)" in err
+    assert "nonsense" not in err

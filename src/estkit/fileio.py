@@ -17,11 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from estkit.errors import EstkitError
+
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 
 
-class CredentialMismatchError(ValueError):
+class CredentialMismatchError(EstkitError, ValueError):
     """The private key on disk does not belong to the certificate next to it."""
 
 

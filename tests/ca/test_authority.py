@@ -119,8 +119,9 @@ def test_load_returns_the_same_ca_and_issues_with_the_same_key(
 
 def test_create_refuses_to_replace_an_existing_ca_unless_forced(tmp_path: Path) -> None:
     first = CertificateAuthority.create(tmp_path / "ca", key_type="p256")
-    with pytest.raises(CaExistsError, match=r"already exists in .*\(use --force"):
+    with pytest.raises(CaExistsError, match=r"already exists in .*refusing") as refused:
         CertificateAuthority.create(tmp_path / "ca", key_type="p256")
+    assert refused.value.params == ("force",) and "old keys are kept" in (refused.value.hint or "")
     second = CertificateAuthority.create(tmp_path / "ca", key_type="p256", force=True)
     assert second.generation == "g2"
     assert second.root_certificate != first.root_certificate

@@ -103,9 +103,10 @@ def test_apply_sets_the_hash_and_reports_the_rest() -> None:
     assert applied.hash_algorithm == "sha384"
     text = " | ".join(warnings)
     assert "secp384r1" in text and "ECDSA P-256" in text  # wrong key, said so
-    assert "serialNumber" in text and "--serial-number" in text
+    # The library names the request field; the CLI turns it into --serial-number.
+    assert "serialNumber" in text and "(serial_number)" in text
     assert "macAddress" in text
-    assert "subjectAltName" in text and "--san" in text
+    assert "subjectAltName" in text and "(dns_names)" in text
 
 
 def test_apply_is_quiet_when_everything_is_there() -> None:

@@ -145,7 +145,9 @@ def test_no_credentials_means_no_retry(pki: QuirkyPki, quirky: Start) -> None:
     ):
         client.cacerts()
     assert len(server.requests) == 1
-    assert "--user" in (caught.value.hint or "")
+    # The library names the parameters; the CLI maps them to --user/--password/--cert/--key.
+    assert "user name and password" in (caught.value.hint or "")
+    assert caught.value.params == ("username", "password", "credentials")
 
 
 def test_bootstrap_never_sends_credentials_or_anything_but_cacerts(

@@ -467,7 +467,7 @@ def test_unreachable_server(pki: QuirkyPki) -> None:
 
 def test_untrusted_server_says_what_to_pass(estkit_server: Any, pki: QuirkyPki) -> None:
     result = run("csrattrs", "--server", estkit_server.url, "--trust", pki.files["root"])
-    assert_clean_failure(result, "could not verify", "--trust")
+    assert_clean_failure(result, "could not verify", "--trust PEM", "--bootstrap-fingerprint")
 
 
 def test_missing_trust_is_a_usage_error(estkit_server: Any) -> None:

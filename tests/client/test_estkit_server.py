@@ -252,7 +252,9 @@ def test_http_label_without_credentials_is_refused(estkit_server: Any) -> None:
     with _client(estkit_server, label="http") as client, pytest.raises(EstAuthError) as caught:
         client.simpleenroll(_spec("p256"), pop=False)
     assert caught.value.status == 401
-    assert "--user" in (caught.value.hint or "")
+    # The library names the parameters; the CLI maps them to --user/--password/--cert/--key.
+    assert "user name and password" in (caught.value.hint or "")
+    assert caught.value.params == ("username", "password", "credentials")
 
 
 def test_http_label_with_a_wrong_password_is_refused(estkit_server: Any) -> None:

@@ -80,7 +80,8 @@ def test_untrusted_server_fails_with_the_anchors_used(
     assert "unknown ca" in server.wait_for_handshake_error().lower()
     assert "Stranger Root CA" in str(error)
     assert str(stranger.files["root"]) in (error.trust_description or "")
-    assert "--trust" in (error.hint or "")
+    assert "trust the CA that issued" in (error.hint or "")
+    assert error.params == ("trust", "bootstrap_fingerprint")  # the CLI shows --trust PEM
 
 
 def test_hostname_mismatch_is_reported(pki: QuirkyPki, tmp_path: Path) -> None:

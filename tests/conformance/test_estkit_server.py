@@ -145,7 +145,7 @@ def test_trust_list_with_the_rogue_ca_fails_the_rogue_case_only(tmp_path: Path) 
         report = run_suite(replace(server.target(), rogue=rogue))
         assert failing(report) == {"rogue-client-refused"}
         result = report.result("rogue-client-refused")
-        assert "S3" in result.message and "given with --rogue-cert" in result.message
+        assert "S3" in result.message and "given as the rogue certificate" in result.message
     finally:
         server.running.stop()
 

@@ -162,7 +162,10 @@ def test_cli_digest_option(fake_pki: FakePki, fake_server: FakeFactory) -> None:
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 1
     malformed = CliRunner().invoke(cli, [*args, "--digest", "no-colon"])
-    assert malformed.exit_code != 0 and "--digest must be USER:PASSWORD" in malformed.output
+    assert (
+        malformed.exit_code != 0 and "digest credentials must be USER:PASSWORD" in malformed.output
+    )
+    assert "--digest" in malformed.output  # the CLI names its flag for the digest parameter
 
 
 def test_every_case_has_a_row_in_the_verdict_table() -> None:

@@ -172,6 +172,7 @@ def test_busy_admin_port_is_one_clear_error(data_dir: Path) -> None:
         )  # fmt: skip
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stdout + result.stderr
+    assert "--admin-port" in result.stderr  # the library says admin_port, the CLI the flag
     assert "Traceback" not in result.stderr
 
 

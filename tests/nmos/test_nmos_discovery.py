@@ -126,7 +126,7 @@ def test_no_adverts_at_all_is_a_clear_error(dns_server: StartDns) -> None:
     dns = dns_server(Zone().host("est1.nmos.test"))
     with pytest.raises(DiscoveryError, match="no PTR records") as info:
         discover_unicast(DOMAIN, dns_server=dns.address)
-    assert "--ip" in (info.value.hint or "")
+    assert "host and port" in (info.value.hint or "") and info.value.params == ("domain", "server")
     assert f"query[PTR] _nmos-certs._tcp.{DOMAIN}" in dns.queries()
 
 
@@ -169,6 +169,8 @@ def test_cli_discover_failure_is_one_message_not_a_traceback(dns_server: StartDn
     assert result.exit_code == 1
     assert "no PTR records" in result.stderr
     assert "Traceback" not in result.output + result.stderr
+    # The library names the settings (domain, server); the CLI names its flags for them.
+    assert "on the command line: --domain, --ip/--port" in result.stderr
 
 
 def test_mdns_only_when_asked_and_with_the_same_rules_d1() -> None:
@@ -210,4 +212,4 @@ def test_no_domain_is_a_configuration_error_not_retried(monkeypatch: pytest.Monk
     monkeypatch.setattr(discovery, "system_search_domain", lambda: None)
     with pytest.raises(NodeConfigError, match="no DNS domain") as info:
         discover_unicast(None, dns_server="127.0.0.1:1")
-    assert "--domain" in (info.value.hint or "")
+    assert "DNS domain" in (info.value.hint or "") and info.value.params == ("domain",)

@@ -11,7 +11,6 @@ from estkit.nmos.schedule import (
     MAX_BACKOFF_SECONDS,
     Action,
     backoff_delay,
-    lifetime_elapsed,
     plan_certificate,
     renewal_due_at,
     retry_after_failed_renewal,
@@ -21,6 +20,12 @@ from estkit.nmos.schedule import (
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 NINETY_DAYS = timedelta(days=90)
+
+
+def lifetime_elapsed(now: datetime, not_before: datetime, not_after: datetime) -> float:
+    """Fraction (0.0 at notBefore, 1.0 at notAfter) of the validity period already used: the
+    test's own yardstick, computed independently of the scheduler under test."""
+    return (now - not_before) / (not_after - not_before)
 
 
 def test_renewal_is_due_at_80_percent_of_the_lifetime_c13() -> None:

@@ -20,9 +20,12 @@ from estkit.protocol import (
     describe_public_key,
     format_fingerprint,
     generate_private_key,
+    is_hostname,
     is_signed_by,
     key_type_for_curve,
+    key_usage,
     signed_with_key,
+    split_host_port,
 )
 
 from .helpers import make_cert
@@ -92,3 +95,88 @@ def test_colon_hex_is_the_fingerprint_format(ca_cert: x509.Certificate) -> None:
     assert colon_hex(b"\x00\xab\x0f") == "00:AB:0F"
     assert colon_hex(b"") == ""
     assert format_fingerprint(ca_cert) == colon_hex(ca_cert.fingerprint(hashes.SHA256()))
+
+
+def test_key_usage_sets_only_the_named_bits() -> None:
+    usage = key_usage(digital_signature=True, key_agreement=True)
+    assert usage.digital_signature and usage.key_agreement
+    assert not (usage.key_encipherment or usage.key_cert_sign or usage.crl_sign)
+    assert not (usage.content_commitment or usage.data_encipherment)
+    ca = key_usage(key_cert_sign=True, crl_sign=True)
+    assert ca.key_cert_sign and ca.crl_sign and not ca.digital_signature
+
+
+def test_the_ca_builds_its_key_usages_with_the_one_helper(rsa_key: PrivateKey) -> None:
+    from estkit.ca.builders import CA_KEY_USAGE, leaf_key_usage
+
+    assert key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True) == CA_KEY_USAGE
+    # keyEncipherment only for RSA (TLS 1.2 RSA key transport).
+    assert leaf_key_usage(rsa_key.public_key()) == key_usage(
+        digital_signature=True, key_encipherment=True
+    )
+    ec_key = generate_private_key("p256").public_key()
+    assert leaf_key_usage(ec_key) == key_usage(digital_signature=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("node1.example.com", True),
+        ("*.example.com", True),
+        ("lab_host.local.", True),
+        ("a" * 63 + ".example", True),
+        ("a" * 64 + ".example", False),  # a label is at most 63 characters
+        (".".join(["a" * 63] * 4), False),  # 255 characters: longer than a DNS name can be
+        ("bad name", False),
+        ("-leading.example", False),
+        ("", False),
+    ],
+)
+def test_is_hostname_has_one_home_in_protocol(name: str, expected: bool) -> None:
+    assert is_hostname(name) is expected
+
+
+def test_the_tls12_cipher_list_has_one_home() -> None:
+    from estkit.client.trust import BCP_003_01_TLS12_CIPHERS as client_cipher_string
+    from estkit.conformance.suites import TLS12_SUITES, TLS13_SUITES
+    from estkit.protocol.tlsprofile import BCP_003_01_TLS12_CIPHERS, BCP_003_01_TLS13_SUITES
+
+    assert client_cipher_string == ":".join(BCP_003_01_TLS12_CIPHERS)
+    # The suite's table adds IANA names and SHALL/SHOULD; its names and order are the same.
+    assert tuple(suite.openssl_name for suite in TLS12_SUITES) == BCP_003_01_TLS12_CIPHERS
+    assert tuple(suite.openssl_name for suite in TLS13_SUITES) == BCP_003_01_TLS13_SUITES
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("dns.example", ("dns.example", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[::1]", ("::1", 53)),
+        ("::1", ("::1", 53)),  # a bare IPv6 address: its colons are not a port
+    ],
+)
+def test_split_host_port_is_shared_by_the_node_and_the_suite(
+    text: str, expected: tuple[str, int]
+) -> None:
+    from estkit.conformance.dnssd import parse_server
+    from estkit.nmos.config import parse_host_port
+
+    assert split_host_port(text, 53) == expected
+    assert parse_server(text) == expected
+    assert parse_host_port(text, 53) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("host:99999", "out of range"),
+        ("host:http", "not a number"),
+        ("", "no host"),
+        (":53", "no host"),
+    ],
+)
+def test_split_host_port_says_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        split_host_port(text, 53)

@@ -47,6 +47,7 @@ from estkit.ca.builders import (
     utc_now,
 )
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry, sign_crl
+from estkit.ca.errors import CaError
 from estkit.ca.issuance import IssuedNames, sign_leaf, vet_request
 from estkit.ca.profiles import Profile
 from estkit.ca.signer import Signer, SignerError, sign_certificate
@@ -91,10 +92,6 @@ CA_BACKDATE_SECONDS = 3600
 TLS_BACKDATE_SECONDS = 300
 # How many earlier generations (rollovers) we walk back through to find older issuing CAs.
 MAX_ROLLOVER_HISTORY = 32
-
-
-class CaError(Exception):
-    """The certificate authority cannot be created, loaded or used; the message says why."""
 
 
 class CaExistsError(CaError):
@@ -202,8 +199,9 @@ class CertificateAuthority:
             raise CaError(f"unknown CA key type {key_type!r}; use one of {', '.join(KEY_TYPES)}")
         if cls.exists(directory) and not force:
             raise CaExistsError(
-                f"a certificate authority already exists in {directory}; refusing to replace it "
-                "(use --force to create a new one; the old keys are kept on disk)"
+                f"a certificate authority already exists in {directory}; refusing to replace it",
+                hint="force it to create a new one; the old keys are kept on disk",
+                params=("force",),
             )
         now = utc_now(now)
         try:
@@ -577,7 +575,9 @@ class CertificateAuthority:
         if now >= old_end:
             raise CaError(
                 f"the root CA expired on {old_end.isoformat()}; a key update needs a valid old "
-                "root. Create a new CA instead (server init --force)"
+                "root",
+                hint="create a new CA instead",
+                params=("force_init",),
             )
         keys = _KeyMaker.like(old.root_key)
         with keys:

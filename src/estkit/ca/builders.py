@@ -9,7 +9,6 @@ validity clamped to the issuer), so those rules are written once here. Everythin
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,22 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.ca.signer import Signer, sign_certificate
+from estkit.protocol.certs import is_hostname, key_usage
 from estkit.protocol.csr import MAX_COMMON_NAME_LENGTH
 from estkit.protocol.keys import PrivateKey, PublicKey, supported_public_key
 
 DAY_SECONDS = 86400
 YEAR_SECONDS = 365 * DAY_SECONDS
 # MAX_COMMON_NAME_LENGTH (X.520 ub-common-name, 64) lives with the CSR policy in protocol.csr.
-# Hostname shape (RFC 1123 labels; '_' tolerated as many lab networks use it). A leading '*.'
-# is a wildcard, which policy decides about separately.
-_HOSTNAME_RE = re.compile(
-    r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-)
 # RFC 5280 §4.1.2.2: a positive integer of at most 20 octets.
 MAX_SERIAL_BITS = 159
-# CA/B Forum BR §7.1: at least 64 bits of CSPRNG output.
-MIN_RANDOM_SERIAL_BITS = 64
 
 
 @dataclass(frozen=True)
@@ -123,31 +115,12 @@ def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdent
 
 def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
     """digitalSignature for every key; keyEncipherment too for RSA (TLS 1.2 RSA key transport)."""
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=is_rsa,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
+    return key_usage(
+        digital_signature=True, key_encipherment=isinstance(public_key, rsa.RSAPublicKey)
     )
 
 
-CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
+CA_KEY_USAGE = key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
 
 
 def simple_name(common_name: str, organization: str | None = None) -> x509.Name:
@@ -198,11 +171,6 @@ def sign_ca_certificate(
     return sign_certificate(builder, issuer_key)
 
 
-def is_hostname(name: str) -> bool:
-    """True for a DNS host name (optionally a ``*.`` wildcard), False for anything else."""
-    return bool(_HOSTNAME_RE.fullmatch(name)) and len(name.rstrip(".")) <= 253
-
-
 def parse_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address ``name`` spells, or None."""
     try:
@@ -251,7 +219,6 @@ __all__ = [
     "check_serial",
     "clamp_validity",
     "general_names_for_hosts",
-    "is_hostname",
     "leaf_key_usage",
     "new_serial",
     "parse_ip",

@@ -25,7 +25,6 @@ from estkit.ca.builders import (
     Validity,
     authority_key_identifier,
     check_serial,
-    is_hostname,
     leaf_key_usage,
     new_serial,
     parse_ip,
@@ -33,6 +32,7 @@ from estkit.ca.builders import (
 )
 from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
 from estkit.ca.signer import Signer, sign_certificate
+from estkit.protocol.certs import is_hostname
 from estkit.protocol.csr import (
     MAX_COMMON_NAME_LENGTH,
     CsrInfo,

@@ -31,6 +31,7 @@ from estkit.ca.builders import (
     utc_now,
 )
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry, sign_crl
+from estkit.ca.errors import CaError
 from estkit.fileio import (
     load_credential_pair,
     replace_credential_pair,
@@ -55,7 +56,7 @@ MANUFACTURER_CERT_FILE = "manufacturer-ca.pem"
 MANUFACTURER_KEY_FILE = "manufacturer-ca.key"
 
 
-class ManufacturerError(Exception):
+class ManufacturerError(CaError):
     """The manufacturer CA cannot be created or loaded; the message says why."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from estkit.ca.errors import CaError
 from estkit.protocol.csr import CsrPolicy
 from estkit.protocol.keys import KEY_TYPES
 from estkit.protocol.limits import MAX_RETRY_AFTER_SECONDS
@@ -68,7 +69,7 @@ DEFAULT_SUBJECT_FROM_CLIENT_CERTIFICATE: dict[str, tuple[str, ...]] = {
 _DOTTED_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
 
-class ProfileError(ValueError):
+class ProfileError(CaError, ValueError):
     """A profile value is invalid; the message names the field and the accepted values."""
 
 

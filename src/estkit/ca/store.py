@@ -577,27 +577,6 @@ class CertificateStore:
             )
         return request
 
-    def mark_request_issued(self, request_id: int, serial_hex: str | int) -> PendingRequest:
-        """Mark an approved request as fulfilled by certificate ``serial_hex`` (idempotent for
-        the same serial). Prefer ``record_issued(..., request_id=...)``, which does this in the
-        same transaction as recording the certificate."""
-        serial = normalize_serial_hex(serial_hex)
-        with self._backend.transaction() as tx:
-            tx.execute(
-                "UPDATE requests SET status = 'issued', serial = ? "
-                "WHERE id = ? AND status = 'approved'",
-                (serial, request_id),
-            )
-            rows = tx.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,)
-            )
-            if not rows:
-                raise KeyError(f"no request with id {request_id} in the store {self.url}")
-            request = self._request(rows[0])
-            if request.status != "issued" or request.serial != serial:
-                self._raise_request_state(tx, request_id, "issued")
-        return request
-
     # ----- shared authentication state (issue 24) -------------------------------------------
 
     def shared_secret(self, name: str, make: Callable[[], bytes]) -> bytes:

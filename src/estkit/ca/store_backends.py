@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from estkit.ca.store_schema import POSTGRESQL, SQLITE, Dialect
+from estkit.errors import StoreError
 
 # How long a writer waits for another process's write transaction before giving up with
 # StoreUnavailableError (→ 503). Writes here take milliseconds; 10 s absorbs bursts from several
@@ -46,10 +47,6 @@ POSTGRES_MIGRATION_LOCK_KEY = 0x657374_6B6974  # "estkit"
 
 
 logger = logging.getLogger("estkit.ca.store")
-
-
-class StoreError(Exception):
-    """The certificate store failed; the message names the database (never its password)."""
 
 
 class StoreUnavailableError(StoreError):

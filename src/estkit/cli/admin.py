@@ -29,6 +29,14 @@ from estkit.console.admin_ca import (
 from estkit.console.auth import DEFAULT_TOKEN_OPERATOR, LOGIN_TOKEN_LIFETIME_SECONDS
 from estkit.console.runner import ConsoleStartError, new_login_url
 
+# The library's parameter names as this command group's options: errors name the parameter,
+# the person at the terminal reads the flag (issue 22).
+SERVER_FLAGS = {
+    "force": "--force",
+    "force_init": "`estkit server init DIR --force`",
+    "admin_port": "--admin-port",
+}
+
 
 @click.command("admin-cert")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -42,7 +50,7 @@ from estkit.console.runner import ConsoleStartError, new_login_url
     help="Also write NAME.p12 (password printed) for importing into a browser.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the paths as JSON.")
-@friendly_errors(OperatorCertificateError, OSError, StoreError)
+@friendly_errors(OperatorCertificateError, OSError, StoreError, flags=SERVER_FLAGS)
 def admin_cert(data_dir: Path, name: str, force: bool, with_p12: bool, as_json: bool) -> None:
     """Issue an operator certificate NAME for the web console of the server in DATA_DIR."""
     cert_path, key_path = issue_admin_certificate(data_dir, name, force=force)
@@ -81,7 +89,7 @@ def _who() -> str:
 @click.command("admin-certs")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@friendly_errors(OperatorCertificateError, OSError, StoreError)
+@friendly_errors(OperatorCertificateError, OSError, StoreError, flags=SERVER_FLAGS)
 def admin_certs(data_dir: Path, as_json: bool) -> None:
     """List the console operator certificates issued for the server in DATA_DIR."""
     records = list_operator_certificates(data_dir)
@@ -101,7 +109,7 @@ def admin_certs(data_dir: Path, as_json: bool) -> None:
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("serial_or_name", metavar="SERIAL|NAME")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@friendly_errors(OperatorCertificateError, OSError, StoreError)
+@friendly_errors(OperatorCertificateError, OSError, StoreError, flags=SERVER_FLAGS)
 def revoke_admin_cert(data_dir: Path, serial_or_name: str, as_json: bool) -> None:
     """Revoke a console operator certificate (hex SERIAL) or all of operator NAME's."""
     records = revoke_operator_certificates(data_dir, serial_or_name, by=_who())
@@ -124,7 +132,9 @@ def revoke_admin_cert(data_dir: Path, serial_or_name: str, as_json: bool) -> Non
     help="Who signs in (recorded in the audit log); the URL works for this name only.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@friendly_errors(OperatorCertificateError, OSError, StoreError, ConsoleStartError)
+@friendly_errors(
+    OperatorCertificateError, OSError, StoreError, ConsoleStartError, flags=SERVER_FLAGS
+)
 def console_login(data_dir: Path, operator: str, as_json: bool) -> None:
     """Print a single-use console sign-in URL for OPERATOR (valid 10 minutes)."""
     url = new_login_url(data_dir, operator)

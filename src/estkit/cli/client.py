@@ -19,7 +19,6 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from estkit.ca.builders import is_hostname
 from estkit.cli.client_pending import (
     PendingEnrollment,
     explain_failure,
@@ -30,9 +29,11 @@ from estkit.cli.output import (
     EXIT_USAGE,
     console,
     err_console,
+    error_hint,
     existing_parent,
     fail,
     friendly_errors,
+    name_flags,
     print_json,
 )
 from estkit.cli.prompts import read_secret
@@ -62,6 +63,7 @@ from estkit.protocol import (
     decode_csr_body,
     dns_names,
     generate_private_key,
+    is_hostname,
     private_key_to_pem,
 )
 
@@ -171,6 +173,23 @@ def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
     return CommonOptions(**values)
 
 
+# The client API's parameters (and CSR fields) as this command group's options: errors and
+# warnings name the parameter, the person at the terminal reads the flag (issue 22).
+CLIENT_FLAGS = {
+    "trust": "--trust PEM",
+    "bootstrap_fingerprint": "--bootstrap-fingerprint sha256:HEX",
+    "credentials": "--cert/--key",
+    "username": "--user",
+    "password": "--password",
+    "url": "--server",
+    "pop": "--pop/--no-pop",
+    "pin_tls12_for_pop": "drop --no-tls12-fallback",
+    "serial_number": "--serial-number",
+    "common_name": "--cn",
+    "dns_names": "--san",
+}
+
+
 def _est_command(func: Callable[P, R]) -> Callable[P, R]:
     """Expected failures become one or two lines and a non-zero exit, never a traceback."""
 
@@ -179,9 +198,9 @@ def _est_command(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except EstError as exc:
-            fail(exc.message, exc.hint)
+            fail(exc.message, error_hint(exc, CLIENT_FLAGS))
 
-    return friendly_errors(ValueError, OSError)(wrapper)
+    return friendly_errors(ValueError, OSError, flags=CLIENT_FLAGS)(wrapper)
 
 
 def _credentials(options: CommonOptions) -> ClientCredentials | None:
@@ -207,8 +226,21 @@ def _note(message: str) -> None:
     err_console.print(printable(message), soft_wrap=True, markup=False)
 
 
+def _with_flags(warning: str) -> str:
+    """A library warning naming a request field "(serial_number)" names the flag instead."""
+    return name_flags(warning, CLIENT_FLAGS)
+
+
+def _json_document(result: Any) -> dict[str, Any]:
+    """``result.to_json()`` with its warnings naming this command's flags (see _with_flags)."""
+    document: dict[str, Any] = result.to_json()
+    if isinstance(document.get("warnings"), list):
+        document["warnings"] = [_with_flags(str(warning)) for warning in document["warnings"]]
+    return document
+
+
 def _warn(warnings: list[str]) -> None:
-    for warning in warnings:
+    for warning in map(_with_flags, warnings):
         err_console.print(
             f"warning: {printable(warning)}", soft_wrap=True, markup=False, style="yellow"
         )
@@ -360,7 +392,7 @@ def cacerts_command(
     if out is not None:
         write_file_atomic(out, result.to_pem(), create_parents=False)
     if options.as_json:
-        document = result.to_json()
+        document = _json_document(result)
         document["out"] = str(out) if out else None
         print_json(document)
         return
@@ -386,7 +418,7 @@ def csrattrs_command(**kwargs: Any) -> None:
     with _client(options) as est:
         result = est.csrattrs()
     if options.as_json:
-        print_json(result.to_json())
+        print_json(_json_document(result))
         return
     _warn(result.warnings)
     lines = result.describe()
@@ -522,7 +554,7 @@ def _report(
     out_key: Path | None,
 ) -> None:
     if options.as_json:
-        document = result.to_json()
+        document = _json_document(result)
         document["out_cert"] = str(out_cert) if out_cert else None
         document["out_key"] = str(out_key) if out_key else None
         print_json(document)

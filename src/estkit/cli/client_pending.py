@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from estkit.client import CsrSpec, EstConnectionError, EstError, EstRetryLaterError
+from estkit.errors import EstkitError
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol import describe_public_key, load_private_key, private_key_to_pem
 
@@ -33,7 +34,7 @@ PENDING_FORMAT = "estkit-pending-enrollment/1"
 MAX_PENDING_STATE_BYTES = 64 * 1024
 
 
-class PendingStateError(ValueError):
+class PendingStateError(EstkitError, ValueError):
     """The state file exists but cannot be used for this run."""
 
     def __init__(self, message: str, hint: str) -> None:

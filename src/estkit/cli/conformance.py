@@ -13,7 +13,14 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from estkit.cli.output import EXIT_USAGE, console, err_console, existing_parent, fail
+from estkit.cli.output import (
+    EXIT_USAGE,
+    console,
+    err_console,
+    error_hint,
+    existing_parent,
+    fail,
+)
 from estkit.conformance import (
     ALL_CASES,
     ProgressEvent,
@@ -35,6 +42,15 @@ from estkit.conformance.reports import (
 from estkit.fileio import write_file_atomic
 from estkit.protocol import EstProtocolError
 
+# The suite's Target.from_files parameters as this command's options (issue 22: the library
+# names parameters, the CLI its flags).
+CONFORMANCE_FLAGS = {
+    "cacert": "--cacert PEM",
+    "basic": "--basic USER:PASSWORD",
+    "digest": "--digest USER:PASSWORD",
+    "rogue_cert": "--rogue-cert",
+    "rogue_key": "--rogue-key",
+}
 _FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
 _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -237,8 +253,10 @@ def test_server(
             mdns_interfaces=mdns_interfaces,
         )
         report = _run(target, _split_ids(only), out)
-    except (TargetError, UnknownCaseError, EstProtocolError) as exc:
+    except UnknownCaseError as exc:
         fail(str(exc), "run 'estkit test-server --list' for the case ids", code=EXIT_USAGE)
+    except (TargetError, EstProtocolError) as exc:
+        fail(str(exc), error_hint(exc, CONFORMANCE_FLAGS), code=EXIT_USAGE)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
     out.print(results_table(report.results, width=out.width))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
+from estkit.cli.output import console, err_console, error_hint, fail, friendly_errors, print_json
 
 if TYPE_CHECKING:
     from estkit.server import InitResult
@@ -60,13 +60,13 @@ def _server_dir(root: Path) -> InitResult:
 @click.option("--json", "as_json", is_flag=True, help="Print the workflow result as JSON.")
 def demo(directory: Path | None, as_json: bool) -> None:
     """Run an EST server and an NMOS node against it: root CA, RSA + ECDSA certificates, renewal."""
-    from estkit.cli.nmos import EXPECTED_ERRORS
+    from estkit.cli.nmos import EXPECTED_ERRORS, NMOS_FLAGS
 
-    friendly_errors(*EXPECTED_ERRORS, ValueError)(_run_demo)(directory, as_json)
+    friendly_errors(*EXPECTED_ERRORS, ValueError, flags=NMOS_FLAGS)(_run_demo)(directory, as_json)
 
 
 def _run_demo(directory: Path | None, as_json: bool) -> None:
-    from estkit.cli.nmos import render_event, show_workflow_result
+    from estkit.cli.nmos import NMOS_FLAGS, render_event, show_workflow_result
     from estkit.nmos import NmosError, NmosNode, NodeConfig, ServerSettings, run_workflow
     from estkit.server import start_server_thread
 
@@ -88,7 +88,7 @@ def _run_demo(directory: Path | None, as_json: bool) -> None:
             try:
                 result = run_workflow(node)
             except NmosError as exc:
-                fail(f"demo workflow failed: {exc}", exc.hint)
+                fail(f"demo workflow failed: {exc}", error_hint(exc, NMOS_FLAGS))
         if as_json:
             print_json(result.to_json())
             if not kept:  # on stderr: stdout holds only the workflow's JSON document

@@ -20,7 +20,15 @@ from cryptography.x509.oid import NameOID
 from rich.markup import escape
 from rich.table import Table
 
-from estkit.cli.output import console, err_console, fail, friendly_errors, print_json
+from estkit.cli.output import (
+    console,
+    err_console,
+    error_hint,
+    fail,
+    friendly_errors,
+    name_flags,
+    print_json,
+)
 from estkit.client.deadline import RequestCancelled, interrupt_blocking_io
 from estkit.client.errors import EstError, printable
 from estkit.nmos.agent import RenewalAgent, node_status
@@ -45,6 +53,24 @@ DEMO_DATA_DIR = Path("estkit-data")
 DEFAULT_OUT_DIR = Path("estkit-node")
 DEFAULT_EST_PORT = 8443
 EXPECTED_ERRORS = (NmosError, EstError, OSError)
+# The node's settings (NodeConfig fields, install_by_hand parameters) as this command group's
+# options: errors and warnings name the setting, the person at the terminal reads the flag.
+NMOS_FLAGS = {
+    "allow_dev_servers": "--allow-dev-servers",
+    "dns_server": "--dns-server HOST[:PORT]",
+    "domain": "--domain",
+    "server": "--ip/--port",
+    "config_path": "--config",
+    "config_example": "`estkit nmos config-example` prints an example",
+    "manufacturer_credentials": "--cert/--key",
+    "key_path": "--key",
+    "root_ca_file": "--cacert",
+    "install_root": "`estkit nmos install --ca PEM`",
+    "explicit_trust": "explicit_trust = true in the node configuration",
+    "new_network_confirmed": "--new-network",
+    "hostnames": "--hostname",
+    "server_advertise": "`estkit server serve --advertise` on the server",
+}
 
 _EVENT_STYLE = {
     "step": ("bold cyan", "→"),
@@ -96,7 +122,8 @@ def render_event(event: NodeEvent, *, quiet: bool) -> None:
     style, mark = _EVENT_STYLE.get(event.kind, ("", " ·"))
     slot = f"{event.slot.upper()}: " if event.slot else ""
     target = err_console if quiet else console
-    target.print(f"[{style}]{mark}[/] {escape(slot + event.message)}", soft_wrap=True)
+    message = name_flags(event.message, NMOS_FLAGS)
+    target.print(f"[{style}]{mark}[/] {escape(slot + message)}", soft_wrap=True)
 
 
 def _name(name: x509.Name) -> str:
@@ -208,7 +235,7 @@ def nmos() -> None:
     "(C15); nothing is replaced until the new certificates are in hand.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@friendly_errors(*EXPECTED_ERRORS)
+@friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def workflow(
     host: str | None,
     port: int,
@@ -267,7 +294,7 @@ def workflow(
     try:
         result = run_workflow(node, renew=not no_renew)
     except NmosError as exc:
-        fail(f"NMOS workflow failed: {exc}", exc.hint)
+        fail(f"NMOS workflow failed: {exc}", error_hint(exc, NMOS_FLAGS))
     if as_json:
         print_json(result.to_json())
     else:
@@ -277,7 +304,7 @@ def workflow(
 @nmos.command()
 @_discovery_options
 @click.option("--json", "as_json", is_flag=True)
-@friendly_errors(*EXPECTED_ERRORS)
+@friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def discover(
     domain: str | None, dns_server: str | None, mdns: bool, allow_dev_servers: bool, as_json: bool
 ) -> None:
@@ -305,11 +332,11 @@ def discover(
                     }
                     for advert in result.adverts
                 ],
-                "warnings": result.warnings,
+                "warnings": [name_flags(warning, NMOS_FLAGS) for warning in result.warnings],
             }
         )
         return
-    for warning in result.warnings:
+    for warning in (name_flags(warning, NMOS_FLAGS) for warning in result.warnings):
         # DNS-SD records are whatever the network says: escaped like any server text.
         err_console.print(f"[yellow]warning:[/] {escape(printable(warning))}", soft_wrap=True)
     table = Table(title=f"EST servers ({result.domain})")
@@ -369,7 +396,7 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
     is_flag=True,
     help="With --once: print what was done as one JSON document (events go to stderr).",
 )
-@friendly_errors(*EXPECTED_ERRORS)
+@friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def agent(config_path: Path, once: bool, new_network: bool, as_json: bool) -> None:
     """Keep the node's root CA and certificates valid (renewal agent, C2-C17)."""
     if as_json and not once:
@@ -438,7 +465,7 @@ def _status_table(status: dict[str, Any]) -> Table:
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
 )
 @click.option("--json", "as_json", is_flag=True)
-@friendly_errors(*EXPECTED_ERRORS)
+@friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def status(config_path: Path, as_json: bool) -> None:
     """Certificates, expiry, next action, last error and the IS-04 tag (C17). Offline."""
     config = _load(config_path)
@@ -470,7 +497,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print what was installed as JSON.")
-@friendly_errors(*EXPECTED_ERRORS)
+@friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def install(
     config_path: Path,
     ca_path: Path,

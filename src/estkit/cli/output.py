@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -56,12 +57,43 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_FAILURE) -> NoR
     raise SystemExit(code)
 
 
+def hint_with_flags(
+    hint: str | None, params: Iterable[str], flags: Mapping[str, str]
+) -> str | None:
+    """``hint`` followed by the command-line options for the API ``params`` it is about.
+
+    Why here: the library names parameters (``trust``, ``credentials``), never flags, because it
+    is also called from programs; each command group knows which of its flags sets which
+    parameter (``flags``), so the person at the terminal still reads what to type.
+    """
+    named = list(dict.fromkeys(flags[param] for param in params if param in flags))
+    if not named:
+        return hint
+    options = f"on the command line: {', '.join(named)}"
+    return f"{hint} ({options})" if hint else options
+
+
+def name_flags(text: str, flags: Mapping[str, str]) -> str:
+    """``text`` (a library warning) with every API parameter it names, such as
+    ``allow_dev_servers`` or ``(serial_number)``, replaced by this command group's flag."""
+    for param, flag in flags.items():
+        if "_" in param:  # "trust" or "domain" are ordinary words too: never rewrite those
+            text = re.sub(rf"(?<![\w.-]){re.escape(param)}(?![\w-])", flag, text)
+    return text
+
+
+def error_hint(exc: BaseException, flags: Mapping[str, str] | None = None) -> str | None:
+    """The hint of an estkit error (``hint`` attribute), with the flags of its ``params``."""
+    return hint_with_flags(getattr(exc, "hint", None), getattr(exc, "params", ()), flags or {})
+
+
 def friendly_errors(
-    *expected: type[BaseException],
+    *expected: type[BaseException], flags: Mapping[str, str] | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Turn the listed (expected) exception types into :func:`fail` instead of a traceback.
 
-    Exceptions may carry a ``hint`` attribute with what to try next.
+    Exceptions may carry a ``hint`` attribute with what to try next and ``params`` naming the
+    API parameters concerned, which ``flags`` maps to this command group's options.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
@@ -74,7 +106,7 @@ def friendly_errors(
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
             except expected as exc:
-                fail(str(exc) or type(exc).__name__, getattr(exc, "hint", None))
+                fail(str(exc) or type(exc).__name__, error_hint(exc, flags))
 
         return wrapper
 

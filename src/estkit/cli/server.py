@@ -23,10 +23,10 @@ from cryptography import x509
 from rich.table import Table
 
 from estkit.ca.authority import CaError, CertificateAuthority
-from estkit.ca.builders import is_hostname, parse_ip
+from estkit.ca.builders import parse_ip
 from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
 from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
-from estkit.cli.admin import CONSOLE_COMMANDS
+from estkit.cli.admin import CONSOLE_COMMANDS, SERVER_FLAGS
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -37,7 +37,7 @@ from estkit.cli.output import (
 )
 from estkit.cli.prompts import read_secret
 from estkit.console.runner import ConsoleStartError, console_settings, start_console
-from estkit.protocol.certs import sha256_fingerprint
+from estkit.protocol.certs import is_hostname, sha256_fingerprint
 from estkit.protocol.errors import PathError
 from estkit.server.approval import approve_if_allowed, judge
 from estkit.server.config import (
@@ -85,7 +85,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 def _command(func: Callable[P, R]) -> Callable[P, R]:
     """Expected failures become one clear message; KeyError text loses its quotes."""
-    guarded = friendly_errors(*_EXPECTED_ERRORS)(func)
+    guarded = friendly_errors(*_EXPECTED_ERRORS, flags=SERVER_FLAGS)(func)
 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:

@@ -69,16 +69,10 @@ def renewal_spec(credentials: ClientCredentials, *, reuse_key: bool = False) -> 
         key = credentials.key
     else:
         info = describe_public_key(credentials.key.public_key())
-        key_type = f"rsa{info.size}" if info.family == "rsa" else _curve_key_type(info.curve)
-        key = generate_private_key(key_type)
+        if info.key_type is None:
+            raise ValueError(f"cannot make a new key like the current one ({info.description})")
+        key = generate_private_key(info.key_type)
     return CsrSpec.for_renewal(credentials.certificate, key)
-
-
-def _curve_key_type(curve: str | None) -> str:
-    mapping = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
-    if curve not in mapping:
-        raise ValueError(f"cannot make a new key like the current one (curve {curve!r})")
-    return mapping[curve]
 
 
 class ClientBase:

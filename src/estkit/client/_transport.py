@@ -13,6 +13,7 @@ from typing import TypedDict
 
 import httpx
 
+from estkit.errors import EstkitError
 from estkit.protocol import MAX_RESPONSE_BODY_BYTES, tls_unique_for
 
 from .errors import (
@@ -134,32 +135,38 @@ def translate_transport_error(
     if isinstance(cause, ssl.SSLCertVerificationError):
         detail = cause.verify_message or str(cause)
         if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+            params: tuple[str, ...] = ("url",)
             hint = (
                 f"the server certificate is not issued for {request.url.host!r}: connect with a "
                 "name the certificate holds"
             )
         else:
             hint = (
-                "pass the CA that issued the server's certificate with --trust PEM, or bootstrap "
-                "it with --bootstrap-fingerprint sha256:HEX"
+                "trust the CA that issued the server's certificate, or bootstrap it with its "
+                "SHA-256 fingerprint"
             )
+            params = ("trust", "bootstrap_fingerprint")
         return EstTlsError(
             f"could not verify the TLS certificate of {target}: {detail} "
             f"(trusted: {trust_description})",
             hint=hint,
             url=url,
             trust_description=trust_description,
+            params=params,
         )
     if cause is not None:
         reason = getattr(cause, "reason", None) or str(cause)
         hint = "check the TLS settings of both sides (TLS 1.2+, BCP-003-01 cipher suites)"
+        params = ()
         if reason and "CERTIFICATE" in str(reason).upper():
-            hint = "the server refused the client certificate: check --cert/--key"
+            hint = "the server refused the client certificate: check the certificate and key"
+            params = ("credentials",)
         return EstTlsError(
             f"TLS handshake with {target} failed: {reason}",
             hint=hint,
             url=url,
             trust_description=trust_description,
+            params=params,
         )
     if isinstance(exc, httpx.ConnectError):
         return EstConnectionError(
@@ -203,7 +210,7 @@ RECONNECTED = "estkit.reconnected"
 """Response extension: the answer travelled on a new connection after the old one dropped."""
 
 
-class ConnectionChanged(httpx.TransportError):
+class ConnectionChanged(httpx.TransportError, EstkitError):
     """A connection-bound request (PoP-linked CSR) lost its connection to an auth challenge."""
 
 

@@ -101,13 +101,13 @@ def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
         if dotted == SERIAL_NUMBER_OID:
             if not spec.serial_number:
                 warnings.append(
-                    "the server asks for the subject serialNumber: pass the device serial "
-                    "(--serial-number)"
+                    "the server asks for the subject serialNumber: give the device serial "
+                    "(serial_number)"
                 )
             continue
         if dotted == COMMON_NAME_OID:
             if not spec.common_name:
-                warnings.append("the server asks for a common name (--cn)")
+                warnings.append("the server asks for a common name (common_name)")
             continue
         warnings.append(f"the server asks for {oid_name(oid)}, which this client cannot fill in")
 
@@ -127,7 +127,7 @@ def apply_csrattrs(spec: CsrSpec, attrs: CsrAttrs) -> tuple[CsrSpec, list[str]]:
     for oid in attrs.requested_extension_oids:
         if oid.dotted_string == SUBJECT_ALT_NAME_OID:
             if not spec.dns_names:
-                warnings.append("the server asks for a subjectAltName: pass DNS names (--san)")
+                warnings.append("the server asks for a subjectAltName: give DNS names (dns_names)")
             continue
         if oid.dotted_string in filled:
             continue

@@ -31,8 +31,10 @@ from typing import Any
 import httpcore
 import httpx
 
+from estkit.errors import EstkitError
 
-class RequestCancelled(Exception):
+
+class RequestCancelled(EstkitError):
     """The exchange was abandoned because its caller is stopping (not a server failure).
 
     Deliberately not an ``EstError``: retry loops must not count it as a failed attempt.

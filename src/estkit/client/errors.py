@@ -2,7 +2,9 @@
 
 Why one hierarchy: a caller (the NMOS node, the CLI, a vendor's own process) needs to tell "try
 again later" from "fix your configuration" from "the server is broken" without parsing messages.
-Every error carries a ``message`` (what happened) and a ``hint`` (what a person should try next);
+Every error carries a ``message`` (what happened), a ``hint`` (what a person should try next, in
+the API's words) and ``params`` (the names of the parameters the hint is about, which the CLI maps
+to its flags);
 ``str(error)`` joins both so a log line alone is actionable. The CLI prints them on two lines.
 
     EstError
@@ -22,7 +24,9 @@ Every error carries a ``message`` (what happened) and a ``hint`` (what a person 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+from estkit.errors import EstkitError
 
 # How much of a server's error text we keep: enough for any sensible message, bounded so a
 # misbehaving server cannot flood a log line or a terminal.
@@ -52,15 +56,22 @@ def _escaped(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-class EstError(Exception):
+class EstError(EstkitError):
     """Base of every error raised by :mod:`estkit.client`.
 
     Message and hint may quote the server; both are passed through :func:`printable`.
     """
 
-    def __init__(self, message: str, *, hint: str | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        url: str | None = None,
+        params: Iterable[str] = (),
+    ) -> None:
         message = printable(message, keep="\n")
-        super().__init__(message)
+        super().__init__(message, params=params)
         self.message = message
         self.hint = printable(hint, keep="\n") if hint is not None else None
         self.url = url
@@ -98,8 +109,9 @@ class EstTlsError(EstError):
         hint: str | None = None,
         url: str | None = None,
         trust_description: str | None = None,
+        params: Iterable[str] = (),
     ) -> None:
-        super().__init__(message, hint=hint, url=url)
+        super().__init__(message, hint=hint, url=url, params=params)
         self.trust_description = trust_description
 
 
@@ -123,8 +135,9 @@ class EstHttpError(EstError):
         headers: Mapping[str, str] | None = None,
         hint: str | None = None,
         url: str | None = None,
+        params: Iterable[str] = (),
     ) -> None:
-        super().__init__(message, hint=hint, url=url)
+        super().__init__(message, hint=hint, url=url, params=params)
         self.status = status
         self.server_text = clip_server_text(server_text)
         self.headers: dict[str, str] = dict(headers or {})
@@ -156,9 +169,16 @@ class EstRetryLaterError(EstHttpError):
         headers: Mapping[str, str] | None = None,
         hint: str | None = None,
         url: str | None = None,
+        params: Iterable[str] = (),
     ) -> None:
         super().__init__(
-            message, status=status, server_text=server_text, headers=headers, hint=hint, url=url
+            message,
+            status=status,
+            server_text=server_text,
+            headers=headers,
+            hint=hint,
+            url=url,
+            params=params,
         )
         self.retry_after = retry_after
         self.attempts = attempts
@@ -178,8 +198,9 @@ class EstProtocolResponseError(EstError):
         content_type: str | None = None,
         hint: str | None = None,
         url: str | None = None,
+        params: Iterable[str] = (),
     ) -> None:
-        super().__init__(message, hint=hint, url=url)
+        super().__init__(message, hint=hint, url=url, params=params)
         self.content_type = content_type
 
 

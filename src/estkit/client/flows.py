@@ -114,8 +114,9 @@ def exchange(request: httpx.Request, *, dedicated: bool = False) -> Flow[Reply]:
                 status=reply.status,
                 server_text=reply.text(),
                 headers=dict(reply.headers),
-                hint="RFC 7030 allows only same-origin redirects: use the target URL as --server "
-                "if you trust it",
+                hint="RFC 7030 allows only same-origin redirects: use the target URL as the "
+                "server URL if you trust it",
+                params=("url",),
                 url=str(current.url),
             )
         method = "GET" if reply.status == 303 else current.method

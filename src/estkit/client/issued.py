@@ -26,6 +26,7 @@ from estkit.protocol import (
     common_name,
     decrypt_private_key,
     dns_names,
+    is_ca_certificate,
     is_signed_by,
     parse_serverkeygen_response,
     public_keys_equal,
@@ -193,7 +194,8 @@ def interpret_serverkeygen(
         if credentials is None:
             raise EstProtocolResponseError(
                 "the server encrypted the generated key but this client has no key to decrypt it",
-                hint="use a client certificate and key (--cert/--key) when asking for encryption",
+                hint="use a client certificate and key when asking for encryption",
+                params=("credentials",),
                 url=str(reply.url),
             )
         try:
@@ -261,7 +263,9 @@ def build_chain(
                 if current != anchor:
                     path.append(anchor)
                 return path
-        issuer = next((cert for cert in pool if _is_ca(cert) and is_signed_by(current, cert)), None)
+        issuer = next(
+            (cert for cert in pool if is_ca_certificate(cert) and is_signed_by(current, cert)), None
+        )
         if issuer is None:
             break
         pool.remove(issuer)
@@ -275,13 +279,6 @@ def build_chain(
         "issuer is refused). Fetch /cacerts again over a verified connection, or check the "
         "server's CA configuration",
     )
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _check_tls_usage(

@@ -107,21 +107,25 @@ def error_for_status(reply: Reply, operation: str, context: RequestContext) -> E
     }
     if status == 401:
         if context.has_http_credentials:
-            hint = "check the user name and password (--user/--password)"
+            hint = "check the user name and password"
+            params: tuple[str, ...] = ("username", "password")
             message = f"{where} was refused: the server did not accept the credentials{said}"
         else:
             hint = (
-                "this server wants HTTP authentication: pass --user (and --password), or a "
-                "client certificate with --cert/--key"
+                "this server wants HTTP authentication: give a user name and password, or a "
+                "client certificate and key"
             )
+            params = ("username", "password", "credentials")
             message = f"{where} needs authentication (401){said}"
-        return EstAuthError(message, hint=hint, **common)
+        return EstAuthError(message, hint=hint, params=params, **common)
     if status == 403:
         if context.has_client_certificate:
             hint = "the server does not accept this client certificate for this operation/label"
         else:
-            hint = "present a client certificate the server trusts (--cert/--key)"
-        return EstAuthError(f"{where} was forbidden (403){said}", hint=hint, **common)
+            hint = "present a client certificate the server trusts"
+        return EstAuthError(
+            f"{where} was forbidden (403){said}", hint=hint, params=("credentials",), **common
+        )
     if status == 404:
         if context.label:
             hint = f"check the label {context.label!r}: the server may not know it"

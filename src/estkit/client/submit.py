@@ -93,8 +93,9 @@ def _pop_attempt(
                 "the server negotiated TLS 1.3, where tls-unique does not exist, and refused "
                 f"TLS 1.2 when asked for it ({exc.message}); proof-of-possession linking "
                 "(RFC 7030 §3.5) is impossible with this server",
-                hint="enroll without --pop if the server does not require it, or have the "
-                "server allow TLS 1.2",
+                hint="enroll without proof-of-possession linking if the server does not require "
+                "it, or have the server allow TLS 1.2",
+                params=("pop",),
                 url=exc.url,
             ) from exc
         if opener.tls_unique is None and optional:
@@ -117,9 +118,9 @@ def _pop_attempt(
                 raise EstPopError(
                     f"the server negotiated {version}, where tls-unique does not exist, and "
                     "proof-of-possession linking (RFC 7030 §3.5) needs it",
-                    hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True; on the "
-                    "command line, drop --no-tls12-fallback), or enroll without --pop if the "
-                    "server does not require it",
+                    hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True), or enroll "
+                    "without proof-of-possession linking if the server does not require it",
+                    params=("pin_tls12_for_pop", "pop"),
                     url=str(opener.url),
                 )
             state.pinned = True

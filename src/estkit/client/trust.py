@@ -23,27 +23,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from estkit.fileio import load_credential_pair
-from estkit.protocol import certificates_to_pem, common_name, load_pem_certificates
+from estkit.protocol import certificates_to_pem, common_name, load_pem_certificates, tlsprofile
 
-# BCP-003-01 (digest T3): the TLS 1.2 cipher suites in the order the BCP lists them, OpenSSL
-# names. TLS 1.3 suites (T2) are OpenSSL's defaults (AES-128-GCM, AES-256-GCM, ChaCha20), which
-# the stdlib cannot reorder.
-BCP_003_01_TLS12_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-AES128-SHA256",
-        "ECDHE-ECDSA-AES256-SHA384",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "DHE-RSA-AES128-GCM-SHA256",
-        "DHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES128-SHA256",
-        "ECDHE-RSA-AES256-SHA384",
-        "DHE-RSA-AES128-SHA256",
-        "DHE-RSA-AES256-SHA256",
-    )
-)
+# BCP-003-01 (digest T3): the TLS 1.2 cipher suites in the order the BCP lists them, as the
+# OpenSSL cipher string ssl.SSLContext.set_ciphers takes; the list has one home in
+# estkit.protocol.tlsprofile. TLS 1.3 suites (T2) are OpenSSL's defaults (AES-128-GCM,
+# AES-256-GCM, ChaCha20), which the stdlib cannot reorder.
+BCP_003_01_TLS12_CIPHERS = ":".join(tlsprofile.BCP_003_01_TLS12_CIPHERS)
 
 # RFC 8996 deprecates TLS 1.0 and 1.1; BCP-003-01 forbids them (digest T1).
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2

@@ -46,14 +46,6 @@ def issuers_of(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> list
     return sorted(found, key=lambda candidate: not is_self_signed(candidate))
 
 
-def find_issuer(
-    cert: x509.Certificate, pool: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
-    """The best certificate of ``pool`` whose key signed ``cert`` (see :func:`issuers_of`)."""
-    found = issuers_of(cert, pool)
-    return found[0] if found else None
-
-
 def chain_to_root(
     leaf: x509.Certificate, pool: Sequence[x509.Certificate]
 ) -> tuple[list[x509.Certificate], str | None]:

@@ -21,6 +21,9 @@ from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.SRV import SRV
 
+from estkit.errors import EstkitError
+from estkit.protocol.paths import split_host_port
+
 SERVICE_TYPE = "_nmos-certs._tcp"
 MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
 MDNS_BROWSE_SECONDS = 3.0
@@ -43,7 +46,7 @@ MAX_TXT_BYTES = 1300
 """TXT data kept per instance: RFC 6763 §6.2 recommends at most 1300 bytes for a DNS-SD TXT."""
 
 
-class DnsSdError(Exception):
+class DnsSdError(EstkitError):
     """The DNS server could not be asked (unreachable, timeout, SERVFAIL)."""
 
 
@@ -89,24 +92,8 @@ class DnsView:
 
 
 def parse_server(value: str) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` of a DNS server."""
-    text = value.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"no host in DNS server {value!r}")
-    try:
-        port = int(port_text) if port_text else DNS_PORT
-    except ValueError:
-        raise ValueError(f"DNS server port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"DNS server port {port} is out of range 1-65535")
-    return host, port
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` of a DNS server (port 53 by default)."""
+    return split_host_port(value, DNS_PORT)
 
 
 def make_resolver(

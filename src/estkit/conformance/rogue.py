@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from estkit.conformance.target import Identity, PrivateKey
-from estkit.protocol import signature_hash_for
+from estkit.protocol import key_usage, signature_hash_for
 
 ROGUE_VALIDITY = timedelta(days=30)
 ROGUE_BACKDATE = timedelta(hours=1)
@@ -59,28 +59,10 @@ def _mirror(
         )
     )
     if is_ca:
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
+        usage = key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True)
     else:
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
+        usage = key_usage(
+            digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey)
         )
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False

@@ -18,11 +18,12 @@ from estkit.conformance.cases import ALL_CASES
 from estkit.conformance.model import Case, CaseResult, Outcome, Status, SuiteReport, failed
 from estkit.conformance.session import Session
 from estkit.conformance.target import Target
+from estkit.errors import EstkitError
 
 _REQUIREMENT_ID = re.compile(r"\b[ESTCD]\d+\b")
 
 
-class UnknownCaseError(ValueError):
+class UnknownCaseError(EstkitError, ValueError):
     """``only`` named a case id that does not exist."""
 
 
@@ -91,7 +92,7 @@ def run_case(session: Session, case: Case) -> CaseResult:
     first_exchange = len(session.log)
     if case.profile == "nmos" and session.target.profile != "nmos":
         outcome = Outcome(
-            Status.NA, "BCP-003-03/BCP-003-01 requirement; not applicable under --profile rfc7030"
+            Status.NA, "BCP-003-03/BCP-003-01 requirement; not applicable under the rfc7030 profile"
         )
     else:
         try:

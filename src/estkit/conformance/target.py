@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from estkit.conformance.dnssd import parse_server
+from estkit.errors import EstkitError
 from estkit.protocol import (
     load_pem_certificates,
     load_private_key,
@@ -32,7 +33,7 @@ DEFAULT_DOMAIN = "example.com"
 """DNS domain of the names put in test CSRs (BCP-003-03 C7 wants names of the current domain)."""
 
 
-class TargetError(ValueError):
+class TargetError(EstkitError, ValueError):
     """The suite cannot start: a credential file is missing, unreadable or inconsistent."""
 
 
@@ -93,7 +94,11 @@ class Target:
         if not 0 < self.port < 65536:
             raise TargetError(f"port {self.port} is out of range 1-65535")
         if not self.trust_anchors:
-            raise TargetError("no trust anchor given: pass the CA certificate(s) with --cacert")
+            raise TargetError(
+                "no trust anchor given",
+                hint="give the CA certificate(s) the server's TLS certificate chains to",
+                params=("cacert",),
+            )
         if self.label is not None:
             validate_label(self.label)
         if self.dns_domain is not None and not self.dns_domain.strip().strip("."):
@@ -101,7 +106,11 @@ class Target:
                 "the DNS domain is empty: give the domain the server is advertised in"
             )
         if self.basic_preemptive and self.basic is None:
-            raise TargetError("sending Basic credentials up front needs them: give --basic")
+            raise TargetError(
+                "sending Basic credentials up front needs them",
+                hint="give the Basic user name and password",
+                params=("basic",),
+            )
         if self.mdns and self.dns_domain is not None:
             raise TargetError(
                 "give a DNS domain (unicast DNS-SD) or multicast DNS, not both: BCP-003-03 D1 "
@@ -159,16 +168,19 @@ class Target:
     ) -> Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
-            raise TargetError("--rogue-cert and --rogue-key go together: give both or neither")
-        credentials = _user_password(basic, "--basic")
-        digest_credentials = _user_password(digest, "--digest")
+            raise TargetError(
+                "the rogue certificate and key go together: give both or neither",
+                params=("rogue_cert", "rogue_key"),
+            )
+        credentials = _user_password(basic, "basic")
+        digest_credentials = _user_password(digest, "digest")
         rogue = None
         if rogue_cert is not None and rogue_key is not None:
             rogue = _load_identity("rogue", rogue_cert, rogue_key)
         return cls(
             host=host,
             port=port,
-            trust_anchors=tuple(_load_certificates(cacert, "--cacert")),
+            trust_anchors=tuple(_load_certificates(cacert, "trust anchor file")),
             manufacturer=_load_identity("manufacturer", cert, key),
             label=label,
             rogue=rogue,
@@ -190,7 +202,7 @@ def _user_password(value: str | None, option: str) -> tuple[str, str] | None:
         return None
     user, sep, password = value.partition(":")
     if not sep or not user:
-        raise TargetError(f"{option} must be USER:PASSWORD")
+        raise TargetError(f"the {option} credentials must be USER:PASSWORD", params=(option,))
     return user, password
 
 

@@ -151,7 +151,6 @@ class Exchange:
     reason: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
-    body_truncated: bool = False
     tls_version: str | None = None
     cipher: str | None = None
     peer_certificate: x509.Certificate | None = None
@@ -276,9 +275,7 @@ def perform(
         response.begin()
         exchange.status, exchange.reason = response.status, response.reason
         exchange.headers = tuple(response.getheaders())
-        data = response.read(MAX_RESPONSE_BODY_BYTES + 1)
-        exchange.body_truncated = len(data) > MAX_RESPONSE_BODY_BYTES
-        exchange.body = data[:MAX_RESPONSE_BODY_BYTES]
+        exchange.body = response.read(MAX_RESPONSE_BODY_BYTES)
     except ssl.SSLError as exc:
         # Under TLS 1.3 a refused client certificate shows up as an alert on the first read.
         exchange.error, exchange.error_kind = f"TLS error: {ssl_error_text(exc)}", "tls"

@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.ca.store import OperatorCertificateRecord, normalize_serial_hex, open_store
+from estkit.errors import EstkitError
 from estkit.fileio import write_file_atomic, write_private_file_atomic
+from estkit.protocol import key_usage
 from estkit.server import load_config
 
 CONSOLE_DIR_NAME = "console"
@@ -44,7 +46,7 @@ _OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 PKCS12_PASSWORD_BYTES = 12
 
 
-class OperatorCertificateError(ValueError):
+class OperatorCertificateError(EstkitError, ValueError):
     """An operator certificate could not be issued or was refused; the message says why."""
 
 
@@ -114,17 +116,7 @@ def ensure_admin_ca(data_dir: Path, *, now: dt.datetime | None = None) -> Path:
         .not_valid_after(now + ADMIN_CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -172,8 +164,9 @@ def issue_admin_certificate(
     cert_path, key_path = operator_paths(data_dir, name)
     if cert_path.exists() and not force:
         raise OperatorCertificateError(
-            f"an operator certificate for {name!r} already exists at {cert_path}; "
-            "pass --force to issue a new one"
+            f"an operator certificate for {name!r} already exists at {cert_path}",
+            hint="force it to issue a new one",
+            params=("force",),
         )
     ensure_admin_ca(data_dir, now=now)
     ca_cert, ca_key = load_admin_ca(data_dir)
@@ -189,17 +182,7 @@ def issue_admin_certificate(
         .not_valid_after(min(now + OPERATOR_CERT_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True, key_agreement=True),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -307,6 +290,7 @@ def verify_operator_certificate(
         raise OperatorCertificateError(
             f"the operator certificate is outside its validity period "
             f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}); "
+            # Flag kept: a browser shows this to an operator, who needs the command to type.
             "issue a new one with 'estkit server admin-cert DIR NAME --force'"
         )
     try:

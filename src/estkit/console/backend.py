@@ -33,6 +33,7 @@ from estkit.ca.store import (
     open_store,
 )
 from estkit.console.admin_ca import Operator
+from estkit.errors import EstkitError
 from estkit.server import (
     ServerConfig,
     Verdict,
@@ -59,7 +60,7 @@ ROLLOVER_ROLE_NAMES = {
 }
 
 
-class ConsoleActionError(ValueError):
+class ConsoleActionError(EstkitError, ValueError):
     """An operator action could not be carried out; the message is shown to the operator."""
 
 

@@ -104,6 +104,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if OPERATOR_RKEY in request and not presented:
         raise web.HTTPSeeOther("/")
     if not presented:
+        # Flag kept: the sign-in page must say which command makes a sign-in URL.
         return message(
             "Sign-in required",
             "Open a sign-in URL from 'estkit server console-login DIR --operator NAME', or "

@@ -100,6 +100,7 @@ async def _operator_certificate_problem(request: web.Request, operator: Operator
     except StoreError as exc:
         return f"the certificate store cannot be read to check this certificate: {exc}"
     if record is None:
+        # Flag kept: a browser shows this to an operator, who needs the command to type.
         return (
             "this operator certificate is not recorded by this server (it predates recording, "
             f"or was made elsewhere); issue a new one with 'estkit server admin-cert DIR "

@@ -27,6 +27,7 @@ from estkit.console import auth
 from estkit.console.admin_ca import console_dir, ensure_admin_ca
 from estkit.console.app import console_url_host, make_console_app
 from estkit.console.context import BACKEND_KEY, DEFAULT_POLL_MS, TOKEN_KEY
+from estkit.errors import EstkitError
 from estkit.fileio import write_private_file_atomic
 from estkit.server import (
     CONFIG_FILE_NAME,
@@ -73,7 +74,7 @@ def new_login_url(data_dir: Path, operator: str, base_url: str | None = None) ->
     return auth.login_url(base_url, token, operator)
 
 
-class ConsoleStartError(RuntimeError):
+class ConsoleStartError(EstkitError, RuntimeError):
     """The console could not start; the message says why and what to change."""
 
 
@@ -212,8 +213,9 @@ async def start_console_site(
     except OSError as exc:
         await runner.cleanup()
         raise ConsoleStartError(
-            f"the console cannot listen on {host}:{port}: {exc.strerror or exc}; "
-            "choose another port with --admin-port"
+            f"the console cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="choose another port for the console",
+            params=("admin_port",),
         ) from exc
     bound_port = port
     for address in runner.addresses:

@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from estkit.nmos.errors import TrustError
-from estkit.protocol.certs import is_self_signed, sha256_fingerprint
+from estkit.protocol.certs import is_self_signed, sha256_fingerprint, signed_with_key
 from estkit.protocol.keys import public_keys_equal
 from estkit.protocol.rollover import classify_ca_certificates
 
@@ -153,25 +151,3 @@ def _linked(
         ):
             return True
     return False
-
-
-def signed_with_key(cert: x509.Certificate, signer: x509.Certificate) -> bool:
-    """Signature check by key only: a cross certificate may name the new root differently, so
-    ``verify_directly_issued_by`` (which also compares names) cannot be used."""
-    key = signer.public_key()
-    params = cert.signature_algorithm_parameters
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and isinstance(
-            params, (padding.PKCS1v15, padding.PSS)
-        ):
-            algorithm = cert.signature_hash_algorithm
-            if algorithm is None:
-                return False
-            key.verify(cert.signature, cert.tbs_certificate_bytes, params, algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
-            key.verify(cert.signature, cert.tbs_certificate_bytes, params)
-        else:
-            return False
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        return False
-    return True

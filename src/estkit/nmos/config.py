@@ -38,7 +38,6 @@ Relative paths are resolved against the directory holding the TOML file.
 from __future__ import annotations
 
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +49,8 @@ from estkit.nmos.errors import NodeConfigError
 from estkit.nmos.schedule import DEFAULT_RENEWAL_FRACTION, validate_renewal_fraction
 from estkit.protocol.keys import KEY_TYPES
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
+from estkit.protocol.paths import split_host_port
+from estkit.tomlcheck import check_keys, expect, read_toml
 
 # BCP-003-03 C7 asks for one certificate per signature algorithm: one RSA and one ECDSA.
 DEFAULT_KEY_TYPES = ("rsa2048", "p256")
@@ -75,26 +76,11 @@ def slot_for_key_type(key_type: str) -> str:
 
 
 def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """Split ``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address."""
-    text = value.strip()
-    if not text:
-        raise NodeConfigError("empty host", hint="give HOST or HOST:PORT")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        return host, default_port
+    """Split ``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address (see split_host_port)."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise NodeConfigError(f"invalid port in {value!r}", hint="use HOST:PORT") from None
-    if not 0 < port < 65536:
-        raise NodeConfigError(f"port {port} out of range in {value!r}", hint="use 1..65535")
-    return host, port
+        return split_host_port(value, default_port)
+    except ValueError as exc:
+        raise NodeConfigError(str(exc), hint="use HOST or HOST:PORT, port 1..65535") from None
 
 
 @dataclass(frozen=True)
@@ -228,24 +214,11 @@ _BOOL_FIELDS = (
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int in Python; "port = true" must not pass as port 1.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = "/".join(k.__name__ for k in kinds)
-        raise NodeConfigError(
-            f"{where} should be a {names}, found {type(value).__name__} {value!r}",
-            hint="fix the value in the TOML file",
-        )
-    return value
+    return expect(value, kind, where, error=NodeConfigError)
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise NodeConfigError(
-            f"unknown setting(s) {', '.join(unknown)} in [{where}]",
-            hint=f"allowed here: {', '.join(sorted(allowed))}",
-        )
+    check_keys(table, allowed, where, error=NodeConfigError)
 
 
 def config_from_mapping(
@@ -325,19 +298,13 @@ def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML file."""
     config_path = Path(path).expanduser().resolve()
     try:
-        raw = config_path.read_bytes()
+        data = read_toml(config_path, error=NodeConfigError)
     except FileNotFoundError:
         raise NodeConfigError(
             f"node configuration {config_path} does not exist",
-            hint="create it (see `estkit nmos --help` for an example) or pass --config",
-        ) from None
-    except OSError as exc:
-        raise NodeConfigError(f"cannot read {config_path}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise NodeConfigError(
-            f"{config_path} is not valid TOML: {exc}", hint="fix the syntax"
+            hint="create it (the estkit.nmos.config module docstring has an example), or name "
+            "another node configuration file",
+            params=("config_path", "config_example"),
         ) from None
     return config_from_mapping(data, config_path.parent, source=config_path)
 

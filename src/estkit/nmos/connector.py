@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import httpx
@@ -289,6 +289,3 @@ class ClientConnector:
             raise EstConnectionError(
                 f"{method} {url} failed: {exc or type(exc).__name__}", url=url
             ) from exc
-
-
-ConnectorFactory = Callable[[Clock], EstConnector]

@@ -157,7 +157,7 @@ def order_adverts(
             if warnings is not None:
                 warnings.append(
                     f"ignored {advert.instance}: pri {advert.priority} marks a development server"
-                    " (use --allow-dev-servers to try it)"
+                    " (to try it: allow_dev_servers)"
                 )
             continue
         groups.setdefault(advert.priority, []).append(advert)
@@ -196,7 +196,8 @@ def make_resolver(
         except dns.resolver.NoResolverConfiguration:
             raise DiscoveryError(
                 "the system has no DNS server configured",
-                hint="pass --dns-server HOST[:PORT] or configure the EST server by hand",
+                hint="name the DNS server to ask, or configure the EST server by hand",
+                params=("dns_server", "server"),
             ) from None
     else:
         host, port = parse_host_port(dns_server, DNS_PORT)
@@ -246,7 +247,8 @@ class _Lookup:
         except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
             raise DiscoveryError(
                 f"{self.where()} did not answer the {rdtype} query for {name}",
-                hint="check that the DNS server is running and reachable (--dns-server HOST:PORT)",
+                hint="check that the DNS server is running and reachable",
+                params=("dns_server",),
             ) from None
         except dns.exception.DNSException as exc:
             raise DiscoveryError(f"DNS {rdtype} query for {name} failed: {exc}") from None
@@ -273,7 +275,8 @@ def discover_unicast(
         # A configuration problem: retrying cannot help, so it is not a DiscoveryError.
         raise NodeConfigError(
             "no DNS domain to search for EST servers",
-            hint="pass --domain (e.g. --domain example.com) or set a search domain on the system",
+            hint="name the DNS domain (e.g. example.com) or set a search domain on the system",
+            params=("domain",),
         )
     from dns.rdtypes.ANY.PTR import PTR  # dnspython loads only when DNS is asked (issue 23)
 
@@ -284,7 +287,9 @@ def discover_unicast(
     if not pointers:
         raise DiscoveryError(
             f"no PTR records for {service} at {lookup.where()}",
-            hint="no EST server is advertised: check the zone and --domain, or give --ip/--port",
+            hint="no EST server is advertised: check the zone and the domain, or name the EST "
+            "server's host and port",
+            params=("domain", "server"),
         )
     candidates: list[ServerAdvert] = []
     for pointer in pointers[:MAX_ADVERTS]:
@@ -305,7 +310,9 @@ def discover_unicast(
     if not ordered:
         raise DiscoveryError(
             f"no usable EST server advert under {service}: " + "; ".join(warnings),
-            hint="fix the SRV/TXT/A records (TXT 'pri' is required), or use --allow-dev-servers",
+            hint="fix the SRV/TXT/A records (TXT 'pri' is required), or allow development "
+            "servers (pri >= 100)",
+            params=("allow_dev_servers",),
         )
     return DiscoveryResult(ordered, warnings, search_domain)
 
@@ -423,7 +430,8 @@ def discover_mdns(
         detail = "; ".join(warnings) if warnings else "nothing answered"
         raise DiscoveryError(
             f"no usable EST server advert over mDNS ({MDNS_SERVICE_TYPE}): {detail}",
-            hint="check that the server advertises (estkit server serve --advertise) on this link",
+            hint="check that the server advertises itself over mDNS on this link",
+            params=("server_advertise",),
         )
     return DiscoveryResult(ordered, warnings, "local")
 

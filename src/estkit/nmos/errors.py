@@ -8,15 +8,20 @@ without parsing messages, and the CLI turns every one of them into a short messa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from estkit.client.errors import printable
+from estkit.errors import EstkitError
 
 
-class NmosError(Exception):
+class NmosError(EstkitError):
     """Base class: something the node could not do, with what to check next."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, hint: str | None = None, *, params: Iterable[str] = ()
+    ) -> None:
         # Messages quote servers and certificates: no control character reaches a terminal.
-        super().__init__(printable(message, keep="\n"))
+        super().__init__(printable(message, keep="\n"), params=params)
         self.hint = printable(hint, keep="\n") if hint is not None else None
 
 
@@ -44,9 +49,15 @@ class ProvisioningError(NmosError):
     """Enrollment or re-enrollment failed on every server and attempt allowed (C10, C12)."""
 
     def __init__(
-        self, message: str, hint: str | None = None, *, attempts: int = 0, pending: bool = False
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        attempts: int = 0,
+        pending: bool = False,
+        params: Iterable[str] = (),
     ) -> None:
-        super().__init__(message, hint)
+        super().__init__(message, hint, params=params)
         self.attempts = attempts
         # True when the last answer was 202/503: the request waits for an operator (S4), so the
         # node should simply ask again later rather than treat the server as broken.

@@ -42,7 +42,7 @@ def install_by_hand(
         key = supported_private_key(loaded_key)  # an EncodingError, so a ValueError
     except ValueError as exc:
         raise CertificateValidationError(
-            str(exc), hint="give the key that belongs to --cert"
+            str(exc), hint="give the key that belongs to the certificate", params=("key_path",)
         ) from None
     slot = "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ecdsa"
     if slot not in node.config.slots:

@@ -218,7 +218,7 @@ class NmosNode:
     def _discovery_description(self) -> str:
         disc = self.config.discovery
         if disc.mdns:
-            return "browsing _nmos-certs._tcp over mDNS (--mdns)"
+            return "browsing _nmos-certs._tcp over mDNS"
         where = f" via {disc.dns_server}" if disc.dns_server else ""
         name = f"_nmos-certs._tcp.{disc.domain}" if disc.domain else "_nmos-certs._tcp"
         scope = "" if disc.domain else " in the system's search domain"
@@ -249,13 +249,14 @@ class NmosNode:
         """
         failures: list[str] = []
         last_hint: str | None = None
+        last_params: tuple[str, ...] = ()
         attempts = rounds or self.config.max_attempts
         for round_number in range(1, attempts + 1):
             try:
                 servers = self.servers()
             except DiscoveryError as exc:
                 failures.append(str(exc))
-                last_hint = exc.hint
+                last_hint, last_params = exc.hint, exc.params
                 servers = []
                 self.emit("warning", "discover", str(exc))
             # A failed certificate check does not heal by waiting (wrong name, wrong trust
@@ -284,6 +285,7 @@ class NmosNode:
                     )
                     # A client error's own hint is already part of its text (EstError.__str__).
                     last_hint = exc.hint if isinstance(exc, NmosError) else None
+                    last_params = exc.params if isinstance(exc, NmosError) else ()
                     self.emit("warning", "retry", f"{what} failed on {server.describe()}: {exc}")
                     continue
                 self.server_in_use = server
@@ -299,10 +301,12 @@ class NmosNode:
                 self.clock.sleep(delay)
                 self.forget_servers()
         last = failures[-1] if failures else "no server to try"
+        hint, params = (last_hint, last_params) if last_hint else _hint_for(failures)
         raise ProvisioningError(
             f"{what} failed after {attempts} attempt(s): {last}",
-            hint=last_hint or _hint_for(failures),
+            hint=hint,
             attempts=attempts,
+            params=params,
         )
 
     # --- root CA (C4, C5, C14, C15) -----------------------------------------------------------
@@ -339,8 +343,9 @@ class NmosNode:
             # A configuration problem, not a server failure: no server can fix it.
             raise TrustError(
                 "no root CA is installed and explicit trust of the EST server is disabled (C4)",
-                hint="install the root first with `estkit nmos install --ca PEM` (or pass "
-                "--cacert with the root), or allow explicit trust",
+                hint="install the root first (or point root_ca_file at it), or allow explicit "
+                "trust",
+                params=("install_root", "root_ca_file", "explicit_trust"),
             )
         self.emit("step", "cacerts", "fetching the root CA from /cacerts")
         decision = self._each_server(
@@ -372,15 +377,16 @@ class NmosNode:
                     f"{server.describe()} does not verify against the installed root CA: {exc}; "
                     "not trusting it (explicit trust, C4, is only for a node without a root)",
                     hint="nothing was changed. If this node really moved to another network, "
-                    "declare it (new_network_confirmed; --new-network on the command line) or "
-                    "install the new root by hand (C6); otherwise something else is answering "
-                    "for the EST server",
+                    "declare it (new_network_confirmed) or install the new root by hand (C6); "
+                    "otherwise something else is answering for the EST server",
+                    params=("new_network_confirmed", "install_root"),
                 ) from exc
             if not allow_explicit:
                 raise TrustError(
                     f"{evidence}, but {server.describe()} does not verify against the installed "
                     f"root CA and explicit trust is disabled (C4): {exc}",
-                    hint="install the new network's root with `estkit nmos install --ca PEM`",
+                    hint="install the new network's root by hand",
+                    params=("install_root",),
                 ) from exc
             self.emit(
                 "warning",
@@ -405,8 +411,8 @@ class NmosNode:
                 f"{server.describe()} publishes a root CA unrelated to the installed one, with "
                 "no NewWithOld certificate linking them (C5); not installing it",
                 hint="nothing was changed. If this node moved to another network, declare it "
-                "(new_network_confirmed; --new-network on the command line) or install the "
-                "root by hand (C6)",
+                "(new_network_confirmed) or install the root by hand (C6)",
+                params=("new_network_confirmed", "install_root"),
             )
         return decision
 
@@ -884,22 +890,28 @@ def _describe_key(key: PrivateKey) -> str:
         return "new"
 
 
-def _hint_for(failures: Sequence[str]) -> str:
+def _hint_for(failures: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """What to check after ``failures``, and the settings concerned (the CLI names its flags)."""
     text = " ".join(failures).lower()
     if "verify the tls certificate" in text or "certificate verify" in text:
         return (
-            "check the trust anchors (root CA) and that --ip names a host the server's TLS "
-            "certificate holds (e.g. localhost, not 127.0.0.1)"
+            "check the trust anchors (root CA) and that the server host is a name the server's "
+            "TLS certificate holds (e.g. localhost, not 127.0.0.1)",
+            ("server",),
         )
     if "connect" in text or "no answer" in text:
-        return "check that the EST server is running and reachable at the address shown"
+        return "check that the EST server is running and reachable at the address shown", ()
     if "verify" in text or "tls" in text:
-        return "check the trust anchors (root CA) and the server's TLS certificate"
+        return "check the trust anchors (root CA) and the server's TLS certificate", ()
     if "policy" in text or "400" in text:
         return (
-            "the server refused the request itself: check --hostname (a DNS name, no IP "
-            "address or wildcard) and the server's profile"
+            "the server refused the request itself: check the node's host names (DNS names, no "
+            "IP address or wildcard) and the server's profile",
+            ("hostnames",),
         )
     if "403" in text or "401" in text or "refused" in text:
-        return "the server refused this node: check the client certificate (--cert/--key)"
-    return "see the messages above; check the server's log for the refusal reason"
+        return (
+            "the server refused this node: check its client certificate and key",
+            ("manufacturer_credentials",),
+        )
+    return "see the messages above; check the server's log for the refusal reason", ()

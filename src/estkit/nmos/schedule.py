@@ -37,14 +37,6 @@ def validate_renewal_fraction(fraction: float) -> float:
     return fraction
 
 
-def lifetime_elapsed(now: datetime, not_before: datetime, not_after: datetime) -> float:
-    """Fraction (0.0 at notBefore, 1.0 at notAfter) of the validity period already used."""
-    lifetime = (not_after - not_before).total_seconds()
-    if lifetime <= 0:
-        return 1.0
-    return (now - not_before).total_seconds() / lifetime
-
-
 def renewal_due_at(
     not_before: datetime, not_after: datetime, fraction: float = DEFAULT_RENEWAL_FRACTION
 ) -> datetime:

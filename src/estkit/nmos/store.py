@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
+from estkit.errors import StoreError
 from estkit.fileio import (
     CredentialMismatchError,
     load_credential_pair,
@@ -62,7 +63,7 @@ class InstalledCredential:
         return self.chain[0]
 
 
-class StoreError(NmosError):
+class CredentialStoreError(NmosError, StoreError):
     """A file of the node's store is unreadable or inconsistent."""
 
 
@@ -194,13 +195,13 @@ def _load_pem_file(path: Path) -> list[x509.Certificate]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise StoreError(
+        raise CredentialStoreError(
             f"cannot read {path}: {exc.strerror}", hint="check file permissions"
         ) from None
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise StoreError(
+        raise CredentialStoreError(
             f"{path} holds no readable PEM certificate",
             hint="delete it so the node fetches the root again, or use `estkit nmos install`",
         ) from None

@@ -71,5 +71,6 @@ def _require_manufacturer_files(config: NodeConfig) -> None:
         if path is not None and not Path(path).is_file():
             raise ManufacturerCredentialError(
                 f"the {what} {path} does not exist",
-                hint="pass --cert and --key with the device's manufacturer-issued credentials",
+                hint="give the device's manufacturer-issued certificate and key",
+                params=("manufacturer_credentials",),
             )

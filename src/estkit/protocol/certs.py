@@ -26,6 +26,14 @@ from .errors import EncodingError
 FINGERPRINT_PREFIX = "sha256:"
 _SHA256_HEX_LENGTH = 64
 _HEX_RE = re.compile(r"[0-9a-f]+")
+# Hostname shape (RFC 1123 labels; '_' tolerated as many lab networks use it). A leading '*.'
+# is a wildcard, which policy decides about separately.
+_HOSTNAME_RE = re.compile(
+    r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+# RFC 1035 §2.3.4: a name is at most 255 octets on the wire, 253 characters as text.
+MAX_HOSTNAME_LENGTH = 253
 
 
 def certificates_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
@@ -221,6 +229,38 @@ def order_certificates(certs: Iterable[x509.Certificate]) -> list[x509.Certifica
     return best + [cert for cert in pool if all(cert is not c for c in best)]
 
 
+def is_hostname(name: str) -> bool:
+    """True for a DNS host name (optionally a ``*.`` wildcard), False for anything else."""
+    return bool(_HOSTNAME_RE.fullmatch(name)) and len(name.rstrip(".")) <= MAX_HOSTNAME_LENGTH
+
+
+def key_usage(
+    *,
+    digital_signature: bool = False,
+    key_encipherment: bool = False,
+    key_agreement: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """A keyUsage extension with the named bits set and every other bit clear.
+
+    Why one helper: ``x509.KeyUsage`` takes all nine bits; every certificate estkit makes (CA,
+    leaf, operator, the conformance suite's rogue identities) sets a few of the same five, and
+    contentCommitment, dataEncipherment, encipherOnly and decipherOnly are never set.
+    """
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=key_agreement,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def is_ca_certificate(cert: x509.Certificate) -> bool:
     """True when basicConstraints says CA:TRUE."""
     try:
@@ -238,10 +278,12 @@ __all__ = [
     "fingerprint_matches",
     "format_fingerprint",
     "is_ca_certificate",
+    "is_hostname",
     "is_self_signed",
     "is_signed_by",
     "issuer_public_key",
     "key_identifier",
+    "key_usage",
     "load_pem_certificates",
     "order_certificates",
     "parse_fingerprint",

@@ -9,8 +9,10 @@ HTTP error bodies and CLI output.
 
 from __future__ import annotations
 
+from estkit.errors import EstkitError
 
-class EstProtocolError(ValueError):
+
+class EstProtocolError(EstkitError, ValueError):
     """Base class: the bytes or text received do not follow the EST wire format."""
 
 

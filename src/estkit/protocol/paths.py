@@ -84,11 +84,40 @@ def parse_path(path: str) -> tuple[str | None, str]:
     )
 
 
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """Split ``HOST``, ``HOST:PORT``, ``[V6]:PORT`` or a bare IPv6 address into host and port
+    (``default_port`` when none is given); ``ValueError`` names what is wrong.
+
+    Why here: the node's server and DNS server settings and the conformance suite's DNS server
+    option take the same text, and must read an IPv6 address the same way.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"no host in {value!r}: give HOST or HOST:PORT")
+    if not port_text:
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} in {value!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} in {value!r} is out of range 1-65535")
+    return host, port
+
+
 __all__ = [
     "CRL_PATH",
     "OPERATIONS",
     "WELL_KNOWN_EST",
     "build_path",
     "parse_path",
+    "split_host_port",
     "validate_label",
 ]

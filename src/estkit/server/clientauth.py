@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from estkit.protocol.certs import is_self_signed, issuer_public_key, sha256_fingerprint
+from estkit.protocol.certs import (
+    is_ca_certificate,
+    is_self_signed,
+    is_signed_by,
+    issuer_public_key,
+    sha256_fingerprint,
+)
 
 logger = logging.getLogger("estkit.server")
 
@@ -223,21 +229,6 @@ class _ManualResult:
     only_leaf_expired: bool = False
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def _validity_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
     if now < cert.not_valid_before_utc:
         return f"{what} is not valid before {_utc(cert.not_valid_before_utc)}"
@@ -247,7 +238,7 @@ def _validity_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> st
 
 
 def _leaf_usage_problem(leaf: x509.Certificate) -> str | None:
-    if _is_ca(leaf):
+    if is_ca_certificate(leaf):
         return "the client certificate is a CA certificate, not a device certificate"
     try:
         usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -274,7 +265,7 @@ def _manual_verify(group: TrustGroup, leaf: x509.Certificate, now: dt.datetime) 
                 f"issuer {current.issuer.rfc4514_string()!r} is not {group.name}",
                 name_matched=depth > 0,
             )
-        issuer = next((cert for cert in issuers if _signed_by(current, cert)), None)
+        issuer = next((cert for cert in issuers if is_signed_by(current, cert)), None)
         if issuer is None:
             what = "the client certificate" if depth == 0 else "an intermediate CA certificate"
             return _ManualResult(
@@ -285,7 +276,7 @@ def _manual_verify(group: TrustGroup, leaf: x509.Certificate, now: dt.datetime) 
             )
         if issuer in group.roots:
             break
-        if not _is_ca(issuer):
+        if not is_ca_certificate(issuer):
             return _ManualResult(
                 False, f"{issuer.subject.rfc4514_string()!r} is not a CA", name_matched=True
             )

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 
 from estkit.ca.pointers import check_public_url
 from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
+from estkit.errors import EstkitError
 from estkit.fileio import write_private_file_atomic
 from estkit.protocol.certs import (
     is_ca_certificate,
@@ -39,6 +39,7 @@ from estkit.protocol.certs import (
 from estkit.protocol.errors import EncodingError
 from estkit.protocol.paths import validate_label
 from estkit.server.limits import ConnectionLimits, LimitsError
+from estkit.tomlcheck import read_toml, sub_table
 
 CONFIG_FILE_NAME = "estkit.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -65,14 +66,13 @@ _HEADER = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(EstkitError, ValueError):
     """The configuration file is missing or invalid; the message names the file and the key."""
 
-    hint: str | None = None
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+    def __init__(
+        self, message: str, hint: str | None = None, *, params: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, hint=hint, params=params)
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,12 @@ class ServerConfig:
 
 def _read_document(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        return read_toml(path, error=ConfigError)
     except FileNotFoundError:
         raise ConfigError(
             f"no configuration file at {path}",
             hint="create a data directory with `estkit server init DIR`",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _config_file(path: str | os.PathLike[str]) -> Path:
@@ -172,10 +166,7 @@ def _config_file(path: str | os.PathLike[str]) -> Path:
 
 
 def _table(doc: Mapping[str, Any], name: str, path: Path) -> Mapping[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    return value
+    return sub_table(doc, name, str(path), error=ConfigError)
 
 
 def _resolve(base: Path, value: object, where: str) -> Path:
@@ -716,8 +707,8 @@ def remove_trusted_client_root(
                 kept.append(item)
         if not removed:
             raise KeyError(
-                f"no trusted manufacturer CA matches {which!r}; "
-                "'estkit server trust DIR --list' shows them"
+                f"no trusted manufacturer CA matches {which!r}; the configuration's "
+                "trusted_client_roots lists them"
             )
         doc["trusted_client_roots"] = kept
 

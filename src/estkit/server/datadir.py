@@ -27,6 +27,7 @@ from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certific
 from estkit.ca.pointers import crl_url, default_public_url, ocsp_url, revocation_pointer_extensions
 from estkit.ca.profiles import Profile
 from estkit.ca.store import open_store
+from estkit.errors import EstkitError
 from estkit.fileio import replace_credential_pair
 from estkit.protocol.certs import certificates_to_pem, is_self_signed, sha256_fingerprint
 from estkit.protocol.keys import generate_private_key, private_key_to_pem
@@ -84,10 +85,11 @@ def secure_data_dir(data_dir: Path) -> int | None:
     return mode
 
 
-class DataDirExistsError(FileExistsError):
-    """The directory already holds a CA; `--force` is needed to replace it."""
+class DataDirExistsError(EstkitError, FileExistsError):
+    """The directory already holds a CA; ``force=True`` is needed to replace it."""
 
-    hint = "pass --force to replace it (the old CA keys stay on disk under ca/generations/)"
+    hint = "force it to replace the CA (the old CA keys stay on disk under ca/generations/)"
+    params = ("force",)
 
 
 @dataclass(frozen=True)

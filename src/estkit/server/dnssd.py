@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import dns.name
 import dns.rrset
 
+from estkit.errors import EstkitError
+
 if TYPE_CHECKING:  # the code imports zeroconf where it uses it; annotations need the name
     from zeroconf import Zeroconf
 
@@ -27,7 +29,7 @@ DEFAULT_INSTANCE = "estkit"
 MAX_INSTANCE_LENGTH = 63
 
 
-class MdnsError(RuntimeError):
+class MdnsError(EstkitError, RuntimeError):
     """The mDNS advertisement could not be registered (no multicast on the interface, …)."""
 
 

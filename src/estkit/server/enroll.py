@@ -28,7 +28,6 @@ from estkit.protocol.certs import key_identifier
 from estkit.protocol.csr import CsrInfo, check_csr_policy, describe_csr
 from estkit.protocol.errors import CsrError, CsrPolicyError
 from estkit.protocol.keys import (
-    KEY_TYPES,
     PrivateKey,
     generate_private_key,
     private_key_to_der,
@@ -293,16 +292,9 @@ def _check_key_encryption(
 
 def _serverkeygen_key_type(info: CsrInfo, profile: Profile) -> str:
     """Use the CSR's key type as the client's wish when the profile allows it."""
-    if info.key.family in profile.key_families:
-        wished = (
-            f"rsa{info.key.size}"
-            if info.key.family == "rsa"
-            else {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}.get(
-                info.key.curve or "", ""
-            )
-        )
-        if wished in KEY_TYPES:
-            return wished
+    wished = info.key.key_type  # None: a size or curve estkit does not generate
+    if info.key.family in profile.key_families and wished is not None:
+        return wished
     return profile.serverkeygen_key_type
 
 

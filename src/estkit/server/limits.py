@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from estkit.errors import EstkitError
+
 # Seconds from a connection's first byte (or, for a new connection, from the TLS handshake) until
 # its request head (request line + headers, a few hundred bytes) must be complete. Apache's
 # mod_reqtimeout and nginx's client_header_timeout default to 20 and 60 s for browsers on slow
@@ -74,7 +76,7 @@ MAX_HEADERS = 64
 _WHOLE_NUMBERS = ("max_connections", "queue_per_requester", "queue_per_address", "queue_total")
 
 
-class LimitsError(ValueError):
+class LimitsError(EstkitError, ValueError):
     """A ``[limits]`` value is not a positive number, or unknown; the message says which."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from estkit.errors import EstkitError
 
-class Refusal(Exception):
+
+class Refusal(EstkitError):
     """Stop the request with ``status`` and ``reason`` (sent to the client as text/plain)."""
 
     def __init__(
@@ -29,7 +31,7 @@ class Refusal(Exception):
         return f"{self.status}: {self.reason}"
 
 
-class NeedsHttpAuthentication(Exception):
+class NeedsHttpAuthentication(EstkitError):
     """An rfc7030-mode request arrived without a trusted certificate or HTTP credentials.
 
     The HTTP layer answers with 401 and the Basic/Digest challenges (never in ``nmos`` mode,

@@ -453,7 +453,7 @@ def _serve(
     the workers are stopped and the error propagates.
     """
     if not 1 <= workers <= MAX_WORKERS:
-        raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+        raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
     data_dir = Path(data_dir).expanduser().absolute()
     if workers == 1:
         state = ServerState(data_dir)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estkit.protocol.tlsprofile import BCP_003_01_TLS12_CIPHERS, BCP_003_01_TLS13_SUITES
+from estkit.server.config import ConfigError
 from estkit.server.tls_verify_hook import (
     install_accept_all_verify_callback,
     set_tls13_ciphersuites,
@@ -102,9 +103,10 @@ def build_server_context(
         try:
             context.load_cert_chain(pair.certificate, pair.key)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"cannot load the server certificate {pair.certificate} with key {pair.key}: "
-                f"{exc}; re-create them with `estkit server init DIR --force`"
+            raise ConfigError(
+                f"cannot load the server certificate {pair.certificate} with key {pair.key}: {exc}",
+                "re-create them: initialise the data directory again, forcing it",
+                params=("force_init",),
             ) from exc
     verify_in_app = install_accept_all_verify_callback(context)
     if not verify_in_app:

@@ -145,7 +145,7 @@ def rogue_client_refused(session: Session) -> Outcome:
         answer_challenge=False,
         settings=session.refusal_settings(),
     )
-    origin = "generated (same names, new keys)" if generated else "given with --rogue-cert"
+    origin = "generated (same names, new keys)" if generated else "given as the rogue certificate"
     evidence = {
         "rogue": [chains.summary(c) for c in rogue.chain],
         "rogue_origin": origin,

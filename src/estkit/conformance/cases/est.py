@@ -167,7 +167,8 @@ def cacerts_root(session: Session) -> Outcome:
     if not matched:
         return beyond_rfc7030(
             session,
-            "E1, C5: no certificate given with --cacert is among those /cacerts returned "
+            "E1, C5: no trust anchor given to the suite is among the certificates /cacerts "
+            "returned "
             f"(compared as certificates): /cacerts root is {chains.name(cset.current_root)} "
             f"{chains.summary(cset.current_root)['fingerprint']}",
             TLS_ANCHOR_BASIS,
@@ -189,11 +190,13 @@ def cacerts_root(session: Session) -> Outcome:
     note = ""
     if not chains.contains(matched, cset.current_root):
         note = (
-            f"; the --cacert root is older than the current root {chains.name(cset.current_root)}"
+            f"; the root given to the suite is older than the current root "
+            f"{chains.name(cset.current_root)}"
             " (root rollover in progress)"
         )
     return passed(
-        f"/cacerts returns the current root {chains.name(cset.current_root)}, the --cacert root, "
+        f"/cacerts returns the current root {chains.name(cset.current_root)}, the root given to "
+        "the suite, "
         f"and the server's TLS chain anchors in it{note}",
         **evidence,
     )

@@ -360,7 +360,8 @@ def server_certificate_valid(session: Session) -> Outcome:
         return _unreachable(result, "S2")
     if not result.accepted:
         return failed(
-            "S2: the server's certificate does not verify against the --cacert trust anchors"
+            "S2: the server's certificate does not verify against the trust anchors given to the "
+            "suite"
             f"{'' if session.target.host_is_ip else ' for the name ' + session.target.host}: "
             f"{result.detail}",
             **evidence,
@@ -372,7 +373,10 @@ def server_certificate_valid(session: Session) -> Outcome:
     if problem:
         return failed(f"S2: {problem}", **evidence)
     scope = "" if session.target.host_is_ip else f" for {session.target.host}"
-    return passed(f"server certificate verifies against --cacert{scope}", **evidence)
+    return passed(
+        f"server certificate verifies against the trust anchors given to the suite{scope}",
+        **evidence,
+    )
 
 
 def no_plain_http(session: Session) -> Outcome:

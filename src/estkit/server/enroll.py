@@ -69,6 +69,9 @@ class EnrollmentRequest:
     tls_version: str | None
     # Already judged by the HTTP layer (rfc7030 labels authenticate before reading the CSR).
     client_status: ClientCertificateStatus | None = None
+    # Set when a trusted registration authority forwards this request ("ra:<fingerprint>",
+    # see ra.py): the RA checked PoP and the device's identity; the names are vetted here too.
+    forwarded_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,16 @@ class Queued:
     new: bool
 
 
-Outcome = Issued | Queued
+@dataclass(frozen=True)
+class Forward:
+    """RA mode (issue 21): every check passed; the CSR goes to the upstream (``upstream.py``)."""
+
+    requester: str
+    request_id: int | None
+    wants_encrypted_key: bool = False
+
+
+Outcome = Issued | Queued | Forward
 
 
 def _label_text(label: str | None) -> str:
@@ -152,7 +164,8 @@ def _vet(
 ) -> IssuedNames:
     """The names a certificate would carry (policy of the label, CA names reserved)."""
     client_subject = None
-    if client.trusted and client.certificate is not None:
+    # An RA's own certificate describes the RA, not the device: nothing is copied from it.
+    if client.trusted and client.certificate is not None and request.forwarded_by is None:
         client_subject = client.certificate.subject
     try:
         return state.authority.vet(info, request.profile, client_subject=client_subject)
@@ -480,12 +493,16 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
     """Decide and, when allowed, issue. Raises :class:`Refusal` or
     :class:`NeedsHttpAuthentication`; commits everything before returning."""
     info = _check_csr(request)
-    _check_pop(request, info)
+    forwarded = request.forwarded_by is not None
+    if not forwarded:  # an RA checked PoP on its own TLS session (RFC 7030 §3.2.3)
+        _check_pop(request, info)
     client = request.client_status or state.trust.check(request.client_certificate, now)
     if client.revoked:
         raise Refusal(403, f"client certificate refused: {client.reason}")
     names = _vet(state, request, info, client)
-    if request.operation == "simplereenroll":
+    if forwarded:
+        pass  # the RA checked what the device's certificate allows; names are vetted above
+    elif request.operation == "simplereenroll":
         _check_reenroll(request, client, names)
     else:
         _check_bound_names(request, client, names)
@@ -494,7 +511,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
         encryption = _check_key_encryption(request, client)
 
     profile = request.profile
-    authenticated = client.trusted or request.http_user is not None
+    authenticated = client.trusted or request.http_user is not None or forwarded
     queue = profile.approval == "manual" or (profile.approval == "untrusted" and not authenticated)
     if not authenticated and not queue:
         if profile.auth_mode == "rfc7030":
@@ -510,7 +527,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
             )
         raise Refusal(403, f"client certificate not trusted: {client.reason}")
 
-    requester = _requester(client, request.http_user)
+    requester = request.forwarded_by or _requester(client, request.http_user)
     request_id: int | None = None
     if queue:
         pending = _queue(state, request, info, client, requester)
@@ -520,6 +537,8 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
             return _redeliver(state, pending)
         request_id = pending.id  # approved: issue now
 
+    if state.config.upstream is not None:
+        return Forward(requester, request_id, wants_encrypted_key=encryption is not None)
     generated: PrivateKey | None = None
     if request.operation == "serverkeygen":
         generated = generate_private_key(_serverkeygen_key_type(info, profile))
@@ -552,6 +571,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
 
 __all__ = [
     "EnrollmentRequest",
+    "Forward",
     "Issued",
     "Queued",
     "enroll",

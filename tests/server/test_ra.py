@@ -186,9 +186,15 @@ def test_a_cmcra_certificate_not_in_ra_trusted_gets_no_ra_rights(tmp_path: Path)
         cert, key = tmp_path / "ra.pem", tmp_path / "ra.key"
         issue_ra_certificate(upstream.paths.data_dir, "ra-x", cert, key, trust=False)
         creds = ClientCredentials.from_files(cert, key)
-        with EstClient(
-            upstream.url, trust=[upstream.paths.ca_certificates], credentials=creds, retry=ONE_TRY
-        ) as client, pytest.raises(EstAuthError) as caught:
+        with (
+            EstClient(
+                upstream.url,
+                trust=[upstream.paths.ca_certificates],
+                credentials=creds,
+                retry=ONE_TRY,
+            ) as client,
+            pytest.raises(EstAuthError) as caught,
+        ):
             client.simpleenroll(_spec(), pop=True)
         assert caught.value.status == 403
         assert "may only ask for that certificate's names" in caught.value.server_text
@@ -205,8 +211,6 @@ def test_upstream_queue_202_is_passed_through_and_the_retry_gets_the_certificate
     try:
         # init gets the RA's TLS certificate from the default label, then RA uses "manual".
         ra, cert = _ra(tmp_path, upstream)
-        with open(ra.paths.config, "a") as handle:
-            pass
         from estkit.server.config import _edit
 
         _edit(ra.paths.config, lambda doc: doc["upstream"].__setitem__("label", "manual"))

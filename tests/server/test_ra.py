@@ -32,6 +32,7 @@ from estkit.protocol.keys import generate_private_key, private_key_to_pem
 from estkit.server.approval import approve_if_allowed
 from estkit.server.config import load_config
 from estkit.server.ra import init_ra_data_dir, issue_ra_certificate
+from estkit.server.datadir import DEMO_DEVICE_SERIAL
 from estkit.server.runner import start_server_thread
 from estkit.server.upstream import UpstreamError
 
@@ -94,7 +95,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         upstream.stop()
 
 
-def _spec(name: str = "cam-1.example.com", serial: str = "SN-1") -> CsrSpec:
+def _spec(name: str = "cam-1.example.com", serial: str | None = DEMO_DEVICE_SERIAL) -> CsrSpec:
     return CsrSpec(
         key=generate_private_key("p256"), common_name=name, dns_names=(name,), serial_number=serial
     )
@@ -314,3 +315,61 @@ def test_expired_ra_certificate_stops_the_start_with_the_reason(pair: Pair) -> N
     (updir / "ra.key").write_bytes(private_key_to_pem(key))
     with pytest.raises(UpstreamError, match="expired on"):
         start_server_thread(pair.ra.paths.data_dir)
+
+
+def test_issued_subject_keeps_the_device_serial_and_a_forged_serial_is_refused(
+    pair: Pair,
+) -> None:
+    """BCP-003-03 C7 through the RA: the upstream takes serialNumber from the CSR only because
+    the RA checked it against the device certificate."""
+    with pair.device() as client:
+        cert = client.simpleenroll(_spec(), pop=True).certificate
+        serial = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        assert [a.value for a in serial] == [DEMO_DEVICE_SERIAL]
+        before = pair.upstream_seen()
+        with pytest.raises(EstHttpError) as caught:
+            client.simpleenroll(_spec("cam-9.example.com", serial="SOMEONE-ELSE"), pop=True)
+    assert caught.value.status == 400
+    assert f"must carry subject serialNumber '{DEMO_DEVICE_SERIAL}'" in caught.value.server_text
+    assert pair.upstream_seen() == before
+
+
+def test_reenroll_and_serverkeygen_are_forwarded(pair: Pair, tmp_path: Path) -> None:
+    with pair.device() as client:
+        first = client.simpleenroll(_spec(), pop=True)
+        keygen = client.serverkeygen(
+            common_name="cam-1.example.com",
+            dns_names=("cam-1.example.com",),
+            serial_number=DEMO_DEVICE_SERIAL,
+            pop=True,
+        )
+    assert keygen.certificate.public_key() == keygen.private_key.public_key()
+    assert not keygen.key_was_encrypted
+    cert, key = tmp_path / "issued.pem", tmp_path / "issued.key"
+    cert.write_bytes(first.fullchain_pem())
+    key.write_bytes(first.key_pem())
+    renewer = EstClient(
+        pair.ra.url,
+        trust=[pair.upstream.paths.ca_certificates],
+        credentials=ClientCredentials.from_files(cert, key),
+        retry=ONE_TRY,
+    )
+    with renewer:
+        renewed = renewer.simplereenroll(pop=True)
+    assert renewed.certificate.subject == first.certificate.subject
+    assert renewed.certificate.serial_number != first.certificate.serial_number
+    with open_store(pair.ra.paths.database_url) as store:
+        operations = {r.operation for r in store.list_issued()}
+    assert {"simpleenroll", "serverkeygen", "simplereenroll"} <= operations
+    # The RA refuses an encrypted server-generated key it could not deliver (with the reason).
+    before = pair.upstream_seen()
+    with pair.device() as client, pytest.raises(EstHttpError) as caught:
+        client.serverkeygen(
+            common_name="cam-1.example.com",
+            serial_number=DEMO_DEVICE_SERIAL,
+            encrypt_key=True,
+            pop=True,
+        )
+    assert caught.value.status == 501
+    assert "not available through this registration authority" in caught.value.server_text
+    assert pair.upstream_seen() == before

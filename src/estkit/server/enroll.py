@@ -44,6 +44,7 @@ from estkit.server.approval import client_trust_of
 from estkit.server.clientauth import ClientCertificateStatus
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
+from estkit.server.upstream import check_forwardable_subject
 
 logger = logging.getLogger("estkit.server")
 
@@ -164,8 +165,11 @@ def _vet(
 ) -> IssuedNames:
     """The names a certificate would carry (policy of the label, CA names reserved)."""
     client_subject = None
-    # An RA's own certificate describes the RA, not the device: nothing is copied from it.
-    if client.trusted and client.certificate is not None and request.forwarded_by is None:
+    if request.forwarded_by is not None:
+        # The RA's certificate describes the RA, not the device; the RA vouched for the CSR's
+        # subject attributes instead (upstream.check_forwardable_subject on the RA).
+        client_subject = request.csr.subject
+    elif client.trusted and client.certificate is not None:
         client_subject = client.certificate.subject
     try:
         return state.authority.vet(info, request.profile, client_subject=client_subject)
@@ -538,6 +542,12 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
         request_id = pending.id  # approved: issue now
 
     if state.config.upstream is not None:
+        try:
+            check_forwardable_subject(request.csr, names)
+        except CsrPolicyError as exc:
+            raise Refusal(
+                400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
+            ) from None
         return Forward(requester, request_id, wants_encrypted_key=encryption is not None)
     generated: PrivateKey | None = None
     if request.operation == "serverkeygen":

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from estkit.ca.authority import POINTER_FILE, CertificateAuthority
 from estkit.ca.issuance import IssuedNames, vet_request
-from estkit.ca.profiles import Profile
+from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
 from estkit.ca.store import DuplicateSerialError, normalize_serial_hex
 from estkit.client import (
     AsyncEstClient,
@@ -49,7 +49,7 @@ from estkit.client.models import CsrAttrsResult
 from estkit.protocol.certs import is_self_signed, load_pem_certificates, sha256_fingerprint
 from estkit.protocol.csr import CsrInfo
 from estkit.protocol.csrattrs import CHALLENGE_PASSWORD_OID, CsrAttrs
-from estkit.protocol.errors import EncodingError
+from estkit.protocol.errors import CsrPolicyError, EncodingError
 from estkit.protocol.keys import private_key_to_der
 from estkit.protocol.retry import format_retry_after
 from estkit.protocol.serverkeygen import encrypt_private_key_for
@@ -156,6 +156,31 @@ def authority_stamp_file(config: ServerConfig) -> Path:
     if config.upstream is not None:
         return config.ca_directory / UPSTREAM_CACERTS_FILE
     return config.ca_directory / POINTER_FILE
+
+
+def check_forwardable_subject(csr: x509.CertificateSigningRequest, names: IssuedNames) -> None:
+    """An upstream takes a trusted RA's word for the subject attributes it would otherwise copy
+    from the device's certificate (serialNumber, BCP-003-03 C7), and the only place it can read
+    them is the CSR. So the CSR must carry exactly what this RA's policy vouched for: nothing the
+    device certificate does not back, nothing it backs left out. Raises ``CsrPolicyError``."""
+    vouched = dict(names.extra_attributes)
+    for name, oid in CLIENT_SUBJECT_ATTRIBUTES.items():
+        values = csr.subject.get_attributes_for_oid(oid)
+        asked = values[0].value if values else None
+        wanted = vouched.get(name)
+        if asked == wanted:
+            continue
+        if wanted is None:
+            raise CsrPolicyError(
+                f"the CSR's subject {name} {asked!r} is not backed by the client certificate, "
+                "and the upstream CA of this registration authority would issue it; leave it "
+                "out of the CSR"
+            )
+        raise CsrPolicyError(
+            f"the CSR must carry subject {name} {wanted!r} (from the client certificate), not "
+            f"{asked!r}: this registration authority forwards the CSR unchanged and the "
+            "upstream CA takes the subject from it"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -459,6 +484,7 @@ __all__ = [
     "UpstreamCache",
     "UpstreamError",
     "UpstreamPending",
+    "check_forwardable_subject",
     "check_ra_credentials",
     "forward_request",
     "record_answer",

@@ -31,8 +31,8 @@ from estkit.protocol.certs import certificates_to_pem, is_signed_by, sha256_fing
 from estkit.protocol.keys import generate_private_key, private_key_to_pem
 from estkit.server.approval import approve_if_allowed
 from estkit.server.config import load_config
-from estkit.server.ra import init_ra_data_dir, issue_ra_certificate
 from estkit.server.datadir import DEMO_DEVICE_SERIAL
+from estkit.server.ra import init_ra_data_dir, issue_ra_certificate
 from estkit.server.runner import start_server_thread
 from estkit.server.upstream import UpstreamError
 

@@ -49,7 +49,7 @@ class Pair:
         )
         return EstClient(
             self.ra.url,
-            trust=[self.upstream.paths.ca_certificates],
+            trust=[self.upstream.paths.root_ca],
             credentials=creds,
             retry=ONE_TRY,
             **options,  # type: ignore[arg-type]

@@ -26,9 +26,11 @@ from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certific
 from estkit.ca.profiles import Profile
 from estkit.ca.store import open_store
 from estkit.client import ClientCredentials, EstClient, EstError, RetryPolicy
+from estkit.client.issued import order_chain
 from estkit.fileio import replace_credential_pair, write_file_atomic, write_private_file_atomic
 from estkit.protocol.certs import (
     certificates_to_pem,
+    is_self_signed,
     is_signed_by,
     load_pem_certificates,
     sha256_fingerprint,
@@ -184,8 +186,14 @@ def issue_ra_certificate(
 
 
 def _obtain_tls_certificate(
-    upstream: UpstreamConfig, credentials: ClientCredentials, hostnames: Sequence[str]
+    upstream: UpstreamConfig,
+    credentials: ClientCredentials,
+    hostnames: Sequence[str],
+    cacerts: list[x509.Certificate],
 ) -> tuple[bytes, bytes]:
+    """A TLS server certificate for the RA, enrolled at the upstream with the RA certificate;
+    the chain sent in the handshake is completed from the upstream's CA certificates (devices
+    may hold only the root)."""
     key = generate_private_key("p256")
     csr = build_csr(key, common_name=hostnames[0], dns_names=list(hostnames))
     with EstClient(
@@ -197,7 +205,9 @@ def _obtain_tls_certificate(
         retry=RetryPolicy(max_attempts=1),
     ) as client:
         result = client.simpleenroll(csr, pop=False)
-    return result.fullchain_pem(), private_key_to_pem(key)
+    chain, _rest = order_chain(result.certificate, cacerts)
+    served = [result.certificate, *(c for c in chain if not is_self_signed(c))]
+    return certificates_to_pem(served), private_key_to_pem(key)
 
 
 def init_ra_data_dir(
@@ -274,7 +284,7 @@ def init_ra_data_dir(
             chain_pem, tls_key_pem = tls_certificate.read_bytes(), tls_key.read_bytes()
         else:
             names = [n.strip() for n in hostnames if n.strip()] or list(DEFAULT_HOSTNAMES)
-            chain_pem, tls_key_pem = _obtain_tls_certificate(upstream, credentials, names)
+            chain_pem, tls_key_pem = _obtain_tls_certificate(upstream, credentials, names, cacerts)
     except EstError as exc:
         raise UpstreamError(
             f"the upstream {upstream.url} did not serve the RA: {exc}",

@@ -373,3 +373,46 @@ def test_reenroll_and_serverkeygen_are_forwarded(pair: Pair, tmp_path: Path) -> 
     assert caught.value.status == 501
     assert "not available through this registration authority" in caught.value.server_text
     assert pair.upstream_seen() == before
+
+
+def test_ra_trusted_by_its_ca_file_needs_the_cmcra_eku(tmp_path: Path) -> None:
+    """[ra] trusted = ["ra-ca.pem"]: certificates of that (foreign) CA may forward, but only
+    those carrying id-kp-cmcRA; the same CA's plain client certificate is an untrusted client."""
+    from estkit.ca.profiles import Profile
+    from estkit.fileio import replace_credential_pair
+    from estkit.protocol.csr import build_csr, describe_csr
+    from estkit.server.config import _edit
+
+    upstream = make_server(tmp_path / "up", {})
+    try:
+        other = CertificateAuthority.create(tmp_path / "ra-ca", key_type="p256")
+        ra_ca = tmp_path / "ra-ca.pem"
+        ra_ca.write_bytes(certificates_to_pem(other.cacerts))
+        _edit(upstream.paths.config, lambda doc: doc.__setitem__("ra", {"trusted": [str(ra_ca)]}))
+
+        def client(ekus: tuple[str, ...], name: str) -> EstClient:
+            key = generate_private_key("p256")
+            cert = other.issue(
+                describe_csr(build_csr(key, common_name=name)),
+                Profile(auth_mode="rfc7030", ekus=ekus),
+            )
+            chain = [c for c in other.chain if c != other.root_certificate]
+            paths = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+            replace_credential_pair(
+                paths[0], certificates_to_pem([cert, *chain]), paths[1], private_key_to_pem(key)
+            )
+            return EstClient(
+                upstream.url,
+                trust=[upstream.paths.root_ca],
+                credentials=ClientCredentials.from_files(*paths),
+                retry=ONE_TRY,
+            )
+
+        with client(("clientAuth", "1.3.6.1.5.5.7.3.28"), "foreign-ra") as ra:
+            issued = ra.simpleenroll(_spec("anything.example.com", serial=None), pop=False)
+        assert issued.certificate.subject.rfc4514_string() == "CN=anything.example.com"
+        with client(("clientAuth",), "plain-client") as plain, pytest.raises(EstAuthError) as no:
+            plain.simpleenroll(_spec("anything.example.com", serial=None), pop=False)
+        assert no.value.status == 403 and "not trusted" in no.value.server_text
+    finally:
+        upstream.stop()

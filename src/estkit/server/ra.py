@@ -98,6 +98,15 @@ def _trusted_ra_issuers(config: ServerConfig, entry: str) -> list[x509.Certifica
         return []
 
 
+def ra_trust_pem(config: ServerConfig) -> str:
+    """PEM of the CA files in ``[ra] trusted``, for TLS stacks that verify client certificates
+    in the handshake (they must let a foreign RA's certificate through to :func:`ra_identity`)."""
+    files = [entry for entry in config.ra_trusted if _normal_fingerprint(entry) is None]
+    return "".join(
+        certificates_to_pem(_trusted_ra_issuers(config, entry)).decode() for entry in files
+    )
+
+
 def has_ra_eku(certificate: x509.Certificate) -> bool:
     try:
         ekus = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -337,4 +346,5 @@ __all__ = [
     "init_ra_data_dir",
     "issue_ra_certificate",
     "ra_identity",
+    "ra_trust_pem",
 ]

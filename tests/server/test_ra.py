@@ -416,3 +416,52 @@ def test_ra_trusted_by_its_ca_file_needs_the_cmcra_eku(tmp_path: Path) -> None:
         assert no.value.status == 403 and "not trusted" in no.value.server_text
     finally:
         upstream.stop()
+
+
+def test_csrattrs_follow_the_ras_pop_setting_and_crl_names_the_upstream(pair: Pair) -> None:
+    from estkit.protocol.csrattrs import CHALLENGE_PASSWORD_OID
+    from estkit.server.config import add_label
+
+    add_label(pair.ra.paths.config, "pop", require_pop=True)
+    pop = x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID)
+    with pair.device() as client:
+        assert pop not in client.csrattrs().attrs.oids
+    with EstClient(pair.ra.url, label="pop", trust=[pair.upstream.paths.root_ca]) as client:
+        assert pop in client.csrattrs().attrs.oids
+    import httpx
+
+    ctx = ssl.create_default_context(cafile=str(pair.upstream.paths.root_ca))
+    answer = httpx.get(f"{pair.ra.url}/crl", verify=ctx)
+    assert answer.status_code == 404 and "upstream CA publishes the CRL" in answer.text
+
+
+def test_ras_own_approval_queue_holds_the_request_until_its_operator_approves(
+    pair: Pair,
+) -> None:
+    from estkit.server.config import add_label
+
+    add_label(pair.ra.paths.config, "manual", approval="manual", retry_after_seconds=3)
+    creds = ClientCredentials.from_files(pair.ra.paths.device_certificate, pair.ra.paths.device_key)
+    spec = _spec()
+    before = pair.upstream_seen()
+    with EstClient(
+        pair.ra.url,
+        label="manual",
+        trust=[pair.upstream.paths.root_ca],
+        credentials=creds,
+        retry=ONE_TRY,
+    ) as client:
+        with pytest.raises(EstRetryLaterError) as caught:
+            client.simpleenroll(spec, pop=True)
+        assert caught.value.status == 202 and "operator approval" in caught.value.server_text
+        assert pair.upstream_seen() == before  # waiting at the RA, not upstream
+        with open_store(pair.ra.paths.database_url) as store:
+            (pending,) = store.list_requests(status="pending")
+            approve_if_allowed(load_config(pair.ra.paths.config), store, pending.id, by="op")
+        first = client.simpleenroll(spec, pop=True).certificate
+        again = client.simpleenroll(spec, pop=True).certificate
+    assert again == first  # the repeat is answered from the RA's store, not issued twice
+    with open_store(pair.ra.paths.database_url) as store:
+        assert store.get_request(pending.id).status == "issued"
+    with open_store(pair.upstream.paths.database_url) as store:
+        assert [int(r.serial, 16) for r in store.list_issued()].count(first.serial_number) == 1

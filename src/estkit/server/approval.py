@@ -23,7 +23,7 @@ from estkit.protocol.errors import CsrError, CsrPolicyError
 from estkit.server.clientauth import ClientCertificateStatus
 from estkit.server.config import ServerConfig
 from estkit.server.state import build_client_trust, store_revocation
-from estkit.server.upstream import load_authority
+from estkit.server.upstream import UpstreamCa, load_authority
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _label_text(label: str | None) -> str:
 
 def judge(
     config: ServerConfig,
-    authority: CertificateAuthority,
+    authority: CertificateAuthority | UpstreamCa,
     store: CertificateStore,
     request: PendingRequest,
     now: dt.datetime | None = None,

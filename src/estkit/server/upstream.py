@@ -27,7 +27,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from estkit.ca.authority import POINTER_FILE, CertificateAuthority
+from estkit.ca.authority import POINTER_FILE, CaError, CertificateAuthority
 from estkit.ca.issuance import IssuedNames, vet_request
 from estkit.ca.profiles import CLIENT_SUBJECT_ATTRIBUTES, Profile
 from estkit.ca.store import DuplicateSerialError, normalize_serial_hex
@@ -142,6 +142,14 @@ class UpstreamCa:
         return vet_request(
             info, profile, reserved_names=self.reserved_names, client_subject=client_subject
         )
+
+    def issue(self, *args: Any, **kwargs: Any) -> x509.Certificate:
+        """Never: a registration authority has no CA key (enroll.py forwards instead)."""
+        raise CaError("this server is a registration authority and signs nothing")
+
+    def build_crl(self, *args: Any, **kwargs: Any) -> bytes:
+        """Never: the upstream CA publishes the CRL."""
+        raise CaError("this server is a registration authority: the upstream CA publishes the CRL")
 
 
 def load_authority(config: ServerConfig) -> CertificateAuthority | UpstreamCa:
@@ -341,7 +349,9 @@ def _refusal_for(exc: EstError, url: str) -> Refusal:
         if 400 <= exc.status < 500 and exc.status not in (404, 405, 415):
             return Refusal(exc.status, f"the upstream CA refused the request: {text}")
         if exc.status == 503:
-            return Refusal(503, f"the upstream CA is unavailable: {text}", [("Retry-After", retry)])
+            return Refusal(
+                503, f"the upstream CA is unavailable: {text}", headers=[("Retry-After", retry)]
+            )
         return Refusal(502, f"the upstream CA answered {exc.status}: {text}")
     if isinstance(exc, EstProtocolResponseError):
         return Refusal(502, f"the upstream CA answered something unusable: {exc.message}")

@@ -3,6 +3,7 @@ an upstream CA and an RA in front of it; devices talk to the RA only."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ssl
 import threading
@@ -260,12 +261,17 @@ def test_upstream_down_is_503_with_retry_after_and_the_retry_succeeds(tmp_path: 
         ra.stop()
 
 
-class _Garbage(BaseHTTPRequestHandler):
+class _Canned(BaseHTTPRequestHandler):
+    """A foreign upstream answering every POST with ``answer`` (status, headers, body)."""
+
+    answer: tuple[int, list[tuple[str, str]], bytes] = (200, [], b"")
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        body = b"this is not PKCS#7\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/pkcs7-mime; smime-type=certs-only")
+        status, headers, body = self.answer
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -274,25 +280,51 @@ class _Garbage(BaseHTTPRequestHandler):
         pass
 
 
-def test_upstream_garbage_is_502_with_the_reason(pair: Pair) -> None:
+@contextlib.contextmanager
+def _canned_upstream(
+    pair: Pair, status: int, headers: list[tuple[str, str]], body: bytes
+) -> Iterator[None]:
+    """Point the RA at a small TLS server (the upstream's TLS certificate) that answers so."""
+    from estkit.server.config import _edit
+
+    handler = type("Handler", (_Canned,), {"answer": (status, headers, body)})
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     up = pair.upstream.paths
     tls.load_cert_chain(up.server_certificates[1], up.server_keys[1])
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        from estkit.server.config import _edit
-
         url = f"https://localhost:{httpd.server_address[1]}"
         _edit(pair.ra.paths.config, lambda doc: doc["upstream"].__setitem__("url", url))
-        with pair.device() as client, pytest.raises(EstHttpError) as caught:
-            client.simpleenroll(_spec(), pop=True)
-        assert caught.value.status == 502
-        assert "unusable" in caught.value.server_text, caught.value.server_text
+        yield
     finally:
         httpd.shutdown()
+
+
+def test_upstream_garbage_is_502_with_the_reason(pair: Pair) -> None:
+    certs_only = [("Content-Type", "application/pkcs7-mime; smime-type=certs-only")]
+    with (
+        _canned_upstream(pair, 200, certs_only, b"this is not PKCS#7\n"),
+        pair.device() as client,
+        pytest.raises(EstHttpError) as caught,
+    ):
+        client.simpleenroll(_spec(), pop=True)
+    assert caught.value.status == 502
+    assert "unusable" in caught.value.server_text, caught.value.server_text
+
+
+@pytest.mark.parametrize("status", [202, 503])
+def test_an_upstreams_huge_retry_after_is_clamped(pair: Pair, status: int) -> None:
+    text = [("Content-Type", "text/plain"), ("Retry-After", "99999999")]
+    with (
+        _canned_upstream(pair, status, text, b"later\n"),
+        pair.device() as client,
+        pytest.raises(EstRetryLaterError) as caught,
+    ):
+        client.simpleenroll(_spec(), pop=True)
+    assert caught.value.status == status
+    assert caught.value.headers.get("retry-after") == "3600", caught.value.headers
 
 
 def test_expired_ra_certificate_stops_the_start_with_the_reason(pair: Pair) -> None:

@@ -97,6 +97,8 @@ COMMANDS: dict[str, LazyEntry] = {
             "(D1-D4).",
             "init": "Create DIR: root + issuing CA, TLS certificates, demo manufacturer and "
             "device, config.",
+            "ra-cert": "Issue a registration-authority certificate (id-kp-cmcRA) and trust it "
+            "([ra] trusted).",
             "reject": "Reject a queued enrollment request.",
             "requests": "List enrollment requests waiting for (or decided by) an operator (S4).",
             "revoke": "Revoke an issued certificate (hex SERIAL) and regenerate the CRL.",

@@ -55,6 +55,7 @@ from estkit.server.config import (
 from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
 from estkit.server.revocation import revoke_certificate
 from estkit.server.tls_certs import renew_tls_certificates
+from estkit.server.upstream import load_authority
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -204,6 +205,37 @@ def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
     is_flag=True,
     help="Accept IP addresses and *. wildcards in --hostname (against BCP-003-01 T4).",
 )
+@click.option(
+    "--upstream",
+    "upstream_url",
+    metavar="URL",
+    help="Registration-authority mode: forward enrollments to this EST server (no CA here).",
+)
+@click.option(
+    "--upstream-trust",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM trust anchor(s) of the upstream's TLS certificate.",
+)
+@click.option(
+    "--upstream-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="RA certificate (clientAuth + id-kp-cmcRA) for the upstream.",
+)
+@click.option(
+    "--upstream-key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key."
+)
+@click.option("--upstream-label", metavar="LABEL", help="EST label to use at the upstream.")
+@click.option(
+    "--upstream-user",
+    metavar="USER",
+    help="HTTP user at the upstream (password asked, or read from standard input).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="RA mode: own TLS chain (default: enrolled from the upstream with the RA certificate).",
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Its key.")
 @json_option
 @_command
 def init_command(
@@ -214,23 +246,119 @@ def init_command(
     force: bool,
     ca_key_uri: str | None,
     allow_ip_or_wildcard: bool,
+    upstream_url: str | None,
+    upstream_trust: Path | None,
+    upstream_cert: Path | None,
+    upstream_key: Path | None,
+    upstream_label: str | None,
+    upstream_user: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     as_json: bool,
 ) -> None:
     """Create DIR: root + issuing CA, TLS certificates, demo manufacturer and device, config."""
     _check_hostnames(hostnames, allow_ip_or_wildcard)
-    result = init_data_dir(
-        data_dir,
-        hostnames=hostnames or ("localhost",),
-        key_type=_CA_KEY_TYPES.get(key_type, key_type),
-        db_url=db_url,
-        force=force,
-        ca_key_uri=ca_key_uri,
-    )
+    if upstream_url is not None:
+        result = _init_ra(
+            data_dir,
+            upstream_url,
+            upstream_trust,
+            upstream_cert,
+            upstream_key,
+            upstream_label,
+            upstream_user,
+            hostnames,
+            tls_cert,
+            tls_key,
+            db_url,
+            force,
+        )
+    else:
+        result = init_data_dir(
+            data_dir,
+            hostnames=hostnames or ("localhost",),
+            key_type=_CA_KEY_TYPES.get(key_type, key_type),
+            db_url=db_url,
+            force=force,
+            ca_key_uri=ca_key_uri,
+        )
     if as_json:
         print_json(result.to_json())
     else:
         _print_init(result)
         console.print(f"Start it with: estkit server serve {result.data_dir}")
+
+
+def _init_ra(
+    data_dir: Path,
+    url: str,
+    trust: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    label: str | None,
+    user: str | None,
+    hostnames: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    db_url: str | None,
+    force: bool,
+) -> InitResult:
+    from estkit.server.ra import init_ra_data_dir
+
+    if trust is None or cert is None or key is None:
+        fail("--upstream needs --upstream-trust, --upstream-cert and --upstream-key")
+        raise AssertionError  # fail() exits
+    password = None
+    if user is not None:
+        password = read_secret(f"Password of {user} at the upstream")
+    try:
+        return init_ra_data_dir(
+            data_dir,
+            upstream_url=url,
+            upstream_trust=trust,
+            ra_certificate=cert,
+            ra_key=key,
+            upstream_label=label,
+            upstream_user=user,
+            upstream_password=password,
+            hostnames=hostnames or ("localhost",),
+            tls_certificate=tls_cert,
+            tls_key=tls_key,
+            db_url=db_url,
+            force=force,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+        raise AssertionError from None
+
+
+@server.command("ra-cert")
+@data_dir_argument
+@click.option("--cn", "common_name", required=True, metavar="NAME", help="The RA's name.")
+@click.option(
+    "--out-cert", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PEM out."
+)
+@click.option(
+    "--out-key", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Key out."
+)
+@json_option
+@_command
+def ra_cert_command(
+    data_dir: Path, common_name: str, out_cert: Path, out_key: Path, as_json: bool
+) -> None:
+    """Issue a registration-authority certificate (id-kp-cmcRA) and trust it ([ra] trusted)."""
+    from estkit.server.ra import issue_ra_certificate
+
+    try:
+        cert = issue_ra_certificate(data_dir, common_name, out_cert, out_key)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    fingerprint = sha256_fingerprint(cert)
+    if as_json:
+        print_json({"certificate": str(out_cert), "key": str(out_key), "fingerprint": fingerprint})
+    else:
+        console.print(f"RA certificate {out_cert} (key {out_key}), {fingerprint}, trusted in [ra].")
 
 
 # --- serve ------------------------------------------------------------------------------------
@@ -243,7 +371,7 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     workers = f" ({info.workers} workers)" if info.workers > 1 else ""
     console.print(f"[bold green]estkit EST server listening on {url}{workers}[/]")
     console.print(f"  data directory:  {info.data_dir}")
-    authority = CertificateAuthority.load(load_config(info.data_dir).ca_directory)
+    authority = load_authority(load_config(info.data_dir))  # RA mode: the upstream's CA
     console.print(
         f"  CA fingerprint:  {sha256_fingerprint(authority.root_certificate)}",
         soft_wrap=True,

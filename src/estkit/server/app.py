@@ -57,6 +57,7 @@ from estkit.protocol.serverkeygen import build_serverkeygen_response
 from estkit.server.accesslog import refusals
 from estkit.server.enroll import (
     EnrollmentRequest,
+    Forward,
     Issued,
     Operation,
     Queued,
@@ -66,9 +67,12 @@ from estkit.server.enroll import (
 )
 from estkit.server.httpauth import HttpAuthenticator
 from estkit.server.limits import body_deadline
+from estkit.server.ra import ra_identity
+from estkit.server.ra_forward import forward_enrollment
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.revocation_cache import OCSP_HTTP_MAX_AGE_SECONDS, Artifact, RevocationCache
 from estkit.server.state import ServerState
+from estkit.server.upstream import UpstreamPending
 
 logger = logging.getLogger("estkit.server")
 
@@ -204,6 +208,10 @@ class EstHandler:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         self.state.refresh()
         raw_path = request.rel_url.raw_path
+        if self.state.config.upstream is not None and raw_path.startswith(CRL_PATH):
+            raise Refusal(
+                404, "this server is a registration authority: the upstream CA publishes the CRL"
+            )
         if raw_path == CRL_PATH or raw_path.startswith(CRL_PATH + "/"):
             self._require_method(request, ("GET", "HEAD"), "crl")
             return await self.crl(request, raw_path[len(CRL_PATH) + 1 :] or None)
@@ -221,6 +229,8 @@ class EstHandler:
             raise Refusal(501, "fullcmc is not supported by this server (optional in RFC 7030)")
         if operation in _GET_OPERATIONS:
             self._require_method(request, ("GET", "HEAD"), operation)
+            if self.state.config.upstream is not None:
+                return await self._from_upstream(operation, profile)
             if operation == "cacerts":
                 return self.cacerts()
             return self.csrattrs(profile)
@@ -244,6 +254,15 @@ class EstHandler:
         response.headers["Content-Type"] = PKCS7_CERTS_ONLY
         response.headers["Content-Transfer-Encoding"] = "base64"
         return response
+
+    async def _from_upstream(self, operation: str, profile: Profile) -> web.Response:
+        """RA mode: /cacerts and /csrattrs as the upstream serves them (cached briefly)."""
+        upstream, cache = self.state.config.upstream, self.state.upstream_cache
+        assert upstream is not None
+        if operation == "cacerts":
+            return _certs_response(await cache.cacerts(upstream, self.state.authority.cacerts))
+        attrs = await cache.csrattrs(upstream, profile)
+        return _base64_response(encode_csrattrs(attrs), CSRATTRS)
 
     def csrattrs(self, profile: Profile) -> web.Response:
         return _base64_response(encode_csrattrs(csrattrs_for(profile)), CSRATTRS)
@@ -433,7 +452,9 @@ class EstHandler:
         now = dt.datetime.now(dt.UTC)
         http_user = await self._http_user(request, profile)
         client_status = None
-        if profile.auth_mode == "rfc7030" and http_user is None:
+        # A registration authority this server trusts (issue 21; ra.py).
+        forwarded_by = ra_identity(self.state.config, client_certificate, now)
+        if profile.auth_mode == "rfc7030" and http_user is None and forwarded_by is None:
             # Authenticate before looking at the body: clients such as curl --digest first
             # send the request without credentials (and with an empty body) to get the
             # challenge, so a 401 must come before any complaint about the CSR.
@@ -466,6 +487,7 @@ class EstHandler:
             tls_unique=tls_unique_for(ssl_object),
             tls_version=ssl_object.version() if ssl_object else None,
             client_status=client_status,
+            forwarded_by=forwarded_by,
         )
         try:
             outcome = await self.state.run(enroll, self.state, enrollment, now)
@@ -475,6 +497,17 @@ class EstHandler:
                 f"authentication required: {exc.reason}",
                 headers=_challenge_headers(self.state.authenticator),
             ) from None
+        if isinstance(outcome, Forward):
+            forwarded = await forward_enrollment(self.state, enrollment, outcome)
+            if isinstance(forwarded, UpstreamPending):
+                seconds = format_retry_after(forwarded.retry_after_seconds)
+                return text_response(
+                    202,
+                    f"the upstream CA is holding the request for approval; repeat the same "
+                    f"request after {seconds} seconds",
+                    headers=[("Retry-After", seconds)],
+                )
+            outcome = forwarded
         if isinstance(outcome, Queued):
             return self._queued(outcome, label)
         return self._issued(outcome, operation)

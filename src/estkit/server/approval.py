@@ -23,6 +23,7 @@ from estkit.protocol.errors import CsrError, CsrPolicyError
 from estkit.server.clientauth import ClientCertificateStatus
 from estkit.server.config import ServerConfig
 from estkit.server.state import build_client_trust, store_revocation
+from estkit.server.upstream import UpstreamCa, load_authority
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _label_text(label: str | None) -> str:
 
 def judge(
     config: ServerConfig,
-    authority: CertificateAuthority,
+    authority: CertificateAuthority | UpstreamCa,
     store: CertificateStore,
     request: PendingRequest,
     now: dt.datetime | None = None,
@@ -115,7 +116,7 @@ def approve_if_allowed(
         raise KeyError(f"no request with id {request_id} in the store {store.url}")
     if request.status == "pending":
         try:
-            authority = CertificateAuthority.load(config.ca_directory)
+            authority = load_authority(config)  # an RA has the upstream's certificates (issue 21)
         except (CaError, OSError, ValueError) as exc:
             raise PolicyRefusedApproval(f"cannot check request {request_id}: {exc}") from None
         verdict = judge(config, authority, store, request, now)

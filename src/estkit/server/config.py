@@ -84,6 +84,23 @@ class TlsCertificateConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamConfig:
+    """``[upstream]``: registration-authority mode (issue 21): requests go to this EST server.
+
+    ``password_file`` holds the optional HTTP Basic password (0600, outside the TOML so that
+    the configuration can be shown without it).
+    """
+
+    url: str
+    trust: Path
+    certificate: Path
+    key: Path
+    label: str | None = None
+    user: str | None = None
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class TrustedClientRoot:
     """A manufacturer CA whose device certificates may authenticate (BCP-003-03 S3).
 
@@ -133,6 +150,11 @@ class ServerConfig:
     # [metrics]: where `serve` exposes Prometheus /metrics (port None = off).
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = None
+    # [upstream]: set when this server is a registration authority (issues nothing itself).
+    upstream: UpstreamConfig | None = None
+    # [ra] trusted: RA certificate fingerprints or CA files whose id-kp-cmcRA certificates may
+    # forward requests to this server (issue 21).
+    ra_trusted: tuple[str, ...] = ()
 
     @property
     def data_dir(self) -> Path:
@@ -308,6 +330,8 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         trusted_client_roots=tuple(roots),
         users=users,
         limits=_limits(doc, config_path),
+        upstream=_upstream(doc, config_path),
+        ra_trusted=_ra_trusted(doc, config_path),
         **_metrics(doc, config_path),
     )
 
@@ -334,6 +358,43 @@ def _metrics(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
     ):
         raise ConfigError(f"{path}: metrics.port must be 0-65535, got {port!r}")
     return {"metrics_host": host, "metrics_port": port}
+
+
+def _upstream(doc: Mapping[str, Any], path: Path) -> UpstreamConfig | None:
+    table = _table(doc, "upstream", path)
+    if not table:
+        return None
+    base = path.parent
+    url = table.get("url")
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise ConfigError(f"{path}: upstream.url must be an https:// URL, got {url!r}")
+    label, user = table.get("label") or None, table.get("user") or None
+    if label is not None:
+        try:
+            validate_label(label)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: upstream.label: {exc}") from None
+    if user is not None and not isinstance(user, str):
+        raise ConfigError(f"{path}: upstream.user must be a string")
+    password = table.get("password_file")
+    return UpstreamConfig(
+        url=url,
+        trust=_resolve(base, table.get("trust"), "upstream.trust"),
+        certificate=_resolve(base, table.get("certificate"), "upstream.certificate"),
+        key=_resolve(base, table.get("key"), "upstream.key"),
+        label=label,
+        user=user,
+        password_file=_resolve(base, password, "upstream.password_file") if password else None,
+    )
+
+
+def _ra_trusted(doc: Mapping[str, Any], path: Path) -> tuple[str, ...]:
+    items = _table(doc, "ra", path).get("trusted", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(
+            f"{path}: ra.trusted must be a list of RA certificate fingerprints or CA file paths"
+        )
+    return tuple(items)
 
 
 def _limits(doc: Mapping[str, Any], path: Path) -> ConnectionLimits:
@@ -406,6 +467,23 @@ def config_to_document(config: ServerConfig) -> dict[str, Any]:
             for user in config.users.values()
         },
     }
+    if config.upstream is not None:
+        upstream = config.upstream
+        doc["upstream"] = {
+            "url": upstream.url,
+            "trust": _relative(base, upstream.trust),
+            "certificate": _relative(base, upstream.certificate),
+            "key": _relative(base, upstream.key),
+            **({"label": upstream.label} if upstream.label else {}),
+            **({"user": upstream.user} if upstream.user else {}),
+            **(
+                {"password_file": _relative(base, upstream.password_file)}
+                if upstream.password_file
+                else {}
+            ),
+        }
+    if config.ra_trusted:
+        doc["ra"] = {"trusted": list(config.ra_trusted)}
     # Only limits an operator changed are written, so the defaults can improve with upgrades.
     changed_limits = config.limits.to_mapping(only_changed=True)
     if changed_limits:

@@ -130,7 +130,9 @@ class InitResult:
         """The paths of an existing data directory (layout as made by :func:`init_data_dir`)."""
         data_dir = Path(directory).expanduser().absolute()
         config = load_config(data_dir / CONFIG_FILE_NAME)
-        authority = CertificateAuthority.load(config.ca_directory)
+        from estkit.server.upstream import load_authority  # RA mode: no CA here (issue 21)
+
+        authority = load_authority(config)
         manufacturer = data_dir / "manufacturer"
         return cls(
             data_dir=data_dir,

@@ -45,6 +45,7 @@ from estkit.server.public_url import pointer_extensions_for
 from estkit.server.queue_limits import check_queue_limits
 from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.state import ServerState
+from estkit.server.upstream import check_forwardable_subject
 
 logger = logging.getLogger("estkit.server")
 
@@ -76,6 +77,9 @@ class EnrollmentRequest:
     tls_version: str | None
     # Already judged by the HTTP layer (rfc7030 labels authenticate before reading the CSR).
     client_status: ClientCertificateStatus | None = None
+    # Set when a trusted registration authority forwards this request ("ra:<fingerprint>",
+    # see ra.py): the RA checked PoP and the device's identity; the names are vetted here too.
+    forwarded_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,16 @@ class Queued:
     new: bool
 
 
-Outcome = Issued | Queued
+@dataclass(frozen=True)
+class Forward:
+    """RA mode (issue 21): every check passed; the CSR goes to the upstream (``upstream.py``)."""
+
+    requester: str
+    request_id: int | None
+    wants_encrypted_key: bool = False
+
+
+Outcome = Issued | Queued | Forward
 
 
 def _label_text(label: str | None) -> str:
@@ -159,7 +172,11 @@ def _vet(
 ) -> IssuedNames:
     """The names a certificate would carry (policy of the label, CA names reserved)."""
     client_subject = None
-    if client.trusted and client.certificate is not None:
+    if request.forwarded_by is not None:
+        # The RA's certificate describes the RA, not the device; the RA vouched for the CSR's
+        # subject attributes instead (upstream.check_forwardable_subject on the RA).
+        client_subject = request.csr.subject
+    elif client.trusted and client.certificate is not None:
         client_subject = client.certificate.subject
     try:
         return state.authority.vet(info, request.profile, client_subject=client_subject)
@@ -483,12 +500,16 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
     """Decide and, when allowed, issue. Raises :class:`Refusal` or
     :class:`NeedsHttpAuthentication`; commits everything before returning."""
     info = _check_csr(request)
-    _check_pop(request, info)
+    forwarded = request.forwarded_by is not None
+    if not forwarded:  # an RA checked PoP on its own TLS session (RFC 7030 §3.2.3)
+        _check_pop(request, info)
     client = request.client_status or state.trust.check(request.client_certificate, now)
     if client.revoked:
         raise Refusal(403, f"client certificate refused: {client.reason}")
     names = _vet(state, request, info, client)
-    if request.operation == "simplereenroll":
+    if forwarded:
+        pass  # the RA checked what the device's certificate allows; names are vetted above
+    elif request.operation == "simplereenroll":
         _check_reenroll(request, client, names)
     else:
         _check_bound_names(request, client, names)
@@ -497,7 +518,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
         encryption = _check_key_encryption(request, client)
 
     profile = request.profile
-    authenticated = client.trusted or request.http_user is not None
+    authenticated = client.trusted or request.http_user is not None or forwarded
     queue = profile.approval == "manual" or (profile.approval == "untrusted" and not authenticated)
     if not authenticated and not queue:
         if profile.auth_mode == "rfc7030":
@@ -513,7 +534,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
             )
         raise Refusal(403, f"client certificate not trusted: {client.reason}")
 
-    requester = _requester(client, request.http_user)
+    requester = request.forwarded_by or _requester(client, request.http_user)
     request_id: int | None = None
     if queue:
         pending = _queue(state, request, info, client, requester)
@@ -523,6 +544,14 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
             return _redeliver(state, pending)
         request_id = pending.id  # approved: issue now
 
+    if state.config.upstream is not None:
+        try:
+            check_forwardable_subject(request.csr, names)
+        except CsrPolicyError as exc:
+            raise Refusal(
+                400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
+            ) from None
+        return Forward(requester, request_id, wants_encrypted_key=encryption is not None)
     generated: PrivateKey | None = None
     if request.operation == "serverkeygen":
         generated = generate_private_key(_serverkeygen_key_type(info, profile))
@@ -555,6 +584,7 @@ def enroll(state: ServerState, request: EnrollmentRequest, now: dt.datetime) -> 
 
 __all__ = [
     "EnrollmentRequest",
+    "Forward",
     "Issued",
     "Queued",
     "enroll",

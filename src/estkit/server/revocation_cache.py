@@ -48,6 +48,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
+from estkit.ca.authority import CertificateAuthority
 from estkit.ca.crl import DEFAULT_NEXT_UPDATE_SECONDS, RevokedEntry
 from estkit.ca.ocsp import (
     GOOD,
@@ -281,6 +282,8 @@ class RevocationCache:
         """Re-sign whatever changed or is due (runs on the revocation thread)."""
         now = datetime.now(UTC)
         authority = self._state.authority
+        if not isinstance(authority, CertificateAuthority):
+            return  # a registration authority signs nothing: /crl and /ocsp are the upstream's
         store = self._open_store()
         stamp = store.revocation_stamp()
         new_generation = authority.generation != self._generation

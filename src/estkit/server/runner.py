@@ -38,6 +38,7 @@ from estkit.server.limits import (
     connection_budget,
     within_budget,
 )
+from estkit.server.ra import ra_trust_pem
 from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
 from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
 
@@ -113,6 +114,7 @@ def _tls_context(state: ServerState) -> ServerTlsContext:
     fallback = (
         "".join(root.certificate.read_text() for root in config.trusted_client_roots)
         + state.authority.cacerts_path.read_text()
+        + ra_trust_pem(config)  # foreign RA certificates (issue 21)
     )
     return build_server_context(pairs, fallback_roots_pem=fallback, reload=True)
 

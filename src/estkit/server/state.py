@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from estkit.ca.authority import POINTER_FILE, CertificateAuthority
+from estkit.ca.authority import CertificateAuthority
 from estkit.ca.store import CertificateStore, StoreError, StoreUnavailableError, open_store
 from estkit.ca.store_backends import parse_sqlite_url
 from estkit.protocol.certs import load_pem_certificates
@@ -31,6 +31,13 @@ from estkit.server.clientauth import ClientTrust, TrustGroup
 from estkit.server.config import ServerConfig, load_config
 from estkit.server.datadir import secure_data_dir
 from estkit.server.httpauth import HttpAuthenticator
+from estkit.server.upstream import (
+    UpstreamCa,
+    UpstreamCache,
+    authority_stamp_file,
+    check_ra_credentials,
+    load_authority,
+)
 
 logger = logging.getLogger("estkit.server")
 
@@ -62,7 +69,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def build_client_trust(
     config: ServerConfig,
-    authority: CertificateAuthority,
+    authority: CertificateAuthority | UpstreamCa,
     own_revocation: Callable[[str], tuple[bool, dt.datetime | None]],
 ) -> ClientTrust:
     """Who may authenticate with a TLS client certificate: this server's CA (all generations)
@@ -124,8 +131,12 @@ class ServerState:
         self._ca_stamp: tuple[int, int] | None = None
         self.config: ServerConfig = load_config(self._config_path)
         self._config_stamp = _stamp(self.config.path)
-        self.authority: CertificateAuthority = CertificateAuthority.load(self.config.ca_directory)
-        self._ca_stamp = _stamp(self.config.ca_directory / POINTER_FILE)
+        self.authority: CertificateAuthority | UpstreamCa = load_authority(self.config)
+        self._ca_stamp = _stamp(authority_stamp_file(self.config))
+        # RA mode (issue 21): an unusable RA certificate stops the start with the reason.
+        if self.config.upstream is not None:
+            check_ra_credentials(self.config.upstream)
+        self.upstream_cache = UpstreamCache()
         secure_data_dir(self.data_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="estkit-store"
@@ -174,7 +185,7 @@ class ServerState:
     def refresh(self) -> None:
         """Reload the configuration and/or CA when their files changed since the last look."""
         config_stamp = _stamp(self._config_path)
-        ca_stamp = _stamp(self.config.ca_directory / POINTER_FILE)
+        ca_stamp = _stamp(authority_stamp_file(self.config))
         if config_stamp == self._config_stamp and ca_stamp == self._ca_stamp:
             return
         with self._lock:
@@ -183,9 +194,9 @@ class ServerState:
                     self.config = load_config(self._config_path)
                     self._config_stamp = config_stamp
                     logger.info("configuration reloaded from %s", self._config_path)
-                    ca_stamp = _stamp(self.config.ca_directory / POINTER_FILE)
+                    ca_stamp = _stamp(authority_stamp_file(self.config))
                 if ca_stamp != self._ca_stamp:
-                    self.authority = CertificateAuthority.load(self.config.ca_directory)
+                    self.authority = load_authority(self.config)
                     self._ca_stamp = ca_stamp
                     logger.info("CA reloaded (generation %s)", self.authority.generation)
                 self.trust = self._build_trust()

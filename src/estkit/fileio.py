@@ -27,7 +27,7 @@ class CredentialMismatchError(EstkitError, ValueError):
     """The private key on disk does not belong to the certificate next to it."""
 
 
-class MissingDirectoryError(FileNotFoundError):
+class MissingDirectoryError(EstkitError, FileNotFoundError):
     """The directory a file was to be written in does not exist (and was not to be created)."""
 
     def __init__(self, directory: Path, path: Path) -> None:

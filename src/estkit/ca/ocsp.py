@@ -33,6 +33,7 @@ from estkit.ca.builders import (
     utc_now,
 )
 from estkit.ca.signer import Signer, sign_certificate
+from estkit.errors import EstkitError
 from estkit.fileio import write_file_atomic, write_private_file_atomic
 from estkit.protocol.keys import (
     PrivateKey,
@@ -71,7 +72,7 @@ CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 
 
-class OcspRequestError(ValueError):
+class OcspRequestError(EstkitError, ValueError):
     """The bytes are not an OCSP request we can answer (→ malformedRequest)."""
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from estkit.ca.errors import CaError
 from estkit.protocol.keys import PrivateKey, PublicKey, SignatureHash, signature_hash_for
 
 # 1024 is the smallest RSA size cryptography generates; the key only ever signs throwaway drafts,
@@ -35,7 +36,7 @@ from estkit.protocol.keys import PrivateKey, PublicKey, SignatureHash, signature
 THROWAWAY_RSA_BITS = 1024
 
 
-class SignerError(ValueError):
+class SignerError(CaError, ValueError):
     """The signing key cannot sign (token gone, wrong key, a signature that does not verify)."""
 
 

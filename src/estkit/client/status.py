@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from estkit.errors import EstkitError
 from estkit.protocol.certs import issuer_public_key
 
 OCSP_REQUEST_MEDIA_TYPE = "application/ocsp-request"
@@ -42,7 +43,7 @@ NONCE_BYTES = 32
 Status = Literal["good", "revoked", "unknown"]
 
 
-class StatusError(Exception):
+class StatusError(EstkitError):
     """The status cannot be asked at all (no issuer, no URL): the message says what to give."""
 
 

@@ -808,8 +808,10 @@ def describe_trusted_client_roots(
 
 
 def set_limits(config_path: str | os.PathLike[str], **values: float) -> ConnectionLimits:
-    """Set connection limits (``header_timeout``, ``body_timeout``, ``idle_timeout``,
-    ``tls_handshake_timeout`` in seconds, ``max_connections``) in the ``[limits]`` table."""
+    """Set limits in the ``[limits]`` table: timeouts in seconds (``header_timeout``,
+    ``body_timeout``, ``idle_timeout``, ``tls_handshake_timeout``), ``body_min_rate`` in bytes per
+    second, ``max_connections``, and the queue caps (``queue_per_requester``,
+    ``queue_per_address``, ``queue_total``, ``queue_expiry_days``)."""
     try:
         ConnectionLimits.from_mapping(values)  # validate before touching the file
     except LimitsError as exc:

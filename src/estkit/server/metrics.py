@@ -40,6 +40,7 @@ from typing import Any
 from aiohttp import web
 from cryptography import x509
 
+from estkit.errors import EstkitError
 from estkit.protocol.certs import load_pem_certificates
 from estkit.protocol.errors import PathError
 from estkit.protocol.paths import CRL_PATH, parse_path
@@ -76,7 +77,7 @@ _ALERT_LEVEL_FATAL = 2
 _ALERT_RECORD_BYTES = 2
 
 
-class MetricsError(ValueError):
+class MetricsError(EstkitError, ValueError):
     """The metrics exporter cannot start (its port is taken, its address is not here)."""
 
 

@@ -278,8 +278,26 @@ class RevocationCache:
             self._store = open_store(self._state.config.database_url)
         return self._store
 
+    def _release_store(self) -> None:
+        """After each piece of work on this thread: a SQLite connection is not kept.
+
+        Why: SQLite shares one WAL index per database file within a process. A connection this
+        thread opened while the file system was read-only would keep every new connection of the
+        server read-only too, after the file system is writable again (the server's own store
+        reopens after an outage, see ServerState._reopening). Opening costs about a millisecond,
+        a few times a second; a PostgreSQL connection has no such sharing and is kept.
+        """
+        if self._state.config.database_url.startswith("sqlite"):
+            self._drop_store()
+
     def _refresh(self) -> None:
         """Re-sign whatever changed or is due (runs on the revocation thread)."""
+        try:
+            self._refresh_now()
+        finally:
+            self._release_store()
+
+    def _refresh_now(self) -> None:
         now = datetime.now(UTC)
         authority = self._state.authority
         if not isinstance(authority, CertificateAuthority):
@@ -423,7 +441,10 @@ class RevocationCache:
         return GOOD
 
     def _lookup_status(self, generation: str, serial: int) -> CertStatus:
-        record = self._open_store().get_issued(serial)
+        try:
+            record = self._open_store().get_issued(serial)
+        finally:
+            self._release_store()
         issuer = self._issuers.get(generation)
         if record is None or issuer is None or not _issued_by(record.certificate, issuer):
             return UNKNOWN

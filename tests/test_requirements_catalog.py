@@ -33,6 +33,12 @@ CATALOG = REPO / "docs" / "requirements.md"
 _ID = re.compile(r"(?<![:.])\b([CDEQST])([1-9]\d?)(?:\s*[-–]\s*\1([1-9]\d?))?\b")
 # "RFC 7030 §4.5.2" / "RFC 8951 §3.1": the sections of the two EST RFCs, indexed by the catalog.
 _SECTION = re.compile(r"\bRFC ?(7030|8951),? ?§ ?(\d+(?:\.\d+)*)")
+# "RFC 6960 §4.2.2.2", "RFC 8446 §6" ...: sections of the other standards the code follows (OCSP,
+# CRLs and certificate profile, PKCS#11 URIs, the RA's EKU, TLS 1.3 alerts and exporters, root
+# key update), indexed in their own table of the catalog.
+_OTHER_SECTION = re.compile(
+    r"\bRFC ?(4210|5019|5280|6402|6960|7512|8446|8954|9266),? ?§ ?(\d+(?:\.\d+)*)"
+)
 # What a catalog row names: pytest node ids, ``estkit.module:qualified.name`` and case ids.
 _TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[[^\]`]*\])?`")
 _CODE_REF = re.compile(r"`(estkit(?:\.\w+)*):([\w.]+)`")
@@ -85,18 +91,26 @@ def prose_files() -> Iterator[tuple[Path, Iterator[tuple[int, str]]]]:
 
 
 @cache
-def citations() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(requirement ID -> places, "RFC n §x" -> places) over the whole repository."""
+def all_citations() -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+    """(requirement ID -> places, "RFC 7030/8951 §x" -> places, other "RFC n §x" -> places)."""
     ids: dict[str, list[str]] = {}
     sections: dict[str, list[str]] = {}
+    others: dict[str, list[str]] = {}
     for path, chunks in prose_files():
         for line, text in chunks:
             where = f"{path.relative_to(REPO)}:{line}"
             for match in _ID.finditer(text):
                 for requirement in expand(match):
                     ids.setdefault(requirement, []).append(where)
-            for match in _SECTION.finditer(text):
-                sections.setdefault(f"RFC {match.group(1)} §{match.group(2)}", []).append(where)
+            for pattern, found in ((_SECTION, sections), (_OTHER_SECTION, others)):
+                for match in pattern.finditer(text):
+                    found.setdefault(f"RFC {match.group(1)} §{match.group(2)}", []).append(where)
+    return ids, sections, others
+
+
+def citations() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(requirement ID -> places, "RFC 7030/8951 §x" -> places) over the whole repository."""
+    ids, sections, _others = all_citations()
     return ids, sections
 
 
@@ -188,6 +202,19 @@ def test_every_rfc_7030_and_8951_section_cited_is_indexed() -> None:
     missing = {key: places for key, places in sections.items() if key not in indexed}
     assert not missing, "cited but missing from the section index of docs/requirements.md: " + (
         "; ".join(f"{key} (at {', '.join(places[:3])})" for key, places in sorted(missing.items()))
+    )
+
+
+def test_every_section_of_the_other_standards_cited_is_indexed() -> None:
+    """OCSP, CRL, PKCS#11, RA and TLS sections cited in the code have a row too."""
+    _ids, _sections, others = all_citations()
+    # 29 distinct sections are cited today: far fewer means the scan itself broke.
+    assert len(others) >= 20, f"the scan of the other standards found only {sorted(others)}"
+    indexed = {row.key for row in catalog_rows() if row.table == "Sections of the other standards"}
+    missing = {key: places for key, places in others.items() if key not in indexed}
+    where = "; ".join(f"{key} (at {', '.join(at[:3])})" for key, at in sorted(missing.items()))
+    assert not missing, (
+        f"cited but missing from 'Sections of the other standards' in docs/requirements.md: {where}"
     )
 
 

@@ -1,4 +1,4 @@
-"""CsrAttrs (RFC 7030 §4.5.2 as corrected by RFC 8951 §3.4), checklist E4 and quirks."""
+"""CsrAttrs (RFC 7030 §4.5.2 as corrected by RFC 8951 §4), checklist E4 and quirks."""
 
 from __future__ import annotations
 

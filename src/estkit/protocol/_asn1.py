@@ -1,6 +1,6 @@
 """A few DER helpers on top of asn1crypto, for structures ``cryptography`` does not expose.
 
-Why: a CSR's attribute values and CsrAttrs values (RFC 8951 §3.4) can be *any* ASN.1 element,
+Why: a CSR's attribute values and CsrAttrs values (RFC 8951 §4) can be *any* ASN.1 element,
 including context-tagged ones that asn1crypto's typed classes refuse to build (``Any`` re-parses
 its value with the universal tag map). We therefore walk the TLV structure with asn1crypto's
 public low-level ``parser`` (no hand-written length decoding) and keep each value as its exact

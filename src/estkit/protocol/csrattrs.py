@@ -1,4 +1,4 @@
-"""CSR attributes (``/csrattrs``): RFC 7030 §4.5.2 as corrected by RFC 8951 §3.4.
+"""CSR attributes (``/csrattrs``): RFC 7030 §4.5.2 as corrected by RFC 8951 §4.
 
     CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID
     AttrOrOID ::= CHOICE { oid OBJECT IDENTIFIER, attribute Attribute }
@@ -319,7 +319,7 @@ def decode_csrattrs(der: bytes) -> tuple[CsrAttrs, list[str]]:
     if total is None:
         raise CsrAttrsError(
             f"CsrAttrs must be a DER SEQUENCE (first byte 0x30), got 0x{der[:2].hex()}; "
-            "see RFC 8951 §3.4"
+            "see RFC 8951 §4"
         )
     if total > len(der):
         raise CsrAttrsError(
@@ -340,7 +340,7 @@ def decode_csrattrs(der: bytes) -> tuple[CsrAttrs, list[str]]:
     except _asn1.ASN1_ERRORS as exc:
         raise CsrAttrsError(
             f"CsrAttrs is not valid DER ({exc}); expected SEQUENCE OF (OID | Attribute) as in "
-            "RFC 8951 §3.4"
+            "RFC 8951 §4"
         ) from None
     return CsrAttrs(tuple(oids), tuple(attributes)), warnings
 

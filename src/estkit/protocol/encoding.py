@@ -1,4 +1,4 @@
-"""Body encoding for EST: base64 of DER as RFC 8951 §3.1 defines it, tolerant of what others send.
+"""Body encoding for EST: base64 of DER as RFC 8951 §3 defines it, tolerant of what others send.
 
 Why our own tolerant decoder: RFC 8951 says receivers SHOULD accept CR, LF, space and tab inside
 base64 and MUST ignore Content-Transfer-Encoding (checklist E15), and real servers send PEM or raw
@@ -126,7 +126,7 @@ def iter_pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
 def decode_body(body: bytes) -> tuple[bytes, BodyForm]:
     """Return ``(der, form)`` for a body that is base64, PEM or raw DER.
 
-    Content-Transfer-Encoding is never consulted (RFC 8951 §3.1): the form is recognised from the
+    Content-Transfer-Encoding is never consulted (RFC 8951 §3): the form is recognised from the
     bytes. Trailing NUL bytes and white space are tolerated (some servers append a NUL). Raw DER
     is recognised by a leading SEQUENCE tag whose encoded length matches the body.
     """

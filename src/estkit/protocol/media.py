@@ -2,8 +2,8 @@
 
 Why not compare strings: RFC 7030 servers send ``application/pkcs7-mime; smime-type=certs-only``,
 ``application/pkcs7-mime;smime-type="certs-only"`` or plain ``application/pkcs7-mime`` and all are
-valid (RFC 8951 §3.2, checklist E16). Matching must look at type/subtype and parameters, with
-case-insensitive names and unquoted values.
+valid (RFC 7030 §3.2.4 names the types, RFC 9110 §8.3.1 gives their syntax; checklist E16).
+Matching must look at type/subtype and parameters, with case-insensitive names and unquoted values.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ parses *messages* (it needs synthesised headers, works on ``str`` with surrogate
 never fails: malformed input just becomes "defects"). We need bytes in, precise errors out, and
 binary parts kept byte-exact; splitting on the boundary delimiter (RFC 2046 §5.1.1) is a short
 regular expression. Each part's content is decoded by :func:`decode_body`, which ignores
-Content-Transfer-Encoding as RFC 8951 §3.1 requires and accepts base64, PEM or binary DER.
+Content-Transfer-Encoding as RFC 8951 §3 requires and accepts base64, PEM or binary DER.
 """
 
 from __future__ import annotations

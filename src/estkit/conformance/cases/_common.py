@@ -192,7 +192,7 @@ def split_multipart(body: bytes, boundary: str) -> list[MultipartPart]:
 def multipart_encoding_problems(exchange: Exchange) -> tuple[list[str], list[str]]:
     """Each part of a ``multipart/mixed`` answer (E5) must be base64 of DER (E15); a part without
     ``Content-Transfer-Encoding: base64`` is only noted, since receivers must ignore that header
-    (RFC 8951 §3.1) though older clients rely on it (RFC 7030 §4.4.2 sends it)."""
+    (RFC 8951 §3) though older clients rely on it (RFC 7030 §4.4.2 sends it)."""
     where = f"{exchange.method} {exchange.path}"
     problems: list[str] = []
     notes: list[str] = []

@@ -38,8 +38,9 @@ AUTHORIZATION_BASIS = (
 """Why issuing to an unauthenticated or rogue client is a warning under the rfc7030 profile."""
 
 ISSUED_NAMES_BASIS = (
-    "RFC 7030 §4.2.1 leaves the certificate's contents to the CA (it may change or drop the "
-    "names the CSR asked for, and sets its validity); BCP-003-03 C9 is what wants them to match"
+    "RFC 7030 §3.7 leaves issuing to local CA policy and sets no constraints on it (the CA may "
+    "change or drop the names the CSR asked for, and sets the validity); BCP-003-03 C9 is what "
+    "wants them to match"
 )
 """Why names and validity that differ from the CSR are a warning under the rfc7030 profile."""
 

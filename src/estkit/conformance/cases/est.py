@@ -61,8 +61,8 @@ CaseFunction = Callable[[Session], Outcome]
 
 # Why a finding is only a warning under the rfc7030 profile: the RFC sentence that leaves it open.
 KEY_TYPE_BASIS = (
-    "RFC 7030 §4.2.1 does not oblige a CA to certify every key type; issuing for RSA and "
-    "ECDSA is BCP-003-03 S6"
+    "RFC 7030 §3.7 leaves the decision to issue to local CA policy and sets no constraints on "
+    "it, so a CA need not certify every key type; issuing for RSA and ECDSA is BCP-003-03 S6"
 )
 LABEL_BASIS = (
     "RFC 7030 §3.2.2 only says a server MAY serve several CAs under an optional label segment; "
@@ -81,7 +81,7 @@ RESUBJECT_BASIS = (
     "CA issues a changed subject anyway is its policy (ChangeSubjectName exists for it)"
 )
 TLS_ANCHOR_BASIS = (
-    "RFC 7030 §3.6.1 lets the client authenticate the server through an Implicit TA, so the "
+    "RFC 7030 §3.6.2 lets the client authenticate the server through an Implicit TA, so the "
     "server's TLS certificate need not chain to the /cacerts root (BCP-003-03 C5 wants it)"
 )
 

@@ -42,7 +42,7 @@ VERSION_NAMES = {
     ssl.TLSVersion.TLSv1_3: "TLS 1.3",
 }
 
-TLS_VERSION_BASIS = "RFC 7030 §3.3.1 requires TLS 1.1 or later, not TLS 1.2 in particular"
+TLS_VERSION_BASIS = "RFC 7030 §3.3 requires TLS 1.1 or later, not TLS 1.2 in particular"
 """Why TLS 1.2 missing or TLS 1.1 accepted is a warning under the rfc7030 profile (BCP-003-01
 T1 makes both failures)."""
 

@@ -1233,6 +1233,8 @@ __all__ = [
     "CLIENT_TRUST_VALUES",
     "DEFAULT_PAGE_SIZE",
     "ISSUED_SORTS",
+    "MAX_EVENT_GROUPS",
+    "MAX_PAGE_OFFSET",
     "MAX_PAGE_SIZE",
     "REQUEST_STATUSES",
     "CertificateStore",

@@ -153,8 +153,13 @@ _V3 = (
     "CREATE INDEX IF NOT EXISTS events_by_kind_at ON events (kind, at)",
     # Certificates newest first (the default page), and the issued-per-day chart's window.
     "CREATE INDEX IF NOT EXISTS issued_by_issued_at ON issued (issued_at, serial)",
-    # Counts by status, soon-to-expire (status = 'valid' AND not_after BETWEEN ...), expiry sort.
-    "CREATE INDEX IF NOT EXISTS issued_by_status_not_after ON issued (status, not_after)",
+    # The same, one status only (`server certs --status revoked`, the console's status filter).
+    "CREATE INDEX IF NOT EXISTS issued_by_status_issued_at ON issued (status, issued_at, serial)",
+    # Soon to expire (status = 'valid' AND not_after BETWEEN ...), counts by status.
+    "CREATE INDEX IF NOT EXISTS issued_by_status_not_after ON issued (status, not_after, serial)",
+    # The other sort orders of the certificate listing (by expiry, by subject).
+    "CREATE INDEX IF NOT EXISTS issued_by_not_after ON issued (not_after, serial)",
+    "CREATE INDEX IF NOT EXISTS issued_by_subject ON issued (LOWER(subject), serial)",
     # The requests page: one status, newest first.
     "CREATE INDEX IF NOT EXISTS requests_by_status_id ON requests (status, id)",
     # Expiry of old pending entries (status = 'pending' AND created_at < ?).

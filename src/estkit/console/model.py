@@ -32,6 +32,8 @@ MAX_DASHBOARD_ROWS = 10
 MAX_QUERY_LENGTH = 200
 RECENT_DECISIONS = 20
 MAX_REASON_LENGTH = 140
+# The line that counts refusals whose messages were too many and too different to group.
+OTHER_REFUSALS = "other reasons (too many different messages to group)"
 
 STATUS_FILTERS = ("", "valid", "revoked", "expired")
 SORT_ORDERS = {
@@ -264,6 +266,9 @@ def dashboard_stats(
     reasons: Counter[str] = Counter()
     for group in refusal_groups:
         reasons[refusal_key(group)] += int(getattr(group, "count", 1))
+    ungrouped = refusals_total - sum(reasons.values())
+    if ungrouped > 0:  # the store read only the most frequent messages
+        reasons[OTHER_REFUSALS] += ungrouped
     return DashboardStats(
         pending=pending,
         valid=summary.valid,

@@ -20,7 +20,7 @@ from estkit.ca.store import CertificateStore, open_store
 from estkit.console import ConsoleHandle, start_console
 from estkit.protocol.csr import build_csr, encode_csr_body
 from estkit.protocol.keys import PrivateKey, generate_private_key
-from estkit.server.config import add_label, load_config
+from estkit.server.config import add_label, load_config, set_limits
 from estkit.server.datadir import InitResult, init_data_dir
 from estkit.server.runner import RunningServer, start_server_thread
 
@@ -135,6 +135,9 @@ def start_console_env(data_dir: Path) -> ConsoleEnv:
     """Create ``data_dir`` with a manual-approval label, start the server and its console."""
     paths = init_data_dir(data_dir)
     add_label(paths.config, "manual", approval="manual", retry_after_seconds=1)
+    # One test device queues a request per test of a module (more than the default of 4 per
+    # requester); the queue caps have their own tests (tests/robustness/test_hostile_load.py).
+    set_limits(paths.config, queue_per_requester=100, queue_per_address=100)
     server = start_server_thread(data_dir)
     try:
         console = start_console(data_dir, poll_ms=TEST_POLL_MS)

@@ -428,7 +428,8 @@ class CertificateStore:
     def list_issued(
         self, *, status: str | None = None, label: str | None = None
     ) -> list[IssuedRecord]:
-        """Issued certificates, oldest first. ``label=""`` selects the unlabelled endpoint."""
+        """Every matching issued certificate, oldest first (``label=""``: the unlabelled
+        endpoint). Unbounded: for listings a person reads use :meth:`issued_page`."""
         clauses, params = [], []
         if status is not None:
             if status not in CERTIFICATE_STATUSES:
@@ -616,7 +617,8 @@ class CertificateStore:
         return self._request(rows[0]) if rows else None
 
     def list_requests(self, status: str | None = None) -> list[PendingRequest]:
-        """Requests, oldest first, optionally only those with ``status``."""
+        """Every request (with ``status``), oldest first. Unbounded: for listings use
+        :meth:`requests_page`, for counts :meth:`count_requests`."""
         if status is not None and status not in REQUEST_STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {', '.join(REQUEST_STATUSES)}")
         where, params = (" WHERE status = ?", (status,)) if status else ("", ())

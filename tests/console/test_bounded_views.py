@@ -68,6 +68,8 @@ def test_the_certificates_page_shows_one_page_and_a_more_link(big_env: ConsoleEn
         assert hostile.status_code == 200 and len(CERT_ROW.findall(hostile.text)) == PAGE_SIZE
         beyond = client.get(big_env.console.url + "/certificates?page=20000")
         assert beyond.status_code == 200 and CERT_ROW.findall(beyond.text) == []
+        assert f"page 20000 is past the last of the {CERTIFICATES} certificates" in beyond.text
+        assert '<a href="/certificates" rel="first"' in beyond.text
         # The live refresh answers with the same bounded region.
         live = client.get(
             big_env.console.url + "/certificates?page=2", headers={"X-Console-Live": "1"}
@@ -153,6 +155,8 @@ def test_server_requests_lists_one_page_newest_first(big_env: ConsoleEnv) -> Non
     assert f"{PENDING - 2} more: estkit server requests {data} --status pending --limit 2" in out
     code, out = _cli("requests", data, "--json", "--offset", str(PENDING))
     assert json.loads(out)["requests"] == []
+    code, out = _cli("requests", data, "--offset", str(PENDING))
+    assert code == 0 and f"no pending requests from offset {PENDING} ({PENDING} in all)" in out
 
 
 def test_the_fill_is_what_the_figures_assume(big_env: ConsoleEnv) -> None:

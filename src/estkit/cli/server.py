@@ -841,7 +841,11 @@ def requests_command(data_dir: Path, status: str, limit: int, offset: int, as_js
         )
         return
     if not requests:
-        console.print(f"no {'' if status == 'all' else status + ' '}requests")
+        kind = "" if status == "all" else status + " "
+        if found.total:
+            console.print(f"no {kind}requests from offset {offset} ({found.total} in all)")
+        else:
+            console.print(f"no {kind}requests")
         return
     for request in requests:
         # Two columns that fold (wrap) long values: identifiers such as the 71-character

@@ -201,9 +201,20 @@ def pager(found: Page[Any], page: int, href: Callable[[int], str], noun: str) ->
     page holds older rows). Nothing when everything fits on one page."""
     if found.total <= len(found.items) and page == 1:
         return Html("")
-    first = found.offset + 1 if found.items else found.offset
+    if not found.items:  # a page number past the end (typed, or the list shrank)
+        return tag(
+            "nav",
+            tag("span", f"page {page} is past the last of the {found.total} {noun}"),
+            " · ",
+            tag("a", "first page", href=href(1), rel="first", class_="btn link"),
+            class_="pager hint",
+            aria_label=f"pages of {noun}",
+        )
     links: list[Html | str] = [
-        tag("span", f"{noun} {first}–{found.offset + len(found.items)} of {found.total}")
+        tag(
+            "span",
+            f"{noun} {found.offset + 1}–{found.offset + len(found.items)} of {found.total}",
+        )
     ]
     if page > 1:
         links += [" · ", tag("a", "← newer", href=href(page - 1), rel="prev", class_="btn link")]

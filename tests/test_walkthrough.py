@@ -168,7 +168,9 @@ def test_newcomer_walkthrough(tmp_path: Path) -> None:
         state = work / "m1.key.pending.json"
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
         assert not (work / "m1.pem").exists()
-        queued = json.loads(estkit("server", "requests", data, "--json", cwd=work).stdout)
+        queued = json.loads(estkit("server", "requests", data, "--json", cwd=work).stdout)[
+            "requests"
+        ]
         assert [(r["id"], r["label"], r["client_issuer"]) for r in queued] == [
             (1, "manual", "CN=Vendor B Manufacturer CA")
         ]
@@ -185,7 +187,7 @@ def test_newcomer_walkthrough(tmp_path: Path) -> None:
         issued = x509.load_pem_x509_certificates((work / "m1.pem").read_bytes())[0]
         all_requests = json.loads(
             estkit("server", "requests", data, "--status", "all", "--json", cwd=work).stdout
-        )
+        )["requests"]
         assert [(r["id"], r["status"]) for r in all_requests] == [(1, "issued")]
         serial = format(issued.serial_number, "x")
         assert all_requests[0]["serial"] == serial

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from estkit.ca.store import open_store
-from estkit.ca.store_schema import SQLITE, migration_statements
+from estkit.ca.store_schema import CURRENT_VERSION, SQLITE, migration_statements
 from estkit.protocol.csr import build_csr, encode_csr_body
 from estkit.protocol.keys import generate_private_key
 from estkit.server.approval import approve_if_allowed
@@ -146,7 +146,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_requests(tmp_path: Path)
     connection.commit()
     connection.close()
     with open_store(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == CURRENT_VERSION
         (old,) = store.list_requests()
         assert old.common_name == "old.example"
         # Not recorded then, so not guessed now.

@@ -14,14 +14,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from estkit.ca.store import EventGroup, IssuedSummary
 from estkit.console import auth
 from estkit.console.app import allowed_hosts, console_url_host
 from estkit.console.html import Html, esc, tag
 from estkit.console.model import (
+    MAX_PAGE_NUMBER,
+    OTHER_REFUSALS,
     CertificateQuery,
     cert_rows,
     dashboard_stats,
-    filter_certificates,
     humanize_duration,
     issued_per_day,
     refusal_key,
@@ -86,29 +88,29 @@ RECORDS = [
 ]
 
 
-def _serials(query: CertificateQuery) -> list[str]:
-    return [row.record.serial for row in filter_certificates(cert_rows(RECORDS, NOW), query)]
-
-
-def test_search_matches_names_sans_and_serials() -> None:
-    assert _serials(CertificateQuery(q="CAM-")) == ["a1", "b2"]
-    assert _serials(CertificateQuery(q="alt-mic-2")) == ["d4"]
-    assert _serials(CertificateQuery(q="0x0B:2")) == ["b2"]
-    assert _serials(CertificateQuery(q="nothing-like-this")) == []
-
-
-def test_filters_and_expiry_sorting() -> None:
-    assert _serials(CertificateQuery(status="expired")) == ["c3"]
-    assert _serials(CertificateQuery(status="revoked")) == ["d4"]
-    assert _serials(CertificateQuery(status="valid")) == ["a1", "b2"]
-    assert _serials(CertificateQuery(label="nmos", key_type="RSA 2048")) == ["b2"]
-    assert _serials(CertificateQuery(sort="expiry")) == ["c3", "a1", "b2", "d4"]
-    assert _serials(CertificateQuery(sort="-expiry")) == ["d4", "b2", "a1", "c3"]
-
-
 def test_query_parameters_are_validated() -> None:
     query = CertificateQuery.from_params({"status": "bogus", "sort": "; DROP", "q": " x "})
-    assert (query.status, query.sort, query.q) == ("", "expiry", "x")
+    assert (query.status, query.sort, query.q, query.page) == ("", "-issued", "x", 1)
+    for hostile in ("-1", "0", "abc", "1e9", "9" * 400):
+        assert CertificateQuery.from_params({"page": hostile}).page == 1
+    assert CertificateQuery.from_params({"page": "3"}).page == 3
+    assert CertificateQuery.from_params({"page": "99999"}).page == MAX_PAGE_NUMBER
+    # The store is asked for what the form says; "valid"/"expired" split by notAfter.
+    filters = CertificateQuery(status="expired", label="nmos", q="cam").store_filters()
+    assert filters == {
+        "status": "valid",
+        "expired": True,
+        "label": "nmos",
+        "key_type": None,
+        "search": "cam",
+        "sort": "-issued",
+    }
+    assert CertificateQuery(status="valid").store_filters()["expired"] is False
+    assert CertificateQuery(q="x", sort="expiry").params(2) == {
+        "q": "x",
+        "sort": "expiry",
+        "page": "2",
+    }
 
 
 def test_dashboard_figures() -> None:
@@ -119,24 +121,27 @@ def test_dashboard_figures() -> None:
         fields: dict = field(default_factory=dict)
         kind: str = "refused"
 
-    refusals = [
-        Event(
-            NOW - dt.timedelta(hours=1),
-            "RSA key of 1024 bits is too small; use 2048",
-            {"status": 400},
-        ),
-        Event(
-            NOW - dt.timedelta(hours=2),
-            "RSA key of 1024 bits is too small; other hint",
-            {"status": 400},
-        ),
-        Event(NOW - dt.timedelta(days=30), "too old to count", {"status": 403}),
+    groups = [
+        EventGroup("refused", "RSA key of 1024 bits is too small; use 2048", 3, {"status": 400}),
+        EventGroup("refused", "RSA key of 2048 bits is too small; other hint", 2, {"status": 400}),
+        EventGroup("refused", "too old to count", 1, {"status": 403}),
     ]
-    stats = dashboard_stats(cert_rows(RECORDS, NOW), 3, refusals, [], NOW)
+    summary = IssuedSummary(valid=2, revoked=1, expired=1, expiring=1)
+    expiring = cert_rows(RECORDS[1:2], NOW)
+    per_day = {NOW.date(): 4, NOW.date() - dt.timedelta(days=20): 9}
+    # 10 refusals in the window, but the store grouped only 6 of them (its cap on messages).
+    stats = dashboard_stats(summary, expiring, per_day, 3, groups, 10, [], NOW)
     assert (stats.pending, stats.valid, stats.revoked, stats.expired) == (3, 2, 1, 1)
-    assert [row.record.serial for row in stats.expiring] == ["a1"]  # 10 days left
-    assert stats.refusals == [("400 · RSA key of N bits is too small", 2)]
-    assert refusal_key(refusals[2]) == "403 · too old to count"
+    assert [row.record.serial for row in stats.expiring] == ["b2"]
+    assert stats.refusals == [
+        ("400 · RSA key of N bits is too small", 5),
+        (OTHER_REFUSALS, 4),
+        ("403 · too old to count", 1),
+    ]
+    assert stats.refusals_total == 10
+    assert stats.issued_per_day[-1] == (NOW.date(), 4) and len(stats.issued_per_day) == 14
+    assert sum(count for _, count in stats.issued_per_day) == 4  # 20 days ago is off the chart
+    assert refusal_key(Event(NOW, "too old to count", {"status": 403})) == "403 · too old to count"
     # Per-request details (quoted names, serials, sizes) do not split one reason into many.
     unknown = [
         Event(NOW, f"unknown EST label 'conformance-{tag}'", {"status": 404}) for tag in "ab"
@@ -147,17 +152,10 @@ def test_dashboard_figures() -> None:
         for serial in ("5f0c1d2e3a4b5c6d7e8f", "0a1b2c3d4e5f60718293")
     ]
     assert refusal_key(serials[0]) == refusal_key(serials[1]) == "403 · certificate … is revoked"
-    days = issued_per_day(cert_rows(RECORDS, NOW), NOW.date(), 14)
-    assert len(days) == 14 and days[-1][0] == NOW.date()
-    assert sum(count for _, count in days) == 2  # b2 (10 days ago) and d4 (5 days ago)
 
 
-def test_issued_per_day_counts_the_issue_time_not_the_backdated_not_before() -> None:
-    midnight = dt.datetime.combine(NOW.date(), dt.time(), tzinfo=dt.UTC)
-    record = _record("e5", "late.example", 0, 90, label=None, key_type="ECDSA P-256")
-    record.not_before = midnight - dt.timedelta(minutes=5)  # backdated across midnight
-    record.issued_at = midnight + dt.timedelta(minutes=1)
-    days = dict(issued_per_day(cert_rows([record], NOW), NOW.date(), 2))
+def test_issued_per_day_fills_the_days_without_certificates() -> None:
+    days = dict(issued_per_day({NOW.date(): 1}, NOW.date(), 2))
     assert days == {NOW.date() - dt.timedelta(days=1): 0, NOW.date(): 1}
 
 

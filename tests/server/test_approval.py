@@ -62,7 +62,7 @@ def test_manual_approval_round_trip(estkit_server: EstkitTestServer, tmp_path: P
     assert _request_id(_post(estkit_server, tmp_path, csr.b64, "manual")) == request_id
 
     listing = estkit_cli("server", "requests", estkit_server.data_dir, "--json")
-    rows = {row["id"]: row for row in json.loads(listing.stdout)}
+    rows = {row["id"]: row for row in json.loads(listing.stdout)["requests"]}
     row = rows[request_id]
     device = estkit_server.paths.device_certificate.read_bytes()
     device_cert = x509.load_pem_x509_certificates(device)[0]

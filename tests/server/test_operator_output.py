@@ -81,7 +81,7 @@ def test_certs_never_cut_serials_at_80_columns(tmp_path: Path) -> None:
     assert _estkit("demo", "--dir", tmp_path, columns=80).returncode == 0
     data = tmp_path / "server"
     listing = json.loads(_estkit("server", "certs", data, "--json", columns=80).stdout)
-    serials = [record["serial"] for record in listing]
+    serials = [record["serial"] for record in listing["certificates"]]
     assert len(serials) == 4 and all(len(serial) >= 30 for serial in serials)
     for columns in (80, 250):
         shown = _estkit("server", "certs", data, columns=columns)

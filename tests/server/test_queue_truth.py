@@ -57,7 +57,7 @@ def _stranger(tmp_path: Path) -> tuple[Path, Path, x509.Certificate]:
 def _requests_json(server: EstkitTestServer) -> list[dict]:
     code, out = estkit("server", "requests", str(server.data_dir), "--json")
     assert code == 0, out
-    return json.loads(out)
+    return json.loads(out)["requests"]
 
 
 def _queue_stranger(server: EstkitTestServer, tmp_path: Path, name: str):

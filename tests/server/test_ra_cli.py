@@ -72,7 +72,7 @@ def test_ra_cert_init_enroll_and_certs_through_the_cli(tmp_path: Path) -> None:
             ra.stop()
         listed = runner.invoke(cli, ["server", "certs", str(ra_dir), "--json"])
         assert listed.exit_code == 0, listed.output
-        records = json.loads(listed.stdout)
+        records = json.loads(listed.stdout)["certificates"]
         # The RA's own TLS certificate came from the upstream but is not the RA's record;
         # the device's certificate is.
         serials = [int(r["serial"], 16) for r in records]

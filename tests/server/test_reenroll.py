@@ -117,7 +117,9 @@ def test_revoke_then_crl_lists_it_and_reenroll_is_refused(fresh_server, tmp_path
         "server", "revoke", server.data_dir, serial_hex, "--reason", "keyCompromise", "--json"
     )
     assert json.loads(revoked.stdout)["status"] == "revoked"
-    listing = json.loads(estkit_cli("server", "certs", server.data_dir, "--json").stdout)
+    listing = json.loads(estkit_cli("server", "certs", server.data_dir, "--json").stdout)[
+        "certificates"
+    ]
     assert {row["serial"]: row["status"] for row in listing}[serial_hex] == "revoked"
 
     response = curl(

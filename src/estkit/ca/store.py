@@ -18,8 +18,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Any, Generic, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +43,31 @@ CertificateStatus = Literal["valid", "revoked"]
 RequestStatus = Literal["pending", "approved", "rejected", "issued"]
 CERTIFICATE_STATUSES: tuple[str, ...] = ("valid", "revoked")
 REQUEST_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "issued")
+# Listings (console pages, `server certs`/`server requests`) are read one page at a time: a store
+# with 20,000 events or certificates costs one bounded query per page, never a load of every row.
+# 50 rows fill a screen or two; 500 is the most one call returns whatever the caller asks for, so
+# a hostile ?page size or --limit cannot turn a page back into "everything".
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# An OFFSET is a scan of that many index entries; past this a listing is a search, not a page
+# (the caller narrows by status or label instead). 1,000,000 rows of an index scan still take
+# well under a second, so a hostile ?page= cannot stall the store thread for long.
+MAX_PAGE_OFFSET = 1_000_000
+# The dashboard groups refusals by their message in SQL and reads at most this many groups (the
+# most frequent first): a flood of refusals whose messages all differ (names, serials in them)
+# costs 1,000 short rows per poll, not one row per refusal. The console merges these into reasons
+# and shows what is left over as one "other" line, so the total stays exact.
+MAX_EVENT_GROUPS = 1000
+# Sort orders of the certificate listing: name → ORDER BY (each ends with the unique serial so
+# that pages never overlap or skip a row when several certificates share a time).
+ISSUED_SORTS: dict[str, str] = {
+    "-issued": "issued_at DESC, serial DESC",
+    "issued": "issued_at, serial",
+    "expiry": "not_after, serial",
+    "-expiry": "not_after DESC, serial DESC",
+    "subject": "LOWER(subject), serial",
+}
+T = TypeVar("T")
 # Stored in place of "no label" / "no requester" so that equality lookups work the same on
 # SQLite and PostgreSQL (NULL never equals NULL in SQL).
 _NONE = ""
@@ -132,6 +157,70 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing: ``items`` (at most ``limit``), the ``total`` matching rows and where
+    the next page starts (``next_offset``, None on the last page)."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def next_offset(self) -> int | None:
+        following = self.offset + len(self.items)
+        return following if following < self.total else None
+
+    def paging_json(self) -> dict[str, Any]:
+        """The paging facts for a JSON listing (without the items)."""
+        return {
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "returned": len(self.items),
+            "next_offset": self.next_offset,
+        }
+
+
+@dataclass(frozen=True)
+class IssuedSummary:
+    """Counts for the dashboard, from one aggregate query (``expired``: valid but past notAfter;
+    ``expiring``: valid, not yet expired, expiring before the horizon)."""
+
+    valid: int
+    revoked: int
+    expired: int
+    expiring: int
+
+
+def check_page(limit: int, offset: int) -> tuple[int, int]:
+    """``(limit, offset)`` bounded: ``ValueError`` for a negative offset or a limit below 1; a
+    limit above :data:`MAX_PAGE_SIZE` is lowered to it."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1 (got {limit})")
+    if offset < 0 or offset > MAX_PAGE_OFFSET:
+        raise ValueError(f"offset must be between 0 and {MAX_PAGE_OFFSET} (got {offset})")
+    return min(limit, MAX_PAGE_SIZE), offset
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` for LIKE ... ESCAPE '\\', with the wildcards of ``text`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """Audit events of one kind that share a message, counted by the database (``fields``: those
+    of one of them, e.g. the HTTP status of a refusal)."""
+
+    kind: str
+    message: str
+    count: int
+    fields: dict[str, Any]
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +428,8 @@ class CertificateStore:
     def list_issued(
         self, *, status: str | None = None, label: str | None = None
     ) -> list[IssuedRecord]:
-        """Issued certificates, oldest first. ``label=""`` selects the unlabelled endpoint."""
+        """Every matching issued certificate, oldest first (``label=""``: the unlabelled
+        endpoint). Unbounded: for listings a person reads use :meth:`issued_page`."""
         clauses, params = [], []
         if status is not None:
             if status not in CERTIFICATE_STATUSES:
@@ -527,7 +617,8 @@ class CertificateStore:
         return self._request(rows[0]) if rows else None
 
     def list_requests(self, status: str | None = None) -> list[PendingRequest]:
-        """Requests, oldest first, optionally only those with ``status``."""
+        """Every request (with ``status``), oldest first. Unbounded: for listings use
+        :meth:`requests_page`, for counts :meth:`count_requests`."""
         if status is not None and status not in REQUEST_STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {', '.join(REQUEST_STATUSES)}")
         where, params = (" WHERE status = ?", (status,)) if status else ("", ())
@@ -904,6 +995,185 @@ class CertificateStore:
             fields=json.loads(fields),
         )
 
+    # ----- bounded views (issue 14: console pages, `server certs`, `server requests`) -------
+
+    def issued_page(
+        self,
+        *,
+        status: str | None = None,
+        label: str | None = None,
+        key_type: str | None = None,
+        expired: bool | None = None,
+        expires_before: datetime | None = None,
+        search: str | None = None,
+        sort: str = "-issued",
+        limit: int = DEFAULT_PAGE_SIZE,
+        offset: int = 0,
+        now: datetime | None = None,
+    ) -> Page[IssuedRecord]:
+        """One page of issued certificates (default newest first), filtered in SQL.
+
+        ``expired``: True → only those past notAfter at ``now``, False → only those not yet;
+        ``search``: a case-insensitive substring of the subject, or of the serial (colons, spaces
+        and ``0x`` tolerated); ``sort``: a key of :data:`ISSUED_SORTS`. Two bounded queries: a
+        COUNT and at most ``limit`` rows."""
+        limit, offset = check_page(limit, offset)
+        if sort not in ISSUED_SORTS:
+            raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(ISSUED_SORTS)}")
+        t = self._backend.to_db_time
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            if status not in CERTIFICATE_STATUSES:
+                raise ValueError(
+                    f"unknown status {status!r}; use one of {', '.join(CERTIFICATE_STATUSES)}"
+                )
+            clauses.append("status = ?")
+            params.append(status)
+        if label is not None:
+            clauses.append("label = ?")
+            params.append(label)
+        if key_type:
+            clauses.append("key_type = ?")
+            params.append(key_type)
+        if expired is not None:
+            clauses.append("not_after <= ?" if expired else "not_after > ?")
+            params.append(t(utc_now(now)))
+        if expires_before is not None:
+            clauses.append("not_after <= ?")
+            params.append(t(expires_before))
+        needle = (search or "").strip().lower()
+        if needle:
+            matches = ["LOWER(subject) LIKE ? ESCAPE '\\'"]
+            params.append(_like_pattern(needle))
+            serial = needle.replace(":", "").replace(" ", "").removeprefix("0x").lstrip("0")
+            if serial and all(char in "0123456789abcdef" for char in serial):
+                matches.append("serial LIKE ? ESCAPE '\\'")
+                params.append(_like_pattern(serial))
+            clauses.append(f"({' OR '.join(matches)})")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._backend.read() as tx:
+            total = int(tx.execute(f"SELECT COUNT(*) FROM issued{where}", params)[0][0])
+            rows = tx.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued{where} "
+                f"ORDER BY {ISSUED_SORTS[sort]} LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return Page([self._issued(row) for row in rows], total, offset, limit)
+
+    def issued_summary(self, *, now: datetime, horizon: datetime) -> IssuedSummary:
+        """Valid / revoked / expired counts and how many valid ones expire before ``horizon``:
+        one aggregate row, whatever the size of the store."""
+        t = self._backend.to_db_time
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                "SELECT "
+                "SUM(CASE WHEN status = 'valid' AND not_after > ? THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN status = 'valid' AND not_after <= ? THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN status = 'valid' AND not_after > ? AND not_after <= ? "
+                "THEN 1 ELSE 0 END) FROM issued",
+                (t(now), t(now), t(now), t(horizon)),
+            )
+        valid, revoked, expired, expiring = (int(value or 0) for value in rows[0])
+        return IssuedSummary(valid=valid, revoked=revoked, expired=expired, expiring=expiring)
+
+    def issued_per_day(self, since: datetime) -> dict[date, int]:
+        """Certificates recorded on each UTC day from ``since`` on, counted by the database (one
+        row per day)."""
+        if self._backend.dialect.name == "postgresql":
+            day = "to_char(issued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        else:
+            day = "substr(issued_at, 1, 10)"  # ISO 8601 UTC text: the date comes first
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {day}, COUNT(*) FROM issued WHERE issued_at >= ? GROUP BY {day}",
+                (self._backend.to_db_time(since),),
+            )
+        return {date.fromisoformat(str(text)): int(count) for text, count in rows}
+
+    def issued_facets(self, limit: int = MAX_PAGE_SIZE) -> tuple[list[str], list[str]]:
+        """The distinct labels ("" for none) and key types of issued certificates, at most
+        ``limit`` of each (for filter drop-downs)."""
+        limit = min(limit, MAX_PAGE_SIZE)
+        with self._backend.read() as tx:
+            labels = tx.execute(
+                "SELECT DISTINCT label FROM issued ORDER BY label LIMIT ?", (limit,)
+            )
+            key_types = tx.execute(
+                "SELECT DISTINCT key_type FROM issued ORDER BY key_type LIMIT ?", (limit,)
+            )
+        return [str(row[0]) for row in labels], [str(row[0]) for row in key_types]
+
+    def requests_page(
+        self,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        offset: int = 0,
+    ) -> Page[PendingRequest]:
+        """One page of requests, newest first, optionally only those in ``statuses``."""
+        limit, offset = check_page(limit, offset)
+        unknown = [status for status in statuses or () if status not in REQUEST_STATUSES]
+        if unknown:
+            raise ValueError(
+                f"unknown status {unknown[0]!r}; use one of {', '.join(REQUEST_STATUSES)}"
+            )
+        where, params = "", list(statuses or ())
+        if statuses:
+            where = f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+        with self._backend.read() as tx:
+            total = int(tx.execute(f"SELECT COUNT(*) FROM requests{where}", params)[0][0])
+            rows = tx.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return Page([self._request(row) for row in rows], total, offset, limit)
+
+    def count_requests(self, status: str | None = None) -> int:
+        """How many requests (with ``status``) the queue holds: one COUNT."""
+        if status is not None and status not in REQUEST_STATUSES:
+            raise ValueError(f"unknown status {status!r}; use one of {', '.join(REQUEST_STATUSES)}")
+        where, params = (" WHERE status = ?", (status,)) if status else ("", ())
+        with self._backend.read() as tx:
+            return int(tx.execute(f"SELECT COUNT(*) FROM requests{where}", params)[0][0])
+
+    def recent_events(
+        self, limit: int = DEFAULT_PAGE_SIZE, *, exclude_kinds: Sequence[str] = ()
+    ) -> list[Event]:
+        """The newest ``limit`` audit events (newest first), leaving out ``exclude_kinds``."""
+        limit, _ = check_page(limit, 0)
+        where = ""
+        if exclude_kinds:
+            where = f" WHERE kind NOT IN ({', '.join('?' for _ in exclude_kinds)})"
+        with self._backend.read() as tx:
+            rows = tx.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events{where} ORDER BY id DESC LIMIT ?",
+                [*exclude_kinds, limit],
+            )
+        return [self._event(row) for row in rows]
+
+    def event_groups(
+        self, kind: str, since: datetime, limit: int = MAX_EVENT_GROUPS
+    ) -> tuple[list[EventGroup], int]:
+        """Events of ``kind`` since ``since`` grouped by message, counted by the database: the
+        ``limit`` most frequent messages (each with one sample of its fields) and the total
+        number of such events."""
+        limit = min(limit, MAX_EVENT_GROUPS)
+        at = self._backend.to_db_time(since)
+        with self._backend.read() as tx:
+            total = tx.execute("SELECT COUNT(*) FROM events WHERE kind = ? AND at >= ?", (kind, at))
+            rows = tx.execute(
+                "SELECT message, COUNT(*), MIN(fields) FROM events WHERE kind = ? AND at >= ? "
+                "GROUP BY message ORDER BY COUNT(*) DESC, message LIMIT ?",
+                (kind, at, limit),
+            )
+        groups = [
+            EventGroup(kind=kind, message=str(message), count=int(count), fields=json.loads(fields))
+            for message, count, fields in rows
+        ]
+        return groups, int(total[0][0])
+
     # ----- queue bounds (issue 14: estkit.server.queue_limits) ------------------------------
 
     def pending_sources(self) -> list[tuple[str, str | None]]:
@@ -964,12 +1234,20 @@ def open_store(url: str | os.PathLike[str]) -> CertificateStore:
 __all__ = [
     "CERTIFICATE_STATUSES",
     "CLIENT_TRUST_VALUES",
+    "DEFAULT_PAGE_SIZE",
+    "ISSUED_SORTS",
+    "MAX_EVENT_GROUPS",
+    "MAX_PAGE_OFFSET",
+    "MAX_PAGE_SIZE",
     "REQUEST_STATUSES",
     "CertificateStore",
     "DuplicateSerialError",
     "Event",
+    "EventGroup",
     "IssuedRecord",
+    "IssuedSummary",
     "OperatorCertificateRecord",
+    "Page",
     "PendingRequest",
     "RequestStateError",
     "StoreError",

@@ -25,7 +25,16 @@ from rich.table import Table
 from estkit.ca.authority import CaError, CertificateAuthority
 from estkit.ca.builders import parse_ip
 from estkit.ca.profiles import APPROVAL_MODES, AUTH_MODES, ProfileError, profile_to_mapping
-from estkit.ca.store import CertificateStore, RequestStateError, StoreError, open_store
+from estkit.ca.store import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_OFFSET,
+    MAX_PAGE_SIZE,
+    CertificateStore,
+    Page,
+    RequestStateError,
+    StoreError,
+    open_store,
+)
 from estkit.cli.admin import CONSOLE_COMMANDS, SERVER_FLAGS
 from estkit.cli.output import (
     EXIT_USAGE,
@@ -639,18 +648,56 @@ def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[
 # --- certificates and revocation --------------------------------------------------------------
 
 
+def _paging_options(func: F) -> F:
+    """--limit/--offset of a listing (newest first; the store caps a page at MAX_PAGE_SIZE)."""
+    func = click.option(
+        "--offset",
+        type=click.IntRange(0, MAX_PAGE_OFFSET),
+        default=0,
+        show_default=True,
+        help="Skip this many (newest) entries: the next page starts at the offset printed.",
+    )(func)
+    return click.option(
+        "--limit",
+        type=click.IntRange(1, MAX_PAGE_SIZE),
+        default=DEFAULT_PAGE_SIZE,
+        show_default=True,
+        help=f"Entries per page (at most {MAX_PAGE_SIZE}).",
+    )(func)
+
+
+def _more_hint(found: Page[Any], command: str, limit: int) -> None:
+    """Where the next page starts, as the command to type (--json carries next_offset)."""
+    if found.next_offset is None:
+        return
+    page_flag = "" if limit == DEFAULT_PAGE_SIZE else f" --limit {limit}"
+    remaining = found.total - found.next_offset
+    console.print(
+        f"{remaining} more: {command}{page_flag} --offset {found.next_offset}",
+        style="dim",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 @server.command("certs")
 @data_dir_argument
 @click.option("--status", type=click.Choice(["valid", "revoked"]), help="Only this status.")
 @click.option("--label", metavar="L", help="Only this label.")
+@_paging_options
 @json_option
 @_command
-def certs_command(data_dir: Path, status: str | None, label: str | None, as_json: bool) -> None:
-    """List the certificates the server issued."""
+def certs_command(
+    data_dir: Path, status: str | None, label: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """List the certificates the server issued, newest first, one page at a time."""
     with _store(data_dir) as store:
-        records = store.list_issued(status=status, label=label)
+        found = store.issued_page(status=status, label=label, limit=limit, offset=offset)
+    records = found.items
     if as_json:
-        print_json([record.to_json() for record in records])
+        print_json(
+            {"certificates": [record.to_json() for record in records], **found.paging_json()}
+        )
         return
     columns = ("serial", "subject", "not after", "operation", "label", "key", "status")
     rows = [
@@ -665,7 +712,12 @@ def certs_command(data_dir: Path, status: str | None, label: str | None, as_json
         )
         for record in records
     ]
-    _print_records(f"{len(records)} issued certificate(s)", columns, rows)
+    title = f"{found.total} issued certificate(s)"
+    if len(records) < found.total:
+        title += f", newest first: {offset + 1 if records else offset}–{offset + len(records)}"
+    _print_records(title, columns, rows)
+    filters = (f" --status {status}" if status else "") + (f" --label {label}" if label else "")
+    _more_hint(found, f"estkit server certs {data_dir}{filters}", limit)
 
 
 # Borders and padding rich adds around each column of a Table (box, one space either side).
@@ -752,14 +804,19 @@ def revoke_command(data_dir: Path, serial: str, reason: str, as_json: bool) -> N
     default="pending",
     show_default=True,
 )
+@_paging_options
 @json_option
 @_command
-def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
-    """List enrollment requests waiting for (or decided by) an operator (S4)."""
+def requests_command(data_dir: Path, status: str, limit: int, offset: int, as_json: bool) -> None:
+    """List enrollment requests waiting for (or decided by) an operator (S4), newest first, one
+    page at a time."""
     config = _config(data_dir)
     authority = CertificateAuthority.load(config.ca_directory)
     with _store(data_dir) as store:
-        requests = store.list_requests(None if status == "all" else status)
+        found = store.requests_page(
+            None if status == "all" else (status,), limit=limit, offset=offset
+        )
+        requests = found.items
         # What policy says now (label, CSR policy, client certificate revocation): shown so the
         # operator does not approve what the server would refuse (approve enforces it too).
         verdicts = {
@@ -769,19 +826,26 @@ def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
         }
     if as_json:
         print_json(
-            [
-                {
-                    **request.to_json(),
-                    "policy_now": verdicts[request.id].to_json()
-                    if request.id in verdicts
-                    else None,
-                }
-                for request in requests
-            ]
+            {
+                "requests": [
+                    {
+                        **request.to_json(),
+                        "policy_now": verdicts[request.id].to_json()
+                        if request.id in verdicts
+                        else None,
+                    }
+                    for request in requests
+                ],
+                **found.paging_json(),
+            }
         )
         return
     if not requests:
-        console.print(f"no {'' if status == 'all' else status + ' '}requests")
+        kind = "" if status == "all" else status + " "
+        if found.total:
+            console.print(f"no {kind}requests from offset {offset} ({found.total} in all)")
+        else:
+            console.print(f"no {kind}requests")
         return
     for request in requests:
         # Two columns that fold (wrap) long values: identifiers such as the 71-character
@@ -816,6 +880,14 @@ def requests_command(data_dir: Path, status: str, as_json: bool) -> None:
         for name, value in rows:
             table.add_row(name, value)
         console.print(table)
+    console.print(
+        f"{found.total} {'' if status == 'all' else status + ' '}request(s), newest first: "
+        f"{offset + 1}–{offset + len(requests)} shown",
+        style="dim",
+        markup=False,
+        soft_wrap=True,
+    )
+    _more_hint(found, f"estkit server requests {data_dir} --status {status}", limit)
     pending = [r.id for r in requests if r.status == "pending"]
     if pending:
         console.print(

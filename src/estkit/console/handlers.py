@@ -36,14 +36,7 @@ from estkit.console.context import (
     wants_live,
 )
 from estkit.console.html import Html, tag
-from estkit.console.model import (
-    RECENT_DECISIONS,
-    CertificateQuery,
-    cert_rows,
-    dashboard_stats,
-    facet_values,
-    filter_certificates,
-)
+from estkit.console.model import CertificateQuery, cert_rows, page_number
 from estkit.console.views import (
     PageContext,
     ca_content,
@@ -58,8 +51,6 @@ from estkit.console.views import (
 
 MAX_NOTE_LENGTH = 200
 LIVE_DIGEST_HEADER = "X-Console-Digest"
-# The EST server records each refusal as an audit event of this kind (reason = message).
-REFUSAL_EVENT_KIND = "refused"
 STATIC_FILES = {
     "console.css": "text/css",
     "console.js": "text/javascript",
@@ -90,10 +81,6 @@ async def _respond(
         can_logout=session_of(request) is not None,
     )
     return html_response(page(title, active, content, ctx, notice))
-
-
-def _pending_count(requests: list[Any]) -> int:
-    return sum(1 for r in requests if r.status == "pending")
 
 
 # -- sign-in ------------------------------------------------------------------------------------
@@ -183,18 +170,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def dashboard(request: web.Request) -> web.Response:
     backend = backend_of(request)
-
-    def read(store: Any) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-        events = backend.read_recent_events(store)
-        refusals = [e for e in events if e.kind == REFUSAL_EVENT_KIND]
-        recent = [e for e in reversed(events) if e.kind != REFUSAL_EVENT_KIND]
-        return backend.read_issued(store), backend.read_requests(store), refusals, recent
-
-    issued, requests, refusals, recent = await backend.run(read)
     current = now()
-    stats = dashboard_stats(
-        cert_rows(issued, current), _pending_count(requests), refusals, recent, current
-    )
+    stats = await backend.run(lambda store: backend.read_dashboard(store, current))
     return await _respond(
         request, "Dashboard", "dashboard", dashboard_content(stats, current), stats.pending, None
     )
@@ -202,38 +179,32 @@ async def dashboard(request: web.Request) -> web.Response:
 
 async def requests_page(request: web.Request) -> web.Response:
     backend = backend_of(request)
+    page = page_number(request.query)
 
-    def read(store: Any) -> tuple[list[Any], dict[int, Any]]:
-        found = backend.read_requests(store)
-        return found, backend.verdicts(store, [r for r in found if r.status == "pending"])
+    def read(store: Any) -> tuple[Any, list[Any], dict[int, Any]]:
+        pending = backend.read_pending_page(store, page)
+        # Policy is judged for the requests on this page only (at most a page's worth).
+        verdicts = backend.verdicts(store, pending.items)
+        return pending, backend.read_recent_decisions(store), verdicts
 
-    requests, verdicts = await backend.run(read)
-    pending = sorted((r for r in requests if r.status == "pending"), key=lambda r: r.created_at)
-    decided = sorted(
-        (r for r in requests if r.status != "pending"),
-        key=lambda r: r.decided_at or r.created_at,
-        reverse=True,
-    )[:RECENT_DECISIONS]
+    pending, decided, verdicts = await backend.run(read)
     notice = None
     done = request.query.get("done")
     if done in REQUEST_NOTICES and request.query.get("id", "").isdigit():
         notice = notice_box(REQUEST_NOTICES[done].format(id=int(request.query["id"])))
-    content = requests_content(pending, decided, now(), csrf_token(request), verdicts)
-    return await _respond(request, "Requests", "requests", content, len(pending), notice)
+    content = requests_content(pending, decided, now(), csrf_token(request), verdicts, page)
+    return await _respond(request, "Requests", "requests", content, pending.total, notice)
 
 
 async def certificates_page(request: web.Request) -> web.Response:
     backend = backend_of(request)
-
-    def read(store: Any) -> tuple[list[Any], int]:
-        return backend.read_issued(store), _pending_count(backend.read_requests(store))
-
-    issued, pending = await backend.run(read)
-    current = now()
-    rows = cert_rows(issued, current)
     query = CertificateQuery.from_params(request.query)
-    labels, key_types = facet_values(rows)
-    selected = filter_certificates(rows, query)
+    current = now()
+
+    def read(store: Any) -> tuple[Any, int]:
+        return backend.read_certificates(store, query, current), backend.read_pending_count(store)
+
+    view, pending = await backend.run(read)
     notice = None
     if request.query.get("done") == "revoked":
         serial = _safe_serial(request.query.get("serial", ""))
@@ -242,7 +213,14 @@ async def certificates_page(request: web.Request) -> web.Response:
                 f"Certificate {serial} revoked; the CRL was regenerated and lists it."
             )
     content = certificates_content(
-        selected, len(rows), query, labels, key_types, current, csrf_token(request)
+        cert_rows(view.page.items, current),
+        view.page,
+        view.total_in_store,
+        query,
+        view.labels,
+        view.key_types,
+        current,
+        csrf_token(request),
     )
     return await _respond(request, "Certificates", "certificates", content, pending, notice)
 
@@ -251,7 +229,7 @@ async def ca_page(request: web.Request) -> web.Response:
     backend = backend_of(request)
 
     def read(store: Any) -> tuple[int, CaOverview]:
-        return _pending_count(backend.read_requests(store)), backend.ca_overview(store)
+        return backend.read_pending_count(store), backend.ca_overview(store)
 
     pending, overview = await backend.run(read)
     content = ca_content(overview, now(), request.app[OPERATORS_CA_KEY])

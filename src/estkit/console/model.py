@@ -1,7 +1,10 @@
 """What the console pages show, computed from store records without any I/O or HTML.
 
-Why separate from the views: filtering, sorting and the dashboard figures are the parts worth
-testing on their own, and the same functions feed both the full page and the live-refresh JSON.
+Why separate from the views: the query parameters, paging and the dashboard figures are the parts
+worth testing on their own, and the same functions feed both the full page and the live-refresh
+JSON. Filtering, sorting, counting and grouping happen in the store's SQL (issue 14): a page
+reads at most :data:`PAGE_SIZE` rows, the dashboard a handful of aggregates, whatever the size of
+the store.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from cryptography import x509
 EXPIRY_WARNING_DAYS = 30
 ISSUED_CHART_DAYS = 14
 REFUSAL_WINDOW_DAYS = 7
-# Tables stop here; the operator narrows the search instead of scrolling a browser to death.
-MAX_TABLE_ROWS = 200
+# Rows per page of the certificates and requests tables: a screen or two to scan; a "more" link
+# reads the next page from the store.
+PAGE_SIZE = 50
+# ?page= beyond this is refused as a page (the store bounds OFFSET too): narrow the filters.
+MAX_PAGE_NUMBER = 20_000
 MAX_DASHBOARD_ROWS = 10
 MAX_QUERY_LENGTH = 200
 RECENT_DECISIONS = 20
 MAX_REASON_LENGTH = 140
+# The line that counts refusals whose messages were too many and too different to group.
+OTHER_REFUSALS = "other reasons (too many different messages to group)"
 
 STATUS_FILTERS = ("", "valid", "revoked", "expired")
 SORT_ORDERS = {
@@ -34,7 +42,8 @@ SORT_ORDERS = {
     "-issued": "most recently issued",
     "subject": "subject",
 }
-DEFAULT_SORT = "expiry"
+# Newest first, like every listing (issue 14); "expiry" is one click away.
+DEFAULT_SORT = "-issued"
 
 
 def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
@@ -123,6 +132,7 @@ class CertificateQuery:
     label: str = ""
     key_type: str = ""
     sort: str = DEFAULT_SORT
+    page: int = 1
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> CertificateQuery:
@@ -134,52 +144,50 @@ class CertificateQuery:
             label=params.get("label", "")[:MAX_QUERY_LENGTH],
             key_type=params.get("key_type", "")[:MAX_QUERY_LENGTH],
             sort=sort if sort in SORT_ORDERS else DEFAULT_SORT,
+            page=page_number(params),
         )
 
+    def store_filters(self) -> dict[str, Any]:
+        """Keyword arguments of ``CertificateStore.issued_page`` for this search (without the
+        page): "valid" and "expired" split the store's valid status by notAfter."""
+        status: str | None = None
+        expired: bool | None = None
+        if self.status in ("valid", "expired"):
+            status, expired = "valid", self.status == "expired"
+        elif self.status == "revoked":
+            status = "revoked"
+        return {
+            "status": status,
+            "expired": expired,
+            "label": self.label or None,
+            "key_type": self.key_type or None,
+            "search": self.q or None,
+            "sort": self.sort,
+        }
 
-def _normalise_serial(text: str) -> str:
-    return text.lower().replace(":", "").replace(" ", "").removeprefix("0x").lstrip("0")
-
-
-def matches_search(row: CertRow, q: str) -> bool:
-    """Case-insensitive substring of subject, CN or a SAN; or a serial (colons, 0x tolerated)."""
-    if not q:
-        return True
-    needle = q.lower()
-    haystacks = [row.record.subject or "", row.common_name or "", *row.sans]
-    if any(needle in h.lower() for h in haystacks):
-        return True
-    serial = _normalise_serial(q)
-    return bool(serial) and serial in str(row.record.serial).lower()
-
-
-def filter_certificates(rows: Sequence[CertRow], query: CertificateQuery) -> list[CertRow]:
-    selected = [
-        row
-        for row in rows
-        if matches_search(row, query.q)
-        and (not query.status or row.display_status == query.status)
-        and (not query.label or (row.record.label or "") == query.label)
-        and (not query.key_type or row.record.key_type == query.key_type)
-    ]
-    if query.sort == "expiry":
-        selected.sort(key=lambda r: r.not_after)
-    elif query.sort == "-expiry":
-        selected.sort(key=lambda r: r.not_after, reverse=True)
-    elif query.sort == "-issued":
-        selected.sort(key=lambda r: r.issued_at, reverse=True)
-    else:
-        selected.sort(
-            key=lambda r: ((r.common_name or r.record.subject or "").lower(), r.not_after)
-        )
-    return selected
+    def params(self, page: int) -> dict[str, str]:
+        """The query string of this search at another page (defaults left out)."""
+        values = {
+            "q": self.q,
+            "status": self.status,
+            "label": self.label,
+            "key_type": self.key_type,
+            "sort": "" if self.sort == DEFAULT_SORT else self.sort,
+            "page": "" if page == 1 else str(page),
+        }
+        return {key: value for key, value in values.items() if value}
 
 
-def facet_values(rows: Iterable[CertRow]) -> tuple[list[str], list[str]]:
-    """Labels and key types present in the store, for the filter drop-downs."""
-    labels = sorted({row.record.label or "" for row in rows})
-    key_types = sorted({row.record.key_type for row in rows if row.record.key_type})
-    return labels, key_types
+def page_number(params: Mapping[str, str]) -> int:
+    """``?page=`` as a number from 1 to :data:`MAX_PAGE_NUMBER` (anything else: page 1)."""
+    text = params.get("page", "")
+    if not text.isdigit() or len(text) > len(str(MAX_PAGE_NUMBER)):
+        return 1
+    return min(max(int(text), 1), MAX_PAGE_NUMBER)
+
+
+def page_offset(page: int) -> int:
+    return (page - 1) * PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -196,12 +204,18 @@ class DashboardStats:
     recent_events: list[Any] = field(default_factory=list)
 
 
-def issued_per_day(rows: Iterable[CertRow], today: dt.date, days: int) -> list[tuple[dt.date, int]]:
-    """Certificates issued on each of the last ``days`` days (UTC), oldest first, zeros included.
+def chart_start(today: dt.date, days: int = ISSUED_CHART_DAYS) -> dt.datetime:
+    """Midnight UTC of the first day of the issued-per-day chart."""
+    first = today - dt.timedelta(days=days - 1)
+    return dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
 
-    Counted by the store's issue time, not notBefore, which the CA backdates for clock skew.
-    """
-    counts = Counter(row.issued_at.date() for row in rows)
+
+def issued_per_day(
+    counts: Mapping[dt.date, int], today: dt.date, days: int
+) -> list[tuple[dt.date, int]]:
+    """Certificates issued on each of the last ``days`` days (UTC), oldest first, zeros included,
+    from the store's per-day counts (by the store's issue time, not notBefore, which the CA
+    backdates for clock skew)."""
     first = today - dt.timedelta(days=days - 1)
     return [(day, counts.get(day, 0)) for day in (first + dt.timedelta(n) for n in range(days))]
 
@@ -238,30 +252,32 @@ def event_time(event: Any) -> dt.datetime | None:
 
 
 def dashboard_stats(
-    rows: Sequence[CertRow],
+    summary: Any,
+    expiring: Sequence[CertRow],
+    per_day: Mapping[dt.date, int],
     pending: int,
-    refusal_events: Iterable[Any],
+    refusal_groups: Iterable[Any],
+    refusals_total: int,
     recent_events: Sequence[Any],
     now: dt.datetime,
 ) -> DashboardStats:
-    live = [r for r in rows if r.display_status == "valid"]
-    horizon = now + dt.timedelta(days=EXPIRY_WARNING_DAYS)
-    expiring = sorted((r for r in live if r.not_after <= horizon), key=lambda r: r.not_after)
-    since = now - dt.timedelta(days=REFUSAL_WINDOW_DAYS)
+    """The dashboard from the store's aggregates (``summary``: an ``IssuedSummary``;
+    ``refusal_groups``: ``EventGroup``s of refusals in the window, already counted)."""
     reasons: Counter[str] = Counter()
-    for event in refusal_events:
-        when = event_time(event)
-        if when is None or when >= since:
-            reasons[refusal_key(event)] += 1
+    for group in refusal_groups:
+        reasons[refusal_key(group)] += int(getattr(group, "count", 1))
+    ungrouped = refusals_total - sum(reasons.values())
+    if ungrouped > 0:  # the store read only the most frequent messages
+        reasons[OTHER_REFUSALS] += ungrouped
     return DashboardStats(
         pending=pending,
-        valid=len(live),
-        revoked=sum(1 for r in rows if r.display_status == "revoked"),
-        expired=sum(1 for r in rows if r.display_status == "expired"),
-        expiring=expiring[:MAX_DASHBOARD_ROWS],
-        expiring_total=len(expiring),
-        issued_per_day=issued_per_day(rows, now.date(), ISSUED_CHART_DAYS),
+        valid=summary.valid,
+        revoked=summary.revoked,
+        expired=summary.expired,
+        expiring=list(expiring)[:MAX_DASHBOARD_ROWS],
+        expiring_total=summary.expiring,
+        issued_per_day=issued_per_day(per_day, now.date(), ISSUED_CHART_DAYS),
         refusals=reasons.most_common(MAX_DASHBOARD_ROWS),
-        refusals_total=sum(reasons.values()),
+        refusals_total=refusals_total,
         recent_events=list(recent_events)[:MAX_DASHBOARD_ROWS],
     )

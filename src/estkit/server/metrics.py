@@ -317,7 +317,7 @@ class _StateCollector:
             "estkit_pending_requests", "Enrollment requests waiting for operator approval"
         )
         try:
-            pending.add_metric([], len(state.store.list_requests("pending")))
+            pending.add_metric([], state.store.count_requests("pending"))
             families.append(pending)
         except Exception as exc:
             logger.warning("metrics: cannot count pending requests: %s", exc)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
 
+from estkit.ca.store import Page
 from estkit.console.html import Html, join, tag
 from estkit.console.model import (
-    MAX_TABLE_ROWS,
     SORT_ORDERS,
     STATUS_FILTERS,
     CertificateQuery,
@@ -23,6 +25,7 @@ from estkit.console.views.common import (
     mono,
     muted,
     names_list,
+    pager,
     pill,
     table,
 )
@@ -150,6 +153,7 @@ def _certificate_row(row: CertRow, now: dt.datetime, csrf: str) -> Html:
 
 def certificates_content(
     rows: Sequence[CertRow],
+    found: Page[Any],
     total: int,
     query: CertificateQuery,
     labels: Sequence[str],
@@ -157,10 +161,14 @@ def certificates_content(
     now: dt.datetime,
     csrf: str,
 ) -> Html:
-    shown = rows[:MAX_TABLE_ROWS]
-    summary = f"{len(rows)} of {total} certificates"
-    if len(rows) > len(shown):
-        summary += f" (showing the first {len(shown)}; narrow the search to see the rest)"
+    """One page of matching certificates (``rows``, from ``found``) with a "more" link."""
+    shown = rows
+    summary = f"{found.total} of {total} certificates match"
+
+    def href(page: int) -> str:
+        params = query.params(page)
+        return "/certificates" + (f"?{urlencode(params)}" if params else "")
+
     return join(
         [
             certificate_filters(query, labels, key_types),
@@ -175,6 +183,7 @@ def certificates_content(
                     else "No certificate has been issued yet.",
                     cls="certs",
                 ),
+                pager(found, query.page, href, "certificates"),
                 class_="card",
             ),
         ]

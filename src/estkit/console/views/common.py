@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from estkit.ca.store import Page
 from estkit.console.admin_ca import Operator
 from estkit.console.auth import CSRF_FIELD
 from estkit.console.html import Html, join, render, tag
@@ -192,3 +194,31 @@ def expiry_cell(row: CertRow, now: dt.datetime) -> Html:
         kind = "warn" if left <= EXPIRY_WARNING_DAYS * 86400 else "plain"
         hint = tag("span", f"in {humanize_duration(left)}", class_=f"rel {kind}")
     return join([fmt_date(row.not_after), " ", hint])
+
+
+def pager(found: Page[Any], page: int, href: Callable[[int], str], noun: str) -> Html:
+    """ "rows 51–100 of 20000" and the links to the neighbouring pages (newest first: the next
+    page holds older rows). Nothing when everything fits on one page."""
+    if found.total <= len(found.items) and page == 1:
+        return Html("")
+    if not found.items:  # a page number past the end (typed, or the list shrank)
+        return tag(
+            "nav",
+            tag("span", f"page {page} is past the last of the {found.total} {noun}"),
+            " · ",
+            tag("a", "first page", href=href(1), rel="first", class_="btn link"),
+            class_="pager hint",
+            aria_label=f"pages of {noun}",
+        )
+    links: list[Html | str] = [
+        tag(
+            "span",
+            f"{noun} {found.offset + 1}–{found.offset + len(found.items)} of {found.total}",
+        )
+    ]
+    if page > 1:
+        links += [" · ", tag("a", "← newer", href=href(page - 1), rel="prev", class_="btn link")]
+    if found.next_offset is not None:
+        more = f"more: next {min(found.limit, found.total - found.next_offset)} →"
+        links += [" · ", tag("a", more, href=href(page + 1), rel="next", class_="btn link more")]
+    return tag("nav", *links, class_="pager hint", aria_label=f"pages of {noun}")

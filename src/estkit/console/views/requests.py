@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from estkit.ca.store import Page
 from estkit.console.html import Html, join, tag
 from estkit.console.model import as_utc, humanize_duration
 from estkit.console.views.common import (
@@ -16,6 +17,7 @@ from estkit.console.views.common import (
     mono,
     muted,
     names_list,
+    pager,
     pill,
     short_fingerprint,
     table,
@@ -131,14 +133,26 @@ def _decided_row(req: Any) -> Html:
     )
 
 
+def _requests_href(page: int) -> str:
+    return "/requests" if page == 1 else f"/requests?page={page}"
+
+
 def requests_content(
-    pending: Sequence[Any],
+    pending: Sequence[Any] | Page[Any],
     decided: Sequence[Any],
     now: dt.datetime,
     csrf: str,
     verdicts: Mapping[int, Any] | None = None,
+    page: int = 1,
 ) -> Html:
+    """The queue (one page of pending requests, newest first, with a "more" link to older ones)
+    and the most recent decisions."""
     verdicts = verdicts or {}
+    if isinstance(pending, Page):
+        found = pending
+        pending = found.items
+    else:
+        found = Page(list(pending), len(pending), 0, max(len(pending), 1))
     pending_table = table(
         (
             "Request",
@@ -164,7 +178,7 @@ def requests_content(
         [
             tag(
                 "section",
-                tag("h2", "Waiting for approval ", tag("span", str(len(pending)), class_="count")),
+                tag("h2", "Waiting for approval ", tag("span", str(found.total), class_="count")),
                 tag(
                     "p",
                     "Each request was answered with 202 and Retry-After; the device's next "
@@ -172,6 +186,7 @@ def requests_content(
                     class_="hint",
                 ),
                 pending_table,
+                pager(found, page, _requests_href, "pending requests"),
                 class_="card",
                 id="pending",
             ),

@@ -260,6 +260,8 @@ def test_both_ends_agree_with_the_rfc8446_formula_and_connections_differ(
     secret = exporter_secret_from_keylog(keylog.read_text())
     assert secret is not None
     assert tls_exporter_for(client) == tls_exporter_for(server) == expected_exporter(secret)
+    # httpx's synchronous stream hands out the _ssl._SSLSocket inside the SSLSocket: same value.
+    assert tls_exporter_for(client._sslobj) == tls_exporter_for(client)
     other_client, _other_server = _memory_pair(pem, ssl.TLSVersion.TLSv1_3)
     assert tls_exporter_for(other_client) != tls_exporter_for(client)
 

@@ -49,6 +49,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -164,15 +165,16 @@ def _open_libssl() -> tuple[_LibSsl | None, str]:
     return None, "libssl functions not found (" + "; ".join(problems) + ")"
 
 
-def _inner(ssl_object: object) -> object | None:
-    """The ``_ssl._SSLSocket`` behind an ``ssl.SSLSocket`` / ``ssl.SSLObject``, if there is one."""
-    if not isinstance(ssl_object, ssl.SSLSocket | ssl.SSLObject):
-        return None
-    inner = getattr(ssl_object, "_sslobj", None)
+def _inner(ssl_object: object) -> Any | None:
+    """The ``_ssl._SSLSocket`` (CPython's PySSLSocket) of a connection: behind an
+    ``ssl.SSLSocket`` / ``ssl.SSLObject``, or given as itself (httpcore's synchronous stream
+    hands out ``SSLSocket._sslobj``). None for anything else."""
     expected = getattr(sys.modules.get("_ssl"), "_SSLSocket", None)
-    if inner is None or expected is None or type(inner) is not expected:
+    if expected is None:
         return None
-    return inner
+    if isinstance(ssl_object, ssl.SSLSocket | ssl.SSLObject):
+        ssl_object = getattr(ssl_object, "_sslobj", None)
+    return ssl_object if type(ssl_object) is expected else None
 
 
 def _ssl_pointer(inner: object) -> int | None:
@@ -198,11 +200,9 @@ def _finished(
     return buffer.raw[: min(size, _MAX_FINISHED_BYTES)]
 
 
-def _proven_pointer(lib: _LibSsl, ssl_object: ssl.SSLSocket | ssl.SSLObject) -> int | None:
-    """The connection's ``SSL *`` once it is shown to be this very TLS 1.3 connection."""
-    inner = _inner(ssl_object)
-    if inner is None:
-        return None
+def _proven_pointer(lib: _LibSsl, inner: Any) -> int | None:
+    """The ``SSL *`` of ``inner`` (a ``_ssl._SSLSocket``) once it is shown to be this very
+    TLS 1.3 connection."""
     pointer = _ssl_pointer(inner)
     if pointer is None:
         return None
@@ -212,7 +212,7 @@ def _proven_pointer(lib: _LibSsl, ssl_object: ssl.SSLSocket | ssl.SSLObject) -> 
         return None
     # The stdlib reads the Finished messages through its own pointer (Python's tls-unique
     # under TLS 1.3, otherwise unused): one of ours must be byte-for-byte the same.
-    reference = ssl_object.get_channel_binding("tls-unique")
+    reference = inner.get_channel_binding("tls-unique")
     if not reference:
         return None
     ours = (_finished(lib.get_finished, pointer), _finished(lib.get_peer_finished, pointer))
@@ -338,7 +338,7 @@ def _self_check(lib: _LibSsl) -> str | None:
         return "the self-check handshake logged no EXPORTER_SECRET"
     expected = expected_exporter(secret)
     for end, name in ((client, "client"), (server, "server")):
-        pointer = _proven_pointer(lib, end)
+        pointer = _proven_pointer(lib, _inner(end))
         if pointer is None:
             return (
                 f"the {name} end's SSL pointer could not be proven (unexpected layout of "
@@ -388,19 +388,21 @@ def tls_exporter_for(ssl_object: object) -> bytes | None:
     """The RFC 9266 tls-exporter value (32 bytes) of a TLS 1.3 connection, else None.
 
     ``ssl_object``: an :class:`ssl.SSLSocket` or :class:`ssl.SSLObject` after its handshake
-    (what aiohttp's ``transport.get_extra_info("ssl_object")`` and httpx's network stream give).
+    (what aiohttp's ``transport.get_extra_info("ssl_object")`` gives), or the ``_ssl._SSLSocket``
+    inside one (what httpx's synchronous network stream gives).
     None for TLS 1.2 (use tls-unique there), no TLS, or when the binding is unavailable here.
     """
-    if not isinstance(ssl_object, ssl.SSLSocket | ssl.SSLObject):
+    inner = _inner(ssl_object)
+    if inner is None:
         return None
     try:
         # Before the first-use self-check, so TLS 1.2 connections never pay for it.
-        if ssl_object.version() != TLS13:
+        if inner.version() != TLS13:
             return None
         lib, _support = _binding()
         if lib is None:
             return None
-        pointer = _proven_pointer(lib, ssl_object)
+        pointer = _proven_pointer(lib, inner)
         return None if pointer is None else _export(lib, pointer)
     except (OSError, ValueError, AttributeError, ctypes.ArgumentError):
         return None

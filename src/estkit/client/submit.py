@@ -122,10 +122,15 @@ def _why_not_linkable(opener: Reply) -> str:
             "/csrattrs does not offer tls-exporter linking"
         )
     if opener.tls_exporter is None:
+        support = exporter_support()
+        why = (
+            "the connection did not pass the checks for reading it"
+            if support.available
+            else support.reason
+        )
         return (
             f"the server negotiated {version}, where tls-unique does not exist, and offers "
-            f"tls-exporter linking, but this Python cannot read tls-exporter "
-            f"({exporter_support().reason})"
+            f"tls-exporter linking, but this Python cannot read tls-exporter ({why})"
         )
     return f"the server negotiated {version}, which has no usable channel binding"
 

@@ -29,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
     PKCS7_CERTS_ONLY,
-    TLS_EXPORTER_POP_OID,
     PKCS8,
+    TLS_EXPORTER_POP_OID,
     CsrAttrs,
     EstProtocolError,
     PopResult,

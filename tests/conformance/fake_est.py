@@ -30,10 +30,12 @@ from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
     PKCS7_CERTS_ONLY,
     PKCS8,
+    TLS_EXPORTER,
     TLS_EXPORTER_POP_OID,
     CsrAttrs,
     EstProtocolError,
     PopResult,
+    binding_type_of,
     build_certs_only,
     build_serverkeygen_response,
     certificates_to_pem,
@@ -352,11 +354,12 @@ class FakeEstServer:
             return self._answer(request, 403, "client certificate required")
         info = describe_csr(csr)
         exporter = tls_exporter_for(ssl_object) if self.faults.tls_exporter_pop else None
+        claims_exporter = binding_type_of(info.challenge_password or "") == TLS_EXPORTER
         if self.faults.require_pop:
             result = check_pop(info.challenge_password, tls_unique_for(ssl_object), exporter)
             if self.faults.pop_presence_only and result is PopResult.MISMATCH:
                 result = PopResult.MATCH
-            if self.faults.exporter_unchecked and result is PopResult.MISMATCH:
+            if self.faults.exporter_unchecked and claims_exporter:
                 result = PopResult.MATCH
             if result is not PopResult.MATCH:
                 return self._answer(request, 400, f"proof-of-possession: {result.value}")

@@ -146,14 +146,16 @@ def _check_pop(request: EnrollmentRequest, info: CsrInfo) -> None:
         if binding == TLS_EXPORTER and request.tls_exporter is None:
             raise Refusal(
                 400,
-                f"the CSR's challengePassword is a tls-exporter value, but this connection uses "
-                f"{version}: tls-exporter linking is accepted only under TLS 1.3; under TLS 1.2 "
-                "put base64(tls-unique) there (RFC 7030 section 3.5)",
+                "proof-of-possession failed: the CSR's challengePassword is a tls-exporter "
+                f"value, but this connection uses {version}: tls-exporter linking is accepted "
+                "only under TLS 1.3; under TLS 1.2 put base64(tls-unique) there (RFC 7030 "
+                "section 3.5)",
             )
         raise Refusal(
             400,
-            f"the CSR's challengePassword does not match this TLS session's {binding} value; "
-            "build the CSR on the same TLS connection that sends it (RFC 7030 section 3.5)",
+            f"proof-of-possession failed: the CSR's challengePassword does not match this TLS "
+            f"session's {binding} value; build the CSR on the same TLS connection that sends it "
+            "(RFC 7030 section 3.5)",
         )
     if required and result is PopResult.ABSENT:
         how = (

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from estkit.tlsbind import tls_exporter_for
+
 LOOPBACK = "127.0.0.1"
 # How often serve_forever checks for shutdown: short, so fixtures stop at once.
 POLL_SECONDS = 0.02
@@ -46,6 +48,7 @@ class Recorded:
     tls_unique: bytes | None
     connection_id: int  # serial number of the TLS connection within this server
     peer_certificate: bytes | None = None  # DER of the client certificate, when one was sent
+    tls_exporter: bytes | None = None  # RFC 9266 value of the server's end, under TLS 1.3
 
 
 Handler = Callable[[Recorded], Canned]
@@ -85,6 +88,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             unique,
             getattr(conn, "estkit_connection_number", 0),
             conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None,
+            tls_exporter_for(conn) if version == "TLSv1.3" else None,
         )
         self.server.owner.requests.append(record)
         answer = self.server.owner.answer(record)

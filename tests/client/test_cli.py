@@ -326,24 +326,28 @@ def test_enroll_with_pop(estkit_server: Any, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["pop_linked"] is True
 
 
-def test_enroll_pop_without_tls12_fallback_fails_clearly(
-    estkit_server: Any, tmp_path: Path
-) -> None:
-    result = run(
-        "enroll",
-        *_common(estkit_server),
-        "--label",
-        "pop",
-        "--pop",
-        "--no-tls12-fallback",
-        "--key-type",
-        "p256",
-        "--cn",
-        "pop.example",
-        "--out-key",
-        tmp_path / "c.key",
-    )
-    assert_clean_failure(result, "TLSv1.3", "tls-unique")
+def test_enroll_pop_without_tls12_fallback_fails_clearly(pki: QuirkyPki, tmp_path: Path) -> None:
+    """A TLS 1.3 server that does not offer tls-exporter linking (the estkit server does: see
+    tests/client/test_pop13.py) leaves tls-unique, which needs TLS 1.2, the flag forbids."""
+    routes = {"/.well-known/est/csrattrs": Canned(204)}
+    with QuirkyServer(pki.files["server_chain"], pki.files["server_key"], routes) as server:
+        result = run(
+            "enroll",
+            "--server",
+            server.url,
+            "--trust",
+            pki.files["root"],
+            "--pop",
+            "--no-tls12-fallback",
+            "--key-type",
+            "p256",
+            "--cn",
+            "pop.example",
+            "--out-key",
+            tmp_path / "c.key",
+        )
+        assert server.paths() == ["/.well-known/est/csrattrs"]
+    assert_clean_failure(result, "TLSv1.3", "tls-unique", "tls-exporter")
     assert not (tmp_path / "c.key").exists()
 
 

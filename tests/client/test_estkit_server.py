@@ -215,8 +215,9 @@ def test_pop_label_links_the_csr(estkit_server: Any) -> None:
     with _client(estkit_server, label="pop", credentials=_device(estkit_server)) as client:
         result = client.simpleenroll(_spec("p256"), pop=True)
     assert result.pop_linked
-    # The estkit server offers TLS 1.3, so the client had to reconnect pinned to TLS 1.2.
-    assert any("TLS 1.2" in note for note in result.notes)
+    # The estkit server offers TLS 1.3 and tls-exporter linking (issue 18): no TLS 1.2 reconnect.
+    assert any("tls-exporter (RFC 9266)" in note for note in result.notes)
+    assert not any("reconnected with TLS 1.2" in note for note in result.notes)
 
 
 def test_pop_label_refuses_an_unlinked_csr(estkit_server: Any) -> None:

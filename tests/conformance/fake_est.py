@@ -30,9 +30,12 @@ from estkit.protocol import (
     CHALLENGE_PASSWORD_OID,
     PKCS7_CERTS_ONLY,
     PKCS8,
+    TLS_EXPORTER,
+    TLS_EXPORTER_POP_OID,
     CsrAttrs,
     EstProtocolError,
     PopResult,
+    binding_type_of,
     build_certs_only,
     build_serverkeygen_response,
     certificates_to_pem,
@@ -48,6 +51,7 @@ from estkit.protocol import (
     private_key_to_der,
     tls_unique_for,
 )
+from estkit.tlsbind import tls_exporter_for
 
 from .pki import SERVER_NAME, FakePki, sign
 
@@ -109,6 +113,10 @@ class Faults:
     wrong_method_status: int = 405  # what a wrong HTTP method answers (E2, E10 want a 4xx)
     accept_bad_signature: bool = False  # issues for a CSR whose signature does not verify (E2)
     pop_presence_only: bool = False  # with require_pop: any challengePassword will do (E14)
+    # lists the estkit tls-exporter OID in /csrattrs and checks "tls-exporter:" values (E14 under
+    # TLS 1.3, docs/tls13-pop.md), correctly
+    tls_exporter_pop: bool = False
+    exporter_unchecked: bool = False  # with tls_exporter_pop: any tls-exporter value will do
     csrattrs_not_csrattrs: bool = False  # /csrattrs 200 is base64 DER, but not CsrAttrs (E4)
     csrattrs_trailing_nul: bool = False  # /csrattrs 200 with a NUL byte after the base64
     serverkeygen_pkcs1: bool = False  # the application/pkcs8 key part holds a PKCS#1 RSA key
@@ -267,11 +275,14 @@ class FakeEstServer:
             if self.faults.csrattrs_not_csrattrs:  # an INTEGER, not a SEQUENCE of attributes
                 return self._answer(request, 200, body=encode_base64_body(b"\x02\x01\x05"),
                                     headers={"Content-Type": "application/csrattrs"})  # fmt: skip
-            if not self.faults.require_pop and not self.faults.csrattrs_trailing_nul:
+            wishes = self.faults.require_pop or self.faults.tls_exporter_pop
+            if not wishes and not self.faults.csrattrs_trailing_nul:
                 return self._answer(request, 204, "no attributes")
             oids = (
                 (x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID),) if self.faults.require_pop else ()
             )
+            if self.faults.tls_exporter_pop:
+                oids = (*oids, x509.ObjectIdentifier(TLS_EXPORTER_POP_OID))
             der = encode_csrattrs(CsrAttrs(oids=oids))
             nul = b"\x00" if self.faults.csrattrs_trailing_nul else b""
             return self._answer(request, 200, body=encode_base64_body(der) + nul,
@@ -342,12 +353,21 @@ class FakeEstServer:
         if peer is None and not self.faults.issue_without_client_cert:
             return self._answer(request, 403, "client certificate required")
         info = describe_csr(csr)
+        exporter = tls_exporter_for(ssl_object) if self.faults.tls_exporter_pop else None
+        claims_exporter = binding_type_of(info.challenge_password or "") == TLS_EXPORTER
         if self.faults.require_pop:
-            result = check_pop(info.challenge_password, tls_unique_for(ssl_object))
+            result = check_pop(info.challenge_password, tls_unique_for(ssl_object), exporter)
             if self.faults.pop_presence_only and result is PopResult.MISMATCH:
+                result = PopResult.MATCH
+            if self.faults.exporter_unchecked and claims_exporter:
                 result = PopResult.MATCH
             if result is not PopResult.MATCH:
                 return self._answer(request, 400, f"proof-of-possession: {result.value}")
+        elif self.faults.tls_exporter_pop and info.challenge_password is not None:
+            # Offered, so a tls-exporter value is checked even where linking is not required.
+            result = check_pop(info.challenge_password, tls_unique_for(ssl_object), exporter)
+            if result is PopResult.MISMATCH and not self.faults.exporter_unchecked:
+                return self._answer(request, 400, "tls-exporter: mismatch")
         if self.faults.refuse_rsa and info.key.family == "rsa":
             return self._answer(request, 400, "RSA keys are not accepted")
         if operation == "simplereenroll":

@@ -648,7 +648,8 @@ def _san_or_cn(cn: str | None, san: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--no-tls12-fallback",
     is_flag=True,
-    help="With proof-of-possession under TLS 1.3, fail instead of reconnecting with TLS 1.2.",
+    help="With proof-of-possession under TLS 1.3 against a server that does not offer "
+    "tls-exporter linking, fail instead of reconnecting with TLS 1.2.",
 )
 @_est_command
 def enroll_command(

@@ -15,6 +15,7 @@ import httpx
 
 from estkit.errors import EstkitError
 from estkit.protocol import MAX_RESPONSE_BODY_BYTES, tls_unique_for
+from estkit.tlsbind import tls_exporter_for
 
 from .errors import (
     EstConnectionChanged,
@@ -60,17 +61,21 @@ def http_client_options(timeout: float) -> HttpClientOptions:
 class TlsFacts:
     version: str | None
     tls_unique: bytes | None
+    tls_exporter: bytes | None = None
 
 
-def tls_facts(response: httpx.Response) -> TlsFacts:
-    """TLS version and tls-unique of the connection that carried ``response``."""
+def tls_facts(response: httpx.Response, *, channel_binding: bool = False) -> TlsFacts:
+    """TLS version and tls-unique of the connection that carried ``response``; with
+    ``channel_binding`` also its tls-exporter under TLS 1.3 (only proof-of-possession requests
+    ask: the first read in a process runs ``estkit.tlsbind``'s self-check)."""
     stream = response.extensions.get("network_stream")
     if stream is None:
         return TlsFacts(None, None)
     ssl_object = stream.get_extra_info("ssl_object")
     if ssl_object is None:
         return TlsFacts(None, None)
-    return TlsFacts(ssl_object.version(), tls_unique_for(ssl_object))
+    exporter = tls_exporter_for(ssl_object) if channel_binding else None
+    return TlsFacts(ssl_object.version(), tls_unique_for(ssl_object), exporter)
 
 
 class BodyCollector:
@@ -104,6 +109,7 @@ class BodyCollector:
             body=b"".join(self._parts),
             tls_version=facts.version,
             tls_unique=facts.tls_unique,
+            tls_exporter=facts.tls_exporter,
         )
 
 
@@ -201,6 +207,9 @@ def translate_transport_error(
 
 AUTH_ANSWER = "estkit.auth_answer"
 """Request extension: this request answers a 401 challenge (set by ``ChallengeAuth``)."""
+
+CHANNEL_BINDING = "estkit.channel_binding"
+"""Request extension: read the connection's tls-exporter too (TLS 1.3 proof-of-possession)."""
 
 LINKED = "estkit.linked"
 """Request extension: the body is bound to the TLS connection (a PoP-linked CSR, E14); it must

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import httpx
 
-from ._transport import BodyCollector, tls_facts, translate_transport_error
+from ._transport import CHANNEL_BINDING, BodyCollector, tls_facts, translate_transport_error
 from .deadline import async_overall_deadline, overall_deadline
 from .errors import EstError
 from .flows import Flow, PinTls12, Send, Wait
@@ -102,6 +102,10 @@ async def drive_async(
         flow.close()
 
 
+def _wants_binding(request: httpx.Request) -> bool:
+    return bool(request.extensions.get(CHANNEL_BINDING))
+
+
 def send_request(
     http: httpx.Client, request: httpx.Request, auth: httpx.Auth | None, trust: str
 ) -> Reply:
@@ -115,7 +119,7 @@ def send_request(
         with overall_deadline(http):
             response = http.send(request, auth=auth, stream=True)
             try:
-                facts = tls_facts(response)
+                facts = tls_facts(response, channel_binding=_wants_binding(request))
                 for chunk in response.iter_bytes():
                     collector.add(chunk)
                 return collector.reply(response, facts)
@@ -134,7 +138,7 @@ async def send_request_async(
         async with async_overall_deadline(http):
             response = await http.send(request, auth=auth, stream=True)
             try:
-                facts = tls_facts(response)
+                facts = tls_facts(response, channel_binding=_wants_binding(request))
                 async for chunk in response.aiter_bytes():
                     collector.add(chunk)
                 return collector.reply(response, facts)

@@ -110,6 +110,11 @@ class CsrAttrsResult:
     def requires_pop(self) -> bool:
         return bool(self.attrs.requires_pop)
 
+    @property
+    def offers_tls_exporter(self) -> bool:
+        """The server verifies tls-exporter PoP linking under TLS 1.3 (estkit extension)."""
+        return bool(self.attrs.offers_tls_exporter)
+
     def describe(self) -> list[str]:
         return list(self.attrs.describe())
 
@@ -117,6 +122,7 @@ class CsrAttrsResult:
         return {
             "status": self.status,
             "requires_pop": self.requires_pop,
+            "offers_tls_exporter": self.offers_tls_exporter,
             "oids": [oid.dotted_string for oid in self.attrs.oids],
             "attributes": [
                 {"oid": attr.oid.dotted_string, "values": [value.hex() for value in attr.values]}

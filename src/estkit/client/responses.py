@@ -65,6 +65,9 @@ class Reply:
     body: bytes
     tls_version: str | None = None
     tls_unique: bytes | None = None
+    # RFC 9266 tls-exporter of a TLS 1.3 connection, read only for requests that link a CSR
+    # (the :data:`~._transport.CHANNEL_BINDING` request extension).
+    tls_exporter: bytes | None = None
 
     @property
     def content_type(self) -> str | None:

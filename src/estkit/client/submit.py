@@ -1,7 +1,8 @@
 """The CSR-posting operations as flows: /simpleenroll, /simplereenroll, /serverkeygen.
 
 Why apart from :mod:`.flows`: submitting a CSR is where proof-of-possession linking happens
-(RFC 7030 §3.5, checklist E14): open a connection, read its tls-unique, build the CSR with it,
+(RFC 7030 §3.5, checklist E14): open a connection, read its tls-unique (TLS 1.2) or tls-exporter
+(TLS 1.3, RFC 9266, when the server offers it: docs/tls13-pop.md), build the CSR with it,
 POST on that same connection and check afterwards that it really was the same one, rebuilding the
 CSR when it was not (BCP-003-03 C10). The flows only yield actions; :mod:`.sync` and :mod:`.aio`
 carry them out.
@@ -13,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
@@ -20,13 +22,15 @@ from estkit.protocol import (
     PrivateKey,
     challenge_password_for,
     describe_csr,
+    exporter_challenge_password_for,
     key_encryption_attribute,
 )
 from estkit.protocol.certs import key_identifier
+from estkit.tlsbind import exporter_support
 
-from ._transport import LINKED
+from ._transport import CHANNEL_BINDING, LINKED
 from .apply import apply_csrattrs
-from .errors import EstConnectionChanged, EstPopError, EstTlsError
+from .errors import EstConnectionChanged, EstError, EstPopError, EstTlsError
 from .flows import (
     Flow,
     FlowSettings,
@@ -41,7 +45,7 @@ from .flows import (
 )
 from .issued import interpret_enroll, interpret_serverkeygen
 from .models import CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
-from .responses import Reply
+from .responses import Reply, interpret_csrattrs
 from .trust import ClientCredentials
 
 # When the POST of a proof-of-possession enrollment did not travel on the connection whose
@@ -54,8 +58,9 @@ MAX_POP_RELINKS = 3
 # RFC 7030 §3.5: TLS versions where tls-unique exists.
 TLS12 = "TLSv1.2"
 
-# ``pop=POP_WHEN_POSSIBLE``: link the CSR whenever the connection has a tls-unique (TLS 1.2), send
-# it unlinked under TLS 1.3 unless the server's /csrattrs requires linking (then as ``pop=True``).
+# ``pop=POP_WHEN_POSSIBLE``: link the CSR whenever the connection has a channel binding the server
+# checks (tls-unique under TLS 1.2, tls-exporter under TLS 1.3 when /csrattrs offers it), send it
+# unlinked otherwise unless the server's /csrattrs requires linking (then as ``pop=True``).
 # What BCP-003-03 C7 asks of a node: "TLS-session linking SHOULD be included".
 POP_WHEN_POSSIBLE: Final = "when-possible"
 PopMode = bool | None | Literal["when-possible"]
@@ -71,6 +76,65 @@ class _Submission:
     warnings: list[str] = field(default_factory=list)  # what someone should look at
 
 
+def _linkable(request: httpx.Request) -> httpx.Request:
+    """Mark ``request`` so its reply carries the connection's tls-exporter (TLS 1.3)."""
+    request.extensions[CHANNEL_BINDING] = True
+    return request
+
+
+def _offers_exporter(opener: Reply) -> bool:
+    """Whether the opener (``GET /csrattrs``) lists the estkit tls-exporter OID."""
+    if opener.status != 200:
+        return False
+    try:
+        return interpret_csrattrs(opener).offers_tls_exporter
+    except EstError:
+        return False
+
+
+def _binding_of(reply: Reply) -> bytes | None:
+    """The channel binding a CSR on ``reply``'s connection is linked to (tls-unique or
+    tls-exporter: never both, the first exists only under TLS 1.2, the second under 1.3)."""
+    return reply.tls_unique if reply.tls_unique is not None else reply.tls_exporter
+
+
+def _link(opener: Reply, state: _Submission) -> str | None:
+    """The challengePassword linking a CSR to the opener's connection, or None if impossible:
+    base64(tls-unique) under TLS 1.2 (RFC 7030 §3.5), "tls-exporter:" + base64(tls-exporter)
+    under TLS 1.3 when the server offers it (estkit extension, RFC 9266)."""
+    if opener.tls_unique is not None:
+        return challenge_password_for(opener.tls_unique)
+    if opener.tls_exporter is None or not _offers_exporter(opener):
+        return None
+    state.notes.append(
+        f"linked the CSR to the {opener.tls_version} connection with tls-exporter (RFC 9266), "
+        "which the server's /csrattrs offers"
+    )
+    return exporter_challenge_password_for(opener.tls_exporter)
+
+
+def _why_not_linkable(opener: Reply) -> str:
+    """Why a connection without tls-unique cannot be linked either (for messages)."""
+    version = opener.tls_version or "an unknown TLS version"
+    if not _offers_exporter(opener):
+        return (
+            f"the server negotiated {version}, where tls-unique does not exist, and its "
+            "/csrattrs does not offer tls-exporter linking"
+        )
+    if opener.tls_exporter is None:
+        support = exporter_support()
+        why = (
+            "the connection did not pass the checks for reading it"
+            if support.available
+            else support.reason
+        )
+        return (
+            f"the server negotiated {version}, where tls-unique does not exist, and offers "
+            f"tls-exporter linking, but this Python cannot read tls-exporter ({why})"
+        )
+    return f"the server negotiated {version}, which has no usable channel binding"
+
+
 def _pop_attempt(
     settings: FlowSettings,
     operation: str,
@@ -78,34 +142,37 @@ def _pop_attempt(
     state: _Submission,
     optional: bool = False,
 ) -> Flow[Reply]:
-    """Open a connection, link the CSR to its tls-unique, POST on that same connection (E14).
+    """Open a connection, link the CSR to its channel binding, POST on that same connection (E14).
 
-    ``optional``: a connection without tls-unique (TLS 1.3) carries the CSR unlinked instead of
-    failing or reconnecting pinned to TLS 1.2.
+    TLS 1.2: tls-unique. TLS 1.3: tls-exporter when the server's /csrattrs offers it (the
+    opener is that request), else reconnect pinned to TLS 1.2 as RFC 7030 clients must.
+    ``optional``: a connection without either carries the CSR unlinked instead of failing or
+    reconnecting pinned to TLS 1.2.
     """
     for _relink in range(MAX_POP_RELINKS + 1):
         try:
-            opener = yield from exchange(get(settings, "csrattrs"), dedicated=True)
+            opener = yield from exchange(_linkable(get(settings, "csrattrs")), dedicated=True)
         except EstTlsError as exc:
             if not state.pinned:
                 raise
             raise EstPopError(
-                "the server negotiated TLS 1.3, where tls-unique does not exist, and refused "
-                f"TLS 1.2 when asked for it ({exc.message}); proof-of-possession linking "
-                "(RFC 7030 §3.5) is impossible with this server",
+                "the server negotiated TLS 1.3, where tls-unique does not exist, without "
+                "offering tls-exporter linking, and refused TLS 1.2 when asked for it "
+                f"({exc.message}); proof-of-possession linking (RFC 7030 §3.5) is impossible "
+                "with this server",
                 hint="enroll without proof-of-possession linking if the server does not require "
                 "it, or have the server allow TLS 1.2",
                 params=("pop",),
                 url=exc.url,
             ) from exc
-        if opener.tls_unique is None and optional:
-            version = opener.tls_version or "an unknown TLS version"
+        challenge = _link(opener, state)
+        if challenge is None and optional:
             state.notes.append(
-                f"the server negotiated {version}, which has no tls-unique: the CSR is not "
-                "linked to the TLS session (the server does not ask for it)"
+                f"{_why_not_linkable(opener)}: the CSR is not linked to the TLS session (the "
+                "server does not ask for it)"
             )
             return (yield from exchange(post_csr(settings, operation, build_csr_for(spec))))
-        if opener.tls_unique is None:
+        if challenge is None:
             version = opener.tls_version or "an unknown TLS version"
             if state.pinned or opener.tls_version == TLS12:
                 raise EstPopError(
@@ -116,8 +183,8 @@ def _pop_attempt(
                 )
             if not settings.pin_tls12_for_pop:
                 raise EstPopError(
-                    f"the server negotiated {version}, where tls-unique does not exist, and "
-                    "proof-of-possession linking (RFC 7030 §3.5) needs it",
+                    f"{_why_not_linkable(opener)}, and proof-of-possession linking "
+                    "(RFC 7030 §3.5) needs one of them",
                     hint="allow retrying pinned to TLS 1.2 (pin_tls12_for_pop=True), or enroll "
                     "without proof-of-possession linking if the server does not require it",
                     params=("pin_tls12_for_pop", "pop"),
@@ -125,12 +192,12 @@ def _pop_attempt(
                 )
             state.pinned = True
             state.notes.append(
-                f"the server negotiated {version}; reconnected with TLS 1.2 for proof-of-possession"
+                f"{_why_not_linkable(opener)}; reconnected with TLS 1.2 for proof-of-possession"
             )
             yield PinTls12(f"server negotiated {version}; tls-unique needs TLS 1.2")
             continue
-        csr = build_csr_for(spec, challenge_password_for(opener.tls_unique))
-        request = post_csr(settings, operation, csr)
+        csr = build_csr_for(spec, challenge)
+        request = _linkable(post_csr(settings, operation, csr))
         request.extensions[LINKED] = True  # never resent on another connection (issue 13)
         try:
             reply = yield from exchange(request, dedicated=True)
@@ -142,7 +209,7 @@ def _pop_attempt(
                 "linked a new CSR to a new connection"
             )
             continue
-        if reply.tls_unique == opener.tls_unique:
+        if _binding_of(reply) is not None and _binding_of(reply) == _binding_of(opener):
             state.pop_linked = True
             return reply
         if reply.status == 200:

@@ -51,6 +51,7 @@ from estkit.protocol import (
     decode_certs_only_body,
     decode_csrattrs,
     encode_csr_body,
+    exporter_challenge_password_for,
     generate_private_key,
     is_self_signed,
     key_matches_certificate,
@@ -59,6 +60,7 @@ from estkit.protocol import (
     signature_hash_for,
     tls_unique_for,
 )
+from estkit.tlsbind import exporter_support, tls_exporter_for
 
 _T = TypeVar("_T")
 
@@ -79,6 +81,17 @@ DEFERRED_STATUSES = frozenset({202, 503})
 
 MAX_CHALLENGE_ANSWERS = 2
 """Answers to one 401: the first, and one more when a Digest nonce was stale (RFC 7616 §3.3)."""
+
+
+def link_challenge(sock: ssl.SSLSocket, *, exporter_offered: bool) -> str | None:
+    """The challengePassword linking a CSR to ``sock``'s connection: base64(tls-unique) under
+    TLS 1.2 (RFC 7030 §3.5), "tls-exporter:" + base64(tls-exporter) under TLS 1.3 when the
+    server offers that (estkit extension, RFC 9266), else None."""
+    unique = tls_unique_for(sock)
+    if unique:
+        return challenge_password_for(unique)
+    exporter = tls_exporter_for(sock) if exporter_offered else None
+    return exporter_challenge_password_for(exporter) if exporter else None
 
 
 @dataclass
@@ -270,8 +283,7 @@ class Session:
         """The challengePassword for this connection when the server wants PoP linking (E14)."""
         if not self.requires_pop:
             return None
-        binding = tls_unique_for(sock)
-        return challenge_password_for(binding) if binding else None
+        return link_challenge(sock, exporter_offered=self.offers_tls_exporter)
 
     def csr_source(
         self,
@@ -335,9 +347,20 @@ class Session:
         attrs = self.csrattrs().attrs
         return bool(attrs is not None and attrs.requires_pop)
 
+    @property
+    def offers_tls_exporter(self) -> bool:
+        """The server lists the estkit tls-exporter OID: it links CSRs under TLS 1.3 too."""
+        attrs = self.csrattrs().attrs
+        return bool(attrs is not None and attrs.offers_tls_exporter)
+
     def enroll_settings(self) -> TlsSettings:
-        """TLS 1.2 when the server wants tls-unique PoP linking (undefined under TLS 1.3)."""
-        return TLS12_ONLY if self.requires_pop else DEFAULT_TLS
+        """TLS 1.2 when the server wants PoP linking and can link only with tls-unique (which
+        TLS 1.3 lacks); any version when it also takes tls-exporter and we can read it."""
+        if not self.requires_pop:
+            return DEFAULT_TLS
+        if self.offers_tls_exporter and exporter_support().available:
+            return DEFAULT_TLS
+        return TLS12_ONLY
 
     # -- issuing operations -----------------------------------------------------------------
 

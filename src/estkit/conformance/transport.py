@@ -49,7 +49,8 @@ EVIDENCE_HEADERS = (
 """Response headers worth recording; the rest (Date, Server…) prove nothing."""
 
 BodySource = bytes | Callable[[ssl.SSLSocket], bytes]
-"""A body, or a function building it from the connected TLS socket (for tls-unique PoP)."""
+"""A body, or a function building it from the connected TLS socket (for PoP linking: tls-unique
+under TLS 1.2, tls-exporter under TLS 1.3)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class TlsSettings:
 # certificate into a failure of every case and hide what else the server gets right.
 DEFAULT_TLS = TlsSettings(verify=False)
 TLS12_ONLY = TlsSettings(max_version=ssl.TLSVersion.TLSv1_2, verify=False)
+TLS13_ONLY = TlsSettings(min_version=ssl.TLSVersion.TLSv1_3, verify=False)
 VERIFIED_TLS = TlsSettings(verify=True)
 
 

@@ -26,6 +26,11 @@ CHALLENGE_PASSWORD_OID = "1.2.840.113549.1.9.7"
 EXTENSION_REQUEST_OID = "1.2.840.113549.1.9.14"
 EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1"
 RSA_ENCRYPTION_OID = "1.2.840.113549.1.1.1"
+# estkit extension (docs/tls13-pop.md): a server listing this OID in /csrattrs verifies a
+# "tls-exporter:" + base64(RFC 9266 tls-exporter) challengePassword under TLS 1.3, so a client
+# may link its CSR there instead of falling back to TLS 1.2 and tls-unique. A UUID OID (ITU-T
+# X.667, arc 2.25): anyone may mint one without a registry, and it can never collide.
+TLS_EXPORTER_POP_OID = "2.25.288640988034990119707516037133679034137"
 
 CURVE_NAMES = {
     "1.2.840.10045.3.1.7": "secp256r1",
@@ -54,6 +59,7 @@ _OID_NAMES = {
     EXTENSION_REQUEST_OID: "extensionRequest",
     EC_PUBLIC_KEY_OID: "id-ecPublicKey",
     RSA_ENCRYPTION_OID: "rsaEncryption",
+    TLS_EXPORTER_POP_OID: "estkit-tls-exporter-pop",
     "1.2.840.10045.4.3.2": "ecdsa-with-SHA256",
     "1.2.840.10045.4.3.3": "ecdsa-with-SHA384",
     "1.2.840.10045.4.3.4": "ecdsa-with-SHA512",
@@ -169,6 +175,14 @@ class CsrAttrs:
         )
 
     @property
+    def offers_tls_exporter(self) -> bool:
+        """The server verifies a tls-exporter challengePassword under TLS 1.3 (estkit
+        extension, :data:`TLS_EXPORTER_POP_OID`), listed as a bare OID or an attribute."""
+        return any(oid.dotted_string == TLS_EXPORTER_POP_OID for oid in self.oids) or (
+            self._attribute(TLS_EXPORTER_POP_OID) is not None
+        )
+
+    @property
     def requested_curve(self) -> str | None:
         """Curve name from an id-ecPublicKey attribute with a namedCurve value."""
         attribute = self._attribute(EC_PUBLIC_KEY_OID)
@@ -221,6 +235,11 @@ class CsrAttrs:
             dotted = oid.dotted_string
             if dotted == CHALLENGE_PASSWORD_OID:
                 lines.append(f"{oid_name(oid)}: proof-of-possession linking required (tls-unique)")
+            elif dotted == TLS_EXPORTER_POP_OID:
+                lines.append(
+                    f"{oid_name(oid)}: the server verifies tls-exporter linking under TLS 1.3 "
+                    "(estkit extension)"
+                )
             elif dotted in HASH_OIDS:
                 lines.append(f"{oid_name(oid)}: sign the CSR with {HASH_OIDS[dotted]}")
             else:
@@ -352,6 +371,7 @@ __all__ = [
     "EXTENSION_REQUEST_OID",
     "HASH_OIDS",
     "RSA_ENCRYPTION_OID",
+    "TLS_EXPORTER_POP_OID",
     "CsrAttribute",
     "CsrAttrs",
     "decode_csrattrs",

@@ -33,6 +33,7 @@ from estkit.protocol.csrattrs import (
     CHALLENGE_PASSWORD_OID,
     EC_PUBLIC_KEY_OID,
     RSA_ENCRYPTION_OID,
+    TLS_EXPORTER_POP_OID,
     CsrAttribute,
     CsrAttrs,
     encode_csrattrs,
@@ -73,6 +74,7 @@ from estkit.server.refusal import NeedsHttpAuthentication, Refusal
 from estkit.server.revocation_cache import OCSP_HTTP_MAX_AGE_SECONDS, Artifact, RevocationCache
 from estkit.server.state import ServerState
 from estkit.server.upstream import UpstreamPending
+from estkit.tlsbind import exporter_support, tls_exporter_for
 
 logger = logging.getLogger("estkit.server")
 
@@ -174,6 +176,8 @@ def csrattrs_for(profile: Profile) -> CsrAttrs:
     attributes: list[CsrAttribute] = []
     if profile.require_pop:
         oids.append(x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID))
+    if exporter_support().available:  # we verify tls-exporter PoP under TLS 1.3 (tls13-pop.md)
+        oids.append(x509.ObjectIdentifier(TLS_EXPORTER_POP_OID))
     if profile.auth_mode == "nmos":
         oids.append(x509.ObjectIdentifier(SERIAL_NUMBER_OID))
     if profile.key_families == frozenset({"ec"}):
@@ -488,6 +492,7 @@ class EstHandler:
             tls_version=ssl_object.version() if ssl_object else None,
             client_status=client_status,
             forwarded_by=forwarded_by,
+            tls_exporter=tls_exporter_for(ssl_object),
         )
         try:
             outcome = await self.state.run(enroll, self.state, enrollment, now)
@@ -670,6 +675,9 @@ def create_app(state: ServerState) -> web.Application:
         client_max_size=MAX_REQUEST_BODY_BYTES, middlewares=[_refusal_middleware(state)]
     )
     app[STATE_KEY] = state
+    # The tls-exporter self-check runs once per process: here, not in the first /csrattrs.
+    support = exporter_support()
+    logger.info("proof-of-possession under TLS 1.3 (tls-exporter): %s", support.reason)
     revocation = RevocationCache(state)
     app[REVOCATION_KEY] = revocation
     handler = EstHandler(state, revocation)

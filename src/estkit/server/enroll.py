@@ -32,7 +32,7 @@ from estkit.protocol.keys import (
     generate_private_key,
     private_key_to_der,
 )
-from estkit.protocol.pop import PopResult, check_pop
+from estkit.protocol.pop import TLS_EXPORTER, PopResult, binding_type_of, check_pop
 from estkit.protocol.serverkeygen import (
     KeyEncryptionRequest,
     can_encrypt_to,
@@ -80,6 +80,8 @@ class EnrollmentRequest:
     # Set when a trusted registration authority forwards this request ("ra:<fingerprint>",
     # see ra.py): the RA checked PoP and the device's identity; the names are vetted here too.
     forwarded_by: str | None = None
+    # RFC 9266 tls-exporter of a TLS 1.3 connection (estkit.tlsbind), None otherwise.
+    tls_exporter: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -135,33 +137,51 @@ def _check_csr(request: EnrollmentRequest) -> CsrInfo:
 
 
 def _check_pop(request: EnrollmentRequest, info: CsrInfo) -> None:
-    """RFC 7030 §3.5 linking; tls-unique is only ever used under TLS 1.2 (E14)."""
-    result = check_pop(info.challenge_password, request.tls_unique)
+    """RFC 7030 §3.5 linking: tls-unique under TLS 1.2, tls-exporter under TLS 1.3 (E14)."""
+    result = check_pop(info.challenge_password, request.tls_unique, request.tls_exporter)
     required = request.profile.require_pop
+    version = request.tls_version or "no TLS"
     if result is PopResult.MISMATCH:
+        binding = binding_type_of(info.challenge_password or "")
+        if binding == TLS_EXPORTER and request.tls_exporter is None:
+            raise Refusal(
+                400,
+                "proof-of-possession failed: the CSR's challengePassword is a tls-exporter "
+                f"value, but this connection uses {version}: tls-exporter linking is accepted "
+                "only under TLS 1.3; under TLS 1.2 put base64(tls-unique) there (RFC 7030 "
+                "section 3.5)",
+            )
         raise Refusal(
             400,
-            "the CSR's challengePassword does not match this TLS session's tls-unique value; "
-            "build the CSR on the same TLS connection that sends it (RFC 7030 section 3.5)",
+            f"proof-of-possession failed: the CSR's challengePassword does not match this TLS "
+            f"session's {binding} value; build the CSR on the same TLS connection that sends it "
+            "(RFC 7030 section 3.5)",
         )
     if required and result is PopResult.ABSENT:
+        how = (
+            '"tls-exporter:" + base64(tls-exporter) of this TLS 1.3 session (RFC 9266'
+            if request.tls_exporter is not None
+            else "base64(tls-unique) of this TLS 1.2 session (RFC 7030 section 3.5"
+        )
         raise Refusal(
             400,
-            f"{_label_text(request.label)} requires proof-of-possession: put base64(tls-unique) "
-            "of this TLS 1.2 session into the CSR's challengePassword (RFC 7030 section 3.5; "
-            "see /csrattrs)",
+            f"{_label_text(request.label)} requires proof-of-possession: put {how}) into the "
+            "CSR's challengePassword (see /csrattrs)",
         )
     if required and result is PopResult.UNAVAILABLE:
         raise Refusal(
             400,
-            f"{_label_text(request.label)} requires proof-of-possession via tls-unique, which "
-            f"exists only in TLS 1.2 and this connection uses {request.tls_version or 'no TLS'}; "
-            "connect with TLS 1.2",
+            f"{_label_text(request.label)} requires proof-of-possession, and this connection "
+            f"({version}) offers no channel binding the CSR's challengePassword can be checked "
+            "against: tls-unique exists only in TLS 1.2"
+            + (
+                '; under TLS 1.3 put "tls-exporter:" + base64(tls-exporter) there'
+                if request.tls_exporter is not None
+                else ", and this server cannot read tls-exporter; connect with TLS 1.2"
+            ),
         )
     if result is PopResult.UNAVAILABLE and info.challenge_password is not None:
-        logger.info(
-            "challengePassword not checked: %s has no tls-unique", request.tls_version or "TLS"
-        )
+        logger.info("challengePassword not checked: %s offers no binding for it", version)
 
 
 def _vet(

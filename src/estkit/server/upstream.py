@@ -48,13 +48,14 @@ from estkit.client.issued import interpret_serverkeygen
 from estkit.client.models import CsrAttrsResult
 from estkit.protocol.certs import is_self_signed, load_pem_certificates, sha256_fingerprint
 from estkit.protocol.csr import CsrInfo
-from estkit.protocol.csrattrs import CHALLENGE_PASSWORD_OID, CsrAttrs
+from estkit.protocol.csrattrs import CHALLENGE_PASSWORD_OID, TLS_EXPORTER_POP_OID, CsrAttrs
 from estkit.protocol.errors import CsrPolicyError, EncodingError
 from estkit.protocol.keys import private_key_to_der
 from estkit.protocol.retry import format_retry_after
 from estkit.protocol.serverkeygen import encrypt_private_key_for
 from estkit.server.config import ConfigError, ServerConfig, UpstreamConfig
 from estkit.server.refusal import Refusal
+from estkit.tlsbind import exporter_support
 
 logger = logging.getLogger("estkit.server")
 
@@ -479,7 +480,12 @@ class UpstreamCache:
                 self._csrattrs = (time.monotonic(), result.attrs)
             attrs = self._csrattrs[1]
         pop = x509.ObjectIdentifier(CHALLENGE_PASSWORD_OID)
-        oids = tuple(oid for oid in attrs.oids if oid != pop)
+        # PoP is checked on the device's connection to this RA, so the RA's own abilities
+        # decide what is advertised, never the upstream's (tls-exporter: docs/tls13-pop.md).
+        exporter = x509.ObjectIdentifier(TLS_EXPORTER_POP_OID)
+        oids = tuple(oid for oid in attrs.oids if oid not in (pop, exporter))
+        if exporter_support().available:
+            oids = (exporter, *oids)
         if profile.require_pop:
             oids = (pop, *oids)
         return CsrAttrs(oids=oids, attributes=attrs.attributes)

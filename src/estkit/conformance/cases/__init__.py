@@ -51,6 +51,8 @@ ALL_CASES: tuple[Case, ...] = (
          est.reenroll_changed_subject),
     Case("pop-wrong-challenge", "Wrong PoP challengePassword refused", "E14", "all",
          est.pop_wrong_challenge),
+    Case("pop-tls13-exporter", "TLS 1.3 PoP: tls-exporter linked CSR taken, replay refused",
+         "E14", "all", est.pop_tls13_exporter),
     # BCP-003-03 EST server.
     Case("no-http-auth-challenge", "No HTTP authentication challenge", "S5", "nmos",
          bcp003.no_http_auth_challenge),

@@ -34,7 +34,7 @@ from estkit.conformance.session import (
     describe_refusal,
     has_eku,
 )
-from estkit.conformance.transport import TLS12_ONLY, Exchange
+from estkit.conformance.transport import TLS12_ONLY, TLS13_ONLY, Exchange
 from estkit.protocol import (
     ALLOWED_CURVES,
     CSRATTRS,
@@ -43,15 +43,19 @@ from estkit.protocol import (
     PKCS7_CERTS_ONLY,
     PKCS7_MIME,
     PKCS10,
+    TLS_EXPORTER_POP_OID,
     challenge_password_for,
     classify_ca_certificates,
     describe_public_key,
     encode_base64_body,
+    exporter_challenge_password_for,
+    generate_private_key,
     is_self_signed,
     key_matches_certificate,
     parse_retry_after,
     tls_unique_for,
 )
+from estkit.tlsbind import exporter_support, tls_exporter_for
 
 OVERSIZED_REQUEST_BYTES = 1024 * 1024 + 1
 """Larger than any CSR could be by three orders of magnitude (a CSR is 0.5-2 KiB), and just above
@@ -559,6 +563,94 @@ def pop_wrong_challenge(session: Session) -> Outcome:
         f"{outcome.message}; the linked CSR of {baseline.title} was accepted",
         **dict(outcome.evidence),
         control=baseline.evidence(),
+    )
+
+
+def pop_tls13_exporter(session: Session) -> Outcome:
+    """E14 under TLS 1.3 (estkit extension, docs/tls13-pop.md): a server that offers
+    tls-exporter linking takes a CSR linked to its connection's tls-exporter and refuses one
+    carrying the tls-exporter of another connection (a replay)."""
+    attrs = session.csrattrs()
+    if attrs.exchange.status is None:
+        return skipped(
+            f"cannot tell whether the server offers tls-exporter linking: "
+            f"{attrs.exchange.describe()}"
+        )
+    if not session.offers_tls_exporter:
+        return not_applicable(
+            "the server does not offer proof-of-possession linking under TLS 1.3 (no "
+            f"estkit tls-exporter OID {TLS_EXPORTER_POP_OID} in /csrattrs): an extension RFC "
+            "7030 does not define; its clients link with tls-unique under TLS 1.2 "
+            "(pop-wrong-challenge)",
+            response=attrs.exchange.evidence(),
+        )
+    support = exporter_support()
+    if not support.available:
+        return skipped(f"this Python cannot read tls-exporter values: {support.reason}")
+    baseline, skip = baseline_or_skip(session)
+    if skip or baseline is None:
+        return skip or skipped("no baseline")
+    key = generate_private_key("p256")
+    linked_to: dict[str, bytes] = {}
+
+    def linked_body(sock: ssl.SSLSocket) -> bytes:
+        exporter = tls_exporter_for(sock)
+        challenge = None
+        if exporter is not None:
+            linked_to["exporter"] = exporter
+            challenge = exporter_challenge_password_for(exporter)
+        _csr, body = session.csr_body(key, "pop-tls13", challenge_password=challenge)
+        return body
+
+    linked = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=linked_body,
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+        settings=TLS13_ONLY,
+    )
+    if linked.status is None:
+        return skipped(
+            f"no TLS 1.3 enrollment possible, so tls-exporter linking cannot be judged: "
+            f"{linked.describe()}"
+        )
+    if "exporter" not in linked_to:
+        return skipped("this Python could not read the tls-exporter value of the connection")
+    if linked.status not in (200, 202):
+        return failed(
+            "E14: the server offers tls-exporter linking under TLS 1.3 but refused a CSR linked "
+            f"to this very connection's tls-exporter: {describe_refusal(linked)}",
+            control=baseline.evidence(),
+        )
+    replayed = exporter_challenge_password_for(linked_to["exporter"])
+
+    def replay_body(sock: ssl.SSLSocket) -> bytes:
+        _csr, body = session.csr_body(
+            session.spare_key("ecdsa"), "pop-tls13-replay", challenge_password=replayed
+        )
+        return body
+
+    replay = session.request(
+        "POST",
+        session.path("simpleenroll"),
+        body=replay_body,
+        content_type=PKCS10,
+        identity=session.target.manufacturer,
+        settings=TLS13_ONLY,
+    )
+    outcome = judge_refusal(
+        replay,
+        requirement="E14",
+        what="a CSR carrying the tls-exporter value of another TLS 1.3 connection (a replay)",
+        session=session,
+    )
+    if outcome.status is not Status.PASS:
+        return outcome
+    return passed(
+        f"{outcome.message}; the CSR linked to its own TLS 1.3 connection was accepted "
+        f"({linked.status})",
+        **dict(outcome.evidence),
     )
 
 

@@ -90,7 +90,7 @@ COMMANDS: dict[str, LazyEntry] = {
             "admin-certs": "List the console operator certificates issued for the server in "
             "DATA_DIR.",
             "approve": "Approve a queued enrollment request.",
-            "certs": "List the certificates the server issued.",
+            "certs": "List the certificates the server issued, newest first, one page at a time.",
             "console-login": "Print a single-use console sign-in URL for OPERATOR (valid 10 "
             "minutes).",
             "dns-records": "Print the unicast DNS-SD records (PTR/SRV/TXT/A) to paste into a zone "
@@ -100,7 +100,8 @@ COMMANDS: dict[str, LazyEntry] = {
             "ra-cert": "Issue a registration-authority certificate (id-kp-cmcRA) and trust it "
             "([ra] trusted).",
             "reject": "Reject a queued enrollment request.",
-            "requests": "List enrollment requests waiting for (or decided by) an operator (S4).",
+            "requests": "List enrollment requests waiting for (or decided by) an operator (S4), "
+            "newest first, one page at a time.",
             "revoke": "Revoke an issued certificate (hex SERIAL) and regenerate the CRL.",
             "revoke-admin-cert": "Revoke a console operator certificate (hex SERIAL) or all of "
             "operator NAME's.",

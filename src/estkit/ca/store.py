@@ -272,6 +272,24 @@ class OperatorCertificateRecord:
 _EVENT_COLUMNS = "id, at, kind, message, fields"
 
 
+def _status_label_filter(status: str | None, label: str | None) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and parameters for the ``status`` and ``label`` filters of the issued
+    listings (``label=""``: the unlabelled endpoint)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        if status not in CERTIFICATE_STATUSES:
+            raise ValueError(
+                f"unknown status {status!r}; use one of {', '.join(CERTIFICATE_STATUSES)}"
+            )
+        clauses.append("status = ?")
+        params.append(status)
+    if label is not None:
+        clauses.append("label = ?")
+        params.append(label)
+    return clauses, params
+
+
 class CertificateStore:
     """Persistent record of what the CA issued and decided. Every method commits before it
     returns; safe to share between threads; several processes may open the same database."""
@@ -430,17 +448,7 @@ class CertificateStore:
     ) -> list[IssuedRecord]:
         """Every matching issued certificate, oldest first (``label=""``: the unlabelled
         endpoint). Unbounded: for listings a person reads use :meth:`issued_page`."""
-        clauses, params = [], []
-        if status is not None:
-            if status not in CERTIFICATE_STATUSES:
-                raise ValueError(
-                    f"unknown status {status!r}; use one of {', '.join(CERTIFICATE_STATUSES)}"
-                )
-            clauses.append("status = ?")
-            params.append(status)
-        if label is not None:
-            clauses.append("label = ?")
-            params.append(label)
+        clauses, params = _status_label_filter(status, label)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._backend.read() as tx:
             rows = tx.execute(
@@ -1021,18 +1029,7 @@ class CertificateStore:
         if sort not in ISSUED_SORTS:
             raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(ISSUED_SORTS)}")
         t = self._backend.to_db_time
-        clauses: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            if status not in CERTIFICATE_STATUSES:
-                raise ValueError(
-                    f"unknown status {status!r}; use one of {', '.join(CERTIFICATE_STATUSES)}"
-                )
-            clauses.append("status = ?")
-            params.append(status)
-        if label is not None:
-            clauses.append("label = ?")
-            params.append(label)
+        clauses, params = _status_label_filter(status, label)
         if key_type:
             clauses.append("key_type = ?")
             params.append(key_type)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -493,7 +494,9 @@ def test_bad_input_row(
     estkit_server: EstkitTestServer,
     clients: dict[str, tuple[Path, Path]],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING)
     store = estkit_server.open_store()
     before_event = last_event_id(store)
     issued_before = len(store.list_issued())
@@ -509,6 +512,9 @@ def test_bad_input_row(
             workdir=tmp_path,
         )
         assert healthy.status == 200
+        # One line saying why, never a traceback (asyncio's default handler would print one).
+        assert any("unreadable client certificate" in r.getMessage() for r in caplog.records)
+        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
         return
     assert response.status == row.status, response.text
     assert "Traceback" not in response.text

@@ -33,6 +33,7 @@ import logging
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -467,6 +468,7 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
+        _quiet_handshake_failures(asyncio.get_running_loop())
         if self._sock is not None:
             listen = self._sock
         else:
@@ -585,6 +587,11 @@ class GuardedSite(web.BaseSite):
             pass  # evicted or stopping; the socket is closed below or by its transport
         except (OSError, ssl.SSLError) as exc:
             self._handshake_failed(connection, hello, _reason(exc))
+        except ValueError as exc:
+            # Python's ssl cannot decode the client certificate it was given (a SAN DNS name
+            # with non-ASCII bytes raises UnicodeDecodeError once OpenSSL has finished): the
+            # connection is closed without an HTTP answer, logged as one line, no traceback.
+            self._handshake_failed(connection, hello, f"unreadable client certificate: {exc}")
         finally:
             if connection.state == HANDSHAKE:
                 self._guard.release(connection)
@@ -674,6 +681,40 @@ async def _peek(sock: socket.socket, size: int) -> bytes:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+# Loops whose exception handler already condenses handshake failures.
+_QUIET_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _quiet_handshake_failures(loop: asyncio.AbstractEventLoop) -> None:
+    """Log asyncio's "SSL handshake failed" reports as one rate-limited line, not a traceback.
+
+    asyncio reports a failed handshake through the loop's exception handler, whose default prints
+    the traceback: a client could fill the log with them (one per connection). Everything else
+    still reaches the previous handler. Installed once per loop.
+    """
+    if loop in _QUIET_LOOPS:
+        return
+    _QUIET_LOOPS.add(loop)
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("SSL handshake failed"):
+            exc = context.get("exception")
+            refusals.log(
+                "TLS handshakes refused",
+                logging.WARNING,
+                "TLS handshake failed: %s",
+                _reason(exc) if isinstance(exc, BaseException) else context.get("message"),
+            )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _reason(exc: BaseException) -> str:

@@ -449,6 +449,27 @@ def _drive_threads(setup: ClientSetup, clients: int, duration: float) -> Result:
     return _drive(_one_enrollment, scenario, clients, duration)
 
 
+def _server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far (Linux /proc; else 0).
+
+    Why: on a shared machine the rates swing with other load, but the CPU a server spends per
+    enrollment moves much less, so it is printed beside them."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                pending += [int(child) for child in children]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _extract(revision: str, directory: Path) -> Path:
     """``git archive REV`` unpacked into ``directory``: the baseline's source, nothing installed."""
     repository = Path(__file__).resolve().parent.parent
@@ -521,12 +542,13 @@ def side_by_side(
         _check_imports_from(baseline_source)
         sources: dict[str, Path | None] = {"baseline": baseline_source, "current": None}
         ports: dict[str, int] = {}
+        pids: dict[str, int] = {}
         for name, source in sources.items():
             _init_with(source, tmp / name / "data", ca_key)
-            port, _ = stack.enter_context(
+            port, pid = stack.enter_context(
                 _estkit_server(tmp / name / "data", None, source=source, quiet=False)
             )
-            ports[name] = port
+            ports[name], pids[name] = port, pid
         pool = (
             stack.enter_context(multiprocessing.get_context("fork").Pool(clients))
             if load == "processes"
@@ -548,13 +570,17 @@ def side_by_side(
             print(f"{key_type}: TLS 1.2 {KEY_TYPES[key_type]}, client certificate {key_type}")
             many: dict[str, list[Result]] = {name: [] for name in sources}
             single: dict[str, list[Result]] = {name: [] for name in sources}
+            cpu: dict[str, list[float]] = {name: [] for name in sources}
             for round_number in range(rounds):
                 # Alternate which server goes first, so neither always meets a warmer machine.
                 order = list(sources) if round_number % 2 == 0 else list(reversed(sources))
                 for name in order:
+                    before = _server_cpu_seconds(pids[name])
                     many[name].append(measure(setups[name], clients))
-                    print(_line(f"round {round_number + 1} {name:<8} {clients:>2} clients",
-                                many[name][-1]))  # fmt: skip
+                    spent = _server_cpu_seconds(pids[name]) - before
+                    cpu[name].append(1e3 * spent / max(1, many[name][-1].count))
+                    label = f"round {round_number + 1} {name:<8} {clients:>2} clients"
+                    print(_line(label, many[name][-1]), f" CPU {cpu[name][-1]:.2f} ms/enrollment")
             for name in sources:
                 single[name].append(measure(setups[name], 1))
                 print(_line(f"{name:<8}  1 client", single[name][-1]))
@@ -566,6 +592,10 @@ def side_by_side(
                   f"{statistics.median(rates['baseline']):.0f}/s, current "
                   f"{statistics.median(rates['current']):.0f}/s (medians of {rounds} rounds); "
                   f"ratio current/baseline {ratio:.2f}x (sum over rounds)")  # fmt: skip
+            if all(cpu[name] and cpu[name][0] > 0 for name in sources):
+                print(f"  server CPU per enrollment (all its processes, /proc): baseline "
+                      f"{statistics.median(cpu['baseline']):.2f} ms, current "
+                      f"{statistics.median(cpu['current']):.2f} ms (medians)")  # fmt: skip
             p50 = single["current"][0].percentile(0.5)
             base_p50 = single["baseline"][0].percentile(0.5)
             print(f"  {key_type} 1 client p50: baseline {base_p50:.2f} ms, current {p50:.2f} ms")

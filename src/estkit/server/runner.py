@@ -86,7 +86,8 @@ def default_workers() -> int:
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop when installed (and not turned off with ESTKIT_EVENT_LOOP=asyncio),
     else asyncio's. Why: the server's time goes to many short TLS connections, and uvloop's
-    transports and TLS layer are compiled (issue 16 measured the difference; see README)."""
+    transports and TLS layer are compiled: one worker at 16 clients spent 3.3 instead of 3.7 ms
+    of CPU per enrollment (issue 16, shared 2-core machine)."""
     if os.environ.get(EVENT_LOOP_ENV, "uvloop").strip().lower() != "asyncio":
         try:
             import uvloop

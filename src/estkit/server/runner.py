@@ -414,22 +414,32 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _supervise(children: list[int]) -> int:
-    """Wait for the workers; on SIGINT/SIGTERM (or a worker dying) stop them all."""
-    stopping = threading.Event()
+class _Supervisor:
+    """The supervising process's SIGINT/SIGTERM handling, from right after the fork.
 
-    def forward(signum: int, _frame: object) -> None:
-        stopping.set()
-        for pid in children:
+    Why that early: the sidecar and ``on_ready`` (mDNS registration takes a second) run before
+    the workers are waited for; a SIGTERM arriving then must stop the workers and let the
+    supervisor finish its output and exit cleanly, not kill it mid-print with the default action.
+    """
+
+    def __init__(self, children: list[int]) -> None:
+        self.children = children
+        self.stopping = threading.Event()
+        self._previous = {
+            signum: signal.signal(signum, self._forward)
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        self.stopping.set()
+        for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    previous = {
-        signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    status = 0
-    try:
-        remaining = set(children)
+    def wait(self) -> int:
+        """Wait for the workers; on SIGINT/SIGTERM (or a worker dying) stop them all."""
+        status = 0
+        remaining = set(self.children)
         while remaining:
             try:
                 pid, wait_status = os.wait()
@@ -441,14 +451,15 @@ def _supervise(children: list[int]) -> int:
                 continue
             remaining.discard(pid)
             code = os.waitstatus_to_exitcode(wait_status)
-            if not stopping.is_set():
+            if not self.stopping.is_set():
                 logger.error("worker %d exited unexpectedly (status %d); stopping", pid, code)
                 status = status or (code or 1)
-                forward(signal.SIGTERM, None)
-    finally:
-        for signum, handler in previous.items():
+                self._forward(signal.SIGTERM, None)
+        return status
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-    return status
 
 
 def serve(
@@ -561,18 +572,22 @@ def _serve(
                 os._exit(code)
         children.append(pid)
     sock.close()
+    supervisor = _Supervisor(children)
     try:
-        stop_sidecar = sidecar() if sidecar is not None else None
-    except BaseException:
-        _stop_workers(children)
-        raise
-    try:
-        if on_ready is not None:
-            on_ready(_info(probe, host, bound_port, workers, tls))
-        return _supervise(children)
+        try:
+            stop_sidecar = sidecar() if sidecar is not None else None
+        except BaseException:
+            _stop_workers(children)
+            raise
+        try:
+            if on_ready is not None:
+                on_ready(_info(probe, host, bound_port, workers, tls))
+            return supervisor.wait()
+        finally:
+            if stop_sidecar is not None:
+                stop_sidecar()
     finally:
-        if stop_sidecar is not None:
-            stop_sidecar()
+        supervisor.restore()
 
 
 def _stop_workers(children: list[int]) -> None:

@@ -15,28 +15,44 @@ the load generator runs on the same machine (threads: the GIL is released during
 cryptography and socket I/O). Targets (2 cores, generator included): >= 400 P-256 enrollments/s at
 16 clients, single-client p50 <= 5 ms, enrollment rate >= 50 % of the bare-handshake rate.
 
-Run: ``python benchmarks/bench_server_enroll.py [--duration 5] [--workers 2] [--profile]``.
+Run: ``python benchmarks/bench_server_enroll.py [--duration 5] [--workers N] [--profile]``.
 Prints figures; asserts nothing. ``--profile`` samples a one-worker server with py-spy at 16
-clients and prints where the server's time goes.
+clients and prints where the server's time goes. Without ``--workers`` the server runs with its
+default (one worker per CPU).
+
+Side by side with an older commit (issue 16): ``--baseline REV`` extracts REV with
+``git archive`` into a temporary directory, starts that commit's server (same interpreter,
+``PYTHONPATH`` pointing at its ``src``; nothing is installed) and the current one, each with
+default settings (``estkit server serve DIR --port 0``, no other flag) on its own data directory
+made by its own ``server init``, and drives them with the same load in alternating rounds of the
+same duration; it prints each round and the ratio current/baseline. ``--load processes`` (the
+default there) is the closed-loop method of a separate multi-process load generator: N processes,
+each a loop of new TCP + TLS 1.2 connection with the device's client certificate,
+``http.client`` POST of the same CSR to /simpleenroll, read the whole response, close.
+``--load threads`` uses the thread-based client above instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +64,11 @@ from estkit.server.datadir import InitResult, init_data_dir
 TARGET_ENROLLMENTS_PER_SECOND = 400
 TARGET_SINGLE_P50_MS = 5.0
 TARGET_FRACTION_OF_HANDSHAKES = 0.5
+# Issue 16's goals for --baseline 6b0a37a (default settings, 16 clients, same run): P-256
+# enrollments/s at least 2.3x the baseline's (5x the C reference server), RSA-2048 2x, and a
+# single client's p50 at most 4 ms (P-256).
+TARGET_RATIO = {"p256": 2.3, "rsa2048": 2.0}
+TARGET_SIDE_BY_SIDE_P50_MS = 4.0
 KEY_TYPES = {"p256": "ECDHE-ECDSA-AES128-GCM-SHA256", "rsa2048": "ECDHE-RSA-AES128-GCM-SHA256"}
 SERVER_CERT_SUFFIX = {"p256": "ec", "rsa2048": "rsa"}
 START_TIMEOUT_SECONDS = 60
@@ -192,15 +213,46 @@ def _scenario(paths: InitResult, key_type: str, host: str, port: int, directory:
     return Scenario(key_type, host, port, context, request)
 
 
+def _source_env(source: Path | None) -> dict[str, str]:
+    """The environment that makes ``python -m estkit`` import the code under ``source``/src."""
+    env = dict(os.environ, COLUMNS="250")
+    if source is not None:
+        env["PYTHONPATH"] = str(source / "src")
+    return env
+
+
+def _check_imports_from(source: Path) -> None:
+    """Fail loudly when an installed estkit would shadow the code under ``source``."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import estkit; print(estkit.__file__)"],
+        capture_output=True,
+        text=True,
+        env=_source_env(source),
+        check=True,
+    ).stdout.strip()
+    if not Path(where).resolve().is_relative_to((source / "src").resolve()):
+        raise RuntimeError(f"estkit is imported from {where}, not from {source}/src")
+
+
 @contextlib.contextmanager
-def _estkit_server(data_dir: Path, workers: int) -> Iterator[tuple[int, int]]:
+def _estkit_server(
+    data_dir: Path,
+    workers: int | None,
+    *,
+    source: Path | None = None,
+    quiet: bool = True,
+) -> Iterator[tuple[int, int]]:
+    """``estkit server serve DIR --port 0`` (plus ``--workers``/``--log-level error`` when asked)
+    from the code under ``source`` (default: this checkout); yields (port, pid)."""
+    extra = ["--workers", str(workers)] if workers is not None else []
+    extra += ["--log-level", "error"] if quiet else []
     process = subprocess.Popen(
         [sys.executable, "-m", "estkit.cli.main", "server", "serve", str(data_dir), "--port", "0",
-         "--workers", str(workers), "--log-level", "error"],
+         *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=dict(os.environ, COLUMNS="250"),
+        env=_source_env(source),
     )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -270,8 +322,9 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def run(duration: float, workers: int, ca_key: str) -> None:
-    print(f"estkit server enrollment benchmark: {os.cpu_count()} CPUs, server --workers {workers},")
+def run(duration: float, workers: int | None, ca_key: str) -> None:
+    shown = "default" if workers is None else str(workers)
+    print(f"estkit server enrollment benchmark: {os.cpu_count()} CPUs, server --workers {shown},")
     print(f"CA key {ca_key}, {duration:.0f} s per measurement, load generator on the same host\n")
     with tempfile.TemporaryDirectory(prefix="estkit-bench-") as tmp:
         directory = Path(tmp)
@@ -313,6 +366,247 @@ def run(duration: float, workers: int, ca_key: str) -> None:
     rsa_fraction = rsa["enroll16"].rate / rsa["openssl_handshake"].rate
     print(f"  (RSA-2048: {rsa['enroll16'].rate:.0f}/s at 16 clients, {rsa_fraction:.0%} of "
           f"{rsa['openssl_handshake'].rate:.0f} bare handshakes/s)")  # fmt: skip
+
+
+# --- side by side with an older commit (--baseline REV) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What every load process needs (picklable: it crosses into the worker processes)."""
+
+    host: str
+    port: int
+    cafile: str
+    cert: str
+    key: str
+    ciphers: str
+    body: bytes
+    path: str = "/.well-known/est/simpleenroll"
+
+
+def _process_context(setup: ClientSetup) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=setup.cafile)
+    context.check_hostname = False
+    context.load_cert_chain(setup.cert, setup.key)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(setup.ciphers)
+    return context
+
+
+def _process_loop(job: tuple[ClientSetup, float]) -> tuple[int, int, list[float]]:
+    """One load process: enroll back to back for ``seconds``; (requests, ok, latencies).
+
+    Each request is what a separate multi-process load generator does: a new
+    ``http.client.HTTPSConnection`` (new TCP + TLS 1.2 handshake, client certificate), POST the
+    same CSR, read the whole response, close."""
+    setup, seconds = job
+    context = _process_context(setup)
+    headers = {"Content-Type": "application/pkcs10"}
+    requests = ok = 0
+    latencies: list[float] = []
+    ends = time.time() + seconds
+    while time.time() < ends:
+        began = time.perf_counter()
+        connection = http.client.HTTPSConnection(
+            setup.host, setup.port, context=context, timeout=30
+        )
+        try:
+            connection.request("POST", setup.path, body=setup.body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            ok += response.status == 200
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        requests += 1
+        latencies.append(time.perf_counter() - began)
+    return requests, ok, latencies
+
+
+def _drive_processes(
+    pool: multiprocessing.pool.Pool, setup: ClientSetup, clients: int, duration: float
+) -> Result:
+    """``clients`` of the pool's processes run :func:`_process_loop` for ``duration`` s."""
+    results = pool.map(_process_loop, [(setup, duration)] * clients, chunksize=1)
+    requests = sum(r[0] for r in results)
+    ok = sum(r[1] for r in results)
+    latencies = [value for r in results for value in r[2]]
+    return Result(count=ok, errors=requests - ok, seconds=duration, latencies=latencies)
+
+
+def _drive_threads(setup: ClientSetup, clients: int, duration: float) -> Result:
+    context = _process_context(setup)
+    context.options |= ssl.OP_NO_TICKET
+    request = (
+        f"POST {setup.path} HTTP/1.1\r\nHost: localhost\r\n".encode()
+        + b"Content-Type: application/pkcs10\r\nConnection: close\r\n"
+        + f"Content-Length: {len(setup.body)}\r\n\r\n".encode()
+        + setup.body
+    )
+    scenario = Scenario("", setup.host, setup.port, context, request)
+    return _drive(_one_enrollment, scenario, clients, duration)
+
+
+def _server_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far (Linux /proc; else 0).
+
+    Why: on a shared machine the rates swing with other load, but the CPU a server spends per
+    enrollment moves much less, so it is printed beside them."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                pending += [int(child) for child in children]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _extract(revision: str, directory: Path) -> Path:
+    """``git archive REV`` unpacked into ``directory``: the baseline's source, nothing installed."""
+    repository = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repository), "archive", "--format=tar", revision],
+        capture_output=True,
+        check=True,
+    ).stdout
+    directory.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
+
+
+def _init_with(source: Path | None, data_dir: Path, ca_key: str) -> None:
+    """``estkit server init DIR`` run by the code under ``source`` (default: this checkout)."""
+    subprocess.run(
+        [sys.executable, "-m", "estkit.cli.main", "server", "init", str(data_dir),
+         "--key-type", ca_key],
+        capture_output=True,
+        check=True,
+        env=_source_env(source),
+    )  # fmt: skip
+
+
+def _client_setup(data_dir: Path, key_type: str, port: int, directory: Path) -> ClientSetup:
+    paths = InitResult.for_directory(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = _device(paths, key_type, directory)
+    body = encode_csr_body(
+        build_csr(generate_private_key(key_type), common_name="bench.example.com")
+    )
+    return ClientSetup(
+        host="127.0.0.1",
+        port=port,
+        cafile=str(paths.ca_certificates),
+        cert=str(cert),
+        key=str(key),
+        ciphers=KEY_TYPES[key_type],
+        body=body,
+    )
+
+
+def side_by_side(
+    revision: str,
+    *,
+    duration: float,
+    rounds: int,
+    clients: int,
+    key_types: Sequence[str],
+    load: str,
+    ca_key: str,
+) -> dict[str, float]:
+    """Baseline REV and this checkout, default settings, same load, alternating rounds.
+
+    Returns {key_type: ratio of enrollments/s at ``clients`` clients}."""
+    commit = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "--short",
+         revision],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    print(
+        f"side by side: baseline {revision} ({commit}) vs this checkout; both `estkit server "
+        f"serve DIR --port 0` (default settings); {os.cpu_count()} CPUs; load: {load}, "
+        f"{clients} clients and 1 client, {rounds} alternating rounds of {duration:g} s\n"
+    )
+    ratios: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="estkit-side-")))
+        baseline_source = _extract(revision, tmp / "baseline")
+        _check_imports_from(baseline_source)
+        sources: dict[str, Path | None] = {"baseline": baseline_source, "current": None}
+        ports: dict[str, int] = {}
+        pids: dict[str, int] = {}
+        for name, source in sources.items():
+            _init_with(source, tmp / name / "data", ca_key)
+            port, pid = stack.enter_context(
+                _estkit_server(tmp / name / "data", None, source=source, quiet=False)
+            )
+            ports[name], pids[name] = port, pid
+        pool = (
+            stack.enter_context(multiprocessing.get_context("fork").Pool(clients))
+            if load == "processes"
+            else None
+        )
+
+        def measure(setup: ClientSetup, count: int) -> Result:
+            if pool is not None:
+                return _drive_processes(pool, setup, count, duration)
+            return _drive_threads(setup, count, duration)
+
+        for key_type in key_types:
+            setups = {
+                name: _client_setup(tmp / name / "data", key_type, ports[name], tmp / name)
+                for name in sources
+            }
+            for name in sources:  # warm-up: imports, first connections, SQLite pages
+                measure(setups[name], 1)
+            print(f"{key_type}: TLS 1.2 {KEY_TYPES[key_type]}, client certificate {key_type}")
+            many: dict[str, list[Result]] = {name: [] for name in sources}
+            single: dict[str, list[Result]] = {name: [] for name in sources}
+            cpu: dict[str, list[float]] = {name: [] for name in sources}
+            for round_number in range(rounds):
+                # Alternate which server goes first, so neither always meets a warmer machine.
+                order = list(sources) if round_number % 2 == 0 else list(reversed(sources))
+                for name in order:
+                    before = _server_cpu_seconds(pids[name])
+                    many[name].append(measure(setups[name], clients))
+                    spent = _server_cpu_seconds(pids[name]) - before
+                    cpu[name].append(1e3 * spent / max(1, many[name][-1].count))
+                    label = f"round {round_number + 1} {name:<8} {clients:>2} clients"
+                    print(_line(label, many[name][-1]), f" CPU {cpu[name][-1]:.2f} ms/enrollment")
+            for name in sources:
+                single[name].append(measure(setups[name], 1))
+                print(_line(f"{name:<8}  1 client", single[name][-1]))
+            rates = {name: [r.rate for r in many[name]] for name in sources}
+            totals = {name: sum(rates[name]) for name in sources}
+            ratio = totals["current"] / totals["baseline"] if totals["baseline"] else float("inf")
+            ratios[key_type] = ratio
+            print(f"\n  {key_type} at {clients} clients: baseline "
+                  f"{statistics.median(rates['baseline']):.0f}/s, current "
+                  f"{statistics.median(rates['current']):.0f}/s (medians of {rounds} rounds); "
+                  f"ratio current/baseline {ratio:.2f}x (sum over rounds)")  # fmt: skip
+            if all(cpu[name] and cpu[name][0] > 0 for name in sources):
+                print(f"  server CPU per enrollment (all its processes, /proc): baseline "
+                      f"{statistics.median(cpu['baseline']):.2f} ms, current "
+                      f"{statistics.median(cpu['current']):.2f} ms (medians)")  # fmt: skip
+            p50 = single["current"][0].percentile(0.5)
+            base_p50 = single["baseline"][0].percentile(0.5)
+            print(f"  {key_type} 1 client p50: baseline {base_p50:.2f} ms, current {p50:.2f} ms")
+            if key_type in TARGET_RATIO:
+                print(f"  issue-16 targets: ratio >= {TARGET_RATIO[key_type]}x -> "
+                      f"{_verdict(ratio >= TARGET_RATIO[key_type])}", end="")  # fmt: skip
+                if key_type == "p256":
+                    print(f"; 1-client p50 <= {TARGET_SIDE_BY_SIDE_P50_MS} ms -> "
+                          f"{_verdict(p50 <= TARGET_SIDE_BY_SIDE_P50_MS)}", end="")  # fmt: skip
+                print("\n")
+    return ratios
 
 
 def _summarise_py_spy(raw: Path, top: int = 20) -> None:
@@ -368,11 +662,43 @@ def profile(duration: float, ca_key: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server worker processes (default: server's)"
+    )
     parser.add_argument("--ca-key", default="p256", help="CA key type (init default: p256)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server instead")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run commit REV's server; print the ratio"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--baseline: alternating rounds")
+    parser.add_argument("--clients", type=int, default=16, help="--baseline: concurrent clients")
+    parser.add_argument(
+        "--key-types",
+        default="p256,rsa2048",
+        help="--baseline: comma-separated client key types (p256, rsa2048)",
+    )
+    parser.add_argument(
+        "--load",
+        choices=("processes", "threads"),
+        default="processes",
+        help="--baseline: one process per client (default) or one thread per client",
+    )
     args = parser.parse_args()
-    if args.profile:
+    if args.baseline:
+        key_types = [k for k in args.key_types.split(",") if k]
+        unknown = sorted(set(key_types) - set(KEY_TYPES))
+        if unknown:
+            parser.error(f"unknown key type(s) {', '.join(unknown)}; use {', '.join(KEY_TYPES)}")
+        side_by_side(
+            args.baseline,
+            duration=args.duration,
+            rounds=args.rounds,
+            clients=args.clients,
+            key_types=key_types,
+            load=args.load,
+            ca_key=args.ca_key,
+        )
+    elif args.profile:
         profile(args.duration, args.ca_key)
     else:
         run(args.duration, args.workers, args.ca_key)

@@ -39,6 +39,22 @@ def test_server_enrollment_benchmark_runs_without_errors() -> None:
     assert "enrollments/s at 16 clients" in out and "single-client p50" in out
 
 
+def test_server_enrollment_benchmark_runs_side_by_side_with_a_baseline() -> None:
+    """--baseline: HEAD's own source as the baseline (git archive), both servers driven by the
+    multi-process load; every request of both answered 200 and the ratio printed."""
+    out = _run(
+        "bench_server_enroll.py",
+        "--baseline", "HEAD", "--duration", "0.5", "--rounds", "1", "--clients", "2",
+        "--key-types", "p256",
+    )  # fmt: skip
+    rounds = re.findall(r"round 1 (baseline|current)\s+2 clients .*\(n=(\d+), errors=(\d+)\)", out)
+    assert sorted(name for name, _, _ in rounds) == ["baseline", "current"], out
+    singles = re.findall(r"(baseline|current)\s+1 client .*\(n=(\d+), errors=(\d+)\)", out)
+    assert len(singles) == 2, out
+    assert all(int(n) > 0 and errors == "0" for _, n, errors in rounds + singles), out
+    assert re.search(r"p256 at 2 clients: .* ratio current/baseline \d+\.\d\dx", out), out
+
+
 def test_client_benchmark_runs_without_errors() -> None:
     out = _run("bench_client.py", "--enrollments", "20", "--skip-keygen")
     assert "client overhead (median difference)" in out, out

@@ -148,6 +148,30 @@ def test_body_round_trip_in_every_form(p256_key: PrivateKey) -> None:
         assert decode_csr_body(form) == csr
 
 
+def test_a_remembered_verdict_is_not_reused_for_another_signature_or_algorithm(
+    p256_key: PrivateKey,
+) -> None:
+    """The self-signature verdict is remembered per CSR (issue 16: checked once, not twice). A CSR
+    with the same signed bytes but another signature, or another signature algorithm, was not
+    the one checked: it is checked afresh and refused."""
+    csr = build_csr(p256_key, common_name="remembered.example")
+    der = _der(csr)
+    assert describe_csr(parse_csr(der)).signature_valid  # verdict now remembered
+    signature = csr.signature
+    # The ECDSA signature is DER (r, s): change the last byte of s, keep the encoding valid.
+    forged = der[:-1] + bytes([der[-1] ^ 0x01])
+    assert forged.endswith(signature[:-1] + bytes([signature[-1] ^ 0x01]))
+    with pytest.raises(CsrError, match="CSR signature does not verify with its own public key"):
+        parse_csr(forged)
+    # ecdsa-with-SHA256 (1.2.840.10045.4.3.2) relabelled ecdsa-with-SHA384 (...4.3.3).
+    sha256_oid = bytes.fromhex("06082a8648ce3d040302")
+    assert der.count(sha256_oid) == 1
+    relabelled = der.replace(sha256_oid, bytes.fromhex("06082a8648ce3d040303"))
+    with pytest.raises(CsrError, match="CSR signature does not verify with its own public key"):
+        parse_csr(relabelled)
+    assert parse_csr(der).subject == csr.subject  # the original still passes
+
+
 def test_parse_rejects_non_csr_der() -> None:
     with pytest.raises(CsrError, match="not a valid PKCS#10 CSR"):
         parse_csr(b"\x30\x03\x02\x01\x00")

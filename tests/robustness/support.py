@@ -51,6 +51,27 @@ SERVER_NAME = "localhost"
 # server processes
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                found += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 @dataclass
 class ServeProcess:
     """One `estkit server serve DIR` subprocess listening on loopback; logs go to a file."""
@@ -122,10 +143,21 @@ class ServeProcess:
         return self.process.pid
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a power-less crash of the process."""
+        """SIGKILL: no shutdown code runs, exactly like a power-less crash of the process.
+
+        Only the supervising process is signalled, as an operator or the OOM killer would; its
+        worker processes must die with it (runner.py), which this waits for (and fails if not):
+        a worker left behind would keep serving the port and holding the store."""
         if self.process is not None and self.process.poll() is None:
+            workers = _children(self.process.pid)
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=SERVER_STOP_TIMEOUT_SECONDS)
+            deadline = time.monotonic() + SERVER_STOP_TIMEOUT_SECONDS
+            while (
+                alive := [pid for pid in workers if _alive(pid)]
+            ) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not alive, f"worker processes {alive} outlived their killed supervisor"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -476,7 +476,10 @@ def test_idle_flood_on_the_console_port_does_not_starve_the_est_port(tmp_path: P
 def test_accept_out_of_descriptors_evicts_and_does_not_spin(tmp_path: Path) -> None:
     paths = _serve_init(tmp_path)
     device = client_context(paths.ca_certificates, paths.device_certificate, paths.device_key)
-    with LimitedServe(paths.data_dir, tmp_path / "serve.log").start() as serve:
+    # One worker: prlimit lowers the limit of one process, and this is about one accept loop.
+    with LimitedServe(
+        paths.data_dir, tmp_path / "serve.log", extra_args=["--workers", "1"]
+    ).start() as serve:
         _enroll_ok(serve.port, device)
         # Lower the running server's limit below its budget: accept() will hit EMFILE.
         in_use = len(os.listdir(f"/proc/{serve.pid}/fd"))

@@ -473,7 +473,9 @@ def _setup_logging(level: str, workers: int) -> None:
 @click.option("--host", help="Address to listen on (default: from the config, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default: config, 8443).")
 @click.option(
-    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes."
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes (default: one per CPU; 1 on a 1-core machine).",
 )
 @click.option("--advertise", is_flag=True, help="Announce the server over mDNS (labs only, D1).")
 @click.option("--advertise-label", metavar="L", help="api_selector TXT value for --advertise.")
@@ -512,7 +514,7 @@ def serve_command(
     data_dir: Path | None,
     host: str | None,
     port: int | None,
-    workers: int,
+    workers: int | None,
     advertise: bool,
     advertise_label: str | None,
     pri: int | None,
@@ -529,7 +531,10 @@ def serve_command(
     listens on its own HTTPS port; sign in with the printed link or an operator certificate from
     "estkit server admin-cert".
     """
-    from estkit.server.runner import ServerInfo, serve
+    from estkit.server.runner import ServerInfo, default_workers, serve
+
+    if workers is None:
+        workers = default_workers()
 
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import logging
 import secrets
 import ssl
@@ -100,6 +101,9 @@ DEFAULT_RSA_BITS_HINT = 2048
 # Retry-After when the store is down (disk full, database restarting): long enough not to hammer
 # a recovering database, short enough that devices come back within a minute.
 STORE_RETRY_AFTER_SECONDS = 10
+
+# Encoded /csrattrs bodies kept (one per label profile; more labels than this only re-encode).
+MAX_CACHED_CSRATTRS = 64
 
 _GET_OPERATIONS = ("cacerts", "csrattrs")
 _POST_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
@@ -199,6 +203,11 @@ def csrattrs_for(profile: Profile) -> CsrAttrs:
     return CsrAttrs(oids=tuple(oids), attributes=tuple(attributes))
 
 
+@functools.lru_cache(maxsize=MAX_CACHED_CSRATTRS)
+def _csrattrs_der(profile: Profile) -> bytes:
+    return encode_csrattrs(csrattrs_for(profile))
+
+
 class EstHandler:
     """Request handling bound to one :class:`ServerState`."""
 
@@ -269,7 +278,9 @@ class EstHandler:
         return _base64_response(encode_csrattrs(attrs), CSRATTRS)
 
     def csrattrs(self, profile: Profile) -> web.Response:
-        return _base64_response(encode_csrattrs(csrattrs_for(profile)), CSRATTRS)
+        # Encoded once per profile (a profile is an immutable value; an edited configuration
+        # gives new ones, and old entries go with the LRU bound).
+        return _base64_response(_csrattrs_der(profile), CSRATTRS)
 
     async def crl(self, request: web.Request, generation: str | None = None) -> web.Response:
         """``/crl``: signed by the current issuing CA; ``/crl/<generation>`` (``/crl/g1``): by

@@ -375,13 +375,14 @@ class ClientTrust:
     def check(self, leaf: x509.Certificate | None, now: dt.datetime) -> ClientCertificateStatus:
         if leaf is None:
             return ClientCertificateStatus(None, "none", "no client certificate was presented")
-        unreadable = unreadable_reason(leaf)
-        if unreadable is not None:
-            return ClientCertificateStatus(leaf, "untrusted", unreadable)
         key = leaf.fingerprint(hashes.SHA256())
         cached = self._cached_group(key, now)
         if cached is not None and now >= leaf.not_valid_before_utc:
+            # The same DER was readable when it was verified (the key is its SHA-256).
             return self._accepted(cached, leaf, now, expired_accepted=False)
+        unreadable = unreadable_reason(leaf)
+        if unreadable is not None:
+            return ClientCertificateStatus(leaf, "untrusted", unreadable)
         for group in self.groups:
             if _library_verify(group, leaf, now) is None and _leaf_usage_problem(leaf) is None:
                 self._remember(key, group, leaf, now)

@@ -36,7 +36,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -372,8 +372,8 @@ class ConnectionGuard:
                 limits.header_timeout,
             )
             # No handler is running (the head is incomplete), so nothing else writes now.
-            assert isinstance(transport, asyncio.WriteTransport)  # a TCP/TLS stream's transport
-            transport.write(
+            # A TCP/TLS stream's transport (uvloop's does not derive from WriteTransport).
+            cast(asyncio.WriteTransport, transport).write(
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
@@ -650,9 +650,14 @@ class GuardedSite(web.BaseSite):
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:
-    """Drop a connection at once (no TLS close_notify wait); close() where abort is missing."""
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
+    """Drop a connection at once (no TLS close_notify wait); close() where abort is missing.
+
+    Duck-typed, not ``isinstance(transport, asyncio.WriteTransport)``: uvloop's TLS transport
+    has ``abort()`` but does not derive from asyncio's classes, and a ``close()`` there would
+    wait for the peer's close_notify, keeping an evicted slow body's handler waiting."""
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
     else:
         transport.close()
 

@@ -560,13 +560,13 @@ def _serve(
     bound_port = sock.getsockname()[1]
     secret = secrets.token_bytes(DIGEST_SECRET_BYTES)
     children: list[int] = []
-    supervisor = os.getpid()
+    supervisor_pid = os.getpid()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # worker
             code = 1
             try:
-                _die_with_parent(supervisor)
+                _die_with_parent(supervisor_pid)
                 code = _run_worker(data_dir, sock, host, secret)
             finally:
                 os._exit(code)

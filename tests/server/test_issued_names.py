@@ -512,9 +512,10 @@ def test_bad_input_row(
             workdir=tmp_path,
         )
         assert healthy.status == 200
-        # One line saying why, never a traceback (asyncio's default handler would print one).
-        assert any("unreadable client certificate" in r.getMessage() for r in caplog.records)
-        assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+        # At most one rate-limited line saying why (it may be folded into an earlier line's
+        # count), never a traceback: asyncio's default handler would log one with exc_info.
+        tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+        assert not tracebacks, "a traceback was logged"
         return
     assert response.status == row.status, response.text
     assert "Traceback" not in response.text

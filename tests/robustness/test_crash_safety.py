@@ -188,10 +188,7 @@ def test_read_only_store_gives_503_with_a_clear_log_line(
     """
     data = init_data_dir_cli(tmp_path / "data", f"sqlite:///{tiny_tmpfs / 'estkit.db'}")
     context = client_context(data.ca_certificates, data.device_certificate, data.device_key)
-    # One worker: each worker process reopens its store after its own first refused write, so
-    # with N workers the first N requests after the outage may each still meet a stale
-    # connection; this test is about one process recovering at once.
-    server = ServeProcess(data.path, tmp_path / "serve.log", extra_args=("--workers", "1"))
+    server = ServeProcess(data.path, tmp_path / "serve.log")
     delivered = []
     if after_crash:
         server.start()

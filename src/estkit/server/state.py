@@ -242,18 +242,29 @@ class ServerState:
         return await loop.run_in_executor(self._executor, self._reopening, func, args)
 
     def _reopening(self, func: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """Call ``func``; after a :class:`StoreUnavailableError` drop the store connection so the
-        next request opens a fresh one. Why: SQLite opens a file on a read-only file system in
-        read-only mode and stays so after the file system is writable again; a PostgreSQL
-        connection may be half-broken. A new connection sees the store as it is now."""
+        """Call ``func``; after a :class:`StoreUnavailableError` drop the store connection and
+        call it once more on a fresh one (raising if that fails too). Why: SQLite opens a file on
+        a read-only file system in read-only mode and stays so after the file system is writable
+        again; a PostgreSQL connection may be half-broken. A new connection sees the store as it
+        is now."""
         try:
             return func(*args)
         except StoreUnavailableError:
-            if self._store is not None:
-                with contextlib.suppress(Exception):
-                    self._store.close()
-                self._store = None
+            self._drop_store()
+        # Once more on a fresh connection: after an outage every worker process holds a stale
+        # one, which would otherwise cost each worker one refused request after the store is
+        # back. Store writes are transactions, so the failed attempt committed nothing.
+        try:
+            return func(*args)
+        except StoreUnavailableError:
+            self._drop_store()
             raise
+
+    def _drop_store(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
 
     def close(self) -> None:
         """Close the store (on its own thread) and stop the thread."""

@@ -188,7 +188,10 @@ def test_read_only_store_gives_503_with_a_clear_log_line(
     """
     data = init_data_dir_cli(tmp_path / "data", f"sqlite:///{tiny_tmpfs / 'estkit.db'}")
     context = client_context(data.ca_certificates, data.device_certificate, data.device_key)
-    server = ServeProcess(data.path, tmp_path / "serve.log")
+    # One worker: after a kill -9 of the supervisor, its workers die a moment later (their
+    # parent-death signal), and one still holding the store open makes the remount below fail
+    # with "mount point is busy". Recovery with several workers: test_multi_instance.py.
+    server = ServeProcess(data.path, tmp_path / "serve.log", extra_args=("--workers", "1"))
     delivered = []
     if after_crash:
         server.start()

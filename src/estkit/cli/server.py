@@ -533,9 +533,6 @@ def serve_command(
     """
     from estkit.server.runner import ServerInfo, default_workers, serve
 
-    if workers is None:
-        workers = default_workers()
-
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
         if not (data_dir / "estkit.toml").exists():
@@ -550,6 +547,8 @@ def serve_command(
             f"{data_dir} is not an estkit server data directory (no estkit.toml)",
             f"create it with `estkit server init {data_dir}`",
         )
+    if workers is None:
+        workers = default_workers(data_dir)
     config = _config(data_dir)
     if advertise_label is not None and advertise_label not in config.labels:
         fail(

@@ -72,10 +72,14 @@ EVENT_LOOP_ENV = "ESTKIT_EVENT_LOOP"
 _PR_SET_PDEATHSIG = 1
 
 
-def default_workers() -> int:
+def default_workers(data_dir: Path | None = None) -> int:
     """Worker processes when none are asked for: one per CPU this process may run on (1 on a
     1-core machine, where a second process would only add a fork and a store connection),
-    capped at :data:`MAX_WORKERS`."""
+    capped at :data:`MAX_WORKERS`. One when the CA keys of ``data_dir`` live in a PKCS#11
+    token: several worker processes signing through one SoftHSM2 token intermittently lost
+    connections in our tests, so more than one token worker must be asked for explicitly."""
+    if data_dir is not None and any((data_dir / "ca").glob("generations/*/*.uri")):
+        return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
@@ -476,7 +480,7 @@ def serve(
     (host, port) also serves Prometheus ``/metrics`` there, once per server (in the supervising
     process), summed over the workers."""
     if workers is None:
-        workers = default_workers()
+        workers = default_workers(data_dir)
     if metrics_address is None:
         return _serve(
             data_dir, host=host, port=port, workers=workers, on_ready=on_ready, sidecar=sidecar

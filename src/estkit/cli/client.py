@@ -7,13 +7,12 @@ Only argument parsing and presentation live here; every protocol decision is in
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 from cryptography import x509
@@ -25,12 +24,11 @@ from estkit.cli.client_pending import (
     load_pending,
     save_pending,
 )
+from estkit.cli.options import EXISTING_FILE, option_group, output_file_option
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
     err_console,
-    error_hint,
-    existing_parent,
     fail,
     friendly_errors,
     name_flags,
@@ -67,10 +65,6 @@ from estkit.protocol import (
     private_key_to_pem,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-P = ParamSpec("P")
-R = TypeVar("R")
-
 SERVER_ENVVAR = "ESTKIT_SERVER"
 # Key type when --apply-csrattrs finds no wish in /csrattrs: the cheapest key every server takes.
 DEFAULT_KEY_TYPE = "p256"
@@ -94,77 +88,68 @@ class CommonOptions:
     verbose: bool
 
 
-def _common_options(func: F) -> F:
-    """The options every ``estkit client`` command takes (issue 3: common options)."""
-    options = [
-        click.option(
-            "--server",
-            "server",
-            envvar=SERVER_ENVVAR,
-            required=True,
-            metavar="URL",
-            help=f"EST server, https://host[:port] (or ${SERVER_ENVVAR}).",
-        ),
-        click.option("--label", metavar="L", help="EST label (CA profile) on the server."),
-        click.option(
-            "--trust",
-            multiple=True,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            metavar="PEM",
-            help="Explicit trust anchor(s) for the server certificate; repeatable.",
-        ),
-        click.option(
-            "--system-trust", is_flag=True, help="Also trust the operating system's CA store."
-        ),
-        click.option(
-            "--cert",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            metavar="PEM",
-            help="TLS client certificate (chain) for authentication.",
-        ),
-        click.option(
-            "--key",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            metavar="PEM",
-            help="Private key of --cert.",
-        ),
-        click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
-        click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
-        click.option(
-            "--auth-scheme",
-            type=click.Choice(["any", "basic", "digest", "basic-preemptive"]),
-            default="any",
-            show_default=True,
-            help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
-            "credentials with the first request, for servers that never challenge.",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0.1),
-            default=DEFAULT_TIMEOUT_SECONDS,
-            show_default=True,
-            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
-        ),
-        click.option(
-            "--max-attempts",
-            type=click.IntRange(min=1),
-            default=DEFAULT_MAX_ATTEMPTS,
-            show_default=True,
-            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
-        ),
-        click.option(
-            "--max-wait",
-            type=click.FloatRange(min=0),
-            default=MAX_RETRY_AFTER_SECONDS,
-            show_default=True,
-            help="Longest single wait (s) a Retry-After may impose.",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
-        click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# The options every ``estkit client`` command takes (issue 3: common options).
+_common_options = option_group(
+    click.option(
+        "--server",
+        "server",
+        envvar=SERVER_ENVVAR,
+        required=True,
+        metavar="URL",
+        help=f"EST server, https://host[:port] (or ${SERVER_ENVVAR}).",
+    ),
+    click.option("--label", metavar="L", help="EST label (CA profile) on the server."),
+    click.option(
+        "--trust",
+        multiple=True,
+        type=EXISTING_FILE,
+        metavar="PEM",
+        help="Explicit trust anchor(s) for the server certificate; repeatable.",
+    ),
+    click.option(
+        "--system-trust", is_flag=True, help="Also trust the operating system's CA store."
+    ),
+    click.option(
+        "--cert",
+        type=EXISTING_FILE,
+        metavar="PEM",
+        help="TLS client certificate (chain) for authentication.",
+    ),
+    click.option("--key", type=EXISTING_FILE, metavar="PEM", help="Private key of --cert."),
+    click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
+    click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
+    click.option(
+        "--auth-scheme",
+        type=click.Choice(["any", "basic", "digest", "basic-preemptive"]),
+        default="any",
+        show_default=True,
+        help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
+        "credentials with the first request, for servers that never challenge.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=DEFAULT_TIMEOUT_SECONDS,
+        show_default=True,
+        help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_ATTEMPTS,
+        show_default=True,
+        help="Requests in all while the server answers 202/503 or not in time (--timeout).",
+    ),
+    click.option(
+        "--max-wait",
+        type=click.FloatRange(min=0),
+        default=MAX_RETRY_AFTER_SECONDS,
+        show_default=True,
+        help="Longest single wait (s) a Retry-After may impose.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+    click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
+)
 
 
 def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
@@ -190,17 +175,11 @@ CLIENT_FLAGS = {
 }
 
 
-def _est_command(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures become one or two lines and a non-zero exit, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except EstError as exc:
-            fail(exc.message, error_hint(exc, CLIENT_FLAGS))
-
-    return friendly_errors(ValueError, OSError, flags=CLIENT_FLAGS)(wrapper)
+# Expected failures become one or two lines and a non-zero exit, never a traceback. An
+# EstError's first line is its message without the hint (the hint gets a line of its own).
+_est_command = friendly_errors(
+    ValueError, OSError, flags=CLIENT_FLAGS, describe={EstError: lambda exc: exc.message}
+)
 
 
 def _credentials(options: CommonOptions) -> ClientCredentials | None:
@@ -344,13 +323,7 @@ def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:
     is_flag=True,
     help="Fetch without verifying the server and ask a person (terminal only) to confirm.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the CA certificates here (default: print PEM on stdout).",
-)
+@output_file_option("--out", "Write the CA certificates here (default: print PEM on stdout).")
 @_est_command
 def cacerts_command(
     bootstrap_fingerprint: str | None, insecure_bootstrap: bool, out: Path | None, **kwargs: Any
@@ -433,53 +406,46 @@ def csrattrs_command(**kwargs: Any) -> None:
 # --- enroll / reenroll ------------------------------------------------------------------------
 
 
-def _csr_options(func: F) -> F:
-    options = [
-        click.option(
-            "--csr",
-            "csr_file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            metavar="FILE",
-            help="Send this CSR (PEM, DER or base64) instead of building one.",
-        ),
-        click.option(
-            "--key-type",
-            type=click.Choice(KEY_TYPES),
-            help="Make a new key of this type for the CSR.",
-        ),
-        click.option("--cn", metavar="NAME", help="Common name for the CSR."),
-        click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable."),
-        click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial)."),
-        click.option(
-            "--pop/--no-pop",
-            default=None,
-            help="Link the CSR to the TLS connection (RFC 7030 §3.5); default: when the "
-            "server's /csrattrs asks for it.",
-        ),
-        click.option(
-            "--apply-csrattrs",
-            is_flag=True,
-            help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
-            "omitted) and report what cannot be fulfilled.",
-        ),
-        click.option(
-            "--out-cert",
-            type=click.Path(dir_okay=False, path_type=Path),
-            callback=existing_parent,
-            metavar="PEM",
-            help="Write the certificate followed by its chain here.",
-        ),
-        click.option(
-            "--out-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            callback=existing_parent,
-            metavar="PEM",
-            help="Write the new private key here (mode 0600).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# What names the certificate asks for; enroll and reenroll (through _csr_options) and
+# serverkeygen take the same.
+_NAME_OPTIONS = (
+    click.option("--cn", metavar="NAME", help="Common name for the CSR."),
+    click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable."),
+    click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial)."),
+)
+_OUT_CERT_OPTION = output_file_option(
+    "--out-cert", "Write the certificate followed by its chain here."
+)
+
+_csr_options = option_group(
+    click.option(
+        "--csr",
+        "csr_file",
+        type=EXISTING_FILE,
+        metavar="FILE",
+        help="Send this CSR (PEM, DER or base64) instead of building one.",
+    ),
+    click.option(
+        "--key-type",
+        type=click.Choice(KEY_TYPES),
+        help="Make a new key of this type for the CSR.",
+    ),
+    *_NAME_OPTIONS,
+    click.option(
+        "--pop/--no-pop",
+        default=None,
+        help="Link the CSR to the TLS connection (RFC 7030 §3.5); default: when the "
+        "server's /csrattrs asks for it.",
+    ),
+    click.option(
+        "--apply-csrattrs",
+        is_flag=True,
+        help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
+        "omitted) and report what cannot be fulfilled.",
+    ),
+    _OUT_CERT_OPTION,
+    output_file_option("--out-key", "Write the new private key here (mode 0600)."),
+)
 
 
 def _load_csr(path: Path) -> x509.CertificateSigningRequest:
@@ -778,9 +744,7 @@ def reenroll_command(
 
 @client.command("serverkeygen")
 @_common_options
-@click.option("--cn", metavar="NAME", help="Common name.")
-@click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable.")
-@click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial).")
+@option_group(*_NAME_OPTIONS)
 @click.option(
     "--encrypt-key",
     is_flag=True,
@@ -792,20 +756,8 @@ def reenroll_command(
     is_flag=True,
     help="Fit the request to the server's /csrattrs and report what cannot be fulfilled.",
 )
-@click.option(
-    "--out-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the certificate followed by its chain here.",
-)
-@click.option(
-    "--out-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the server-generated private key here (mode 0600).",
-)
+@_OUT_CERT_OPTION
+@output_file_option("--out-key", "Write the server-generated private key here (mode 0600).")
 @_est_command
 def serverkeygen_command(
     cn: str | None,
@@ -853,14 +805,14 @@ EXIT_STATUS_UNKNOWN = 4
     "--cert",
     "cert_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     metavar="PEM",
     help="The certificate to check (a chain file: the next certificate is taken as its issuer).",
 )
 @click.option(
     "--issuer",
     "issuer_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     metavar="PEM",
     help="The certificate that signed it (default: the second certificate of --cert).",
 )

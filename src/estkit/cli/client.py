@@ -24,7 +24,7 @@ from estkit.cli.client_pending import (
     load_pending,
     save_pending,
 )
-from estkit.cli.options import EXISTING_FILE, option_group, output_file_option
+from estkit.cli.options import EXISTING_FILE, F, option_group, output_file_option
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -88,68 +88,69 @@ class CommonOptions:
     verbose: bool
 
 
-# The options every ``estkit client`` command takes (issue 3: common options).
-_common_options = option_group(
-    click.option(
-        "--server",
-        "server",
-        envvar=SERVER_ENVVAR,
-        required=True,
-        metavar="URL",
-        help=f"EST server, https://host[:port] (or ${SERVER_ENVVAR}).",
-    ),
-    click.option("--label", metavar="L", help="EST label (CA profile) on the server."),
-    click.option(
-        "--trust",
-        multiple=True,
-        type=EXISTING_FILE,
-        metavar="PEM",
-        help="Explicit trust anchor(s) for the server certificate; repeatable.",
-    ),
-    click.option(
-        "--system-trust", is_flag=True, help="Also trust the operating system's CA store."
-    ),
-    click.option(
-        "--cert",
-        type=EXISTING_FILE,
-        metavar="PEM",
-        help="TLS client certificate (chain) for authentication.",
-    ),
-    click.option("--key", type=EXISTING_FILE, metavar="PEM", help="Private key of --cert."),
-    click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
-    click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
-    click.option(
-        "--auth-scheme",
-        type=click.Choice(["any", "basic", "digest", "basic-preemptive"]),
-        default="any",
-        show_default=True,
-        help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
-        "credentials with the first request, for servers that never challenge.",
-    ),
-    click.option(
-        "--timeout",
-        type=click.FloatRange(min=0.1),
-        default=DEFAULT_TIMEOUT_SECONDS,
-        show_default=True,
-        help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
-    ),
-    click.option(
-        "--max-attempts",
-        type=click.IntRange(min=1),
-        default=DEFAULT_MAX_ATTEMPTS,
-        show_default=True,
-        help="Requests in all while the server answers 202/503 or not in time (--timeout).",
-    ),
-    click.option(
-        "--max-wait",
-        type=click.FloatRange(min=0),
-        default=MAX_RETRY_AFTER_SECONDS,
-        show_default=True,
-        help="Longest single wait (s) a Retry-After may impose.",
-    ),
-    click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
-    click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
-)
+def _common_options(func: F) -> F:
+    """The options every ``estkit client`` command takes (issue 3: common options)."""
+    return option_group(
+        click.option(
+            "--server",
+            "server",
+            envvar=SERVER_ENVVAR,
+            required=True,
+            metavar="URL",
+            help=f"EST server, https://host[:port] (or ${SERVER_ENVVAR}).",
+        ),
+        click.option("--label", metavar="L", help="EST label (CA profile) on the server."),
+        click.option(
+            "--trust",
+            multiple=True,
+            type=EXISTING_FILE,
+            metavar="PEM",
+            help="Explicit trust anchor(s) for the server certificate; repeatable.",
+        ),
+        click.option(
+            "--system-trust", is_flag=True, help="Also trust the operating system's CA store."
+        ),
+        click.option(
+            "--cert",
+            type=EXISTING_FILE,
+            metavar="PEM",
+            help="TLS client certificate (chain) for authentication.",
+        ),
+        click.option("--key", type=EXISTING_FILE, metavar="PEM", help="Private key of --cert."),
+        click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
+        click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
+        click.option(
+            "--auth-scheme",
+            type=click.Choice(["any", "basic", "digest", "basic-preemptive"]),
+            default="any",
+            show_default=True,
+            help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
+            "credentials with the first request, for servers that never challenge.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=DEFAULT_TIMEOUT_SECONDS,
+            show_default=True,
+            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_ATTEMPTS,
+            show_default=True,
+            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
+        ),
+        click.option(
+            "--max-wait",
+            type=click.FloatRange(min=0),
+            default=MAX_RETRY_AFTER_SECONDS,
+            show_default=True,
+            help="Longest single wait (s) a Retry-After may impose.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
+    )(func)
 
 
 def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
@@ -417,35 +418,37 @@ _OUT_CERT_OPTION = output_file_option(
     "--out-cert", "Write the certificate followed by its chain here."
 )
 
-_csr_options = option_group(
-    click.option(
-        "--csr",
-        "csr_file",
-        type=EXISTING_FILE,
-        metavar="FILE",
-        help="Send this CSR (PEM, DER or base64) instead of building one.",
-    ),
-    click.option(
-        "--key-type",
-        type=click.Choice(KEY_TYPES),
-        help="Make a new key of this type for the CSR.",
-    ),
-    *_NAME_OPTIONS,
-    click.option(
-        "--pop/--no-pop",
-        default=None,
-        help="Link the CSR to the TLS connection (RFC 7030 §3.5); default: when the "
-        "server's /csrattrs asks for it.",
-    ),
-    click.option(
-        "--apply-csrattrs",
-        is_flag=True,
-        help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
-        "omitted) and report what cannot be fulfilled.",
-    ),
-    _OUT_CERT_OPTION,
-    output_file_option("--out-key", "Write the new private key here (mode 0600)."),
-)
+
+def _csr_options(func: F) -> F:
+    return option_group(
+        click.option(
+            "--csr",
+            "csr_file",
+            type=EXISTING_FILE,
+            metavar="FILE",
+            help="Send this CSR (PEM, DER or base64) instead of building one.",
+        ),
+        click.option(
+            "--key-type",
+            type=click.Choice(KEY_TYPES),
+            help="Make a new key of this type for the CSR.",
+        ),
+        *_NAME_OPTIONS,
+        click.option(
+            "--pop/--no-pop",
+            default=None,
+            help="Link the CSR to the TLS connection (RFC 7030 §3.5); default: when the "
+            "server's /csrattrs asks for it.",
+        ),
+        click.option(
+            "--apply-csrattrs",
+            is_flag=True,
+            help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
+            "omitted) and report what cannot be fulfilled.",
+        ),
+        _OUT_CERT_OPTION,
+        output_file_option("--out-key", "Write the new private key here (mode 0600)."),
+    )(func)
 
 
 def _load_csr(path: Path) -> x509.CertificateSigningRequest:

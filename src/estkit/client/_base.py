@@ -7,12 +7,13 @@ the same flows; only running the flows differs (blocking vs ``await``).
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from cryptography import x509
 
@@ -33,6 +34,10 @@ from .trust import (
     TrustAnchors,
     build_ssl_context,
 )
+
+if TYPE_CHECKING:
+    from .aio import AsyncEstClient
+    from .sync import EstClient
 
 TrustInput = TrustAnchors | Sequence[str | os.PathLike[str] | x509.Certificate] | str | Path | None
 
@@ -79,16 +84,50 @@ def renewal_spec(credentials: ClientCredentials, *, reuse_key: bool = False) -> 
 
 
 Http = TypeVar("Http")
-Operation = TypeVar("Operation", bound=Callable[..., object])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
-def public_operation(operation: Operation, build: Callable[..., object]) -> Operation:
-    """``operation``, which runs the flow ``build`` makes, named and documented as ``build``
-    without its underscore: ``help(EstClient.simpleenroll)`` shows the one documentation."""
-    functools.update_wrapper(operation, build)
-    operation.__name__ = build.__name__.lstrip("_")
-    operation.__qualname__ = build.__qualname__.replace("._", ".")
-    return operation
+class operation(Generic[P, T]):
+    """A client operation, declared once in :class:`ClientBase` by the flow it runs.
+
+    On an :class:`EstClient` it is a method returning the flow's result, on an
+    :class:`AsyncEstClient` a coroutine method: each client's ``_operation`` says how it runs a
+    flow. Signature and documentation are those of ``build``.
+    """
+
+    def __init__(self, build: Callable[Concatenate[ClientBase, P], flows.Flow[T]]) -> None:
+        self.build = build
+        self.__doc__ = build.__doc__
+        self.__wrapped__ = build
+        # What ``inspect.signature`` (and so ``help``) shows for the method of a client.
+        signature = inspect.signature(build)
+        self._bound_signature = signature.replace(
+            parameters=list(signature.parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
+        )
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> operation[P, T]: ...
+    @overload
+    def __get__(self, instance: EstClient, owner: type) -> Callable[P, T]: ...
+    @overload
+    def __get__(
+        self, instance: AsyncEstClient, owner: type
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def __get__(self, instance: ClientBase | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        run: Any = instance._operation(self.build)  # a function: it takes the attributes below
+        functools.update_wrapper(run, self.build)
+        run.__name__ = self.build.__name__.lstrip("_")
+        run.__qualname__ = f"{owner.__qualname__}.{run.__name__}"
+        run.__signature__ = self._bound_signature  # read by inspect.signature and help()
+        return run
+
+    def __call__(self, client: ClientBase, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Called on the class, as ``EstClient.cacerts(client)``, like a method."""
+        return client._operation(self.build)(*args, **kwargs)
 
 
 class OperationConnection(Generic[Http]):
@@ -201,8 +240,8 @@ class ClientBase:
         return http_client_options(self.timeout)
 
     # --- the operations, each written once as the flow it runs ------------------------------
-    # EstClient runs each flow blocking, AsyncEstClient awaits it (see their ``blocking`` and
-    # ``awaited``): the signatures and documentation below are the public ones of both clients.
+    # EstClient runs each flow blocking, AsyncEstClient awaits it (see :class:`operation`): the
+    # signatures and documentation below are the public ones of both clients.
 
     def _cacerts(self) -> flows.Flow[CaCertsResult]:
         """``GET /cacerts``: the CA certificates, classified (roots, rollover, intermediates)."""
@@ -276,6 +315,17 @@ class ClientBase:
         result = yield from flows.cacerts_flow(self.settings)
         chain, _unused = order_chain(certificate, result.certificates)
         return chain
+
+    cacerts = operation(_cacerts)
+    csrattrs = operation(_csrattrs)
+    simpleenroll = operation(_simpleenroll)
+    simplereenroll = operation(_simplereenroll)
+    serverkeygen = operation(_serverkeygen)
+    chain_for = operation(_chain_for)
+
+    def _operation(self, build: Callable[..., flows.Flow[Any]]) -> Callable[..., Any]:
+        """A method running the flows ``build`` makes: blocking, or as a coroutine."""
+        raise NotImplementedError  # pragma: no cover - each client has its own
 
     # --- building the flows -------------------------------------------------------------------
 

@@ -7,31 +7,19 @@ all decisions live in :mod:`.flows`; only the I/O calls differ (``await``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
 from . import flows
-from ._base import ClientBase, OperationConnection, public_operation
+from ._base import ClientBase, OperationConnection
 from ._transport import ONE_CONNECTION, async_auth_retry_transport
 from .driver import drive_async, send_request_async
 from .responses import Reply
 from .retry import AsyncSleep
 
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def awaited(
-    build: Callable[Concatenate[ClientBase, P], flows.Flow[T]],
-) -> Callable[Concatenate[AsyncEstClient, P], Coroutine[Any, Any, T]]:
-    """The operation whose flow ``build`` makes (see :class:`ClientBase`), as a coroutine."""
-
-    async def operation(self: AsyncEstClient, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(build(self, *args, **kwargs))
-
-    return public_operation(operation, build)
 
 
 class AsyncEstClient(ClientBase):
@@ -62,16 +50,13 @@ class AsyncEstClient(ClientBase):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # --- operations (documented in ClientBase) ------------------------------------------------
-
-    cacerts = awaited(ClientBase._cacerts)
-    csrattrs = awaited(ClientBase._csrattrs)
-    simpleenroll = awaited(ClientBase._simpleenroll)
-    simplereenroll = awaited(ClientBase._simplereenroll)
-    serverkeygen = awaited(ClientBase._serverkeygen)
-    chain_for = awaited(ClientBase._chain_for)
-
     # --- running flows ------------------------------------------------------------------------
+
+    def _operation(self, build: Callable[..., flows.Flow[Any]]) -> Callable[..., Any]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await self._run(build(self, *args, **kwargs))
+
+        return run
 
     async def _run(self, flow: flows.Flow[T]) -> T:
         # The client's pool holds many connections (tasks share it), so every proof-of-possession

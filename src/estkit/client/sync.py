@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from . import flows
-from ._base import ClientBase, OperationConnection, public_operation
+from ._base import ClientBase, OperationConnection
 from ._transport import ONE_CONNECTION, auth_retry_transport
 from .driver import drive, send_request
 from .responses import Reply
 from .retry import Sleep
 
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def blocking(
-    build: Callable[Concatenate[ClientBase, P], flows.Flow[T]],
-) -> Callable[Concatenate[EstClient, P], T]:
-    """The operation whose flow ``build`` makes (see :class:`ClientBase`), run to its result."""
-
-    def operation(self: EstClient, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._run(build(self, *args, **kwargs))
-
-    return public_operation(operation, build)
 
 
 class EstClient(ClientBase):
@@ -62,16 +50,13 @@ class EstClient(ClientBase):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- operations (documented in ClientBase) ------------------------------------------------
-
-    cacerts = blocking(ClientBase._cacerts)
-    csrattrs = blocking(ClientBase._csrattrs)
-    simpleenroll = blocking(ClientBase._simpleenroll)
-    simplereenroll = blocking(ClientBase._simplereenroll)
-    serverkeygen = blocking(ClientBase._serverkeygen)
-    chain_for = blocking(ClientBase._chain_for)
-
     # --- running flows ------------------------------------------------------------------------
+
+    def _operation(self, build: Callable[..., flows.Flow[Any]]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return self._run(build(self, *args, **kwargs))
+
+        return run
 
     def _run(self, flow: flows.Flow[T]) -> T:
         # The client's own connection serves proof-of-possession requests until the flow pins

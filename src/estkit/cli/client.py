@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from cryptography import x509
@@ -153,10 +153,32 @@ def _common_options(func: F) -> F:
     )(func)
 
 
+@dataclass
+class CsrOptions:
+    """What enroll and reenroll take about the CSR and where the results go (_csr_options)."""
+
+    csr_file: Path | None
+    key_type: str | None
+    cn: str | None
+    san: tuple[str, ...]
+    serial_number: str | None
+    pop: bool | None
+    apply_csrattrs: bool
+    out_cert: Path | None
+    out_key: Path | None
+
+
+Options = TypeVar("Options", CommonOptions, CsrOptions)
+
+
+def _pop_options(kind: type[Options], kwargs: dict[str, Any]) -> Options:
+    """The ``kind`` options taken out of a command's keyword arguments."""
+    names = {field.name for field in dataclasses.fields(kind)}
+    return kind(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
+
+
 def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
-    names = CommonOptions.__dataclass_fields__
-    values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
-    return CommonOptions(**values)
+    return _pop_options(CommonOptions, kwargs)
 
 
 # The client API's parameters (and CSR fields) as this command group's options: errors and
@@ -553,53 +575,37 @@ def _report(
             err_console.print(f"  proof-of-possession linked: {result.pop_linked}", markup=False)
 
 
-def _check_request_options(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    out_key: Path | None,
-    apply_csrattrs: bool,
-) -> None:
+def _check_request_options(csr: CsrOptions) -> None:
     """Usage errors are found before any connection is made."""
-    if csr_file is not None:
-        if key_type or cn or san or serial_number or apply_csrattrs:
+    if csr.csr_file is not None:
+        if csr.key_type or csr.cn or csr.san or csr.serial_number or csr.apply_csrattrs:
             fail(
                 "--csr excludes --key-type/--cn/--san/--serial-number/--apply-csrattrs",
                 code=EXIT_USAGE,
             )
-        if out_key is not None:
+        if csr.out_key is not None:
             fail("--out-key makes no sense with --csr: the key is yours", code=EXIT_USAGE)
         return
-    if (key_type is None and not apply_csrattrs) or (cn is None and not san):
+    if (csr.key_type is None and not csr.apply_csrattrs) or (csr.cn is None and not csr.san):
         fail(
             "say what to enroll: --csr FILE, or --key-type TYPE (or --apply-csrattrs) with "
             "--cn NAME and/or --san DNS",
             code=EXIT_USAGE,
         )
-    if out_key is None:
+    if csr.out_key is None:
         fail("a new key is made: say where it goes with --out-key", code=EXIT_USAGE)
 
 
-def _build_request(
-    est: EstClient,
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-) -> x509.CertificateSigningRequest | CsrSpec:
-    if csr_file is not None:
-        return _load_csr(csr_file)
-    if key_type is None:
-        # --apply-csrattrs without --key-type: the key the server asks for, else the default.
-        key_type = key_type_for(est.csrattrs().attrs) or DEFAULT_KEY_TYPE
+def _build_request(est: EstClient, csr: CsrOptions) -> x509.CertificateSigningRequest | CsrSpec:
+    if csr.csr_file is not None:
+        return _load_csr(csr.csr_file)
+    # --apply-csrattrs without --key-type: the key the server asks for, else the default.
+    key_type = csr.key_type or key_type_for(est.csrattrs().attrs) or DEFAULT_KEY_TYPE
     return CsrSpec(
         key=generate_private_key(key_type),
-        common_name=cn,
-        dns_names=_san_or_cn(cn, san),
-        serial_number=serial_number,
+        common_name=csr.cn,
+        dns_names=_san_or_cn(csr.cn, csr.san),
+        serial_number=csr.serial_number,
     )
 
 
@@ -621,33 +627,18 @@ def _san_or_cn(cn: str | None, san: tuple[str, ...]) -> tuple[str, ...]:
     "tls-exporter linking, fail instead of reconnecting with TLS 1.2.",
 )
 @_est_command
-def enroll_command(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    pop: bool | None,
-    apply_csrattrs: bool,
-    out_cert: Path | None,
-    out_key: Path | None,
-    no_tls12_fallback: bool,
-    **kwargs: Any,
-) -> None:
+def enroll_command(no_tls12_fallback: bool, **kwargs: Any) -> None:
     """Get a new certificate (/simpleenroll)."""
+    csr = _pop_options(CsrOptions, kwargs)
     options = _pop_common(kwargs)
-    _check_request_options(csr_file, key_type, cn, san, serial_number, out_key, apply_csrattrs)
+    _check_request_options(csr)
     with _client(options, pin_tls12_for_pop=not no_tls12_fallback) as est:
-        pending = _pending_request(options, out_key, csr_file, key_type, cn, san, serial_number)
-        request = (
-            pending.spec
-            if pending is not None
-            else _build_request(est, csr_file, key_type, cn, san, serial_number)
-        )
-        if pending is None and out_key is not None and isinstance(request, CsrSpec):
-            pending = save_pending(out_key, request, server=options.server, label=options.label)
+        pending = _pending_request(options, csr)
+        request = pending.spec if pending is not None else _build_request(est, csr)
+        if pending is None and csr.out_key is not None and isinstance(request, CsrSpec):
+            pending = save_pending(csr.out_key, request, server=options.server, label=options.label)
         try:
-            result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+            result = est.simpleenroll(request, pop=csr.pop, apply_csrattrs=csr.apply_csrattrs)
             # A refused certificate is a final answer too: the pending state follows the same rule.
             _validate_before_writing(est, result, request)
         except EstError as exc:
@@ -655,32 +646,24 @@ def enroll_command(
                 explain_failure(pending, exc)
             raise
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
-    _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
+    _write_outputs(csr.out_cert, csr.out_key, result.fullchain_pem(), key_pem)
     if pending is not None:
         pending.forget()
-    _report(options, result, "enrolled", out_cert, out_key)
+    _report(options, result, "enrolled", csr.out_cert, csr.out_key)
 
 
-def _pending_request(
-    options: CommonOptions,
-    out_key: Path | None,
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-) -> PendingEnrollment | None:
+def _pending_request(options: CommonOptions, csr: CsrOptions) -> PendingEnrollment | None:
     """The enrollment an earlier run left pending for ``--out-key``, when this run repeats it."""
-    if csr_file is not None or out_key is None:
+    if csr.csr_file is not None or csr.out_key is None:
         return None
     pending = load_pending(
-        out_key,
+        csr.out_key,
         server=options.server,
         label=options.label,
-        common_name=cn,
-        dns_names=_san_or_cn(cn, san),
-        serial_number=serial_number,
-        key_type=key_type,
+        common_name=csr.cn,
+        dns_names=_san_or_cn(csr.cn, csr.san),
+        serial_number=csr.serial_number,
+        key_type=csr.key_type,
     )
     if pending is not None:
         _note(f"sending the pending request kept in {pending.path} again (same key and names)")
@@ -692,49 +675,39 @@ def _pending_request(
 @_csr_options
 @click.option("--reuse-key", is_flag=True, help="Keep the current key pair (default: a new one).")
 @_est_command
-def reenroll_command(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    pop: bool | None,
-    apply_csrattrs: bool,
-    out_cert: Path | None,
-    out_key: Path | None,
-    reuse_key: bool,
-    **kwargs: Any,
-) -> None:
+def reenroll_command(reuse_key: bool, **kwargs: Any) -> None:
     """Renew the certificate given by --cert/--key (/simplereenroll).
 
     Subject and SANs are copied from it; a new key pair is made unless --reuse-key. Without
     --out-cert/--out-key the renewed pair replaces --cert/--key.
     """
+    csr = _pop_options(CsrOptions, kwargs)
     options = _pop_common(kwargs)
-    if key_type or cn or san:
+    if csr.key_type or csr.cn or csr.san:
         fail(
             "reenroll copies subject and SANs from --cert; --key-type/--cn/--san are not used",
             code=EXIT_USAGE,
         )
     with _client(options, need_credentials=True) as est:
         request: x509.CertificateSigningRequest | CsrSpec | None = None
-        if csr_file is not None:
-            request = _load_csr(csr_file)
-        elif serial_number is not None:
+        if csr.csr_file is not None:
+            request = _load_csr(csr.csr_file)
+        elif csr.serial_number is not None:
             assert est.credentials is not None
             spec = renewal_spec(est.credentials, reuse_key=reuse_key)
-            request = dataclasses.replace(spec, serial_number=serial_number)
+            request = dataclasses.replace(spec, serial_number=csr.serial_number)
         result = est.simplereenroll(
             request,
-            pop=pop,
+            pop=csr.pop,
             reuse_key=reuse_key,
-            apply_csrattrs=apply_csrattrs and csr_file is None,
+            apply_csrattrs=csr.apply_csrattrs and csr.csr_file is None,
         )
         # Validated before anything is written: a refused answer leaves --cert/--key (the
         # working pair) untouched; an accepted one is written beside them and renamed over them
         # as a pair (replace_credential_pair).
         _validate_before_writing(est, result, request)
-    if csr_file is None:
+    out_cert, out_key = csr.out_cert, csr.out_key
+    if csr.csr_file is None:
         out_cert = out_cert or options.cert
         out_key = out_key or options.key
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None

@@ -21,8 +21,8 @@ from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.SRV import SRV
 
-from estkit.client.resolver import DNS_TIMEOUT_SECONDS, DnsServerError
-from estkit.client.resolver import make_resolver as resolver_for
+from estkit.dnsresolver import DNS_TIMEOUT_SECONDS, DnsServerError
+from estkit.dnsresolver import make_resolver as resolver_for
 from estkit.errors import EstkitError
 from estkit.protocol.paths import split_host_port
 
@@ -106,7 +106,7 @@ def make_resolver(server: str | None, timeout: float | None = None) -> dns.resol
             DNS_TIMEOUT_SECONDS if timeout is None else timeout,
         )
     except DnsServerError as exc:
-        raise DnsSdError(exc.message) from None
+        raise DnsSdError(str(exc)) from None
 
 
 _Record = TypeVar("_Record", bound=dns.rdata.Rdata)

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from estkit.client.resolver import DNS_TIMEOUT_SECONDS, DnsServerError
-from estkit.client.resolver import make_resolver as resolver_for
+from estkit.dnsresolver import DNS_TIMEOUT_SECONDS, DnsServerError
+from estkit.dnsresolver import make_resolver as resolver_for
 from estkit.nmos.config import parse_host_port
 from estkit.nmos.errors import DiscoveryError, NodeConfigError
 from estkit.protocol.errors import PathError
@@ -192,11 +192,11 @@ def make_resolver(
     except DnsServerError as exc:
         if server is None:
             raise DiscoveryError(
-                exc.message,
+                str(exc),
                 hint="name the DNS server to ask, or configure the EST server by hand",
                 params=("dns_server", "server"),
             ) from None
-        raise DiscoveryError(exc.message, hint=exc.hint) from None
+        raise DiscoveryError(str(exc), hint=exc.hint) from None
 
 
 _Record = TypeVar("_Record", bound="dns.rdata.Rdata")

@@ -1,8 +1,10 @@
 """The DNS resolver DNS-SD lookups (RFC 6763) ask: the system's, or one named DNS server.
 
-Why here: the NMOS node's discovery (:mod:`estkit.nmos.discovery`) and the conformance suite's
-DNS checks (:mod:`estkit.conformance.dnssd`) both set one up and may not import each other (same
-layer); this is the layer below both. Each translates :class:`DnsServerError` into its own error.
+Why a module of its own: the NMOS node's discovery (:mod:`estkit.nmos.discovery`) and the
+conformance suite's DNS checks (:mod:`estkit.conformance.dnssd`) both set one up; they may not
+import each other (same layer), and the suite imports no EST client code (it must see a server
+only as any client would, issue 5), so the home sits below ``client``, beside ``tlsbind``. Each
+caller translates :class:`DnsServerError` into its own error.
 dnspython is imported on first use: a node configured with a host never asks DNS, and importing
 the resolver costs ~40 ms of every start (issue 23).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from estkit.client.errors import EstError
+from estkit.errors import EstkitError
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -22,7 +24,7 @@ DNS_TIMEOUT_SECONDS = 3.0
 retry without leaving a booting device (or a conformance run) stuck for long."""
 
 
-class DnsServerError(EstError):
+class DnsServerError(EstkitError):
     """No resolver can be set up: the system names no DNS server, or the named one's host name
     does not resolve."""
 

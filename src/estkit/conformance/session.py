@@ -232,22 +232,23 @@ class Session:
         anonymous: bool = False,
         content_type: str = PKCS10,
         settings: TlsSettings = DEFAULT_TLS,
-        answer_challenge: bool = True,
     ) -> Exchange:
         """One POST to /simpleenroll outside the memoised enrollments: what a probe sends when
         it varies the body, the media type, the client or the TLS version.
 
-        The client is the manufacturer identity unless ``client`` names another one or
-        ``anonymous`` asks for none at all.
+        The client is the manufacturer identity, answering HTTP challenges like the memoised
+        enrollments, unless ``client`` names another one or ``anonymous`` asks for none at all:
+        those send no HTTP credentials, so what they get rests on their TLS identity alone.
         """
+        manufacturer = client is None and not anonymous
         return self.request(
             "POST",
             self.path("simpleenroll"),
             body=body,
             content_type=content_type,
-            identity=None if anonymous else (client or self.target.manufacturer),
+            identity=self.target.manufacturer if manufacturer else client,
             settings=settings,
-            answer_challenge=answer_challenge,
+            answer_challenge=manufacturer,
         )
 
     def _authorization(self, method: str, path: str, challenges: list[str]) -> str | None:

@@ -73,7 +73,6 @@ def no_http_auth_challenge(session: Session) -> Outcome:
         session.enroll_probe(
             session.csr_body(session.spare_key("ecdsa"), "no-auth")[1],
             anonymous=True,
-            answer_challenge=False,
         ),
         session.request("GET", session.path("cacerts"), answer_challenge=False),
     ]
@@ -123,7 +122,6 @@ def no_cert_without_client_auth(session: Session) -> Outcome:
     exchange = session.enroll_probe(
         session.csr_source(session.spare_key("ecdsa"), "anonymous"),
         anonymous=True,
-        answer_challenge=False,
         settings=session.refusal_settings(),
     )
     # The exchange itself is in the "exchanges" evidence.
@@ -144,7 +142,6 @@ def rogue_client_refused(session: Session) -> Outcome:
     exchange = session.enroll_probe(
         session.csr_source(session.spare_key("ecdsa"), "rogue"),
         client=rogue,
-        answer_challenge=False,
         settings=session.refusal_settings(),
     )
     origin = "generated (same names, new keys)" if generated else "given as the rogue certificate"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from estkit.server.approval import approve_if_allowed as approve_if_allowed
     from estkit.server.approval import judge as judge
     from estkit.server.config import CONFIG_FILE_NAME as CONFIG_FILE_NAME
+    from estkit.server.config import CertificatePair as CertificatePair
     from estkit.server.config import ConfigError as ConfigError
     from estkit.server.config import ServerConfig as ServerConfig
     from estkit.server.config import add_label as add_label
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from estkit.server.runner import serve as serve
     from estkit.server.runner import start_server_thread as start_server_thread
     from estkit.server.runner import url_host as url_host
-    from estkit.server.tls import CertificatePair as CertificatePair
     from estkit.server.tls import build_server_context as build_server_context
 
 if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily

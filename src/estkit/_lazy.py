@@ -9,7 +9,9 @@ under mypy's ``no_implicit_reexport``), which type checkers and editors read; an
 of one small file, no ``ast``) to make the module-level ``__getattr__`` and ``__dir__`` (PEP 562)
 that import a submodule the first time one of its names is read, and ``__all__``. Those import
 lines are the only list of a package's names; tests/test_cli_start.py checks that the scan reads
-them exactly as Python's parser does and that every name resolves.
+them exactly as Python's parser does and that every name resolves. (So a package needs its
+``__init__.py`` source at run time, as every pip or wheel install has; a bytecode-only build
+would not.)
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from estkit._lazy import type_checking_exports
 from estkit.cli.main import COMMANDS, CONTEXT_SETTINGS, cli, load_command
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "estkit"
@@ -154,40 +155,94 @@ def test_an_unknown_subcommand_is_refused_by_the_real_group() -> None:
     assert "No such command 'nope'" in result.output
 
 
-def _type_checking_names(package: str) -> set[str]:
-    """Names the package imports under ``if TYPE_CHECKING:`` (what type checkers see)."""
+def _type_checking_imports(package: str) -> dict[str, set[str]]:
+    """What the package imports under ``if TYPE_CHECKING:`` (what type checkers see), as
+    ``submodule -> names``; each import must be the explicit re-export ``Name as Name``."""
     path = SRC.joinpath(*package.split(".")[1:], "__init__.py")
     tree = ast.parse(path.read_text())
-    names: set[str] = set()
+    imports: dict[str, set[str]] = {}
     for node in tree.body:
         if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
             for statement in node.body:
                 assert isinstance(statement, ast.ImportFrom), ast.unparse(statement)
-                names.update(alias.asname or alias.name for alias in statement.names)
-    return names
+                assert statement.module is not None, ast.unparse(statement)
+                if statement.level == 0:
+                    submodule = statement.module.removeprefix(package + ".")
+                    assert submodule != statement.module, ast.unparse(statement)
+                else:
+                    assert statement.level == 1, ast.unparse(statement)
+                    submodule = statement.module
+                for alias in statement.names:
+                    # mypy (no_implicit_reexport on protocol/ and ca/) and pyright export a name
+                    # a package imports only in this form (there is no __all__ they can read).
+                    assert alias.asname == alias.name, ast.unparse(statement)
+                    imports.setdefault(submodule, set()).add(alias.name)
+    return imports
 
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
-def test_lazy_package_lists_agree_and_every_name_resolves(package: str) -> None:
+def test_lazy_package_reads_its_type_checking_imports_and_every_name_resolves(
+    package: str,
+) -> None:
+    """The TYPE_CHECKING imports are the package's one list of names: the run-time scan reads
+    them exactly as Python's parser does, and each name is its submodule's object."""
+    imports = _type_checking_imports(package)
+    source = SRC.joinpath(*package.split(".")[1:], "__init__.py").read_text()
+    scanned = type_checking_exports(package, source)
+    assert {sub: set(names) for sub, names in _by_submodule(scanned).items()} == imports
     module = importlib.import_module(package)
-    exports: dict[str, str] = module._EXPORTS
-    assert sorted(module.__all__) == sorted(exports)
-    assert _type_checking_names(package) == set(exports)
-    for name, submodule in exports.items():
+    assert module.__all__ == sorted(scanned)
+    for submodule, names in imports.items():
         owner = importlib.import_module(f"{package}.{submodule}")
-        assert getattr(module, name) is getattr(owner, name), name
+        for name in names:
+            assert getattr(module, name) is getattr(owner, name), name
+    assert set(scanned) <= set(dir(module))
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         _ = module.no_such_name
 
 
+def _by_submodule(exports: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, submodule in exports.items():
+        grouped.setdefault(submodule, []).append(name)
+    return grouped
+
+
 def test_protocol_exports_every_public_name_of_its_submodules() -> None:
-    protocol = importlib.import_module("estkit.protocol")
-    expected = {
-        name: submodule
-        for submodule in protocol._SUBMODULES
-        for name in importlib.import_module(f"estkit.protocol.{submodule}").__all__
-    }
-    assert expected == protocol._EXPORTS
+    for submodule, names in _type_checking_imports("estkit.protocol").items():
+        public = importlib.import_module(f"estkit.protocol.{submodule}").__all__
+        assert names == set(public), submodule
+
+
+_BLOCK = "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n{}\nX = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("    from .store import Event\n", "only 'from .x import Name as Name' lines"),
+        ("    from .store import Event as Event, Other as Other\n", "only 'from .x import"),
+        ("    from .store import Event as Entry\n", "Event must be imported once, as 'Event as"),
+        (
+            "    from .store import Event as Event\n    from .log import Event as Event\n",
+            "Event must be imported once",
+        ),
+        ("    from estkit.client import Event as Event\n", "outside the package"),
+        ("    import estkit.ca.store as store\n", r"\(1 imports of 1 names, 0 read\)"),
+    ],
+)
+def test_a_type_checking_block_the_lazy_scan_cannot_read_is_refused(
+    lines: str, message: str
+) -> None:
+    """Each of these would leave a name that type checkers see but ``__getattr__`` cannot find
+    (or finds in the wrong module): refused when the package is imported, not when it is used."""
+    with pytest.raises(ValueError, match=message):
+        type_checking_exports("estkit.ca", _BLOCK.format(lines))
+
+
+def test_the_lazy_scan_reads_a_parenthesised_long_import() -> None:
+    lines = "    from estkit.ca.store import (\n        Event as Event,  # noqa: E501\n    )\n"
+    assert type_checking_exports("estkit.ca", _BLOCK.format(lines)) == {"Event": "store"}
 
 
 def test_importing_one_submodule_does_not_load_its_package() -> None:

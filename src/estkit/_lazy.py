@@ -2,19 +2,32 @@
 
 Why: a package ``__init__`` that imports every submodule makes each ``import estkit.x.y`` pay for
 the whole package, and the ``estkit`` command starts a new process for every invocation (scripts,
-cron timers), where that is most of its run time. A package lists its public names once, as
-``name -> submodule``; :func:`lazy_exports` returns the module-level ``__getattr__`` and
-``__dir__`` (PEP 562) that import a submodule the first time one of its names is read. Each
-package also imports the same names under ``if TYPE_CHECKING:`` so type checkers and editors see
-them; tests/test_cli_start.py checks that both lists agree and that every name resolves.
+cron timers), where that is most of its run time. So a package's public names are imported only
+under ``if TYPE_CHECKING:``, one ``from .x import Name as Name`` line each (an explicit re-export
+under mypy's ``no_implicit_reexport``), which type checkers and editors read; and
+:func:`lazy_exports` reads the same lines from the package's own source at run time (a text scan
+of one small file, no ``ast``) to make the module-level ``__getattr__`` and ``__dir__`` (PEP 562)
+that import a submodule the first time one of its names is read, and ``__all__``. Those import
+lines are the only list of a package's names; tests/test_cli_start.py checks that the scan reads
+them exactly as Python's parser does and that every name resolves. (So a package needs its
+``__init__.py`` source at run time, as every pip or wheel install has; a bytecode-only build
+would not.)
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+# One re-export line of a TYPE_CHECKING block: ``from estkit.ca.store import Event as Event`` or
+# ``from .store import Event as Event`` (ruff's isort keeps each ``as`` import on its own
+# statement, parenthesised when the line is too long).
+_REEXPORT = re.compile(r"from\s+(\.?[\w.]+)\s+import\s+\(?\s*(\w+)\s+as\s+(\w+)")
+_BLOCK = re.compile(r"^if TYPE_CHECKING:\n((?:[ \t]+.*\n|\n)+)", re.MULTILINE)
 
 
 def import_module(name: str) -> ModuleType:
@@ -26,22 +39,59 @@ def import_module(name: str) -> ModuleType:
     return sys.modules[name]
 
 
-def lazy_exports(
-    package: str, exports: Mapping[str, str], *, search: Sequence[str] = ()
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``, whose names live in ``exports`` (name ->
-    submodule, relative to the package: ``"authority"`` for ``estkit.ca.authority``).
+def type_checking_exports(package: str, source: str) -> dict[str, str]:
+    """``name -> submodule`` (relative to ``package``) for each ``from .x import Name as Name``
+    line in the ``if TYPE_CHECKING:`` block of ``source``, the package's ``__init__``.
 
-    ``search`` names submodules whose ``__all__`` is the package's namespace (estkit.protocol):
-    a public name missing from ``exports`` is looked for there, so a name added to a submodule
-    works at once; the package's consistency test still asks for it to be listed.
+    ``ValueError`` for a block that holds anything else, a name that is renamed or imported twice,
+    or a module outside the package: the lazy ``__getattr__`` could not find such a name.
     """
+    block = _BLOCK.search(source)
+    if block is None:
+        raise ValueError(f"{package}: no 'if TYPE_CHECKING:' block of re-exports")
+    code = re.sub(r"#.*", "", block.group(1))
+    exports: dict[str, str] = {}
+    for match in _REEXPORT.finditer(code):
+        module, name, alias = match.groups()
+        if module.startswith("."):
+            submodule = module[1:]
+        elif module.startswith(package + "."):
+            submodule = module[len(package) + 1 :]
+        else:
+            raise ValueError(f"{package}: {name} is imported from {module}, outside the package")
+        if alias != name or name in exports:
+            raise ValueError(f"{package}: {name} must be imported once, as '{name} as {name}'")
+        exports[name] = submodule
+    # Anything the pattern did not read (a plain import, a second name on one line) is refused.
+    statements = len(re.findall(r"^\s*(?:from|import)\s", code, re.MULTILINE))
+    names = len(re.findall(r"\bas\b", code))
+    if not statements == names == len(exports):
+        raise ValueError(
+            f"{package}: its TYPE_CHECKING block must hold only 'from .x import Name as Name' "
+            f"lines, one name each ({statements} imports of {names} names, {len(exports)} read)"
+        )
+    return exports
+
+
+def lazy_exports(
+    package: str, init_file: str, *, search: bool = False
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """``(__getattr__, __dir__, __all__)`` for ``package``, whose ``__init__`` is ``init_file``
+    and whose public names are the ones it imports under ``if TYPE_CHECKING:``
+    (:func:`type_checking_exports`). ``__all__`` is those names, sorted.
+
+    With ``search`` (estkit.protocol, whose namespace is its submodules' ``__all__``), a public name
+    missing from the imports is looked for in the imported submodules' ``__all__``, so a name
+    added to a submodule works at once; the package's consistency test still asks for the import.
+    """
+    exports = type_checking_exports(package, Path(init_file).read_text(encoding="utf-8"))
+    submodules = list(dict.fromkeys(exports.values()))
 
     def _locate(name: str) -> str | None:
         submodule = exports.get(name)
-        if submodule is not None or name.startswith("_"):
+        if submodule is not None or name.startswith("_") or not search:
             return submodule
-        for candidate in search:
+        for candidate in submodules:
             module = import_module(f"{package}.{candidate}")
             if name in getattr(module, "__all__", ()):
                 return candidate
@@ -59,4 +109,4 @@ def lazy_exports(
     def __dir__() -> list[str]:
         return sorted(set(exports) | set(vars(sys.modules[package])))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(exports)

@@ -311,7 +311,7 @@ def test_manufacturer_ca_and_device_certificate(tmp_path: Path, openssl: OpenSSL
 
     reloaded = ManufacturerCA.load(tmp_path / "manufacturer")
     assert reloaded.certificate == ca_cert
-    second = reloaded.issue_device_certificate(device_serial="SN-2", key_type="rsa2048")
+    second = issue_device_certificate(reloaded, device_serial="SN-2", key_type="rsa2048")
     assert isinstance(second.private_key, rsa.RSAPrivateKey)
     second.certificate.verify_directly_issued_by(ca_cert)
 

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from estkit.ca.manufacturer import ManufacturerCA
+from estkit.ca.manufacturer import ManufacturerCA, issue_device_certificate
 from estkit.cli.main import cli
 from estkit.nmos.clock import ManualClock
 from estkit.nmos.config import DiscoverySettings, ServerSettings
@@ -243,7 +243,8 @@ def _expired_device(estkit_server: Any, directory: Path) -> tuple[Path, Path]:
     """A device certificate from the server's trusted manufacturer CA that expired 20 minutes ago
     (the demo manufacturer CA itself is backdated by only an hour)."""
     manufacturer = ManufacturerCA.load(estkit_server.paths.manufacturer_ca.parent)
-    device = manufacturer.issue_device_certificate(
+    device = issue_device_certificate(
+        manufacturer,
         device_serial="EXPIRED-0001",
         validity_seconds=600,
         now=datetime.now(UTC) - timedelta(minutes=30),

@@ -12,93 +12,32 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from estkit.ca.authority import (
-        CaError,
-        CaExistsError,
-        CaNotFoundError,
-        CertificateAuthority,
-        RolloverResult,
-    )
-    from estkit.ca.crl import REVOCATION_REASONS, RevokedEntry, normalize_reason
-    from estkit.ca.manufacturer import (
-        DeviceCredential,
-        ManufacturerCA,
-        ManufacturerError,
-        create_manufacturer_ca,
-        issue_device_certificate,
-    )
-    from estkit.ca.profiles import Profile, ProfileError, profile_from_mapping, profile_to_mapping
-    from estkit.ca.store import (
-        CertificateStore,
-        DuplicateSerialError,
-        Event,
-        IssuedRecord,
-        PendingRequest,
-        RequestStateError,
-        StoreError,
-        StoreUnavailableError,
-        open_store,
-    )
+    from estkit.ca.authority import CaError as CaError
+    from estkit.ca.authority import CaExistsError as CaExistsError
+    from estkit.ca.authority import CaNotFoundError as CaNotFoundError
+    from estkit.ca.authority import CertificateAuthority as CertificateAuthority
+    from estkit.ca.authority import RolloverResult as RolloverResult
+    from estkit.ca.crl import REVOCATION_REASONS as REVOCATION_REASONS
+    from estkit.ca.crl import RevokedEntry as RevokedEntry
+    from estkit.ca.crl import normalize_reason as normalize_reason
+    from estkit.ca.manufacturer import DeviceCredential as DeviceCredential
+    from estkit.ca.manufacturer import ManufacturerCA as ManufacturerCA
+    from estkit.ca.manufacturer import ManufacturerError as ManufacturerError
+    from estkit.ca.manufacturer import create_manufacturer_ca as create_manufacturer_ca
+    from estkit.ca.manufacturer import issue_device_certificate as issue_device_certificate
+    from estkit.ca.profiles import Profile as Profile
+    from estkit.ca.profiles import ProfileError as ProfileError
+    from estkit.ca.profiles import profile_from_mapping as profile_from_mapping
+    from estkit.ca.profiles import profile_to_mapping as profile_to_mapping
+    from estkit.ca.store import CertificateStore as CertificateStore
+    from estkit.ca.store import DuplicateSerialError as DuplicateSerialError
+    from estkit.ca.store import Event as Event
+    from estkit.ca.store import IssuedRecord as IssuedRecord
+    from estkit.ca.store import PendingRequest as PendingRequest
+    from estkit.ca.store import RequestStateError as RequestStateError
+    from estkit.ca.store import StoreError as StoreError
+    from estkit.ca.store import StoreUnavailableError as StoreUnavailableError
+    from estkit.ca.store import open_store as open_store
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "CaError": "authority",
-    "CaExistsError": "authority",
-    "CaNotFoundError": "authority",
-    "CertificateAuthority": "authority",
-    "CertificateStore": "store",
-    "DeviceCredential": "manufacturer",
-    "DuplicateSerialError": "store",
-    "Event": "store",
-    "IssuedRecord": "store",
-    "ManufacturerCA": "manufacturer",
-    "ManufacturerError": "manufacturer",
-    "PendingRequest": "store",
-    "Profile": "profiles",
-    "ProfileError": "profiles",
-    "REVOCATION_REASONS": "crl",
-    "RequestStateError": "store",
-    "RevokedEntry": "crl",
-    "RolloverResult": "authority",
-    "StoreError": "store",
-    "StoreUnavailableError": "store",
-    "create_manufacturer_ca": "manufacturer",
-    "issue_device_certificate": "manufacturer",
-    "normalize_reason": "crl",
-    "open_store": "store",
-    "profile_from_mapping": "profiles",
-    "profile_to_mapping": "profiles",
-}
-
-
-__all__ = [
-    "REVOCATION_REASONS",
-    "CaError",
-    "CaExistsError",
-    "CaNotFoundError",
-    "CertificateAuthority",
-    "CertificateStore",
-    "DeviceCredential",
-    "DuplicateSerialError",
-    "Event",
-    "IssuedRecord",
-    "ManufacturerCA",
-    "ManufacturerError",
-    "PendingRequest",
-    "Profile",
-    "ProfileError",
-    "RequestStateError",
-    "RevokedEntry",
-    "RolloverResult",
-    "StoreError",
-    "StoreUnavailableError",
-    "create_manufacturer_ca",
-    "issue_device_certificate",
-    "normalize_reason",
-    "open_store",
-    "profile_from_mapping",
-    "profile_to_mapping",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

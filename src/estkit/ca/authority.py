@@ -42,6 +42,7 @@ from estkit.ca.builders import (
     public_key_of,
     server_ekus,
     sign_ca_certificate,
+    sign_root_certificate,
     simple_name,
     subject_key_identifier,
     utc_now,
@@ -239,12 +240,9 @@ class CertificateAuthority:
         with_issuing_ca: bool,
     ) -> CertificateAuthority:
         root_key = keys.new(key_type, "root")
-        root = sign_ca_certificate(
-            subject=root_name,
-            public_key=root_key.public_key(),
-            issuer_name=root_name,
-            issuer_key=root_key,
-            issuer_key_identifier=None,
+        root = sign_root_certificate(
+            name=root_name,
+            key=root_key,
             validity=_ca_validity(now, ROOT_CA_VALIDITY_SECONDS, None),
             path_length=None,
         )
@@ -597,14 +595,8 @@ class CertificateAuthority:
         earliest = old_root.not_valid_before_utc + timedelta(seconds=1)
         if new_validity.not_before < earliest:
             new_validity = Validity(earliest, new_validity.not_after)
-        new_root = sign_ca_certificate(
-            subject=name,
-            public_key=new_key.public_key(),
-            issuer_name=name,
-            issuer_key=new_key,
-            issuer_key_identifier=None,
-            validity=new_validity,
-            path_length=None,
+        new_root = sign_root_certificate(
+            name=name, key=new_key, validity=new_validity, path_length=None
         )
         old_public_key = supported_public_key(old_root.public_key())  # our root: RSA or EC
         old_ski = subject_key_identifier(old_public_key)

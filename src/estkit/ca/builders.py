@@ -171,6 +171,25 @@ def sign_ca_certificate(
     return sign_certificate(builder, issuer_key)
 
 
+def sign_root_certificate(
+    *,
+    name: x509.Name,
+    key: PrivateKey | Signer,
+    validity: Validity,
+    path_length: int | None,
+) -> x509.Certificate:
+    """A self-signed CA certificate for ``key``: issuer and subject ``name``, AKI its own key."""
+    return sign_ca_certificate(
+        subject=name,
+        public_key=key.public_key(),
+        issuer_name=name,
+        issuer_key=key,
+        issuer_key_identifier=None,
+        validity=validity,
+        path_length=path_length,
+    )
+
+
 def parse_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address ``name`` spells, or None."""
     try:
@@ -225,6 +244,7 @@ __all__ = [
     "public_key_of",
     "server_ekus",
     "sign_ca_certificate",
+    "sign_root_certificate",
     "simple_name",
     "subject_key_identifier",
     "utc_now",

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from estkit.ca.builders import authority_key_identifier
 from estkit.ca.signer import Signer
 from estkit.ca.signer import sign_crl as sign_crl_builder
-from estkit.protocol.keys import PrivateKey, supported_public_key
+from estkit.protocol.keys import PrivateKey
 
 # A day: long enough that a relying party caching the CRL does not refetch constantly, short
 # enough that a revocation is noticed the same day (CA/B Forum BR §4.9.7 allows up to 10 days).
@@ -121,7 +122,7 @@ def sign_crl(
         .last_update(now)
         .next_update(now + timedelta(seconds=next_update_seconds))
         .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(_authority_key_identifier(issuer_certificate), critical=False)
+        .add_extension(authority_key_identifier(issuer_certificate), critical=False)
     )
     seen: set[int] = set()
     for entry in revoked:
@@ -141,16 +142,6 @@ def sign_crl(
         builder = builder.add_revoked_certificate(revoked_builder.build())
     crl = sign_crl_builder(builder, issuer_key)
     return crl.public_bytes(serialization.Encoding.DER)
-
-
-def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            supported_public_key(issuer.public_key())
-        )
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from estkit.ca.builders import (
     clamp_validity,
     leaf_key_usage,
     new_serial,
-    sign_ca_certificate,
+    sign_root_certificate,
     simple_name,
     subject_key_identifier,
     utc_now,
@@ -82,27 +82,6 @@ class ManufacturerCA:
                 f"cannot load the manufacturer CA from {directory}: {exc}"
             ) from None
         return cls(certs[0], ca_key, cert_path, key_path)
-
-    def issue_device_certificate(
-        self,
-        *,
-        device_serial: str,
-        common_name: str | None = None,
-        key_type: str = "p256",
-        private_key: PrivateKey | None = None,
-        validity_seconds: int = DEVICE_CERT_VALIDITY_SECONDS,
-        now: datetime | None = None,
-    ) -> DeviceCredential:
-        """See :func:`issue_device_certificate`."""
-        return issue_device_certificate(
-            self,
-            device_serial=device_serial,
-            common_name=common_name,
-            key_type=key_type,
-            private_key=private_key,
-            validity_seconds=validity_seconds,
-            now=now,
-        )
 
     def build_crl(
         self,
@@ -165,15 +144,7 @@ def create_manufacturer_ca(
     validity = clamp_validity(
         now, validity_seconds, backdate_seconds=MANUFACTURER_CA_BACKDATE_SECONDS, issuer=None
     )
-    certificate = sign_ca_certificate(
-        subject=name,
-        public_key=key.public_key(),
-        issuer_name=name,
-        issuer_key=key,
-        issuer_key_identifier=None,
-        validity=validity,
-        path_length=0,
-    )
+    certificate = sign_root_certificate(name=name, key=key, validity=validity, path_length=0)
     cert_path, key_path = directory / MANUFACTURER_CERT_FILE, directory / MANUFACTURER_KEY_FILE
     # Key first: a crash in between leaves a key without certificate, which load() reports.
     write_private_file_atomic(key_path, private_key_to_pem(key))

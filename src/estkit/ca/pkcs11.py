@@ -76,6 +76,22 @@ class Pkcs11Error(SignerError):
     """The token, module, PIN or key of a PKCS#11 URI cannot be used; the message says why."""
 
 
+def _attributes(text: str, separator: str, known: frozenset[str], unknown: str) -> dict[str, str]:
+    """The ``name=value`` attributes of one part of a PKCS#11 URI (names lower-cased, values
+    still percent-encoded); ``unknown`` (formatted with the item) refuses a name outside
+    ``known`` that is not an ``x-`` extension, and a name given twice is refused too."""
+    attributes: dict[str, str] = {}
+    for item in filter(None, text.split(separator)):
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or (name not in known and not name.startswith("x-")):
+            raise Pkcs11Error(unknown.format(item))
+        if name in attributes:
+            raise Pkcs11Error(f"the PKCS#11 URI names {name}= twice")
+        attributes[name] = value
+    return attributes
+
+
 @dataclass(frozen=True)
 class Pkcs11Uri:
     """A parsed RFC 7512 URI (values percent-decoded; ``id`` kept as bytes)."""
@@ -95,35 +111,26 @@ class Pkcs11Uri:
                 "pkcs11:token=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234"
             )
         body, _, query_text = text[len(SCHEME) :].partition("?")
-        path: dict[str, str] = {}
-        key_id = None
-        for item in filter(None, body.split(";")):
-            name, sep, value = item.partition("=")
-            name = name.strip().lower()
-            if not sep or (name not in _PATH_ATTRIBUTES and not name.startswith("x-")):
-                raise Pkcs11Error(
-                    f"unknown PKCS#11 URI path attribute {item!r}; use token=, object=, id=, "
-                    "serial=, type= (RFC 7512 §2.3)"
-                )
-            if name in path or (name == "id" and key_id is not None):
-                raise Pkcs11Error(f"the PKCS#11 URI names {name}= twice")
-            if name == "id":
-                key_id = unquote_to_bytes(value)
-            else:
-                path[name] = unquote(value)
-        query: dict[str, str] = {}
-        for item in filter(None, query_text.split("&")):
-            name, sep, value = item.partition("=")
-            name = name.strip().lower()
-            if not sep or (name not in _QUERY_ATTRIBUTES and not name.startswith("x-")):
-                raise Pkcs11Error(
-                    f"unsupported PKCS#11 URI query attribute {item!r}; use module-path=, "
-                    "pin-value= or pin-source="
-                )
-            if name in query:
-                raise Pkcs11Error(f"the PKCS#11 URI names {name}= twice")
-            query[name] = unquote(value)
-        uri = cls(path=path, key_id=key_id, query=query)
+        path = _attributes(
+            body,
+            ";",
+            _PATH_ATTRIBUTES,
+            "unknown PKCS#11 URI path attribute {!r}; use token=, object=, id=, serial=, type= "
+            "(RFC 7512 §2.3)",
+        )
+        key_id = path.pop("id", None)
+        query = _attributes(
+            query_text,
+            "&",
+            _QUERY_ATTRIBUTES,
+            "unsupported PKCS#11 URI query attribute {!r}; use module-path=, pin-value= or "
+            "pin-source=",
+        )
+        uri = cls(
+            path={name: unquote(value) for name, value in path.items()},
+            key_id=unquote_to_bytes(key_id) if key_id is not None else None,
+            query={name: unquote(value) for name, value in query.items()},
+        )
         if "module-path" not in query:
             raise Pkcs11Error(
                 "the PKCS#11 URI has no module-path= (the PKCS#11 library, e.g. "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
@@ -38,6 +38,9 @@ THROWAWAY_RSA_BITS = 1024
 
 class SignerError(CaError, ValueError):
     """The signing key cannot sign (token gone, wrong key, a signature that does not verify)."""
+
+
+_Signed = TypeVar("_Signed", x509.Certificate, x509.CertificateRevocationList)
 
 
 @runtime_checkable
@@ -62,18 +65,21 @@ def sign_certificate(
     builder: x509.CertificateBuilder, key: PrivateKey | Signer
 ) -> x509.Certificate:
     """Sign ``builder`` with an in-process key or a :class:`Signer`."""
-    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        return builder.sign(key, signature_hash_for(key))
-    return key.sign_certificate(builder)
+    return _sign(builder, key, lambda signer: signer.sign_certificate(builder))
 
 
 def sign_crl(
     builder: x509.CertificateRevocationListBuilder, key: PrivateKey | Signer
 ) -> x509.CertificateRevocationList:
     """Sign a CRL ``builder`` with an in-process key or a :class:`Signer`."""
+    return _sign(builder, key, lambda signer: signer.sign_crl(builder))
+
+
+def _sign(builder: Any, key: PrivateKey | Signer, through: Callable[[Signer], _Signed]) -> _Signed:
+    """``builder`` signed by cryptography with an in-process ``key``, or ``through`` a Signer."""
     if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        return builder.sign(key, signature_hash_for(key))
-    return key.sign_crl(builder)
+        return cast(_Signed, builder.sign(key, signature_hash_for(key)))
+    return through(key)
 
 
 def _throwaway_key_like(public_key: PublicKey) -> PrivateKey:
@@ -128,18 +134,32 @@ class ExternalSigner:
             self._throwaway = _throwaway_key_like(self._public_key)
         return self._throwaway
 
-    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+    def _token_signed(
+        self, builder: Any, structure: Any, fields: tuple[str, str]
+    ) -> tuple[bytes, hashes.HashAlgorithm]:
+        """``builder`` signed through the token, as DER, and the hash it used. cryptography signs
+        only with a key it holds, so it signs a draft with a throwaway key of the same type; the
+        token's signature over the draft's to-be-signed part then replaces the draft's, and
+        asn1crypto reassembles ``structure`` (whose to-be-signed and signature fields are named
+        ``fields``) around it."""
+        tbs_field, signature_field = fields
         algorithm = hash_for_public_key(self._public_key)
         draft = builder.sign(self._throwaway_key(), algorithm)
-        parsed = asn1_x509.Certificate.load(draft.public_bytes(Encoding.DER))
-        signature = self._signature(draft.tbs_certificate_bytes, algorithm)
-        der = asn1_x509.Certificate(
+        parsed = structure.load(draft.public_bytes(Encoding.DER))
+        tbs = parsed[tbs_field]
+        der = structure(
             {
-                "tbs_certificate": parsed["tbs_certificate"],
+                tbs_field: tbs,
                 "signature_algorithm": parsed["signature_algorithm"],
-                "signature_value": signature,
+                signature_field: self._signature(tbs.dump(), algorithm),
             }
         ).dump(force=True)
+        return bytes(der), algorithm
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        der, algorithm = self._token_signed(
+            builder, asn1_x509.Certificate, ("tbs_certificate", "signature_value")
+        )
         certificate = x509.load_der_x509_certificate(der)
         verify_signature(
             self._public_key,
@@ -152,17 +172,9 @@ class ExternalSigner:
     def sign_crl(
         self, builder: x509.CertificateRevocationListBuilder
     ) -> x509.CertificateRevocationList:
-        algorithm = hash_for_public_key(self._public_key)
-        draft = builder.sign(self._throwaway_key(), algorithm)
-        parsed = asn1_crl.CertificateList.load(draft.public_bytes(Encoding.DER))
-        signature = self._signature(draft.tbs_certlist_bytes, algorithm)
-        der = asn1_crl.CertificateList(
-            {
-                "tbs_cert_list": parsed["tbs_cert_list"],
-                "signature_algorithm": parsed["signature_algorithm"],
-                "signature": signature,
-            }
-        ).dump(force=True)
+        der, _ = self._token_signed(
+            builder, asn1_crl.CertificateList, ("tbs_cert_list", "signature")
+        )
         crl = x509.load_der_x509_crl(der)
         if not crl.is_signature_valid(self._public_key):
             raise SignerError("the CRL signed through the token does not verify")

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -38,6 +38,9 @@ from estkit.ca.store_backends import (
 from estkit.ca.store_schema import CURRENT_VERSION, SCHEMA_VERSION_TABLE, migration_statements
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.keys import describe_public_key
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 CertificateStatus = Literal["valid", "revoked"]
 RequestStatus = Literal["pending", "approved", "rejected", "issued"]
@@ -77,8 +80,16 @@ class RequestStateError(StoreError):
     """A request is not in the state the operation needs (e.g. approving a rejected request)."""
 
 
+class _Record:
+    """A stored row as a frozen dataclass; ``to_json`` is it as a JSON-ready dict (times as
+    ISO 8601, tuples as lists)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(cast("DataclassInstance", self)))
+
+
 @dataclass(frozen=True)
-class IssuedRecord:
+class IssuedRecord(_Record):
     """One issued certificate as recorded (``serial``: lower-case hex, no leading zeros)."""
 
     serial: str
@@ -100,13 +111,9 @@ class IssuedRecord:
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.certificate_pem.encode("ascii"))
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (times as ISO 8601)."""
-        return _jsonable(asdict(self))
-
 
 @dataclass(frozen=True)
-class PendingRequest:
+class PendingRequest(_Record):
     """One enrollment request in the manual-approval queue, with what an operator needs to see
     (BCP-003-03 S4): names, key type, the client certificate and the peer address."""
 
@@ -141,12 +148,9 @@ class PendingRequest:
     def csr(self) -> x509.CertificateSigningRequest:
         return x509.load_pem_x509_csr(self.csr_pem.encode("ascii"))
 
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
 
 @dataclass(frozen=True)
-class Event:
+class Event(_Record):
     """An audit log entry (refusals, decisions, revocations)."""
 
     id: int
@@ -154,9 +158,6 @@ class Event:
     kind: str
     message: str
     fields: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ _OPERATOR_COLUMNS = "serial, name, fingerprint, issued_at, not_after, status, re
 
 
 @dataclass(frozen=True)
-class OperatorCertificateRecord:
+class OperatorCertificateRecord(_Record):
     """A console operator certificate as recorded when `estkit server admin-cert` issued it."""
 
     serial: str
@@ -264,9 +265,6 @@ class OperatorCertificateRecord:
     not_after: datetime
     status: CertificateStatus
     revoked_at: datetime | None
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
 
 
 _EVENT_COLUMNS = "id, at, kind, message, fields"

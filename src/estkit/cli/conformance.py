@@ -6,8 +6,9 @@ Only argument parsing and output live here; the suite itself is :mod:`estkit.con
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -39,6 +40,7 @@ from estkit.conformance.reports import (
     results_table,
     summary_text,
 )
+from estkit.conformance.target import DEFAULT_DOMAIN, DEFAULT_TIMEOUT_SECONDS
 from estkit.fileio import write_file_atomic
 from estkit.protocol import EstProtocolError
 
@@ -51,6 +53,7 @@ CONFORMANCE_FLAGS = {
     "rogue_cert": "--rogue-cert",
     "rogue_key": "--rogue-key",
 }
+F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
 _EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -70,6 +73,18 @@ def _list_cases(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
     ctx.exit(0)
 
 
+def _report_option(flag: str, name: str, what: str) -> Callable[[F], F]:
+    """``--json``, ``--junit``, ``--html``: a report file, or ``-`` for stdout (see _write)."""
+    return click.option(
+        flag,
+        name,
+        type=_FILE,
+        default=None,
+        callback=existing_parent,
+        help=f"Write a {what} report ('-' for stdout).",
+    )
+
+
 def _write(path: Path, data: bytes) -> None:
     if str(path) == "-":
         sys.stdout.buffer.write(data)
@@ -87,7 +102,7 @@ def _write(path: Path, data: bytes) -> None:
 @click.command("test-server")
 @click.option("--ip", "host", required=True, help="Server host name or IP address.")
 @click.option("--port", required=True, type=click.IntRange(1, 65535), help="Server TLS port.")
-@click.option("--label", default=None, help="RFC 7030 label (path segment after /.well-known/est).")
+@click.option("--label", help="RFC 7030 label (path segment after /.well-known/est).")
 @click.option(
     "--cacert",
     required=True,
@@ -96,36 +111,31 @@ def _write(path: Path, data: bytes) -> None:
 )
 @click.option(
     "--cert",
-    "cert",
     required=True,
     type=_EXISTING,
     help="Manufacturer client certificate (PEM, leaf first, CA after).",
 )
-@click.option("--key", "key", required=True, type=_EXISTING, help="Manufacturer private key.")
+@click.option("--key", required=True, type=_EXISTING, help="Manufacturer private key.")
 @click.option(
     "--rogue-cert",
     type=_EXISTING,
-    default=None,
     help="A rogue client certificate that must be refused "
     "[default: generated, same names as --cert, new keys].",
 )
-@click.option("--rogue-key", type=_EXISTING, default=None, help="Key of --rogue-cert.")
+@click.option("--rogue-key", type=_EXISTING, help="Key of --rogue-cert.")
 @click.option(
     "--basic",
     metavar="USER:PASS",
-    default=None,
     help="Answer an HTTP Basic challenge with these credentials (RFC 7030 servers).",
 )
 @click.option(
     "--basic-preemptive",
     is_flag=True,
-    default=False,
     help="Send the --basic credentials with every request, for servers that never challenge.",
 )
 @click.option(
     "--digest",
     metavar="USER:PASS",
-    default=None,
     help="Answer an HTTP Digest challenge (RFC 7616) with these credentials; preferred over "
     "--basic when the server offers both.",
 )
@@ -142,48 +152,34 @@ def _write(path: Path, data: bytes) -> None:
     metavar="ID",
     help="Run only these case ids (repeat or comma-separate). See --list.",
 )
-@click.option(
-    "--junit", type=_FILE, default=None, callback=existing_parent, help="Write a JUnit XML report."
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=_FILE,
-    default=None,
-    callback=existing_parent,
-    help="Write a JSON report ('-' for stdout).",
-)
-@click.option(
-    "--html", type=_FILE, default=None, callback=existing_parent, help="Write an HTML report."
-)
+@_report_option("--junit", "junit", "JUnit XML")
+@_report_option("--json", "json_path", "JSON")
+@_report_option("--html", "html", "HTML")
 @click.option(
     "--timeout",
     type=click.FloatRange(0.1, 300),
-    default=10.0,
+    default=DEFAULT_TIMEOUT_SECONDS,
     show_default=True,
     help="Seconds per connection.",
 )
 @click.option(
     "--domain",
-    default="example.com",
+    default=DEFAULT_DOMAIN,
     show_default=True,
     help="DNS domain for the names in test CSRs.",
 )
 @click.option(
     "--dns-domain",
-    default=None,
     help="Check the server's _nmos-certs._tcp DNS-SD advert in this domain (D1-D5).",
 )
 @click.option(
     "--dns-server",
     metavar="HOST[:PORT]",
-    default=None,
     help="DNS server to ask for --dns-domain (unicast DNS-SD) [default: the system's].",
 )
 @click.option(
     "--mdns",
     is_flag=True,
-    default=False,
     help="Check the server's advert over multicast DNS instead (D1 says it SHOULD NOT be there).",
 )
 @click.option(
@@ -203,28 +199,12 @@ def _write(path: Path, data: bytes) -> None:
     help="List the case ids and exit.",
 )
 def test_server(
-    host: str,
-    port: int,
-    label: str | None,
-    cacert: Path,
-    cert: Path,
-    key: Path,
-    rogue_cert: Path | None,
-    rogue_key: Path | None,
-    basic: str | None,
-    basic_preemptive: bool,
-    digest: str | None,
     profile: str,
     only: tuple[str, ...],
     junit: Path | None,
     json_path: Path | None,
     html: Path | None,
-    timeout: float,
-    domain: str,
-    dns_domain: str | None,
-    dns_server: str | None,
-    mdns: bool,
-    mdns_interfaces: tuple[str, ...],
+    **target_options: Any,
 ) -> None:
     """Check an EST server against RFC 7030/8951, BCP-003-03 and BCP-003-01.
 
@@ -232,25 +212,9 @@ def test_server(
     """
     out = err_console if json_path is not None and str(json_path) == "-" else console
     try:
+        # The other options are Target.from_files's parameters, by name.
         target = Target.from_files(
-            host=host,
-            port=port,
-            cacert=cacert,
-            cert=cert,
-            key=key,
-            rogue_cert=rogue_cert,
-            rogue_key=rogue_key,
-            label=label,
-            basic=basic,
-            basic_preemptive=basic_preemptive,
-            digest=digest,
-            profile=cast(Literal["nmos", "rfc7030"], profile),
-            timeout=timeout,
-            domain=domain,
-            dns_domain=dns_domain,
-            dns_server=dns_server,
-            mdns=mdns,
-            mdns_interfaces=mdns_interfaces,
+            profile=cast(Literal["nmos", "rfc7030"], profile), **target_options
         )
         report = _run(target, _split_ids(only), out)
     except UnknownCaseError as exc:

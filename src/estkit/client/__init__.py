@@ -12,136 +12,51 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._base import renewal_spec
-    from ._transport import DEFAULT_TIMEOUT_SECONDS
-    from .aio import AsyncEstClient
-    from .apply import apply_csrattrs, key_type_for
-    from .auth import ChallengeAuth
+    from ._base import renewal_spec as renewal_spec
+    from ._transport import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
+    from .aio import AsyncEstClient as AsyncEstClient
+    from .apply import apply_csrattrs as apply_csrattrs
+    from .apply import key_type_for as key_type_for
+    from .auth import ChallengeAuth as ChallengeAuth
+    from .bootstrap import CandidateCertificate as CandidateCertificate
+    from .bootstrap import UnconfirmedCaCertificates as UnconfirmedCaCertificates
+    from .bootstrap import async_bootstrap_cacerts as async_bootstrap_cacerts
     from .bootstrap import (
-        CandidateCertificate,
-        UnconfirmedCaCertificates,
-        async_bootstrap_cacerts,
-        async_fetch_cacerts_unverified_for_manual_confirmation,
-        bootstrap_cacerts,
-        fetch_cacerts_unverified_for_manual_confirmation,
+        async_fetch_cacerts_unverified_for_manual_confirmation as async_fetch_cacerts_unverified_for_manual_confirmation,  # noqa: E501 (a name longer than half a line, twice)
     )
-    from .errors import (
-        EstAuthError,
-        EstBootstrapError,
-        EstConnectionError,
-        EstError,
-        EstHttpError,
-        EstIssuedCertificateError,
-        EstNotFoundError,
-        EstPopError,
-        EstProtocolResponseError,
-        EstRedirectError,
-        EstRetryLaterError,
-        EstTimeoutError,
-        EstTlsError,
+    from .bootstrap import bootstrap_cacerts as bootstrap_cacerts
+    from .bootstrap import (
+        fetch_cacerts_unverified_for_manual_confirmation as fetch_cacerts_unverified_for_manual_confirmation,  # noqa: E501 (a name longer than half a line, twice)
     )
-    from .issued import validate_issued_certificate
-    from .models import CaCertsResult, CsrAttrsResult, CsrSpec, EnrollResult, ServerKeygenResult
-    from .retry import (
-        DEFAULT_MAX_ATTEMPTS,
-        DEFAULT_RETRY_AFTER_SECONDS,
-        MAX_RETRY_AFTER_SECONDS,
-        RetryPolicy,
-        WaitDecision,
-    )
-    from .submit import POP_WHEN_POSSIBLE, PopMode
-    from .sync import EstClient
-    from .trust import ClientCredentials, TrustAnchors
+    from .errors import EstAuthError as EstAuthError
+    from .errors import EstBootstrapError as EstBootstrapError
+    from .errors import EstConnectionError as EstConnectionError
+    from .errors import EstError as EstError
+    from .errors import EstHttpError as EstHttpError
+    from .errors import EstIssuedCertificateError as EstIssuedCertificateError
+    from .errors import EstNotFoundError as EstNotFoundError
+    from .errors import EstPopError as EstPopError
+    from .errors import EstProtocolResponseError as EstProtocolResponseError
+    from .errors import EstRedirectError as EstRedirectError
+    from .errors import EstRetryLaterError as EstRetryLaterError
+    from .errors import EstTimeoutError as EstTimeoutError
+    from .errors import EstTlsError as EstTlsError
+    from .issued import validate_issued_certificate as validate_issued_certificate
+    from .models import CaCertsResult as CaCertsResult
+    from .models import CsrAttrsResult as CsrAttrsResult
+    from .models import CsrSpec as CsrSpec
+    from .models import EnrollResult as EnrollResult
+    from .models import ServerKeygenResult as ServerKeygenResult
+    from .retry import DEFAULT_MAX_ATTEMPTS as DEFAULT_MAX_ATTEMPTS
+    from .retry import DEFAULT_RETRY_AFTER_SECONDS as DEFAULT_RETRY_AFTER_SECONDS
+    from .retry import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
+    from .retry import RetryPolicy as RetryPolicy
+    from .retry import WaitDecision as WaitDecision
+    from .submit import POP_WHEN_POSSIBLE as POP_WHEN_POSSIBLE
+    from .submit import PopMode as PopMode
+    from .sync import EstClient as EstClient
+    from .trust import ClientCredentials as ClientCredentials
+    from .trust import TrustAnchors as TrustAnchors
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "DEFAULT_TIMEOUT_SECONDS": "_transport",
-    "AsyncEstClient": "aio",
-    "CaCertsResult": "models",
-    "CandidateCertificate": "bootstrap",
-    "ChallengeAuth": "auth",
-    "ClientCredentials": "trust",
-    "CsrAttrsResult": "models",
-    "CsrSpec": "models",
-    "DEFAULT_MAX_ATTEMPTS": "retry",
-    "DEFAULT_RETRY_AFTER_SECONDS": "retry",
-    "EnrollResult": "models",
-    "EstAuthError": "errors",
-    "EstBootstrapError": "errors",
-    "EstClient": "sync",
-    "EstConnectionError": "errors",
-    "EstError": "errors",
-    "EstHttpError": "errors",
-    "EstIssuedCertificateError": "errors",
-    "EstNotFoundError": "errors",
-    "EstPopError": "errors",
-    "EstProtocolResponseError": "errors",
-    "EstRedirectError": "errors",
-    "EstRetryLaterError": "errors",
-    "EstTimeoutError": "errors",
-    "EstTlsError": "errors",
-    "MAX_RETRY_AFTER_SECONDS": "retry",
-    "POP_WHEN_POSSIBLE": "submit",
-    "PopMode": "submit",
-    "RetryPolicy": "retry",
-    "ServerKeygenResult": "models",
-    "TrustAnchors": "trust",
-    "UnconfirmedCaCertificates": "bootstrap",
-    "WaitDecision": "retry",
-    "apply_csrattrs": "apply",
-    "validate_issued_certificate": "issued",
-    "async_bootstrap_cacerts": "bootstrap",
-    "async_fetch_cacerts_unverified_for_manual_confirmation": "bootstrap",
-    "bootstrap_cacerts": "bootstrap",
-    "fetch_cacerts_unverified_for_manual_confirmation": "bootstrap",
-    "key_type_for": "apply",
-    "renewal_spec": "_base",
-}
-
-
-__all__ = [
-    "DEFAULT_MAX_ATTEMPTS",
-    "DEFAULT_RETRY_AFTER_SECONDS",
-    "DEFAULT_TIMEOUT_SECONDS",
-    "MAX_RETRY_AFTER_SECONDS",
-    "POP_WHEN_POSSIBLE",
-    "AsyncEstClient",
-    "CaCertsResult",
-    "CandidateCertificate",
-    "ChallengeAuth",
-    "ClientCredentials",
-    "CsrAttrsResult",
-    "CsrSpec",
-    "EnrollResult",
-    "EstAuthError",
-    "EstBootstrapError",
-    "EstClient",
-    "EstConnectionError",
-    "EstError",
-    "EstHttpError",
-    "EstIssuedCertificateError",
-    "EstNotFoundError",
-    "EstPopError",
-    "EstProtocolResponseError",
-    "EstRedirectError",
-    "EstRetryLaterError",
-    "EstTimeoutError",
-    "EstTlsError",
-    "PopMode",
-    "RetryPolicy",
-    "ServerKeygenResult",
-    "TrustAnchors",
-    "UnconfirmedCaCertificates",
-    "WaitDecision",
-    "apply_csrattrs",
-    "async_bootstrap_cacerts",
-    "async_fetch_cacerts_unverified_for_manual_confirmation",
-    "bootstrap_cacerts",
-    "fetch_cacerts_unverified_for_manual_confirmation",
-    "key_type_for",
-    "renewal_spec",
-    "validate_issued_certificate",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

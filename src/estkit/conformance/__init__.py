@@ -18,47 +18,20 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from estkit.conformance.cases import ALL_CASES, CASE_IDS
-    from estkit.conformance.model import Case, CaseResult, Outcome, Status, SuiteReport
-    from estkit.conformance.rogue import make_rogue_identity
-    from estkit.conformance.runner import ProgressEvent, UnknownCaseError, run_suite
-    from estkit.conformance.target import Identity, Target, TargetError
+    from estkit.conformance.cases import ALL_CASES as ALL_CASES
+    from estkit.conformance.cases import CASE_IDS as CASE_IDS
+    from estkit.conformance.model import Case as Case
+    from estkit.conformance.model import CaseResult as CaseResult
+    from estkit.conformance.model import Outcome as Outcome
+    from estkit.conformance.model import Status as Status
+    from estkit.conformance.model import SuiteReport as SuiteReport
+    from estkit.conformance.rogue import make_rogue_identity as make_rogue_identity
+    from estkit.conformance.runner import ProgressEvent as ProgressEvent
+    from estkit.conformance.runner import UnknownCaseError as UnknownCaseError
+    from estkit.conformance.runner import run_suite as run_suite
+    from estkit.conformance.target import Identity as Identity
+    from estkit.conformance.target import Target as Target
+    from estkit.conformance.target import TargetError as TargetError
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "ALL_CASES": "cases",
-    "CASE_IDS": "cases",
-    "Case": "model",
-    "CaseResult": "model",
-    "Identity": "target",
-    "Outcome": "model",
-    "ProgressEvent": "runner",
-    "Status": "model",
-    "SuiteReport": "model",
-    "Target": "target",
-    "TargetError": "target",
-    "UnknownCaseError": "runner",
-    "make_rogue_identity": "rogue",
-    "run_suite": "runner",
-}
-
-
-__all__ = [
-    "ALL_CASES",
-    "CASE_IDS",
-    "Case",
-    "CaseResult",
-    "Identity",
-    "Outcome",
-    "ProgressEvent",
-    "Status",
-    "SuiteReport",
-    "Target",
-    "TargetError",
-    "UnknownCaseError",
-    "make_rogue_identity",
-    "run_suite",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -9,8 +9,8 @@ Every query goes to the DNS server given (unicast DNS-SD, RFC 6763), or the syst
 from __future__ import annotations
 
 import ipaddress
-import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -21,6 +21,8 @@ from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.SRV import SRV
 
+from estkit.dnsresolver import DNS_TIMEOUT_SECONDS, DnsServerError
+from estkit.dnsresolver import make_resolver as resolver_for
 from estkit.errors import EstkitError
 from estkit.protocol.paths import split_host_port
 
@@ -31,8 +33,6 @@ MDNS_BROWSE_SECONDS = 3.0
 same window ``estkit.nmos.discovery`` uses."""
 DNS_PORT = 53
 
-DNS_TIMEOUT_SECONDS = 3.0
-"""Per query: a LAN DNS server answers in milliseconds; three seconds covers one lost packet."""
 
 MAX_ADVERTS = 64
 """Instances looked at: RFC 6763 sets no limit, a hostile zone must not make us resolve
@@ -96,26 +96,17 @@ def parse_server(value: str) -> tuple[str, int]:
     return split_host_port(value, DNS_PORT)
 
 
-def make_resolver(
-    server: str | None, timeout: float = DNS_TIMEOUT_SECONDS
-) -> dns.resolver.Resolver:
-    if server is None:
-        try:
-            resolver = dns.resolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            raise DnsSdError("the system has no DNS server configured") from None
-    else:
-        host, port = parse_server(server)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise DnsSdError(f"cannot resolve DNS server {host!r}: {exc.strerror}") from None
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [str(infos[0][4][0])]
-        resolver.port = port
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    return resolver
+def make_resolver(server: str | None, timeout: float | None = None) -> dns.resolver.Resolver:
+    """The system's resolver, or one asking only ``server`` (``HOST[:PORT]``); each query
+    waits ``timeout`` or :data:`DNS_TIMEOUT_SECONDS` (read at the call, so a test may shorten
+    it)."""
+    try:
+        return resolver_for(
+            None if server is None else parse_server(server),
+            DNS_TIMEOUT_SECONDS if timeout is None else timeout,
+        )
+    except DnsServerError as exc:
+        raise DnsSdError(str(exc)) from None
 
 
 _Record = TypeVar("_Record", bound=dns.rdata.Rdata)
@@ -177,16 +168,22 @@ def browse(domain: str, server: str | None) -> DnsView:
     view = DnsView(service=service, where=lookup.where)
     pointers = lookup.query(service, "PTR", PTR)
     view.instances = [p.target.to_text() for p in pointers[:MAX_ADVERTS]]
+    _read_instances(view, lambda instance: _instance(lookup, instance), "the DNS server")
+    return view
+
+
+def _read_instances(view: DnsView, read: Callable[[str], Advert], answering: str) -> None:
+    """Each of ``view.instances`` read into ``view.adverts`` within the browse budget; when the
+    budget runs out (``answering`` took too long), ``view.error`` says how many were read."""
     deadline = time.monotonic() + BROWSE_BUDGET_SECONDS
     for index, instance in enumerate(view.instances):
         if time.monotonic() > deadline:
             view.error = (
-                f"the DNS server took over {BROWSE_BUDGET_SECONDS:g} s; only {index} of "
+                f"{answering} took over {BROWSE_BUDGET_SECONDS:g} s; only {index} of "
                 f"{len(view.instances)} instances were read"
             )
-            break
-        view.adverts.append(_instance(lookup, instance))
-    return view
+            return
+        view.adverts.append(read(instance))
 
 
 def _instance(lookup: _Lookup, instance: str) -> Advert:
@@ -252,33 +249,26 @@ def browse_mdns(seconds: float = MDNS_BROWSE_SECONDS, interfaces: tuple[str, ...
         finally:
             browser.cancel()
         view.instances = list(names)
-        deadline = time.monotonic() + BROWSE_BUDGET_SECONDS
-        for index, name in enumerate(view.instances):
-            if time.monotonic() > deadline:
-                view.error = (
-                    f"mDNS answers took over {BROWSE_BUDGET_SECONDS:g} s; only {index} of "
-                    f"{len(view.instances)} instances were read"
-                )
-                break
+
+        def read(name: str) -> Advert:
             info = zeroconf.get_service_info(MDNS_SERVICE_TYPE, name, timeout=int(seconds * 1000))
             if info is None or not info.server:
-                view.adverts.append(Advert(name.rstrip("."), problems=("no SRV data answered",)))
-                continue
+                return Advert(name.rstrip("."), problems=("no SRV data answered",))
             strings = [
                 key + (b"=" + value if value is not None else b"")
                 for key, value in info.properties.items()
             ]
             txt, problems = parse_txt(strings) if info.properties else (None, [])
-            view.adverts.append(
-                Advert(
-                    name.rstrip("."),
-                    info.server.rstrip("."),
-                    int(info.port or 0),
-                    txt,
-                    tuple(info.parsed_addresses()),
-                    tuple(problems),
-                )
+            return Advert(
+                name.rstrip("."),
+                info.server.rstrip("."),
+                int(info.port or 0),
+                txt,
+                tuple(info.parsed_addresses()),
+                tuple(problems),
             )
+
+        _read_instances(view, read, "mDNS answers")
     finally:
         zeroconf.close()
     return view

@@ -187,20 +187,25 @@ class Session:
         """
         if answer_challenge and self.target.basic and self.target.basic_preemptive:
             headers = {"Authorization": _basic(*self.target.basic), **(headers or {})}
-        exchange = perform(
-            self.factory,
-            self.target,
-            method,
-            path,
-            body=body,
-            content_type=content_type,
-            headers=headers,
-            identity=identity,
-            settings=settings,
-        )
-        self.log.append(exchange)
-        if exchange.status in DEFERRED_STATUSES:
-            self.deferrals.append(exchange)
+
+        def send(sent_headers: dict[str, str] | None) -> Exchange:
+            sent = perform(
+                self.factory,
+                self.target,
+                method,
+                path,
+                body=body,
+                content_type=content_type,
+                headers=sent_headers,
+                identity=identity,
+                settings=settings,
+            )
+            self.log.append(sent)
+            if sent.status in DEFERRED_STATUSES:
+                self.deferrals.append(sent)
+            return sent
+
+        exchange = send(headers)
         challenges = exchange.headers_named("www-authenticate")
         if exchange.status != 401 or not challenges:
             return exchange
@@ -213,24 +218,38 @@ class Session:
             )
             if authorization is None:
                 break
-            exchange = perform(
-                self.factory,
-                self.target,
-                method,
-                path,
-                body=body,
-                content_type=content_type,
-                headers={**(headers or {}), "Authorization": authorization},
-                identity=identity,
-                settings=settings,
-            )
-            self.log.append(exchange)
-            if exchange.status in DEFERRED_STATUSES:
-                self.deferrals.append(exchange)
+            exchange = send({**(headers or {}), "Authorization": authorization})
             challenges = exchange.headers_named("www-authenticate")
             if exchange.status != 401 or not any(_is_stale(c) for c in challenges):
                 break  # answered, or refused for good (a stale nonce is worth one more answer)
         return exchange
+
+    def enroll_probe(
+        self,
+        body: BodySource,
+        *,
+        client: Identity | None = None,
+        anonymous: bool = False,
+        content_type: str = PKCS10,
+        settings: TlsSettings = DEFAULT_TLS,
+    ) -> Exchange:
+        """One POST to /simpleenroll outside the memoised enrollments: what a probe sends when
+        it varies the body, the media type, the client or the TLS version.
+
+        The client is the manufacturer identity, answering HTTP challenges like the memoised
+        enrollments, unless ``client`` names another one or ``anonymous`` asks for none at all:
+        those send no HTTP credentials, so what they get rests on their TLS identity alone.
+        """
+        manufacturer = client is None and not anonymous
+        return self.request(
+            "POST",
+            self.path("simpleenroll"),
+            body=body,
+            content_type=content_type,
+            identity=self.target.manufacturer if manufacturer else client,
+            settings=settings,
+            answer_challenge=manufacturer,
+        )
 
     def _authorization(self, method: str, path: str, challenges: list[str]) -> str | None:
         """The Authorization header answering ``challenges`` (Digest preferred), or None."""
@@ -291,15 +310,18 @@ class Session:
         role: str,
         *,
         encode: Callable[[x509.CertificateSigningRequest], bytes] | None = None,
+        challenge: Callable[[ssl.SSLSocket], str | None] | None = None,
     ) -> BodySource:
         """A CSR body built on the connection, PoP-linked when the server wants it.
 
         Refusal probes use it so that the one thing wrong with their request is the thing they
-        test, not a missing challengePassword.
+        test, not a missing challengePassword. A PoP probe passes its own ``challenge`` (the
+        challengePassword for the connection) to link the CSR to another connection, or by hand.
         """
+        linking = challenge or self.pop_challenge
 
         def body(sock: ssl.SSLSocket) -> bytes:
-            csr, encoded = self.csr_body(key, role, challenge_password=self.pop_challenge(sock))
+            csr, encoded = self.csr_body(key, role, challenge_password=linking(sock))
             return encode(csr) if encode is not None else encoded
 
         return body

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from cryptography import x509
 
 from estkit.conformance.target import Identity, Target
-from estkit.conformance.transport import ContextFactory, TlsSettings, ssl_error_text
+from estkit.conformance.transport import ContextFactory, TlsSettings, ssl_error_text, tls_facts
 
 HandshakeOutcome = Literal["accepted", "refused", "unreachable", "local"]
 """``local``: the local OpenSSL could not even offer what was asked (reported as skip)."""
@@ -80,15 +80,9 @@ def handshake(
         return Handshake("unreachable", label, detail=f"cannot connect to {target.url}: {exc}")
     try:
         with ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
-            cipher = tls.cipher()
-            der = tls.getpeercert(binary_form=True)
-            peer = x509.load_der_x509_certificate(der) if der else None
+            version, cipher, peer = tls_facts(tls)
             return Handshake(
-                "accepted",
-                label,
-                version=tls.version(),
-                cipher=cipher[0] if cipher else None,
-                peer_certificate=peer,
+                "accepted", label, version=version, cipher=cipher, peer_certificate=peer
             )
     except ssl.SSLError as exc:
         if getattr(exc, "reason", None) in LOCAL_FAILURE_REASONS:

@@ -261,10 +261,7 @@ def perform(
             return exchange
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
-        exchange.tls_version = sock.version()
-        cipher = sock.cipher()
-        exchange.cipher = cipher[0] if cipher else None
-        exchange.peer_certificate = _peer_certificate(sock)
+        exchange.tls_version, exchange.cipher, exchange.peer_certificate = tls_facts(sock)
         payload = body(sock) if callable(body) else body
         exchange.request_bytes = len(payload)
         early = bytearray()
@@ -394,7 +391,14 @@ class _PrefixedRaw(io.RawIOBase):
             return 0  # closed: the response ends here (http.client reports a short answer)
 
 
+def tls_facts(sock: ssl.SSLSocket) -> tuple[str | None, str | None, x509.Certificate | None]:
+    """Protocol version, cipher name and server certificate of an established connection."""
+    cipher = sock.cipher()
+    return sock.version(), (cipher[0] if cipher else None), _peer_certificate(sock)
+
+
 def _peer_certificate(sock: ssl.SSLSocket) -> x509.Certificate | None:
+    """The server's certificate; None when it sent none or one that does not parse."""
     der = sock.getpeercert(binary_form=True)
     if not der:
         return None

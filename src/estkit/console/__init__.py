@@ -12,57 +12,19 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from estkit.console.admin_ca import (
-        Operator,
-        OperatorCertificateError,
-        export_pkcs12,
-        issue_admin_certificate,
-    )
-    from estkit.console.app import make_console_app
-    from estkit.console.runner import (
-        ConsoleHandle,
-        ConsoleSettings,
-        ConsoleSite,
-        ConsoleStartError,
-        console_settings,
-        console_ssl_context,
-        start_console,
-        start_console_site,
-    )
+    from estkit.console.admin_ca import Operator as Operator
+    from estkit.console.admin_ca import OperatorCertificateError as OperatorCertificateError
+    from estkit.console.admin_ca import export_pkcs12 as export_pkcs12
+    from estkit.console.admin_ca import issue_admin_certificate as issue_admin_certificate
+    from estkit.console.app import make_console_app as make_console_app
+    from estkit.console.runner import ConsoleHandle as ConsoleHandle
+    from estkit.console.runner import ConsoleSettings as ConsoleSettings
+    from estkit.console.runner import ConsoleSite as ConsoleSite
+    from estkit.console.runner import ConsoleStartError as ConsoleStartError
+    from estkit.console.runner import console_settings as console_settings
+    from estkit.console.runner import console_ssl_context as console_ssl_context
+    from estkit.console.runner import start_console as start_console
+    from estkit.console.runner import start_console_site as start_console_site
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "ConsoleHandle": "runner",
-    "ConsoleSettings": "runner",
-    "ConsoleSite": "runner",
-    "ConsoleStartError": "runner",
-    "Operator": "admin_ca",
-    "OperatorCertificateError": "admin_ca",
-    "console_settings": "runner",
-    "console_ssl_context": "runner",
-    "export_pkcs12": "admin_ca",
-    "issue_admin_certificate": "admin_ca",
-    "make_console_app": "app",
-    "start_console": "runner",
-    "start_console_site": "runner",
-}
-
-
-__all__ = [
-    "ConsoleHandle",
-    "ConsoleSettings",
-    "ConsoleSite",
-    "ConsoleStartError",
-    "Operator",
-    "OperatorCertificateError",
-    "console_settings",
-    "console_ssl_context",
-    "export_pkcs12",
-    "issue_admin_certificate",
-    "make_console_app",
-    "start_console",
-    "start_console_site",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

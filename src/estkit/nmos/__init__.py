@@ -20,111 +20,40 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from estkit.nmos.agent import AgentStep, RenewalAgent, node_status
-    from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
-    from estkit.nmos.clock import Clock, ManualClock, SystemClock
-    from estkit.nmos.config import (
-        DiscoverySettings,
-        NodeConfig,
-        ServerSettings,
-        load_node_config,
-        save_node_config,
-    )
-    from estkit.nmos.connector import ClientConnector, EstConnector
-    from estkit.nmos.discovery import (
-        DiscoveryResult,
-        ServerAdvert,
-        discover_mdns,
-        discover_unicast,
-    )
-    from estkit.nmos.errors import (
-        CertificateValidationError,
-        DiscoveryError,
-        ManufacturerCredentialError,
-        NmosError,
-        NodeConfigError,
-        ProvisioningError,
-        TrustError,
-    )
-    from estkit.nmos.is04 import CERTPROV_TAG, certprov_tag
-    from estkit.nmos.node import CertificateOutcome, NmosNode, NodeEvent
-    from estkit.nmos.workflow import WorkflowResult, run_workflow
+    from estkit.nmos.agent import AgentStep as AgentStep
+    from estkit.nmos.agent import RenewalAgent as RenewalAgent
+    from estkit.nmos.agent import node_status as node_status
+    from estkit.nmos.anchors import TrustChange as TrustChange
+    from estkit.nmos.anchors import TrustDecision as TrustDecision
+    from estkit.nmos.anchors import decide_trust as decide_trust
+    from estkit.nmos.clock import Clock as Clock
+    from estkit.nmos.clock import ManualClock as ManualClock
+    from estkit.nmos.clock import SystemClock as SystemClock
+    from estkit.nmos.config import DiscoverySettings as DiscoverySettings
+    from estkit.nmos.config import NodeConfig as NodeConfig
+    from estkit.nmos.config import ServerSettings as ServerSettings
+    from estkit.nmos.config import load_node_config as load_node_config
+    from estkit.nmos.config import save_node_config as save_node_config
+    from estkit.nmos.connector import ClientConnector as ClientConnector
+    from estkit.nmos.connector import EstConnector as EstConnector
+    from estkit.nmos.discovery import DiscoveryResult as DiscoveryResult
+    from estkit.nmos.discovery import ServerAdvert as ServerAdvert
+    from estkit.nmos.discovery import discover_mdns as discover_mdns
+    from estkit.nmos.discovery import discover_unicast as discover_unicast
+    from estkit.nmos.errors import CertificateValidationError as CertificateValidationError
+    from estkit.nmos.errors import DiscoveryError as DiscoveryError
+    from estkit.nmos.errors import ManufacturerCredentialError as ManufacturerCredentialError
+    from estkit.nmos.errors import NmosError as NmosError
+    from estkit.nmos.errors import NodeConfigError as NodeConfigError
+    from estkit.nmos.errors import ProvisioningError as ProvisioningError
+    from estkit.nmos.errors import TrustError as TrustError
+    from estkit.nmos.is04 import CERTPROV_TAG as CERTPROV_TAG
+    from estkit.nmos.is04 import certprov_tag as certprov_tag
+    from estkit.nmos.node import CertificateOutcome as CertificateOutcome
+    from estkit.nmos.node import NmosNode as NmosNode
+    from estkit.nmos.node import NodeEvent as NodeEvent
+    from estkit.nmos.workflow import WorkflowResult as WorkflowResult
+    from estkit.nmos.workflow import run_workflow as run_workflow
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "AgentStep": "agent",
-    "CERTPROV_TAG": "is04",
-    "CertificateOutcome": "node",
-    "CertificateValidationError": "errors",
-    "ClientConnector": "connector",
-    "Clock": "clock",
-    "DiscoveryError": "errors",
-    "DiscoveryResult": "discovery",
-    "DiscoverySettings": "config",
-    "EstConnector": "connector",
-    "ManualClock": "clock",
-    "ManufacturerCredentialError": "errors",
-    "NmosError": "errors",
-    "NmosNode": "node",
-    "NodeConfig": "config",
-    "NodeConfigError": "errors",
-    "NodeEvent": "node",
-    "ProvisioningError": "errors",
-    "RenewalAgent": "agent",
-    "ServerAdvert": "discovery",
-    "ServerSettings": "config",
-    "SystemClock": "clock",
-    "TrustChange": "anchors",
-    "TrustDecision": "anchors",
-    "TrustError": "errors",
-    "WorkflowResult": "workflow",
-    "certprov_tag": "is04",
-    "decide_trust": "anchors",
-    "discover_mdns": "discovery",
-    "discover_unicast": "discovery",
-    "load_node_config": "config",
-    "node_status": "agent",
-    "run_workflow": "workflow",
-    "save_node_config": "config",
-}
-
-
-__all__ = [
-    "CERTPROV_TAG",
-    "AgentStep",
-    "CertificateOutcome",
-    "CertificateValidationError",
-    "ClientConnector",
-    "Clock",
-    "DiscoveryError",
-    "DiscoveryResult",
-    "DiscoverySettings",
-    "EstConnector",
-    "ManualClock",
-    "ManufacturerCredentialError",
-    "NmosError",
-    "NmosNode",
-    "NodeConfig",
-    "NodeConfigError",
-    "NodeEvent",
-    "ProvisioningError",
-    "RenewalAgent",
-    "ServerAdvert",
-    "ServerSettings",
-    "SystemClock",
-    "TrustChange",
-    "TrustDecision",
-    "TrustError",
-    "WorkflowResult",
-    "certprov_tag",
-    "decide_trust",
-    "discover_mdns",
-    "discover_unicast",
-    "load_node_config",
-    "node_status",
-    "run_workflow",
-    "save_node_config",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from estkit.dnsresolver import DNS_TIMEOUT_SECONDS, DnsServerError
+from estkit.dnsresolver import make_resolver as resolver_for
 from estkit.nmos.config import parse_host_port
 from estkit.nmos.errors import DiscoveryError, NodeConfigError
 from estkit.protocol.errors import PathError
@@ -39,9 +40,6 @@ MDNS_SERVICE_TYPE = SERVICE_TYPE + ".local."
 # D3: priorities 0-99 are production servers; 100 and above are for development only.
 DEV_PRIORITY_THRESHOLD = 100
 DNS_PORT = 53
-# Per-query budget: a LAN DNS server answers in milliseconds; three seconds covers a lost packet
-# and its retry without leaving a booting device stuck for long.
-DNS_TIMEOUT_SECONDS = 3.0
 # How long to listen for mDNS answers (only with --mdns).
 MDNS_BROWSE_SECONDS = 3.0
 # RFC 6763 allows any number of instances; a sane bound stops a hostile zone from making us
@@ -188,32 +186,17 @@ def make_resolver(
     dns_server: str | None, timeout: float = DNS_TIMEOUT_SECONDS
 ) -> dns.resolver.Resolver:
     """A resolver for the system's DNS servers, or only for ``HOST[:PORT]`` when given."""
-    import dns.resolver
-
-    if dns_server is None:
-        try:
-            resolver = dns.resolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
+    server = None if dns_server is None else parse_host_port(dns_server, DNS_PORT)
+    try:
+        return resolver_for(server, timeout)
+    except DnsServerError as exc:
+        if server is None:
             raise DiscoveryError(
-                "the system has no DNS server configured",
+                str(exc),
                 hint="name the DNS server to ask, or configure the EST server by hand",
                 params=("dns_server", "server"),
             ) from None
-    else:
-        host, port = parse_host_port(dns_server, DNS_PORT)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise DiscoveryError(
-                f"cannot resolve DNS server {host!r}: {exc.strerror}",
-                hint="give the DNS server as an IP address",
-            ) from None
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [str(infos[0][4][0])]
-        resolver.port = port
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    return resolver
+        raise DiscoveryError(str(exc), hint=exc.hint) from None
 
 
 _Record = TypeVar("_Record", bound="dns.rdata.Rdata")

@@ -9,7 +9,11 @@ DER bytes, decoding only the universal types we interpret.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from asn1crypto import core, parser
+from cryptography import x509
 
 # asn1crypto reports malformed input with several exception types; parsers that must only raise
 # our own errors catch exactly these and convert them.
@@ -21,6 +25,27 @@ ASN1_ERRORS: tuple[type[Exception], ...] = (
     AttributeError,
     RecursionError,
 )
+
+_Loaded = TypeVar("_Loaded")
+
+
+def read_x509(
+    loader: Callable[[bytes], _Loaded],
+    data: bytes,
+    error: Callable[[str], Exception],
+    what: str,
+    hint: str = "",
+) -> _Loaded:
+    """``loader(data)`` (one of cryptography's ``x509.load_*``); when ``data`` cannot be read,
+    ``error`` with the message ``what (reason)hint``. cryptography raises ``ValueError`` for
+    malformed input and ``InvalidVersion``, which is not a ValueError, for a version field other
+    than the ones it knows (found by fuzz/fuzz_protocol.py,
+    fuzz/regressions/parse_csr-invalid-version.bin)."""
+    try:
+        return loader(bytes(data))
+    except (ValueError, x509.InvalidVersion) as exc:
+        raise error(f"{what} ({exc}){hint}") from None
+
 
 CLASS_UNIVERSAL = 0
 CLASS_CONTEXT = 2

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import NameOID
 
+from ._asn1 import read_x509
 from .errors import EncodingError
 
 FINGERPRINT_PREFIX = "sha256:"
@@ -43,13 +44,13 @@ def certificates_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
 
 def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle; raises :class:`EncodingError` when there is none."""
-    try:
-        certs = x509.load_pem_x509_certificates(bytes(data))
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise EncodingError(
-            f"no readable PEM certificate found ({exc}); expected one or more "
-            "'-----BEGIN CERTIFICATE-----' blocks"
-        ) from None
+    certs = read_x509(
+        x509.load_pem_x509_certificates,
+        data,
+        EncodingError,
+        "no readable PEM certificate found",
+        "; expected one or more '-----BEGIN CERTIFICATE-----' blocks",
+    )
     if not certs:
         raise EncodingError(
             "no PEM certificate found; expected '-----BEGIN CERTIFICATE-----' blocks"

@@ -259,15 +259,13 @@ _BAD_SIGNATURE = (
 
 def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     """Parse a DER CSR and verify its self-signature (proof the requester holds the key)."""
-    try:
-        csr = x509.load_der_x509_csr(bytes(der))
-    # InvalidVersion is not a ValueError: cryptography raises it for a version field other than
-    # v1 (found by fuzz/fuzz_protocol.py, fuzz/regressions/parse_csr-invalid-version.bin).
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise CsrError(
-            f"the body is not a valid PKCS#10 CSR ({exc}); send the DER CertificationRequest, "
-            "base64-encoded"
-        ) from None
+    csr = _asn1.read_x509(
+        x509.load_der_x509_csr,
+        der,
+        CsrError,
+        "the body is not a valid PKCS#10 CSR",
+        "; send the DER CertificationRequest, base64-encoded",
+    )
     if not _signature_valid(csr):
         raise CsrError(_BAD_SIGNATURE)
     return csr

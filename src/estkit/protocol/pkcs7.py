@@ -90,15 +90,16 @@ def parse_certs_only(der: bytes) -> list[x509.Certificate]:
         der = der[:total]
     certs: list[x509.Certificate] = []
     for number, cert_der in enumerate(_unwrap_signed_data(der), start=1):
-        try:
-            certs.append(x509.load_der_x509_certificate(cert_der))
-        except (ValueError, x509.InvalidVersion) as exc:
-            raise Pkcs7Error(
-                f"certificate {number} in the PKCS#7 structure cannot be read ({exc})"
-            ) from None
+        certs.append(_certificate(cert_der, f"certificate {number} in the PKCS#7 structure"))
     if not certs:
         raise Pkcs7Error("the PKCS#7 certs-only structure holds no certificates")
     return certs
+
+
+def _certificate(der: bytes, what: str) -> x509.Certificate:
+    return _asn1.read_x509(
+        x509.load_der_x509_certificate, der, Pkcs7Error, f"{what} cannot be read"
+    )
 
 
 def encode_certs_only_body(certs: Iterable[x509.Certificate]) -> bytes:
@@ -113,10 +114,7 @@ def _certs_from_pem(text: bytes) -> list[x509.Certificate]:
         if label in _PKCS7_PEM_LABELS:
             certs.extend(parse_certs_only(der))
         elif label in _CERT_PEM_LABELS:
-            try:
-                certs.append(x509.load_der_x509_certificate(der))
-            except (ValueError, x509.InvalidVersion) as exc:
-                raise Pkcs7Error(f"a PEM certificate in the body cannot be read ({exc})") from None
+            certs.append(_certificate(der, "a PEM certificate in the body"))
         else:
             raise Pkcs7Error(
                 f"unexpected PEM block {label!r}; expected PKCS7 or CERTIFICATE blocks"

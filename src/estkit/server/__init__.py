@@ -17,93 +17,34 @@ from typing import TYPE_CHECKING
 from estkit._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from estkit.server.approval import Verdict, approve_if_allowed, judge
-    from estkit.server.config import (
-        CONFIG_FILE_NAME,
-        ConfigError,
-        ServerConfig,
-        add_label,
-        add_trusted_client_root,
-        add_user,
-        load_config,
-        save_config,
-    )
-    from estkit.server.datadir import DataDirExistsError, InitResult, init_data_dir
-    from estkit.server.guard import ConnectionGuard, GuardedSite
-    from estkit.server.limits import ConnectionLimits, connection_budget, within_budget
-    from estkit.server.revocation import revoke_certificate
-    from estkit.server.runner import (
-        LISTEN_BACKLOG,
-        RunningServer,
-        ServerInfo,
-        serve,
-        start_server_thread,
-        url_host,
-    )
-    from estkit.server.tls import CertificatePair, build_server_context
+    from estkit.server.approval import Verdict as Verdict
+    from estkit.server.approval import approve_if_allowed as approve_if_allowed
+    from estkit.server.approval import judge as judge
+    from estkit.server.config import CONFIG_FILE_NAME as CONFIG_FILE_NAME
+    from estkit.server.config import CertificatePair as CertificatePair
+    from estkit.server.config import ConfigError as ConfigError
+    from estkit.server.config import ServerConfig as ServerConfig
+    from estkit.server.config import add_label as add_label
+    from estkit.server.config import add_trusted_client_root as add_trusted_client_root
+    from estkit.server.config import add_user as add_user
+    from estkit.server.config import load_config as load_config
+    from estkit.server.config import save_config as save_config
+    from estkit.server.datadir import DataDirExistsError as DataDirExistsError
+    from estkit.server.datadir import InitResult as InitResult
+    from estkit.server.datadir import init_data_dir as init_data_dir
+    from estkit.server.guard import ConnectionGuard as ConnectionGuard
+    from estkit.server.guard import GuardedSite as GuardedSite
+    from estkit.server.limits import ConnectionLimits as ConnectionLimits
+    from estkit.server.limits import connection_budget as connection_budget
+    from estkit.server.limits import within_budget as within_budget
+    from estkit.server.revocation import revoke_certificate as revoke_certificate
+    from estkit.server.runner import LISTEN_BACKLOG as LISTEN_BACKLOG
+    from estkit.server.runner import RunningServer as RunningServer
+    from estkit.server.runner import ServerInfo as ServerInfo
+    from estkit.server.runner import serve as serve
+    from estkit.server.runner import start_server_thread as start_server_thread
+    from estkit.server.runner import url_host as url_host
+    from estkit.server.tls import build_server_context as build_server_context
 
-# name -> submodule: each name's module is imported the first time the name is read.
-_EXPORTS: dict[str, str] = {
-    "ConnectionGuard": "guard",
-    "GuardedSite": "guard",
-    "ConnectionLimits": "limits",
-    "connection_budget": "limits",
-    "within_budget": "limits",
-    "LISTEN_BACKLOG": "runner",
-    "Verdict": "approval",
-    "approve_if_allowed": "approval",
-    "judge": "approval",
-    "CONFIG_FILE_NAME": "config",
-    "CertificatePair": "tls",
-    "build_server_context": "tls",
-    "revoke_certificate": "revocation",
-    "url_host": "runner",
-    "ConfigError": "config",
-    "DataDirExistsError": "datadir",
-    "InitResult": "datadir",
-    "RunningServer": "runner",
-    "ServerConfig": "config",
-    "ServerInfo": "runner",
-    "add_label": "config",
-    "add_trusted_client_root": "config",
-    "add_user": "config",
-    "init_data_dir": "datadir",
-    "load_config": "config",
-    "save_config": "config",
-    "serve": "runner",
-    "start_server_thread": "runner",
-}
-
-__all__ = [
-    "CONFIG_FILE_NAME",
-    "LISTEN_BACKLOG",
-    "CertificatePair",
-    "ConfigError",
-    "ConnectionGuard",
-    "ConnectionLimits",
-    "DataDirExistsError",
-    "GuardedSite",
-    "InitResult",
-    "RunningServer",
-    "ServerConfig",
-    "ServerInfo",
-    "Verdict",
-    "add_label",
-    "add_trusted_client_root",
-    "add_user",
-    "approve_if_allowed",
-    "build_server_context",
-    "connection_budget",
-    "init_data_dir",
-    "judge",
-    "load_config",
-    "revoke_certificate",
-    "save_config",
-    "serve",
-    "start_server_thread",
-    "url_host",
-    "within_budget",
-]
-
-if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this
-    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # Python reads the names from the imports above, lazily
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -76,8 +76,8 @@ class ConfigError(EstkitError, ValueError):
 
 
 @dataclass(frozen=True)
-class TlsCertificateConfig:
-    """One TLS server certificate chain (PEM) and its key."""
+class CertificatePair:
+    """One TLS server certificate chain (PEM, leaf first) and its private key file."""
 
     certificate: Path
     key: Path
@@ -133,7 +133,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     database_url: str = ""
     ca_directory: Path = Path("ca")
-    tls_certificates: tuple[TlsCertificateConfig, ...] = ()
+    tls_certificates: tuple[CertificatePair, ...] = ()
     crl_url: str | None = None
     # Base of the OCSP/CRL URLs put in every certificate (estkit.server.public_url); None: derived
     # from the server certificate's first DNS name and the listening port.
@@ -245,7 +245,7 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         if not isinstance(item, Mapping):
             raise ConfigError(f"{where} must be a table with certificate and key")
         tls.append(
-            TlsCertificateConfig(
+            CertificatePair(
                 certificate=_resolve(base, item.get("certificate"), f"{where}.certificate"),
                 key=_resolve(base, item.get("key"), f"{where}.key"),
             )
@@ -825,9 +825,9 @@ def set_limits(config_path: str | os.PathLike[str], **values: float) -> Connecti
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "CertificatePair",
     "ConfigError",
     "ServerConfig",
-    "TlsCertificateConfig",
     "TrustedClientRoot",
     "TrustedClientRootInfo",
     "UserRecord",

@@ -34,8 +34,8 @@ from estkit.protocol.keys import generate_private_key, private_key_to_pem
 from estkit.server.config import (
     CONFIG_FILE_NAME,
     DEFAULT_PORT,
+    CertificatePair,
     ServerConfig,
-    TlsCertificateConfig,
     TrustedClientRoot,
     load_config,
     save_config,
@@ -218,7 +218,7 @@ def init_data_dir(
     tls_pointers = revocation_pointer_extensions(
         ocsp_url(base), crl_url(base, authority.generation)
     )
-    tls_pairs: list[TlsCertificateConfig] = []
+    tls_pairs: list[CertificatePair] = []
     for suffix, tls_key_type in TLS_KEY_TYPES:
         key = generate_private_key(tls_key_type)
         cert = authority.issue_tls_server_certificate(
@@ -227,7 +227,7 @@ def init_data_dir(
             validity_seconds=TLS_CERTIFICATE_VALIDITY_SECONDS,
             extensions=tls_pointers,
         )
-        pair = TlsCertificateConfig(
+        pair = CertificatePair(
             certificate=tls_dir / f"server-{suffix}.pem", key=tls_dir / f"server-{suffix}.key"
         )
         replace_credential_pair(

@@ -119,6 +119,13 @@ def _label_text(label: str | None) -> str:
     return f"label {label!r}" if label else "the default label"
 
 
+def _csr_refusal(exc: CsrError, label: str | None) -> Refusal:
+    """The 400 for a CSR that the label's policy refuses or that cannot be used at all."""
+    if isinstance(exc, CsrPolicyError):
+        return Refusal(400, f"CSR refused by the policy of {_label_text(label)}: {exc}")
+    return Refusal(400, f"CSR not usable: {exc}")
+
+
 # ------------------------------------------------------------------------------------------------
 # individual checks
 
@@ -127,12 +134,8 @@ def _check_csr(request: EnrollmentRequest) -> CsrInfo:
     try:
         info = describe_csr(request.csr)
         check_csr_policy(info, request.profile.csr_policy())
-    except CsrPolicyError as exc:
-        raise Refusal(
-            400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
-        ) from None
     except CsrError as exc:
-        raise Refusal(400, f"CSR not usable: {exc}") from None
+        raise _csr_refusal(exc, request.label) from None
     return info
 
 
@@ -200,12 +203,8 @@ def _vet(
         client_subject = client.certificate.subject
     try:
         return state.authority.vet(info, request.profile, client_subject=client_subject)
-    except CsrPolicyError as exc:
-        raise Refusal(
-            400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
-        ) from None
     except CsrError as exc:
-        raise Refusal(400, f"CSR not usable: {exc}") from None
+        raise _csr_refusal(exc, request.label) from None
 
 
 def _client_names(client: ClientCertificateStatus) -> frozenset[str]:
@@ -470,12 +469,8 @@ def _issue(
                     state.config, request.label, authority.generation, state.public_port
                 ),
             )
-        except CsrPolicyError as exc:
-            raise Refusal(
-                400, f"CSR refused by the policy of {_label_text(request.label)}: {exc}"
-            ) from None
         except CsrError as exc:
-            raise Refusal(400, f"CSR not usable: {exc}") from None
+            raise _csr_refusal(exc, request.label) from None
         except CaError as exc:
             raise Refusal(503, f"the CA cannot issue right now: {exc}") from None
         try:

@@ -40,8 +40,8 @@ from estkit.protocol.errors import EncodingError
 from estkit.protocol.keys import generate_private_key, private_key_to_pem
 from estkit.server.config import (
     CONFIG_FILE_NAME,
+    CertificatePair,
     ServerConfig,
-    TlsCertificateConfig,
     TrustedClientRoot,
     UpstreamConfig,
     _edit,
@@ -288,7 +288,7 @@ def init_ra_data_dir(
             cacerts = client.cacerts().certificates
         write_file_atomic(updir / UPSTREAM_CACERTS_FILE, certificates_to_pem(cacerts))
         tls_dir = data_dir / "tls"
-        pair = TlsCertificateConfig(tls_dir / "server-ec.pem", tls_dir / "server-ec.key")
+        pair = CertificatePair(tls_dir / "server-ec.pem", tls_dir / "server-ec.key")
         if tls_certificate is not None and tls_key is not None:
             chain_pem, tls_key_pem = tls_certificate.read_bytes(), tls_key.read_bytes()
         else:

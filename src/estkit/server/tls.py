@@ -15,10 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from estkit.protocol.tlsprofile import BCP_003_01_TLS12_CIPHERS, BCP_003_01_TLS13_SUITES
-from estkit.server.config import ConfigError
+from estkit.server.config import CertificatePair, ConfigError
 from estkit.server.tls_verify_hook import (
     install_accept_all_verify_callback,
     set_tls13_ciphersuites,
@@ -44,14 +43,6 @@ YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
 ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 -----END DH PARAMETERS-----
 """
-
-
-@dataclass(frozen=True)
-class CertificatePair:
-    """One server certificate chain (PEM, leaf first) and its private key file."""
-
-    certificate: Path
-    key: Path
 
 
 @dataclass(frozen=True)

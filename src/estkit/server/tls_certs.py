@@ -23,7 +23,7 @@ from estkit.ca.authority import CertificateAuthority
 from estkit.fileio import load_credential_pair, replace_credential_pair
 from estkit.protocol.certs import certificates_to_pem, is_self_signed, is_signed_by
 from estkit.protocol.keys import private_key_to_pem, supported_private_key
-from estkit.server.config import ServerConfig, TlsCertificateConfig
+from estkit.server.config import CertificatePair, ServerConfig
 from estkit.server.datadir import TLS_CERTIFICATE_VALIDITY_SECONDS
 
 
@@ -31,7 +31,7 @@ from estkit.server.datadir import TLS_CERTIFICATE_VALIDITY_SECONDS
 class RenewedTlsCertificate:
     """One server certificate issued again under the current CA generation."""
 
-    pair: TlsCertificateConfig
+    pair: CertificatePair
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
 

@@ -313,6 +313,15 @@ def _serverkeygen_flow(
     )
 
 
+def _retry_later(reason: str, seconds: str) -> Refusal:
+    """503 with Retry-After: the upstream decided nothing, so the device may simply try again."""
+    return Refusal(
+        503,
+        f"{reason}; nothing was issued, retry after {seconds} seconds",
+        headers=[("Retry-After", seconds)],
+    )
+
+
 def _refusal_for(exc: EstError, url: str) -> Refusal:
     """The device's answer for an upstream failure: 503 when nothing was decided and a retry may
     work, 502 when the upstream answered something unusable, the upstream's 4xx when it refused
@@ -320,12 +329,7 @@ def _refusal_for(exc: EstError, url: str) -> Refusal:
     retry = format_retry_after(UPSTREAM_DOWN_RETRY_AFTER_SECONDS)
     if isinstance(exc, EstRetryLaterError):
         seconds = format_retry_after(_retry_after(exc.retry_after))
-        return Refusal(
-            503,
-            f"the upstream CA is busy (it answered {exc.status}); nothing was issued, retry "
-            f"after {seconds} seconds",
-            headers=[("Retry-After", seconds)],
-        )
+        return _retry_later(f"the upstream CA is busy (it answered {exc.status})", seconds)
     if isinstance(exc, EstTlsError):
         return Refusal(
             502,
@@ -333,12 +337,7 @@ def _refusal_for(exc: EstError, url: str) -> Refusal:
             "forwarded (operator: check the upstream trust anchor and the RA certificate)",
         )
     if isinstance(exc, EstConnectionError):
-        return Refusal(
-            503,
-            f"the upstream CA cannot be reached: {exc.message}; nothing was issued, retry "
-            f"after {retry} seconds",
-            headers=[("Retry-After", retry)],
-        )
+        return _retry_later(f"the upstream CA cannot be reached: {exc.message}", retry)
     if isinstance(exc, EstHttpError):
         text = exc.server_text or exc.message
         if exc.status == 401:
@@ -350,9 +349,7 @@ def _refusal_for(exc: EstError, url: str) -> Refusal:
         if 400 <= exc.status < 500 and exc.status not in (404, 405, 415):
             return Refusal(exc.status, f"the upstream CA refused the request: {text}")
         if exc.status == 503:
-            return Refusal(
-                503, f"the upstream CA is unavailable: {text}", headers=[("Retry-After", retry)]
-            )
+            return _retry_later(f"the upstream CA is unavailable: {text}", retry)
         return Refusal(502, f"the upstream CA answered {exc.status}: {text}")
     if isinstance(exc, EstProtocolResponseError):
         return Refusal(502, f"the upstream CA answered something unusable: {exc.message}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from estkit.conformance.model import Outcome, failed, passed, skipped, warned
+from estkit.conformance.model import Outcome, Status, failed, passed, skipped, warned
 from estkit.conformance.session import Issuance, Session
 from estkit.conformance.transport import Exchange
 from estkit.protocol import EstProtocolError, decode_body, parse_media_type
@@ -13,16 +14,25 @@ from estkit.protocol import EstProtocolError, decode_body, parse_media_type
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-def baseline_or_skip(session: Session) -> tuple[Issuance | None, Outcome | None]:
-    """A refusal proves something only if the same client's correct request is accepted."""
+def baseline_or_skip(session: Session) -> Issuance | Outcome:
+    """A refusal proves something only if the same client's correct request is accepted: that
+    accepted enrollment, or the skip to return when there is none."""
     baseline = session.baseline()
     if baseline is None:
         problem = session.enroll("ecdsa").problem or session.enroll("rsa").problem
-        return None, skipped(
+        return skipped(
             "cannot judge a refusal: a correct enrollment from the same client failed too "
             f"(see enroll-rsa / enroll-ecdsa: {problem})"
         )
-    return baseline, None
+    return baseline
+
+
+def refused_beside_control(refusal: Outcome, accepted: str, /, **evidence: object) -> Outcome:
+    """A refusal verdict (of :func:`judge_refusal`) next to its control: a passed refusal gets
+    ``accepted`` (what the server took from the same client) added; any other verdict stands."""
+    if refusal.status is not Status.PASS:
+        return refusal
+    return passed(f"{refusal.message}; {accepted}", **dict(refusal.evidence), **evidence)
 
 
 # --- verdicts by profile (issue 13: fair verdicts) ---------------------------------------------
@@ -101,6 +111,34 @@ def judge_refusal(
         )
         return passed(f"{what} refused with {status} {exchange.reason}{note}".strip(), **evidence)
     return failed(f"{requirement}: {what}: unexpected answer {status}", **evidence)
+
+
+def refusal_probe(
+    send: Callable[[Session, Issuance], Exchange],
+    *,
+    requirement: str,
+    what: str,
+    preferred: int | None = None,
+    acceptance_basis: str | None = None,
+) -> Callable[[Session], Outcome]:
+    """A case that sends one request the server must refuse (``send``, given the accepted
+    baseline enrollment of the same client) and judges the answer with :func:`judge_refusal`."""
+
+    def run(session: Session) -> Outcome:
+        baseline = baseline_or_skip(session)
+        if isinstance(baseline, Outcome):
+            return baseline
+        return judge_refusal(
+            send(session, baseline),
+            requirement=requirement,
+            what=what,
+            preferred=frozenset() if preferred is None else frozenset({preferred}),
+            session=session,
+            acceptance_basis=acceptance_basis,
+        )
+
+    run.__doc__ = f"{what} must be refused with a 4xx ({requirement})"
+    return run
 
 
 def encoding_problems(

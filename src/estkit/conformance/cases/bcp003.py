@@ -22,7 +22,7 @@ from estkit.conformance.session import (
     has_eku,
 )
 from estkit.conformance.transport import Exchange
-from estkit.protocol import PKCS10, common_name, describe_csr, dns_names, public_keys_equal
+from estkit.protocol import common_name, describe_csr, dns_names, public_keys_equal
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a notBefore may be before clients with a slightly slow clock choke."""
@@ -70,12 +70,9 @@ def tls_refusal(exchange: Exchange) -> str | None:
 
 def no_http_auth_challenge(session: Session) -> Outcome:
     probes = [
-        session.request(
-            "POST",
-            session.path("simpleenroll"),
-            body=session.csr_body(session.spare_key("ecdsa"), "no-auth")[1],
-            content_type=PKCS10,
-            answer_challenge=False,
+        session.enroll_probe(
+            session.csr_body(session.spare_key("ecdsa"), "no-auth")[1],
+            anonymous=True,
         ),
         session.request("GET", session.path("cacerts"), answer_challenge=False),
     ]
@@ -96,80 +93,68 @@ def no_http_auth_challenge(session: Session) -> Outcome:
     return passed("no 401 / WWW-Authenticate challenge seen", **evidence)
 
 
-def no_cert_without_client_auth(session: Session) -> Outcome:
-    _baseline, skip = baseline_or_skip(session)
-    if skip:
-        return skip
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=session.csr_source(session.spare_key("ecdsa"), "anonymous"),
-        content_type=PKCS10,
-        answer_challenge=False,
-        settings=session.refusal_settings(),
-    )
-    evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
+def _unauthorised_verdict(
+    session: Session, exchange: Exchange, *, issued: str, who: str, **evidence: object
+) -> Outcome:
+    """S3: a client that did not authenticate properly (``who``) must get no certificate.
+
+    ``issued`` is the finding when it got one anyway; a TLS refusal, a 4xx or a deferral for
+    manual approval (S4) pass.
+    """
     if exchange.status == 200:
-        return beyond_rfc7030(
-            session,
-            "S3: the server issued a certificate to a client that presented no client "
-            "certificate (and no other credentials)",
-            AUTHORIZATION_BASIS,
-            **evidence,
-        )
+        return beyond_rfc7030(session, issued, AUTHORIZATION_BASIS, **evidence)
     if exchange.status == 202:
-        return passed("deferred for manual approval (S4) rather than issued", **evidence)
+        return passed(f"{who}: deferred for manual approval (S4) rather than issued", **evidence)
     if refusal := tls_refusal(exchange):
-        return passed(refusal, **evidence)
+        return passed(f"{who}: {refusal}", **evidence)
     if exchange.status is not None and 400 <= exchange.status < 500:
-        return passed(f"refused with {exchange.status} {exchange.reason}", **evidence)
-    message = (
-        f"S3, T5: expected a refusal (4xx) without client authentication: "
-        f"{describe_refusal(exchange)}"
-    )
+        return passed(f"{who}: refused with {exchange.status} {exchange.reason}", **evidence)
+    message = f"S3, T5: expected a refusal (4xx) of {who}: {describe_refusal(exchange)}"
     if exchange.status is not None and exchange.status >= 500:
         return beyond_rfc7030(session, message, ERROR_CODES_BASIS, **evidence)
     return failed(message, **evidence)
+
+
+def no_cert_without_client_auth(session: Session) -> Outcome:
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
+    exchange = session.enroll_probe(
+        session.csr_source(session.spare_key("ecdsa"), "anonymous"),
+        anonymous=True,
+        settings=session.refusal_settings(),
+    )
+    # The exchange itself is in the "exchanges" evidence.
+    return _unauthorised_verdict(
+        session,
+        exchange,
+        issued="S3: the server issued a certificate to a client that presented no client "
+        "certificate (and no other credentials)",
+        who="a client without client authentication",
+    )
 
 
 def rogue_client_refused(session: Session) -> Outcome:
-    _baseline, skip = baseline_or_skip(session)
-    if skip:
-        return skip
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
     rogue, generated = session.rogue()
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=session.csr_source(session.spare_key("ecdsa"), "rogue"),
-        content_type=PKCS10,
-        identity=rogue,
-        answer_challenge=False,
+    exchange = session.enroll_probe(
+        session.csr_source(session.spare_key("ecdsa"), "rogue"),
+        client=rogue,
         settings=session.refusal_settings(),
     )
     origin = "generated (same names, new keys)" if generated else "given as the rogue certificate"
-    evidence = {
-        "rogue": [chains.summary(c) for c in rogue.chain],
-        "rogue_origin": origin,
-    }
-    if exchange.status == 200:
-        return beyond_rfc7030(
-            session,
-            "S3: the server issued a certificate to a client presenting a rogue manufacturer "
-            f"certificate ({origin}); it must verify the client certificate's signature "
-            "against its trusted manufacturer CAs",
-            AUTHORIZATION_BASIS,
-            **evidence,
-        )
-    if refusal := tls_refusal(exchange):
-        return passed(f"rogue certificate {refusal}", **evidence)
-    if exchange.status == 202:
-        return passed("rogue certificate deferred for manual approval (S4)", **evidence)
-    if exchange.status is not None and 400 <= exchange.status < 500:
-        return passed(f"rogue certificate refused with {exchange.status}", **evidence)
-    message = f"S3: expected a refusal: {describe_refusal(exchange)}"
-    if exchange.status is not None and exchange.status >= 500:
-        return beyond_rfc7030(session, message, ERROR_CODES_BASIS, **evidence)
-    return failed(message, **evidence)
+    return _unauthorised_verdict(
+        session,
+        exchange,
+        issued="S3: the server issued a certificate to a client presenting a rogue manufacturer "
+        f"certificate ({origin}); it must verify the client certificate's signature "
+        "against its trusted manufacturer CAs",
+        who="the rogue certificate",
+        rogue=[chains.summary(c) for c in rogue.chain],
+        rogue_origin=origin,
+    )
 
 
 def eku_server_client(session: Session) -> Outcome:

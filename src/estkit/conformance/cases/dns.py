@@ -7,6 +7,8 @@ on that network would see.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from estkit.conformance.dnssd import Advert, DnsView, points_at
 from estkit.conformance.model import Outcome, failed, not_applicable, passed, skipped, warned
 from estkit.conformance.session import Session
@@ -16,18 +18,17 @@ DEV_PRIORITY = 100
 """D3: ``pri`` 0-99 marks live servers; 100 and above is for development only."""
 
 
-def _view(session: Session) -> tuple[DnsView | None, Outcome | None]:
+def _view(session: Session) -> DnsView | Outcome:
+    """The browse of the target's domain, or the verdict when there is none to judge."""
     if session.target.dns_domain is None and not session.target.mdns:
-        return None, not_applicable(
+        return not_applicable(
             "no DNS domain (nor mDNS) was given, so the server's DNS-SD advertisement is not "
             "checked"
         )
     view = session.dns_view()
     if view.error is not None:
-        return None, failed(
-            f"D1, D5: cannot browse {view.service}: {view.error}", dns=view.evidence()
-        )
-    return view, None
+        return failed(f"D1, D5: cannot browse {view.service}: {view.error}", dns=view.evidence())
+    return view
 
 
 def _ours(session: Session, view: DnsView) -> list[Advert]:
@@ -39,29 +40,44 @@ def _ours(session: Session, view: DnsView) -> list[Advert]:
     return [a for a in view.adverts if a.srv_port == target.port and not a.addresses]
 
 
-def _judged(session: Session) -> tuple[DnsView | None, list[Advert], Outcome | None]:
-    view, outcome = _view(session)
-    if view is None:
-        return None, [], outcome
-    ours = _ours(session, view)
-    if not ours:
-        return (
-            view,
-            [],
-            skipped(
+Findings = tuple[list[str], list[str], str]
+"""What a check of the server's adverts found: problems (fail), notes (warn), and the sentence
+saying what holds when there are neither."""
+
+
+def _advert_case(
+    check: Callable[[Session, list[Advert], dict[str, object]], Findings],
+) -> Callable[[Session], Outcome]:
+    """A case that checks the adverts leading to the server under test (``check`` may add to the
+    evidence); skipped when there are none, which dns-advertised judges."""
+
+    def run(session: Session) -> Outcome:
+        view = _view(session)
+        if isinstance(view, Outcome):
+            return view
+        ours = _ours(session, view)
+        evidence: dict[str, object] = {"dns": view.evidence()}
+        if not ours:
+            return skipped(
                 f"no advert under {view.service} leads to {session.target.authority} "
                 "(see dns-advertised)",
-                dns=view.evidence(),
-            ),
-        )
-    return view, ours, None
+                **evidence,
+            )
+        problems, notes, holds = check(session, ours, evidence)
+        if problems:
+            return failed("; ".join(problems), **evidence)
+        if notes:
+            return warned("; ".join(notes), **evidence)
+        return passed(holds, **evidence)
+
+    run.__doc__ = check.__doc__
+    return run
 
 
 def dns_advertised(session: Session) -> Outcome:
-    view, outcome = _view(session)
-    if view is None:
-        assert outcome is not None
-        return outcome
+    view = _view(session)
+    if isinstance(view, Outcome):
+        return view
     evidence = {"dns": view.evidence()}
     if not view.instances:
         source = view.where if view.multicast else f"DNS server {view.where}"
@@ -98,12 +114,9 @@ def dns_advertised(session: Session) -> Outcome:
     )
 
 
-def dns_srv_target(session: Session) -> Outcome:
-    view, ours, outcome = _judged(session)
-    if outcome is not None:
-        return outcome
-    assert view is not None
-    evidence: dict[str, object] = {"dns": view.evidence()}
+@_advert_case
+def dns_srv_target(session: Session, ours: list[Advert], evidence: dict[str, object]) -> Findings:
+    """D2, S2: each SRV target resolves (an A record) and the TLS certificate names it."""
     problems: list[str] = []
     notes: list[str] = []
     certificate = session.cacerts().exchange.peer_certificate
@@ -129,20 +142,13 @@ def dns_srv_target(session: Session) -> Outcome:
                 f"{', '.join(sorted(names)) or 'nothing'}): a node connecting to the advertised "
                 "host cannot verify the server"
             )
-    if problems:
-        return failed("; ".join(problems), **evidence)
-    if notes:
-        return warned("; ".join(notes), **evidence)
     targets = ", ".join(sorted({a.srv_target or "" for a in ours}))
-    return passed(f"SRV target {targets} resolves and is named by the TLS certificate", **evidence)
+    return problems, notes, f"SRV target {targets} resolves and is named by the TLS certificate"
 
 
-def dns_txt_pri(session: Session) -> Outcome:
-    view, ours, outcome = _judged(session)
-    if outcome is not None:
-        return outcome
-    assert view is not None
-    evidence = {"dns": view.evidence()}
+@_advert_case
+def dns_txt_pri(session: Session, ours: list[Advert], evidence: dict[str, object]) -> Findings:
+    """D3: each advert's TXT has an integer pri; a development priority is noted."""
     problems: list[str] = []
     notes: list[str] = []
     for advert in ours:
@@ -159,20 +165,13 @@ def dns_txt_pri(session: Session) -> Outcome:
                 f"D3: pri={int(value)} of {advert.instance} marks a development server "
                 "(production nodes ignore it)"
             )
-    if problems:
-        return failed("; ".join(problems), **evidence)
-    if notes:
-        return warned("; ".join(notes), **evidence)
     values = ", ".join(f"{a.instance}: pri={(a.txt or {}).get('pri')}" for a in ours)
-    return passed(f"TXT pri present and an integer ({values})", **evidence)
+    return problems, notes, f"TXT pri present and an integer ({values})"
 
 
-def dns_api_selector(session: Session) -> Outcome:
-    view, ours, outcome = _judged(session)
-    if outcome is not None:
-        return outcome
-    assert view is not None
-    evidence = {"dns": view.evidence()}
+@_advert_case
+def dns_api_selector(session: Session, ours: list[Advert], evidence: dict[str, object]) -> Findings:
+    """D4: each advert's api_selector is the label the server is tested with."""
     label = session.target.label
     problems: list[str] = []
     for advert in ours:
@@ -195,10 +194,8 @@ def dns_api_selector(session: Session) -> Outcome:
                 f"D4: {advert.instance} has api_selector={selector!r}, so nodes use that label, "
                 f"but the server is tested with {tested}"
             )
-    if problems:
-        return failed("; ".join(problems), **evidence)
     shown = repr(label) if label else "no label (no api_selector)"
-    return passed(f"the advert leads nodes to the tested label: {shown}", **evidence)
+    return problems, [], f"the advert leads nodes to the tested label: {shown}"
 
 
 def enroll_manufacturer_only(session: Session) -> Outcome:

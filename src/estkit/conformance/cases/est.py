@@ -16,6 +16,8 @@ from estkit.conformance.cases._common import (
     encoding_problems,
     judge_refusal,
     lenient,
+    refusal_probe,
+    refused_beside_control,
 )
 from estkit.conformance.model import (
     Outcome,
@@ -34,7 +36,13 @@ from estkit.conformance.session import (
     describe_refusal,
     has_eku,
 )
-from estkit.conformance.transport import TLS12_ONLY, TLS13_ONLY, Exchange
+from estkit.conformance.transport import (
+    TLS12_ONLY,
+    TLS13_ONLY,
+    BodySource,
+    Exchange,
+    TlsSettings,
+)
 from estkit.protocol import (
     ALLOWED_CURVES,
     CSRATTRS,
@@ -42,7 +50,6 @@ from estkit.protocol import (
     MULTIPART_MIXED,
     PKCS7_CERTS_ONLY,
     PKCS7_MIME,
-    PKCS10,
     TLS_EXPORTER_POP_OID,
     challenge_password_for,
     classify_ca_certificates,
@@ -343,63 +350,34 @@ def unknown_label(session: Session) -> Outcome:
     )
 
 
-def wrong_method(session: Session) -> Outcome:
-    _baseline, skip = baseline_or_skip(session)
-    if skip:
-        return skip
-    exchange = session.request(
+wrong_method = refusal_probe(
+    lambda session, _baseline: session.request(
         "GET", session.path("simpleenroll"), identity=session.target.manufacturer
-    )
-    return judge_refusal(
-        exchange,
-        requirement="E2, E10",
-        what="GET on /simpleenroll",
-        preferred=frozenset({405}),
-        session=session,
-        acceptance_basis=METHOD_BASIS,
-    )
+    ),
+    requirement="E2, E10",
+    what="GET on /simpleenroll",
+    preferred=405,
+    acceptance_basis=METHOD_BASIS,
+)
 
-
-def wrong_content_type(session: Session) -> Outcome:
-    baseline, skip = baseline_or_skip(session)
-    if skip or baseline is None:
-        return skip or skipped("no baseline")
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=session.csr_source(session.spare_key(baseline.kind), "refused"),
+wrong_content_type = refusal_probe(
+    lambda session, baseline: session.enroll_probe(
+        session.csr_source(session.spare_key(baseline.kind), "refused"),
         content_type="text/plain",
-        identity=session.target.manufacturer,
         settings=session.enroll_settings(),
-    )
-    return judge_refusal(
-        exchange,
-        requirement="E2, E16",
-        what="a CSR sent as text/plain instead of application/pkcs10",
-        preferred=frozenset({415}),
-        session=session,
-        acceptance_basis=CONTENT_TYPE_BASIS,
-    )
+    ),
+    requirement="E2, E16",
+    what="a CSR sent as text/plain instead of application/pkcs10",
+    preferred=415,
+    acceptance_basis=CONTENT_TYPE_BASIS,
+)
 
-
-def malformed_base64(session: Session) -> Outcome:
-    _baseline, skip = baseline_or_skip(session)
-    if skip:
-        return skip
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=MALFORMED_BASE64,
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
-    )
-    return judge_refusal(
-        exchange,
-        requirement="E15, T5",
-        what="a body that is not base64",
-        preferred=frozenset({400}),
-        session=session,
-    )
+malformed_base64 = refusal_probe(
+    lambda session, _baseline: session.enroll_probe(MALFORMED_BASE64),
+    requirement="E15, T5",
+    what="a body that is not base64",
+    preferred=400,
+)
 
 
 def corrupt_signature(csr: x509.CertificateSigningRequest) -> bytes:
@@ -412,44 +390,28 @@ def corrupt_signature(csr: x509.CertificateSigningRequest) -> bytes:
     return bytes(der)
 
 
-def bad_csr_signature(session: Session) -> Outcome:
-    baseline, skip = baseline_or_skip(session)
-    if skip or baseline is None:
-        return skip or skipped("no baseline")
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=session.csr_source(
+bad_csr_signature = refusal_probe(
+    lambda session, baseline: session.enroll_probe(
+        session.csr_source(
             session.spare_key(baseline.kind),
             "bad-signature",
             encode=lambda csr: encode_base64_body(corrupt_signature(csr)),
         ),
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
         settings=session.enroll_settings(),
-    )
-    return judge_refusal(
-        exchange,
-        requirement="E2",
-        what="a CSR whose signature does not verify",
-        preferred=frozenset({400}),
-        session=session,
-    )
+    ),
+    requirement="E2",
+    what="a CSR whose signature does not verify",
+    preferred=400,
+)
 
 
 def oversized_body(session: Session) -> Outcome:
-    _baseline, skip = baseline_or_skip(session)
-    if skip:
-        return skip
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
     line = b"A" * 76 + b"\n"
     body = line * (OVERSIZED_REQUEST_BYTES // len(line) + 1)
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=body,
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
-    )
+    exchange = session.enroll_probe(body)
     evidence: dict[str, object] = {}  # the exchange itself is in the "exchanges" evidence
     if exchange.status == 413:
         return passed(f"{len(body)}-byte body refused with 413", **evidence)
@@ -477,9 +439,9 @@ def oversized_body(session: Session) -> Outcome:
 
 
 def reenroll_changed_subject(session: Session) -> Outcome:
-    baseline, skip = baseline_or_skip(session)
-    if skip or baseline is None:
-        return skip or skipped("no baseline")
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
     # A certificate of our own, so the order of refusal and control cannot matter to others.
     fresh = session.issue(baseline.kind, role=f"resubject-{baseline.kind}")
     if not fresh.ok:
@@ -518,96 +480,99 @@ def reenroll_changed_subject(session: Session) -> Outcome:
     )
 
 
-def pop_wrong_challenge(session: Session) -> Outcome:
+def _linking_not_offered(
+    session: Session, *, offered: bool, unknown: str, absent: str
+) -> Outcome | None:
+    """Why a PoP-linking case cannot judge: skip when /csrattrs got no answer (``unknown``:
+    whether the server links cannot be told), n/a when the server does not ask for that linking
+    (``absent`` says which); None when it does."""
     attrs = session.csrattrs()
     if attrs.exchange.status is None:
-        return skipped(
-            f"cannot tell whether the server requires PoP linking: {attrs.exchange.describe()}"
-        )
-    if not session.requires_pop:
-        return not_applicable(
-            "the server does not ask for proof-of-possession linking (no challengePassword "
-            "in /csrattrs)",
-            response=attrs.exchange.evidence(),
-        )
-    baseline, skip = baseline_or_skip(session)
-    if skip or baseline is None:
-        return skip or skipped("no baseline")
-    key = session.spare_key(baseline.kind)
-    sent: dict[str, str] = {}
+        return skipped(f"cannot tell whether the server {unknown}: {attrs.exchange.describe()}")
+    if not offered:
+        return not_applicable(absent, response=attrs.exchange.evidence())
+    return None
 
-    def wrong_body(sock: ssl.SSLSocket) -> bytes:
+
+def pop_wrong_challenge(session: Session) -> Outcome:
+    unjudged = _linking_not_offered(
+        session,
+        offered=session.requires_pop,
+        unknown="requires PoP linking",
+        absent="the server does not ask for proof-of-possession linking (no challengePassword "
+        "in /csrattrs)",
+    )
+    if unjudged is not None:
+        return unjudged
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
+
+    def wrong_challenge(sock: ssl.SSLSocket) -> str:
         binding = tls_unique_for(sock)
-        wrong = secrets.token_bytes(len(binding) if binding else 12)
-        sent["challenge"] = challenge_password_for(wrong)
-        _csr, body = session.csr_body(key, "pop-wrong", challenge_password=sent["challenge"])
-        return body
+        return challenge_password_for(secrets.token_bytes(len(binding) if binding else 12))
 
-    exchange = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=wrong_body,
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
-        settings=TLS12_ONLY,
-    )
-    outcome = judge_refusal(
-        exchange,
-        requirement="E14",
+    return _mislinked_csr_refused(
+        session,
+        session.csr_source(
+            session.spare_key(baseline.kind), "pop-wrong", challenge=wrong_challenge
+        ),
+        TLS12_ONLY,
         what="a CSR whose challengePassword is not this session's tls-unique",
-        session=session,
+        accepted=f"the linked CSR of {baseline.title} was accepted",
+        evidence={"control": baseline.evidence()},
     )
-    if outcome.status is not Status.PASS:
-        return outcome
-    return passed(
-        f"{outcome.message}; the linked CSR of {baseline.title} was accepted",
-        **dict(outcome.evidence),
-        control=baseline.evidence(),
+
+
+def _mislinked_csr_refused(
+    session: Session,
+    body: BodySource,
+    settings: TlsSettings,
+    *,
+    what: str,
+    accepted: str,
+    evidence: dict[str, object] | None = None,
+) -> Outcome:
+    """E14: a CSR whose challengePassword does not link it to its own TLS connection must be
+    refused; a refusal passes next to ``accepted``, the linked CSR the server took."""
+    refusal = judge_refusal(
+        session.enroll_probe(body, settings=settings), requirement="E14", what=what, session=session
     )
+    return refused_beside_control(refusal, accepted, **(evidence or {}))
 
 
 def pop_tls13_exporter(session: Session) -> Outcome:
     """E14 under TLS 1.3 (estkit extension, docs/tls13-pop.md): a server that offers
     tls-exporter linking takes a CSR linked to its connection's tls-exporter and refuses one
     carrying the tls-exporter of another connection (a replay)."""
-    attrs = session.csrattrs()
-    if attrs.exchange.status is None:
-        return skipped(
-            f"cannot tell whether the server offers tls-exporter linking: "
-            f"{attrs.exchange.describe()}"
-        )
-    if not session.offers_tls_exporter:
-        return not_applicable(
-            "the server does not offer proof-of-possession linking under TLS 1.3 (no "
-            f"estkit tls-exporter OID {TLS_EXPORTER_POP_OID} in /csrattrs): an extension RFC "
-            "7030 does not define; its clients link with tls-unique under TLS 1.2 "
-            "(pop-wrong-challenge)",
-            response=attrs.exchange.evidence(),
-        )
+    unjudged = _linking_not_offered(
+        session,
+        offered=session.offers_tls_exporter,
+        unknown="offers tls-exporter linking",
+        absent="the server does not offer proof-of-possession linking under TLS 1.3 (no "
+        f"estkit tls-exporter OID {TLS_EXPORTER_POP_OID} in /csrattrs): an extension RFC "
+        "7030 does not define; its clients link with tls-unique under TLS 1.2 "
+        "(pop-wrong-challenge)",
+    )
+    if unjudged is not None:
+        return unjudged
     support = exporter_support()
     if not support.available:
         return skipped(f"this Python cannot read tls-exporter values: {support.reason}")
-    baseline, skip = baseline_or_skip(session)
-    if skip or baseline is None:
-        return skip or skipped("no baseline")
-    key = generate_private_key("p256")
+    baseline = baseline_or_skip(session)
+    if isinstance(baseline, Outcome):
+        return baseline
     linked_to: dict[str, bytes] = {}
 
-    def linked_body(sock: ssl.SSLSocket) -> bytes:
+    def linked_challenge(sock: ssl.SSLSocket) -> str | None:
         exporter = tls_exporter_for(sock)
-        challenge = None
-        if exporter is not None:
-            linked_to["exporter"] = exporter
-            challenge = exporter_challenge_password_for(exporter)
-        _csr, body = session.csr_body(key, "pop-tls13", challenge_password=challenge)
-        return body
+        if exporter is None:
+            return None
+        linked_to["exporter"] = exporter
+        return exporter_challenge_password_for(exporter)
 
-    linked = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=linked_body,
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
+    linked = session.enroll_probe(
+        session.csr_source(generate_private_key("p256"), "pop-tls13", challenge=linked_challenge),
         settings=TLS13_ONLY,
     )
     if linked.status is None:
@@ -624,33 +589,14 @@ def pop_tls13_exporter(session: Session) -> Outcome:
             control=baseline.evidence(),
         )
     replayed = exporter_challenge_password_for(linked_to["exporter"])
-
-    def replay_body(sock: ssl.SSLSocket) -> bytes:
-        _csr, body = session.csr_body(
-            session.spare_key("ecdsa"), "pop-tls13-replay", challenge_password=replayed
-        )
-        return body
-
-    replay = session.request(
-        "POST",
-        session.path("simpleenroll"),
-        body=replay_body,
-        content_type=PKCS10,
-        identity=session.target.manufacturer,
-        settings=TLS13_ONLY,
-    )
-    outcome = judge_refusal(
-        replay,
-        requirement="E14",
+    return _mislinked_csr_refused(
+        session,
+        session.csr_source(
+            session.spare_key("ecdsa"), "pop-tls13-replay", challenge=lambda _sock: replayed
+        ),
+        TLS13_ONLY,
         what="a CSR carrying the tls-exporter value of another TLS 1.3 connection (a replay)",
-        session=session,
-    )
-    if outcome.status is not Status.PASS:
-        return outcome
-    return passed(
-        f"{outcome.message}; the CSR linked to its own TLS 1.3 connection was accepted "
-        f"({linked.status})",
-        **dict(outcome.evidence),
+        accepted=f"the CSR linked to its own TLS 1.3 connection was accepted ({linked.status})",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,6 +23,7 @@ from estkit.conformance.suites import (
     KNOWN_3DES_SUITES,
     TLS12_SUITES,
     TLS13_SUITES,
+    ListedSuite,
     NonListedGroup,
 )
 from estkit.conformance.tlsprobe import (
@@ -64,33 +66,53 @@ def _local_skip(result: Handshake, what: str) -> Outcome:
     )
 
 
-def tls12(session: Session) -> Outcome:
-    result = _version(session, ssl.TLSVersion.TLSv1_2)
-    if result.accepted:
-        return passed(f"TLS 1.2 handshake with {result.cipher}", probe=result.evidence())
+def _unjudged(result: Handshake, offered: str, requirement: str) -> Outcome | None:
+    """A handshake that says nothing about the server: skipped when the local side could not
+    offer ``offered``, failed when the server could not be reached; None when it answered."""
     if result.outcome == "local":
-        return _local_skip(result, "TLS 1.2")
+        return _local_skip(result, offered)
     if result.outcome == "unreachable":
-        return _unreachable(result, "T1")
-    message = f"T1, E11: TLS 1.2 SHALL be supported; the handshake was refused: {result.detail}"
-    if lenient(session) and _version(session, ssl.TLSVersion.TLSv1_3).accepted:
-        return warned(
-            f"{message} (a warning under the rfc7030 profile: {TLS_VERSION_BASIS}; TLS 1.3 "
-            "was accepted, but RFC 7030 §3.5 proof-of-possession linking needs TLS 1.2)",
-            probe=result.evidence(),
-        )
-    return failed(message, probe=result.evidence())
+        return _unreachable(result, requirement)
+    return None
+
+
+def _supported(
+    session: Session, version: ssl.TLSVersion, refused: Callable[[Handshake], Outcome]
+) -> Outcome:
+    """T1: a handshake offering only ``version`` passes when accepted; ``refused`` judges a
+    refusal (a SHALL fails, a SHOULD warns)."""
+    name = VERSION_NAMES[version]
+    result = _version(session, version)
+    if result.accepted:
+        return passed(f"{name} handshake with {result.cipher}", probe=result.evidence())
+    unjudged = _unjudged(result, name, "T1")
+    if unjudged is not None:
+        return unjudged
+    return refused(result)
+
+
+def tls12(session: Session) -> Outcome:
+    def refused(result: Handshake) -> Outcome:
+        message = f"T1, E11: TLS 1.2 SHALL be supported; the handshake was refused: {result.detail}"
+        if lenient(session) and _version(session, ssl.TLSVersion.TLSv1_3).accepted:
+            return warned(
+                f"{message} (a warning under the rfc7030 profile: {TLS_VERSION_BASIS}; TLS 1.3 "
+                "was accepted, but RFC 7030 §3.5 proof-of-possession linking needs TLS 1.2)",
+                probe=result.evidence(),
+            )
+        return failed(message, probe=result.evidence())
+
+    return _supported(session, ssl.TLSVersion.TLSv1_2, refused)
 
 
 def tls13(session: Session) -> Outcome:
-    result = _version(session, ssl.TLSVersion.TLSv1_3)
-    if result.accepted:
-        return passed(f"TLS 1.3 handshake with {result.cipher}", probe=result.evidence())
-    if result.outcome == "local":
-        return _local_skip(result, "TLS 1.3")
-    if result.outcome == "unreachable":
-        return _unreachable(result, "T1")
-    return warned(f"T1: TLS 1.3 SHOULD be supported: {result.detail}", probe=result.evidence())
+    return _supported(
+        session,
+        ssl.TLSVersion.TLSv1_3,
+        lambda result: warned(
+            f"T1: TLS 1.3 SHOULD be supported: {result.detail}", probe=result.evidence()
+        ),
+    )
 
 
 def legacy_refused(version: ssl.TLSVersion) -> Callable[[Session], Outcome]:
@@ -110,16 +132,32 @@ def legacy_refused(version: ssl.TLSVersion) -> Callable[[Session], Outcome]:
                     probe=result.evidence(),
                 )
             return failed(message, probe=result.evidence())
-        if result.outcome == "local":
-            return _local_skip(result, name)
-        if result.outcome == "unreachable":
-            return _unreachable(result, "T1")
+        unjudged = _unjudged(result, name, "T1")
+        if unjudged is not None:
+            return unjudged
         return passed(f"{name} refused: {result.detail}", probe=result.evidence())
 
     return run
 
 
-def _suite_probe(session: Session, suite: str) -> Handshake:
+@dataclass(frozen=True)
+class _SuiteProbes:
+    """How the listed-suite cases of one TLS version probe a suite and cite the requirement."""
+
+    name: str
+    requirement: str
+    suites: tuple[ListedSuite, ...]
+    probe: Callable[[Session, str], Handshake]
+    offer: Callable[[str], str]
+    """What the local side could not offer, for a skip message, given the suite's IANA name."""
+    version: ssl.TLSVersion | None = None
+    """The version to check first, when the server need not speak it (n/a without it)."""
+    whole_probe_local: bool = False
+    """A local failure means the probe itself cannot run (the openssl program), not that one
+    suite is missing locally: the case is skipped rather than the suite noted."""
+
+
+def _tls12_probe(session: Session, suite: str) -> Handshake:
     return session.memoised(
         f"tls12-suite-{suite}",
         lambda: probe_tls12_suites(
@@ -135,95 +173,100 @@ def _tls13_probe(session: Session, suite: str) -> Handshake:
     )
 
 
-def tls12_mandatory_suite(session: Session) -> Outcome:
-    suite = next(s for s in TLS12_SUITES if s.strength == "SHALL")
-    result = _suite_probe(session, suite.openssl_name)
-    if result.accepted:
-        return passed(f"{suite.iana_name} accepted", probe=result.evidence())
-    if result.outcome == "local":
-        return _local_skip(result, suite.iana_name)
-    if result.outcome == "unreachable":
-        return _unreachable(result, "T3")
-    return failed(
-        f"T3: {suite.iana_name} SHALL be supported; refused: {result.detail}",
-        probe=result.evidence(),
-    )
+TLS12_PROBES = _SuiteProbes(
+    name="TLS 1.2",
+    requirement="T3",
+    suites=TLS12_SUITES,
+    probe=_tls12_probe,
+    offer=lambda suite: suite,
+)
+# TLS 1.3 is a SHOULD (T1): without it its suites are n/a. Python's ssl cannot pick TLS 1.3
+# suites, so each probe is an ``openssl s_client`` run.
+TLS13_PROBES = _SuiteProbes(
+    name="TLS 1.3",
+    requirement="T2",
+    suites=TLS13_SUITES,
+    probe=_tls13_probe,
+    offer=lambda suite: f"a TLS 1.3 handshake with only {suite}",
+    version=ssl.TLSVersion.TLSv1_3,
+    whole_probe_local=True,
+)
 
 
-def tls12_listed_suites(session: Session) -> Outcome:
-    absent: list[str] = []
-    unavailable: list[str] = []
-    probes: dict[str, object] = {}
-    for suite in TLS12_SUITES:
-        if suite.strength == "SHALL":
-            continue
-        result = _suite_probe(session, suite.openssl_name)
-        probes[suite.iana_name] = result.evidence()
-        if result.outcome == "unreachable":
-            return _unreachable(result, "T3")
-        if result.outcome == "local":
-            unavailable.append(suite.iana_name)
-        elif not result.accepted:
-            absent.append(suite.iana_name)
-    skipped_note = (
-        f"; not offered by the local OpenSSL: {', '.join(unavailable)}" if unavailable else ""
-    )
-    if absent:
-        return warned(
-            f"T3: {len(absent)} recommended TLS 1.2 suite(s) not supported: {', '.join(absent)}"
-            + skipped_note,
-            probes=probes,
+def _version_unsupported(session: Session, probes: _SuiteProbes) -> Outcome | None:
+    if probes.version is None or _version(session, probes.version).outcome != "refused":
+        return None
+    case = probes.name.replace("TLS ", "tls").replace(".", "")  # "TLS 1.3" -> the tls13 case
+    return not_applicable(f"the server does not offer {probes.name} (see {case})")
+
+
+def mandatory_suite(probes: _SuiteProbes) -> Callable[[Session], Outcome]:
+    """The version's SHALL suite must be accepted."""
+
+    def run(session: Session) -> Outcome:
+        absent = _version_unsupported(session, probes)
+        if absent:
+            return absent
+        suite = next(s for s in probes.suites if s.strength == "SHALL")
+        result = probes.probe(session, suite.openssl_name)
+        if result.accepted:
+            return passed(f"{suite.iana_name} accepted", probe=result.evidence())
+        unjudged = _unjudged(result, probes.offer(suite.iana_name), probes.requirement)
+        if unjudged is not None:
+            return unjudged
+        under = f" under {probes.name}" if probes.version is not None else ""
+        return failed(
+            f"{probes.requirement}: {suite.iana_name} SHALL be supported{under}; refused: "
+            f"{result.detail}",
+            probe=result.evidence(),
         )
-    return passed(f"all recommended TLS 1.2 suites supported{skipped_note}", probes=probes)
+
+    return run
 
 
-def _tls13_unsupported(session: Session) -> Outcome | None:
-    support = _version(session, ssl.TLSVersion.TLSv1_3)
-    if support.outcome == "refused":
-        return not_applicable("the server does not offer TLS 1.3 (see tls13)")
-    return None
+def listed_suites(probes: _SuiteProbes) -> Callable[[Session], Outcome]:
+    """The version's recommended suites should be accepted (a warning when not)."""
 
-
-def tls13_mandatory_suite(session: Session) -> Outcome:
-    absent = _tls13_unsupported(session)
-    if absent:
-        return absent
-    suite = next(s for s in TLS13_SUITES if s.strength == "SHALL")
-    result = _tls13_probe(session, suite.openssl_name)
-    if result.accepted:
-        return passed(f"{suite.iana_name} accepted", probe=result.evidence())
-    if result.outcome == "local":
-        return _local_skip(result, f"a TLS 1.3 handshake with only {suite.iana_name}")
-    if result.outcome == "unreachable":
-        return _unreachable(result, "T2")
-    return failed(
-        f"T2: {suite.iana_name} SHALL be supported under TLS 1.3; refused: {result.detail}",
-        probe=result.evidence(),
-    )
-
-
-def tls13_listed_suites(session: Session) -> Outcome:
-    absent_tls13 = _tls13_unsupported(session)
-    if absent_tls13:
-        return absent_tls13
-    absent: list[str] = []
-    probes: dict[str, object] = {}
-    for suite in TLS13_SUITES:
-        if suite.strength == "SHALL":
-            continue
-        result = _tls13_probe(session, suite.openssl_name)
-        probes[suite.iana_name] = result.evidence()
-        if result.outcome == "local":
-            return _local_skip(result, f"a TLS 1.3 handshake with only {suite.iana_name}")
-        if result.outcome == "unreachable":
-            return _unreachable(result, "T2")
-        if not result.accepted:
-            absent.append(suite.iana_name)
-    if absent:
-        return warned(
-            f"T2: recommended TLS 1.3 suite(s) not supported: {', '.join(absent)}", probes=probes
+    def run(session: Session) -> Outcome:
+        absent_version = _version_unsupported(session, probes)
+        if absent_version:
+            return absent_version
+        absent: list[str] = []
+        unavailable: list[str] = []
+        evidence: dict[str, object] = {}
+        for suite in probes.suites:
+            if suite.strength == "SHALL":
+                continue
+            result = probes.probe(session, suite.openssl_name)
+            evidence[suite.iana_name] = result.evidence()
+            if result.outcome == "unreachable" or probes.whole_probe_local:
+                unjudged = _unjudged(result, probes.offer(suite.iana_name), probes.requirement)
+                if unjudged is not None:
+                    return unjudged
+            if result.outcome == "local":
+                unavailable.append(suite.iana_name)
+            elif not result.accepted:
+                absent.append(suite.iana_name)
+        skipped_note = (
+            f"; not offered by the local OpenSSL: {', '.join(unavailable)}" if unavailable else ""
         )
-    return passed("all recommended TLS 1.3 suites supported", probes=probes)
+        if absent:
+            return warned(
+                f"{probes.requirement}: {len(absent)} recommended {probes.name} suite(s) not "
+                f"supported: {', '.join(absent)}{skipped_note}",
+                probes=evidence,
+            )
+        return passed(
+            f"all recommended {probes.name} suites supported{skipped_note}", probes=evidence
+        )
+
+    return run
+
+
+tls12_mandatory_suite = mandatory_suite(TLS12_PROBES)
+tls12_listed_suites = listed_suites(TLS12_PROBES)
+tls13_mandatory_suite = mandatory_suite(TLS13_PROBES)
+tls13_listed_suites = listed_suites(TLS13_PROBES)
 
 
 def non_listed_refused(group: NonListedGroup) -> Callable[[Session], Outcome]:

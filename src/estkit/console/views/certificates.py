@@ -18,7 +18,6 @@ from estkit.console.model import (
 )
 from estkit.console.views.common import (
     cell,
-    csrf_input,
     expiry_cell,
     fmt_date,
     fmt_time,
@@ -27,6 +26,7 @@ from estkit.console.views.common import (
     names_list,
     pager,
     pill,
+    post_form,
     table,
 )
 
@@ -110,20 +110,18 @@ def _status_cell(row: CertRow) -> Html:
 def _revoke_form(row: CertRow, csrf: str) -> Html:
     serial = row.record.serial
     name = row.common_name or row.record.subject
-    return tag(
-        "form",
-        csrf_input(csrf),
+    return post_form(
+        csrf,
+        f"/certificates/{serial}/revoke",
         tag(
             "select",
             *(tag("option", text, value=value) for value, text in OPERATOR_REVOCATION_REASONS),
             name="reason",
             aria_label=f"Revocation reason for {serial}",
         ),
-        tag("button", "Revoke", class_="btn danger", type="submit"),
-        method="post",
-        action=f"/certificates/{serial}/revoke",
+        button=tag("button", "Revoke", class_="btn danger", type="submit"),
         class_="inline revoke",
-        data_confirm=f"Revoke certificate {serial} ({name})? Devices using it lose access.",
+        confirm=f"Revoke certificate {serial} ({name})? Devices using it lose access.",
     )
 
 

@@ -84,18 +84,35 @@ def csrf_input(token: str) -> Html:
     return tag("input", type="hidden", name=CSRF_FIELD, value=token)
 
 
+def post_form(
+    csrf: str,
+    action: str,
+    *fields: object,
+    button: Html,
+    class_: str = "inline",
+    confirm: str | None = None,
+) -> Html:
+    """A POST form carrying the CSRF token (every state-changing console action is one): the
+    ``fields``, then ``button``; ``confirm`` is the question the page's script asks first."""
+    return tag(
+        "form",
+        csrf_input(csrf),
+        *fields,
+        button,
+        method="post",
+        action=action,
+        class_=class_,
+        data_confirm=confirm,
+    )
+
+
 def page(
     title: str, active: str, content: Html, ctx: PageContext, notice: Html | None = None
 ) -> Html:
     logout = Html("")
     if ctx.can_logout:
-        logout = tag(
-            "form",
-            csrf_input(ctx.csrf_token),
-            tag("button", "Sign out", class_="btn link"),
-            method="post",
-            action="/logout",
-            class_="inline",
+        logout = post_form(
+            ctx.csrf_token, "/logout", button=tag("button", "Sign out", class_="btn link")
         )
     return render(
         "layout.html",

@@ -12,13 +12,13 @@ from estkit.console.html import Html, join, tag
 from estkit.console.model import as_utc, humanize_duration
 from estkit.console.views.common import (
     cell,
-    csrf_input,
     fmt_time,
     mono,
     muted,
     names_list,
     pager,
     pill,
+    post_form,
     short_fingerprint,
     table,
 )
@@ -66,17 +66,14 @@ def _pending_row(req: Any, now: dt.datetime, csrf: str, verdict: Any = None) -> 
     created = as_utc(req.created_at)
     age = humanize_duration((now - created).total_seconds()) if created else "?"
     cn = req.common_name or "(no CN)"
-    approve = tag(
-        "form",
-        csrf_input(csrf),
-        tag("button", "Approve", class_="btn primary", type="submit"),
-        method="post",
-        action=f"/requests/{int(req.id)}/approve",
-        class_="inline",
+    approve = post_form(
+        csrf,
+        f"/requests/{int(req.id)}/approve",
+        button=tag("button", "Approve", class_="btn primary", type="submit"),
     )
-    reject = tag(
-        "form",
-        csrf_input(csrf),
+    reject = post_form(
+        csrf,
+        f"/requests/{int(req.id)}/reject",
         tag(
             "input",
             type="text",
@@ -85,11 +82,9 @@ def _pending_row(req: Any, now: dt.datetime, csrf: str, verdict: Any = None) -> 
             maxlength="200",
             aria_label=f"Reason for rejecting request {req.id}",
         ),
-        tag("button", "Reject", class_="btn danger", type="submit"),
-        method="post",
-        action=f"/requests/{int(req.id)}/reject",
+        button=tag("button", "Reject", class_="btn danger", type="submit"),
         class_="inline reject",
-        data_confirm=f"Reject request #{req.id} for {cn}?",
+        confirm=f"Reject request #{req.id} for {cn}?",
     )
     return tag(
         "tr",

@@ -24,7 +24,7 @@ from estkit.cli.client_pending import (
     load_pending,
     save_pending,
 )
-from estkit.cli.options import EXISTING_FILE, F, option_group, output_file_option
+from estkit.cli.options import EXISTING_FILE, F, limit_option, option_group, output_file_option
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -127,26 +127,23 @@ def _common_options(func: F) -> F:
             help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
             "credentials with the first request, for servers that never challenge.",
         ),
-        click.option(
+        limit_option(
             "--timeout",
-            type=click.FloatRange(min=0.1),
-            default=DEFAULT_TIMEOUT_SECONDS,
-            show_default=True,
-            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
+            click.FloatRange(min=0.1),
+            DEFAULT_TIMEOUT_SECONDS,
+            "Seconds one whole exchange (connect, TLS, request, answer) may take.",
         ),
-        click.option(
+        limit_option(
             "--max-attempts",
-            type=click.IntRange(min=1),
-            default=DEFAULT_MAX_ATTEMPTS,
-            show_default=True,
-            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
+            click.IntRange(min=1),
+            DEFAULT_MAX_ATTEMPTS,
+            "Requests in all while the server answers 202/503 or not in time (--timeout).",
         ),
-        click.option(
+        limit_option(
             "--max-wait",
-            type=click.FloatRange(min=0),
-            default=MAX_RETRY_AFTER_SECONDS,
-            show_default=True,
-            help="Longest single wait (s) a Retry-After may impose.",
+            click.FloatRange(min=0),
+            MAX_RETRY_AFTER_SECONDS,
+            "Longest single wait (s) a Retry-After may impose.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
         click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),

@@ -21,10 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from estkit.cli.options import (
+    DEFAULT_DATA_DIR,
     DIRECTORY,
     EXISTING_FILE,
     FILE,
     certificate_and_key_options,
+    limit_option,
     option_group,
 )
 from estkit.cli.output import (
@@ -53,10 +55,10 @@ from estkit.nmos.workflow import WorkflowResult, run_workflow
 from estkit.protocol.certs import dns_names
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
-# Where `estkit server serve` keeps its demo data (see estkit.cli.server): when it exists in the
-# current directory, the workflow borrows its demo device credentials so that
+# Where `estkit server serve` keeps its demo data: when it exists in the current directory, the
+# workflow borrows its demo device credentials so that
 # `estkit nmos workflow --ip localhost --port 8443` needs no other flags.
-DEMO_DATA_DIR = Path("estkit-data")
+DEMO_DATA_DIR = DEFAULT_DATA_DIR
 DEFAULT_OUT_DIR = Path("estkit-node")
 DEFAULT_EST_PORT = 8443
 EXPECTED_ERRORS = (NmosError, EstError, OSError)
@@ -219,9 +221,7 @@ def nmos() -> None:
     default=DEFAULT_OUT_DIR,
     show_default=True,
 )
-@click.option(
-    "--max-attempts", type=click.IntRange(1, 100), default=DEFAULT_MAX_ATTEMPTS, show_default=True
-)
+@limit_option("--max-attempts", click.IntRange(1, 100), DEFAULT_MAX_ATTEMPTS)
 @click.option("--no-renew", is_flag=True, help="Skip the renewal demonstration.")
 @click.option(
     "--require-server-validation",

@@ -24,6 +24,16 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 DIRECTORY = click.Path(file_okay=False, path_type=Path)
 # A TCP port to listen on; 0 lets the system choose one.
 PORT = click.IntRange(0, 65535)
+# Where `estkit server serve` keeps its data (demo data on a first run) when given no DIR; the
+# NMOS workflow borrows the demo device credentials from it.
+DEFAULT_DATA_DIR = Path("estkit-data")
+
+
+def limit_option(
+    flag: str, bounds: click.ParamType, default: float, help: str | None = None
+) -> Callable[[F], F]:
+    """A number within ``bounds``; ``--help`` shows its default, so every limit says its value."""
+    return click.option(flag, type=bounds, default=default, show_default=True, help=help)
 
 
 def output_file_option(flag: str, help: str, *, metavar: str = "PEM") -> Callable[[F], F]:

@@ -37,12 +37,14 @@ from estkit.ca.store import (
 )
 from estkit.cli.admin import CONSOLE_COMMANDS, SERVER_FLAGS
 from estkit.cli.options import (
+    DEFAULT_DATA_DIR,
     DIRECTORY,
     EXISTING_FILE,
     FILE,
     PORT,
     F,
     certificate_and_key_options,
+    limit_option,
     option_group,
 )
 from estkit.cli.output import (
@@ -75,7 +77,6 @@ from estkit.server.revocation import revoke_certificate
 from estkit.server.tls_certs import renew_tls_certificates
 from estkit.server.upstream import load_authority
 
-DEFAULT_DATA_DIR = Path("estkit-data")
 # --key-type takes the short family names of the contract and the exact key types.
 # ec means P-256: with OpenSSL 3.0, a P-384 signature costs ~40x a P-256 one (1.1 ms vs 0.025 ms,
 # `openssl speed ecdsap256 ecdsap384`), paid on every issuance and every client's chain check.
@@ -644,19 +645,17 @@ def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[
 
 # --limit/--offset of a listing (newest first; the store caps a page at MAX_PAGE_SIZE).
 _paging_options = option_group(
-    click.option(
+    limit_option(
         "--limit",
-        type=click.IntRange(1, MAX_PAGE_SIZE),
-        default=DEFAULT_PAGE_SIZE,
-        show_default=True,
-        help=f"Entries per page (at most {MAX_PAGE_SIZE}).",
+        click.IntRange(1, MAX_PAGE_SIZE),
+        DEFAULT_PAGE_SIZE,
+        f"Entries per page (at most {MAX_PAGE_SIZE}).",
     ),
-    click.option(
+    limit_option(
         "--offset",
-        type=click.IntRange(0, MAX_PAGE_OFFSET),
-        default=0,
-        show_default=True,
-        help="Skip this many (newest) entries: the next page starts at the offset printed.",
+        click.IntRange(0, MAX_PAGE_OFFSET),
+        0,
+        "Skip this many (newest) entries: the next page starts at the offset printed.",
     ),
 )
 
@@ -976,7 +975,7 @@ def _default_dns_host(data_dir: Path) -> str:
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri (default: config, 10).")
 @click.option("--label", help="TXT api_selector: the EST label clients must use (D4).")
 @click.option("--instance", default="estkit", show_default=True, help="Service instance name.")
-@click.option("--ttl", type=click.IntRange(min=0), default=3600, show_default=True)
+@limit_option("--ttl", click.IntRange(min=0), 3600)
 @json_option
 @_command
 def dns_records_command(

@@ -61,42 +61,48 @@ async def test_an_operation_checks_its_arguments_when_run_not_when_declared() ->
             await pending
 
 
+class _Factory:
+    """Stands for a client's one-connection factory: names what it makes, records ``pinned``."""
+
+    def __init__(self) -> None:
+        self.made: list[bool] = []
+
+    def __call__(self, pinned: bool) -> str:
+        self.made.append(pinned)
+        return f"own-{len(self.made)}"
+
+
 def _send(dedicated: bool) -> Send:
     return Send(httpx.Request("POST", "https://est.example/x"), dedicated)
 
 
-def test_the_blocking_client_links_on_its_own_connection_until_pinned() -> None:
-    made: list[bool] = []
-
-    def make(pinned: bool) -> str:
-        made.append(pinned)
-        return f"own-{len(made)}"
-
-    connection = OperationConnection("shared", make, own_when_unpinned=False)
-    assert connection.client_for(_send(dedicated=True)) == "shared"
-    assert connection.client_for(_send(dedicated=False)) == "shared"
-    assert made == []
-    assert connection.pin() is None
-    assert connection.client_for(_send(dedicated=True)) == "own-1"
-    assert connection.client_for(_send(dedicated=True)) == "own-1"  # one per operation
-    assert connection.client_for(_send(dedicated=False)) == "shared"
-    assert made == [True]  # made pinned to TLS 1.2
-    assert connection.pin() == "own-1"  # handed back to be closed
-    assert connection.own is None
+# Steps of one operation and what each returns: a linked (Send.dedicated) or a plain request
+# gets the client it is sent on; "pin" (TLS 1.2 from now on) hands back the client to close.
+# The blocking client holds one connection, used for linked requests until the flow pins TLS
+# 1.2; the async client's pool holds many, so linked requests get the operation's own at once.
+_BLOCKING_RULE = [
+    ("linked", "shared"),
+    ("plain", "shared"),
+    ("pin", None),
+    ("linked", "own-1"),
+    ("linked", "own-1"),  # one per operation
+    ("plain", "shared"),
+    ("pin", "own-1"),
+]
+_ASYNC_RULE = [("plain", "shared"), ("linked", "own-1"), ("pin", "own-1"), ("linked", "own-2")]
 
 
-def test_the_async_client_links_on_a_connection_of_the_operation_from_the_start() -> None:
-    made: list[bool] = []
-
-    def make(pinned: bool) -> str:
-        made.append(pinned)
-        return f"own-{len(made)}"
-
-    connection = OperationConnection("pool", make, own_when_unpinned=True)
-    assert connection.client_for(_send(dedicated=False)) == "pool"
-    assert connection.client_for(_send(dedicated=True)) == "own-1"
-    assert made == [False]
-    assert connection.pin() == "own-1"
-    assert connection.client_for(_send(dedicated=True)) == "own-2"
-    assert made == [False, True]
-    assert connection.own == "own-2"
+@pytest.mark.parametrize(
+    ("own_when_unpinned", "steps", "made_pinned"),
+    [(False, _BLOCKING_RULE, [True]), (True, _ASYNC_RULE, [False, True])],
+    ids=["blocking", "async"],
+)
+def test_linked_requests_go_on_one_connection_of_the_operation(
+    own_when_unpinned: bool, steps: list[tuple[str, str | None]], made_pinned: list[bool]
+) -> None:
+    make = _Factory()
+    connection = OperationConnection("shared", make, own_when_unpinned=own_when_unpinned)
+    for step, expected in steps:
+        got = connection.pin() if step == "pin" else connection.client_for(_send(step == "linked"))
+        assert got == expected, (step, expected)
+    assert make.made == made_pinned  # each made once, pinned to TLS 1.2 when made after "pin"

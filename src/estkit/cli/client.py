@@ -7,13 +7,12 @@ Only argument parsing and presentation live here; every protocol decision is in
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import click
 from cryptography import x509
@@ -25,12 +24,11 @@ from estkit.cli.client_pending import (
     load_pending,
     save_pending,
 )
+from estkit.cli.options import EXISTING_FILE, F, limit_option, option_group, output_file_option
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
     err_console,
-    error_hint,
-    existing_parent,
     fail,
     friendly_errors,
     name_flags,
@@ -67,10 +65,6 @@ from estkit.protocol import (
     private_key_to_pem,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-P = ParamSpec("P")
-R = TypeVar("R")
-
 SERVER_ENVVAR = "ESTKIT_SERVER"
 # Key type when --apply-csrattrs finds no wish in /csrattrs: the cheapest key every server takes.
 DEFAULT_KEY_TYPE = "p256"
@@ -96,7 +90,7 @@ class CommonOptions:
 
 def _common_options(func: F) -> F:
     """The options every ``estkit client`` command takes (issue 3: common options)."""
-    options = [
+    return option_group(
         click.option(
             "--server",
             "server",
@@ -109,7 +103,7 @@ def _common_options(func: F) -> F:
         click.option(
             "--trust",
             multiple=True,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=EXISTING_FILE,
             metavar="PEM",
             help="Explicit trust anchor(s) for the server certificate; repeatable.",
         ),
@@ -118,16 +112,11 @@ def _common_options(func: F) -> F:
         ),
         click.option(
             "--cert",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=EXISTING_FILE,
             metavar="PEM",
             help="TLS client certificate (chain) for authentication.",
         ),
-        click.option(
-            "--key",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            metavar="PEM",
-            help="Private key of --cert.",
-        ),
+        click.option("--key", type=EXISTING_FILE, metavar="PEM", help="Private key of --cert."),
         click.option("--user", metavar="U", help="HTTP user (answered only to a 401 challenge)."),
         click.option("--password", metavar="P", help="HTTP password (prompted when omitted)."),
         click.option(
@@ -138,39 +127,55 @@ def _common_options(func: F) -> F:
             help="Which HTTP challenge may be answered; basic-preemptive sends Basic "
             "credentials with the first request, for servers that never challenge.",
         ),
-        click.option(
+        limit_option(
             "--timeout",
-            type=click.FloatRange(min=0.1),
-            default=DEFAULT_TIMEOUT_SECONDS,
-            show_default=True,
-            help="Seconds one whole exchange (connect, TLS, request, answer) may take.",
+            click.FloatRange(min=0.1),
+            DEFAULT_TIMEOUT_SECONDS,
+            "Seconds one whole exchange (connect, TLS, request, answer) may take.",
         ),
-        click.option(
+        limit_option(
             "--max-attempts",
-            type=click.IntRange(min=1),
-            default=DEFAULT_MAX_ATTEMPTS,
-            show_default=True,
-            help="Requests in all while the server answers 202/503 or not in time (--timeout).",
+            click.IntRange(min=1),
+            DEFAULT_MAX_ATTEMPTS,
+            "Requests in all while the server answers 202/503 or not in time (--timeout).",
         ),
-        click.option(
+        limit_option(
             "--max-wait",
-            type=click.FloatRange(min=0),
-            default=MAX_RETRY_AFTER_SECONDS,
-            show_default=True,
-            help="Longest single wait (s) a Retry-After may impose.",
+            click.FloatRange(min=0),
+            MAX_RETRY_AFTER_SECONDS,
+            "Longest single wait (s) a Retry-After may impose.",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
         click.option("--verbose", "-v", is_flag=True, help="Say more about what happened."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    )(func)
+
+
+@dataclass
+class CsrOptions:
+    """What enroll and reenroll take about the CSR and where the results go (_csr_options)."""
+
+    csr_file: Path | None
+    key_type: str | None
+    cn: str | None
+    san: tuple[str, ...]
+    serial_number: str | None
+    pop: bool | None
+    apply_csrattrs: bool
+    out_cert: Path | None
+    out_key: Path | None
+
+
+Options = TypeVar("Options", CommonOptions, CsrOptions)
+
+
+def _pop_options(kind: type[Options], kwargs: dict[str, Any]) -> Options:
+    """The ``kind`` options taken out of a command's keyword arguments."""
+    names = {field.name for field in dataclasses.fields(kind)}
+    return kind(**{name: kwargs.pop(name) for name in list(kwargs) if name in names})
 
 
 def _pop_common(kwargs: dict[str, Any]) -> CommonOptions:
-    names = CommonOptions.__dataclass_fields__
-    values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
-    return CommonOptions(**values)
+    return _pop_options(CommonOptions, kwargs)
 
 
 # The client API's parameters (and CSR fields) as this command group's options: errors and
@@ -190,17 +195,11 @@ CLIENT_FLAGS = {
 }
 
 
-def _est_command(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures become one or two lines and a non-zero exit, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except EstError as exc:
-            fail(exc.message, error_hint(exc, CLIENT_FLAGS))
-
-    return friendly_errors(ValueError, OSError, flags=CLIENT_FLAGS)(wrapper)
+# Expected failures become one or two lines and a non-zero exit, never a traceback. An
+# EstError's first line is its message without the hint (the hint gets a line of its own).
+_est_command = friendly_errors(
+    ValueError, OSError, flags=CLIENT_FLAGS, describe={EstError: lambda exc: exc.message}
+)
 
 
 def _credentials(options: CommonOptions) -> ClientCredentials | None:
@@ -344,13 +343,7 @@ def _insecure_bootstrap(options: CommonOptions) -> CaCertsResult:
     is_flag=True,
     help="Fetch without verifying the server and ask a person (terminal only) to confirm.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the CA certificates here (default: print PEM on stdout).",
-)
+@output_file_option("--out", "Write the CA certificates here (default: print PEM on stdout).")
 @_est_command
 def cacerts_command(
     bootstrap_fingerprint: str | None, insecure_bootstrap: bool, out: Path | None, **kwargs: Any
@@ -433,12 +426,24 @@ def csrattrs_command(**kwargs: Any) -> None:
 # --- enroll / reenroll ------------------------------------------------------------------------
 
 
+# What names the certificate asks for; enroll and reenroll (through _csr_options) and
+# serverkeygen take the same.
+_NAME_OPTIONS = (
+    click.option("--cn", metavar="NAME", help="Common name for the CSR."),
+    click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable."),
+    click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial)."),
+)
+_OUT_CERT_OPTION = output_file_option(
+    "--out-cert", "Write the certificate followed by its chain here."
+)
+
+
 def _csr_options(func: F) -> F:
-    options = [
+    return option_group(
         click.option(
             "--csr",
             "csr_file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=EXISTING_FILE,
             metavar="FILE",
             help="Send this CSR (PEM, DER or base64) instead of building one.",
         ),
@@ -447,9 +452,7 @@ def _csr_options(func: F) -> F:
             type=click.Choice(KEY_TYPES),
             help="Make a new key of this type for the CSR.",
         ),
-        click.option("--cn", metavar="NAME", help="Common name for the CSR."),
-        click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable."),
-        click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial)."),
+        *_NAME_OPTIONS,
         click.option(
             "--pop/--no-pop",
             default=None,
@@ -462,24 +465,9 @@ def _csr_options(func: F) -> F:
             help="Fit the CSR to the server's /csrattrs (hash; key type when --key-type is "
             "omitted) and report what cannot be fulfilled.",
         ),
-        click.option(
-            "--out-cert",
-            type=click.Path(dir_okay=False, path_type=Path),
-            callback=existing_parent,
-            metavar="PEM",
-            help="Write the certificate followed by its chain here.",
-        ),
-        click.option(
-            "--out-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            callback=existing_parent,
-            metavar="PEM",
-            help="Write the new private key here (mode 0600).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+        _OUT_CERT_OPTION,
+        output_file_option("--out-key", "Write the new private key here (mode 0600)."),
+    )(func)
 
 
 def _load_csr(path: Path) -> x509.CertificateSigningRequest:
@@ -584,53 +572,37 @@ def _report(
             err_console.print(f"  proof-of-possession linked: {result.pop_linked}", markup=False)
 
 
-def _check_request_options(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    out_key: Path | None,
-    apply_csrattrs: bool,
-) -> None:
+def _check_request_options(csr: CsrOptions) -> None:
     """Usage errors are found before any connection is made."""
-    if csr_file is not None:
-        if key_type or cn or san or serial_number or apply_csrattrs:
+    if csr.csr_file is not None:
+        if csr.key_type or csr.cn or csr.san or csr.serial_number or csr.apply_csrattrs:
             fail(
                 "--csr excludes --key-type/--cn/--san/--serial-number/--apply-csrattrs",
                 code=EXIT_USAGE,
             )
-        if out_key is not None:
+        if csr.out_key is not None:
             fail("--out-key makes no sense with --csr: the key is yours", code=EXIT_USAGE)
         return
-    if (key_type is None and not apply_csrattrs) or (cn is None and not san):
+    if (csr.key_type is None and not csr.apply_csrattrs) or (csr.cn is None and not csr.san):
         fail(
             "say what to enroll: --csr FILE, or --key-type TYPE (or --apply-csrattrs) with "
             "--cn NAME and/or --san DNS",
             code=EXIT_USAGE,
         )
-    if out_key is None:
+    if csr.out_key is None:
         fail("a new key is made: say where it goes with --out-key", code=EXIT_USAGE)
 
 
-def _build_request(
-    est: EstClient,
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-) -> x509.CertificateSigningRequest | CsrSpec:
-    if csr_file is not None:
-        return _load_csr(csr_file)
-    if key_type is None:
-        # --apply-csrattrs without --key-type: the key the server asks for, else the default.
-        key_type = key_type_for(est.csrattrs().attrs) or DEFAULT_KEY_TYPE
+def _build_request(est: EstClient, csr: CsrOptions) -> x509.CertificateSigningRequest | CsrSpec:
+    if csr.csr_file is not None:
+        return _load_csr(csr.csr_file)
+    # --apply-csrattrs without --key-type: the key the server asks for, else the default.
+    key_type = csr.key_type or key_type_for(est.csrattrs().attrs) or DEFAULT_KEY_TYPE
     return CsrSpec(
         key=generate_private_key(key_type),
-        common_name=cn,
-        dns_names=_san_or_cn(cn, san),
-        serial_number=serial_number,
+        common_name=csr.cn,
+        dns_names=_san_or_cn(csr.cn, csr.san),
+        serial_number=csr.serial_number,
     )
 
 
@@ -652,33 +624,18 @@ def _san_or_cn(cn: str | None, san: tuple[str, ...]) -> tuple[str, ...]:
     "tls-exporter linking, fail instead of reconnecting with TLS 1.2.",
 )
 @_est_command
-def enroll_command(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    pop: bool | None,
-    apply_csrattrs: bool,
-    out_cert: Path | None,
-    out_key: Path | None,
-    no_tls12_fallback: bool,
-    **kwargs: Any,
-) -> None:
+def enroll_command(no_tls12_fallback: bool, **kwargs: Any) -> None:
     """Get a new certificate (/simpleenroll)."""
+    csr = _pop_options(CsrOptions, kwargs)
     options = _pop_common(kwargs)
-    _check_request_options(csr_file, key_type, cn, san, serial_number, out_key, apply_csrattrs)
+    _check_request_options(csr)
     with _client(options, pin_tls12_for_pop=not no_tls12_fallback) as est:
-        pending = _pending_request(options, out_key, csr_file, key_type, cn, san, serial_number)
-        request = (
-            pending.spec
-            if pending is not None
-            else _build_request(est, csr_file, key_type, cn, san, serial_number)
-        )
-        if pending is None and out_key is not None and isinstance(request, CsrSpec):
-            pending = save_pending(out_key, request, server=options.server, label=options.label)
+        pending = _pending_request(options, csr)
+        request = pending.spec if pending is not None else _build_request(est, csr)
+        if pending is None and csr.out_key is not None and isinstance(request, CsrSpec):
+            pending = save_pending(csr.out_key, request, server=options.server, label=options.label)
         try:
-            result = est.simpleenroll(request, pop=pop, apply_csrattrs=apply_csrattrs)
+            result = est.simpleenroll(request, pop=csr.pop, apply_csrattrs=csr.apply_csrattrs)
             # A refused certificate is a final answer too: the pending state follows the same rule.
             _validate_before_writing(est, result, request)
         except EstError as exc:
@@ -686,32 +643,24 @@ def enroll_command(
                 explain_failure(pending, exc)
             raise
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
-    _write_outputs(out_cert, out_key, result.fullchain_pem(), key_pem)
+    _write_outputs(csr.out_cert, csr.out_key, result.fullchain_pem(), key_pem)
     if pending is not None:
         pending.forget()
-    _report(options, result, "enrolled", out_cert, out_key)
+    _report(options, result, "enrolled", csr.out_cert, csr.out_key)
 
 
-def _pending_request(
-    options: CommonOptions,
-    out_key: Path | None,
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-) -> PendingEnrollment | None:
+def _pending_request(options: CommonOptions, csr: CsrOptions) -> PendingEnrollment | None:
     """The enrollment an earlier run left pending for ``--out-key``, when this run repeats it."""
-    if csr_file is not None or out_key is None:
+    if csr.csr_file is not None or csr.out_key is None:
         return None
     pending = load_pending(
-        out_key,
+        csr.out_key,
         server=options.server,
         label=options.label,
-        common_name=cn,
-        dns_names=_san_or_cn(cn, san),
-        serial_number=serial_number,
-        key_type=key_type,
+        common_name=csr.cn,
+        dns_names=_san_or_cn(csr.cn, csr.san),
+        serial_number=csr.serial_number,
+        key_type=csr.key_type,
     )
     if pending is not None:
         _note(f"sending the pending request kept in {pending.path} again (same key and names)")
@@ -723,49 +672,39 @@ def _pending_request(
 @_csr_options
 @click.option("--reuse-key", is_flag=True, help="Keep the current key pair (default: a new one).")
 @_est_command
-def reenroll_command(
-    csr_file: Path | None,
-    key_type: str | None,
-    cn: str | None,
-    san: tuple[str, ...],
-    serial_number: str | None,
-    pop: bool | None,
-    apply_csrattrs: bool,
-    out_cert: Path | None,
-    out_key: Path | None,
-    reuse_key: bool,
-    **kwargs: Any,
-) -> None:
+def reenroll_command(reuse_key: bool, **kwargs: Any) -> None:
     """Renew the certificate given by --cert/--key (/simplereenroll).
 
     Subject and SANs are copied from it; a new key pair is made unless --reuse-key. Without
     --out-cert/--out-key the renewed pair replaces --cert/--key.
     """
+    csr = _pop_options(CsrOptions, kwargs)
     options = _pop_common(kwargs)
-    if key_type or cn or san:
+    if csr.key_type or csr.cn or csr.san:
         fail(
             "reenroll copies subject and SANs from --cert; --key-type/--cn/--san are not used",
             code=EXIT_USAGE,
         )
     with _client(options, need_credentials=True) as est:
         request: x509.CertificateSigningRequest | CsrSpec | None = None
-        if csr_file is not None:
-            request = _load_csr(csr_file)
-        elif serial_number is not None:
+        if csr.csr_file is not None:
+            request = _load_csr(csr.csr_file)
+        elif csr.serial_number is not None:
             assert est.credentials is not None
             spec = renewal_spec(est.credentials, reuse_key=reuse_key)
-            request = dataclasses.replace(spec, serial_number=serial_number)
+            request = dataclasses.replace(spec, serial_number=csr.serial_number)
         result = est.simplereenroll(
             request,
-            pop=pop,
+            pop=csr.pop,
             reuse_key=reuse_key,
-            apply_csrattrs=apply_csrattrs and csr_file is None,
+            apply_csrattrs=csr.apply_csrattrs and csr.csr_file is None,
         )
         # Validated before anything is written: a refused answer leaves --cert/--key (the
         # working pair) untouched; an accepted one is written beside them and renamed over them
         # as a pair (replace_credential_pair).
         _validate_before_writing(est, result, request)
-    if csr_file is None:
+    out_cert, out_key = csr.out_cert, csr.out_key
+    if csr.csr_file is None:
         out_cert = out_cert or options.cert
         out_key = out_key or options.key
     key_pem = private_key_to_pem(result.private_key) if result.private_key is not None else None
@@ -778,9 +717,7 @@ def reenroll_command(
 
 @client.command("serverkeygen")
 @_common_options
-@click.option("--cn", metavar="NAME", help="Common name.")
-@click.option("--san", multiple=True, metavar="DNS", help="DNS subjectAltName; repeatable.")
-@click.option("--serial-number", metavar="S", help="Subject serialNumber (device serial).")
+@option_group(*_NAME_OPTIONS)
 @click.option(
     "--encrypt-key",
     is_flag=True,
@@ -792,20 +729,8 @@ def reenroll_command(
     is_flag=True,
     help="Fit the request to the server's /csrattrs and report what cannot be fulfilled.",
 )
-@click.option(
-    "--out-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the certificate followed by its chain here.",
-)
-@click.option(
-    "--out-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=existing_parent,
-    metavar="PEM",
-    help="Write the server-generated private key here (mode 0600).",
-)
+@_OUT_CERT_OPTION
+@output_file_option("--out-key", "Write the server-generated private key here (mode 0600).")
 @_est_command
 def serverkeygen_command(
     cn: str | None,
@@ -853,14 +778,14 @@ EXIT_STATUS_UNKNOWN = 4
     "--cert",
     "cert_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     metavar="PEM",
     help="The certificate to check (a chain file: the next certificate is taken as its issuer).",
 )
 @click.option(
     "--issuer",
     "issuer_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     metavar="PEM",
     help="The certificate that signed it (default: the second certificate of --cert).",
 )

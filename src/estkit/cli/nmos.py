@@ -20,6 +20,15 @@ from cryptography.x509.oid import NameOID
 from rich.markup import escape
 from rich.table import Table
 
+from estkit.cli.options import (
+    DEFAULT_DATA_DIR,
+    DIRECTORY,
+    EXISTING_FILE,
+    FILE,
+    certificate_and_key_options,
+    limit_option,
+    option_group,
+)
 from estkit.cli.output import (
     console,
     err_console,
@@ -46,10 +55,10 @@ from estkit.nmos.workflow import WorkflowResult, run_workflow
 from estkit.protocol.certs import dns_names
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
-# Where `estkit server serve` keeps its demo data (see estkit.cli.server): when it exists in the
-# current directory, the workflow borrows its demo device credentials so that
+# Where `estkit server serve` keeps its demo data: when it exists in the current directory, the
+# workflow borrows its demo device credentials so that
 # `estkit nmos workflow --ip localhost --port 8443` needs no other flags.
-DEMO_DATA_DIR = Path("estkit-data")
+DEMO_DATA_DIR = DEFAULT_DATA_DIR
 DEFAULT_OUT_DIR = Path("estkit-node")
 DEFAULT_EST_PORT = 8443
 EXPECTED_ERRORS = (NmosError, EstError, OSError)
@@ -170,19 +179,15 @@ def _demo_credentials() -> tuple[Path | None, Path | None]:
     return None, None
 
 
-def _discovery_options(func: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--domain", help="DNS domain to browse (default: system search domain)."),
-            click.option("--dns-server", metavar="HOST[:PORT]", help="Ask this DNS server only."),
-            click.option("--mdns", is_flag=True, help="Browse mDNS instead (D1: opt-in only)."),
-            click.option(
-                "--allow-dev-servers", is_flag=True, help="Also use adverts with pri >= 100 (D3)."
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
+# Where and how to look for the EST server by DNS-SD (BCP-003-03 D1-D5).
+_discovery_options = option_group(
+    click.option("--domain", help="DNS domain to browse (default: system search domain)."),
+    click.option("--dns-server", metavar="HOST[:PORT]", help="Ask this DNS server only."),
+    click.option("--mdns", is_flag=True, help="Browse mDNS instead (D1: opt-in only)."),
+    click.option(
+        "--allow-dev-servers", is_flag=True, help="Also use adverts with pri >= 100 (D3)."
+    ),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,15 +203,12 @@ def nmos() -> None:
 @click.option("--label", help="EST label (/.well-known/est/LABEL/...).")
 @click.option(
     "--cacert",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Where to write the root CA [default: OUT_DIR/root-ca.pem].",
 )
-@click.option(
-    "--cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Manufacturer certificate [default: ./estkit-data demo device, if present].",
+@certificate_and_key_options(
+    "--cert", "Manufacturer certificate [default: ./estkit-data demo device, if present].", "--key"
 )
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key.")
 @click.option(
     "--hostname",
     "hostnames",
@@ -215,13 +217,11 @@ def nmos() -> None:
 )
 @click.option(
     "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=DIRECTORY,
     default=DEFAULT_OUT_DIR,
     show_default=True,
 )
-@click.option(
-    "--max-attempts", type=click.IntRange(1, 100), default=DEFAULT_MAX_ATTEMPTS, show_default=True
-)
+@limit_option("--max-attempts", click.IntRange(1, 100), DEFAULT_MAX_ATTEMPTS)
 @click.option("--no-renew", is_flag=True, help="Skip the renewal demonstration.")
 @click.option(
     "--require-server-validation",
@@ -379,9 +379,7 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
 
 
 @nmos.command()
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
-)
+@click.option("--config", "config_path", type=FILE, required=True)
 @click.option("--once", is_flag=True, help="Do what is due now, then exit (for cron/timers).")
 @click.option(
     "--new-network",
@@ -461,9 +459,7 @@ def _status_table(status: dict[str, Any]) -> Table:
 
 
 @nmos.command()
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
-)
+@click.option("--config", "config_path", type=FILE, required=True)
 @click.option("--json", "as_json", is_flag=True)
 @friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def status(config_path: Path, as_json: bool) -> None:
@@ -488,14 +484,10 @@ def status(config_path: Path, as_json: bool) -> None:
 
 
 @nmos.command()
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True
-)
-@click.option(
-    "--ca", "ca_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=FILE, required=True)
+@click.option("--ca", "ca_path", type=EXISTING_FILE, required=True)
+@click.option("--cert", "cert_path", type=EXISTING_FILE)
+@click.option("--key", "key_path", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print what was installed as JSON.")
 @friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def install(

@@ -88,13 +88,25 @@ def error_hint(exc: BaseException, flags: Mapping[str, str] | None = None) -> st
 
 
 def friendly_errors(
-    *expected: type[BaseException], flags: Mapping[str, str] | None = None
+    *expected: type[BaseException],
+    flags: Mapping[str, str] | None = None,
+    describe: Mapping[type[BaseException], Callable[[Any], str]] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Turn the listed (expected) exception types into :func:`fail` instead of a traceback.
 
     Exceptions may carry a ``hint`` attribute with what to try next and ``params`` naming the
-    API parameters concerned, which ``flags`` maps to this command group's options.
+    API parameters concerned, which ``flags`` maps to this command group's options. What failed
+    (the first line) is what ``describe`` says for the exception's type (those types are expected
+    too), else ``str(exc)``.
     """
+    told = dict(describe or {})
+    caught = (*expected, *told)
+
+    def what_failed(exc: BaseException) -> str:
+        for kind, say in told.items():
+            if isinstance(exc, kind):
+                return say(exc)
+        return str(exc) or type(exc).__name__
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
@@ -105,8 +117,8 @@ def friendly_errors(
                 raise
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
-            except expected as exc:
-                fail(str(exc) or type(exc).__name__, error_hint(exc, flags))
+            except caught as exc:
+                fail(what_failed(exc), error_hint(exc, flags))
 
         return wrapper
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -36,6 +36,17 @@ from estkit.ca.store import (
     open_store,
 )
 from estkit.cli.admin import CONSOLE_COMMANDS, SERVER_FLAGS
+from estkit.cli.options import (
+    DEFAULT_DATA_DIR,
+    DIRECTORY,
+    EXISTING_FILE,
+    FILE,
+    PORT,
+    F,
+    certificate_and_key_options,
+    limit_option,
+    option_group,
+)
 from estkit.cli.output import (
     EXIT_USAGE,
     console,
@@ -66,11 +77,6 @@ from estkit.server.revocation import revoke_certificate
 from estkit.server.tls_certs import renew_tls_certificates
 from estkit.server.upstream import load_authority
 
-F = TypeVar("F", bound=Callable[..., Any])
-P = ParamSpec("P")
-R = TypeVar("R")
-
-DEFAULT_DATA_DIR = Path("estkit-data")
 # --key-type takes the short family names of the issue's contract and the exact key types.
 # ec means P-256: with OpenSSL 3.0, a P-384 signature costs ~40x a P-256 one (1.1 ms vs 0.025 ms,
 # `openssl speed ecdsap256 ecdsap384`), paid on every issuance and every client's chain check.
@@ -87,25 +93,17 @@ _EXPECTED_ERRORS = (
     OSError,
 )
 
-data_dir_argument = click.argument(
-    "data_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path)
-)
+data_dir_argument = click.argument("data_dir", metavar="DIR", type=DIRECTORY)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
-def _command(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures become one clear message; KeyError text loses its quotes."""
-    guarded = friendly_errors(*_EXPECTED_ERRORS, flags=SERVER_FLAGS)(func)
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return guarded(*args, **kwargs)
-        except KeyError as exc:
-            fail(str(exc.args[0]) if exc.args else "not found")
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper
+# Expected failures become one clear message, never a traceback; KeyError text loses its quotes
+# ("no certificate 12", not "'no certificate 12'").
+_command = friendly_errors(
+    *_EXPECTED_ERRORS,
+    flags=SERVER_FLAGS,
+    describe={KeyError: lambda exc: str(exc.args[0]) if exc.args else "not found"},
+)
 
 
 def _config(data_dir: Path) -> ServerConfig:
@@ -222,16 +220,13 @@ def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
 )
 @click.option(
     "--upstream-trust",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="PEM trust anchor(s) of the upstream's TLS certificate.",
 )
-@click.option(
+@certificate_and_key_options(
     "--upstream-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="RA certificate (clientAuth + id-kp-cmcRA) for the upstream.",
-)
-@click.option(
-    "--upstream-key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key."
+    "RA certificate (clientAuth + id-kp-cmcRA) for the upstream.",
+    "--upstream-key",
 )
 @click.option("--upstream-label", metavar="LABEL", help="EST label to use at the upstream.")
 @click.option(
@@ -239,12 +234,12 @@ def _check_hostnames(hostnames: tuple[str, ...], allowed: bool) -> None:
     metavar="USER",
     help="HTTP user at the upstream (password asked, or read from standard input).",
 )
-@click.option(
+@certificate_and_key_options(
     "--tls-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="RA mode: own TLS chain (default: enrolled from the upstream with the RA certificate).",
+    "RA mode: own TLS chain (default: enrolled from the upstream with the RA certificate).",
+    "--tls-key",
+    "Its key.",
 )
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Its key.")
 @json_option
 @_command
 def init_command(
@@ -344,12 +339,8 @@ def _init_ra(
 @server.command("ra-cert")
 @data_dir_argument
 @click.option("--cn", "common_name", required=True, metavar="NAME", help="The RA's name.")
-@click.option(
-    "--out-cert", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PEM out."
-)
-@click.option(
-    "--out-key", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Key out."
-)
+@click.option("--out-cert", required=True, type=FILE, help="PEM out.")
+@click.option("--out-key", required=True, type=FILE, help="Key out.")
 @json_option
 @_command
 def ra_cert_command(
@@ -466,12 +457,18 @@ def _setup_logging(level: str, workers: int) -> None:
     root.setLevel(level.upper())
 
 
+def _listener_options(name: str, port_help: str, host_help: str) -> Callable[[F], F]:
+    """--NAME-port and --NAME-host of a listener besides the EST one (web console, /metrics)."""
+    return option_group(
+        click.option(f"--{name}-port", type=PORT, help=port_help),
+        click.option(f"--{name}-host", metavar="HOST", help=host_help),
+    )
+
+
 @server.command("serve")
-@click.argument(
-    "data_dir", metavar="[DIR]", required=False, type=click.Path(file_okay=False, path_type=Path)
-)
+@click.argument("data_dir", metavar="[DIR]", required=False, type=DIRECTORY)
 @click.option("--host", help="Address to listen on (default: from the config, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: config, 8443).")
+@click.option("--port", type=PORT, help="Port (default: config, 8443).")
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -480,21 +477,15 @@ def _setup_logging(level: str, workers: int) -> None:
 @click.option("--advertise", is_flag=True, help="Announce the server over mDNS (labs only, D1).")
 @click.option("--advertise-label", metavar="L", help="api_selector TXT value for --advertise.")
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri for --advertise (default: 100).")
-@click.option(
-    "--admin-port",
-    type=click.IntRange(0, 65535),
-    help="Serve the operator web console on this port (default: off, or the [console] table).",
+@_listener_options(
+    "admin",
+    "Serve the operator web console on this port (default: off, or the [console] table).",
+    "Address of the web console (default: 127.0.0.1).",
 )
-@click.option(
-    "--admin-host", metavar="HOST", help="Address of the web console (default: 127.0.0.1)."
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    help="Serve Prometheus /metrics on this port (default: off, or [metrics] port).",
-)
-@click.option(
-    "--metrics-host", metavar="HOST", help="Address of /metrics (default: [metrics] or 127.0.0.1)."
+@_listener_options(
+    "metrics",
+    "Serve Prometheus /metrics on this port (default: off, or [metrics] port).",
+    "Address of /metrics (default: [metrics] or 127.0.0.1).",
 )
 @click.option(
     "--log-level",
@@ -652,22 +643,21 @@ def _admin_console(data_dir: Path, host: str | None, port: int | None) -> tuple[
 # --- certificates and revocation --------------------------------------------------------------
 
 
-def _paging_options(func: F) -> F:
-    """--limit/--offset of a listing (newest first; the store caps a page at MAX_PAGE_SIZE)."""
-    func = click.option(
-        "--offset",
-        type=click.IntRange(0, MAX_PAGE_OFFSET),
-        default=0,
-        show_default=True,
-        help="Skip this many (newest) entries: the next page starts at the offset printed.",
-    )(func)
-    return click.option(
+# --limit/--offset of a listing (newest first; the store caps a page at MAX_PAGE_SIZE).
+_paging_options = option_group(
+    limit_option(
         "--limit",
-        type=click.IntRange(1, MAX_PAGE_SIZE),
-        default=DEFAULT_PAGE_SIZE,
-        show_default=True,
-        help=f"Entries per page (at most {MAX_PAGE_SIZE}).",
-    )(func)
+        click.IntRange(1, MAX_PAGE_SIZE),
+        DEFAULT_PAGE_SIZE,
+        f"Entries per page (at most {MAX_PAGE_SIZE}).",
+    ),
+    limit_option(
+        "--offset",
+        click.IntRange(0, MAX_PAGE_OFFSET),
+        0,
+        "Skip this many (newest) entries: the next page starts at the offset printed.",
+    ),
+)
 
 
 def _more_hint(found: Page[Any], command: str, limit: int) -> None:
@@ -925,11 +915,18 @@ def _decide(data_dir: Path, request_id: int, approve: bool, note: str, as_json: 
     )
 
 
+def _decision_options(note_help: str) -> Callable[[F], F]:
+    """What approve and reject both take: the data directory, the request, why, --json."""
+    return option_group(
+        data_dir_argument,
+        click.argument("request_id", metavar="ID", type=int),
+        click.option("--note", default="", help=note_help),
+        json_option,
+    )
+
+
 @server.command("approve")
-@data_dir_argument
-@click.argument("request_id", metavar="ID", type=int)
-@click.option("--note", default="", help="Why (kept in the audit log).")
-@json_option
+@_decision_options("Why (kept in the audit log).")
 @_command
 def approve_command(data_dir: Path, request_id: int, note: str, as_json: bool) -> None:
     """Approve a queued enrollment request."""
@@ -937,10 +934,7 @@ def approve_command(data_dir: Path, request_id: int, note: str, as_json: bool) -
 
 
 @server.command("reject")
-@data_dir_argument
-@click.argument("request_id", metavar="ID", type=int)
-@click.option("--note", default="", help="Why (kept in the audit log, shown to the client).")
-@json_option
+@_decision_options("Why (kept in the audit log, shown to the client).")
 @_command
 def reject_command(data_dir: Path, request_id: int, note: str, as_json: bool) -> None:
     """Reject a queued enrollment request."""
@@ -981,7 +975,7 @@ def _default_dns_host(data_dir: Path) -> str:
 @click.option("--pri", type=click.IntRange(min=0), help="TXT pri (default: config, 10).")
 @click.option("--label", help="TXT api_selector: the EST label clients must use (D4).")
 @click.option("--instance", default="estkit", show_default=True, help="Service instance name.")
-@click.option("--ttl", type=click.IntRange(min=0), default=3600, show_default=True)
+@limit_option("--ttl", click.IntRange(min=0), 3600)
 @json_option
 @_command
 def dns_records_command(
@@ -1228,12 +1222,10 @@ def _print_trust_list(data_dir: Path, as_json: bool) -> None:
 
 @server.command("trust")
 @data_dir_argument
-@click.argument(
-    "ca_pem", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("ca_pem", required=False, type=EXISTING_FILE)
 @click.option(
     "--crl",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="CRL of that CA (PEM or DER), re-read when it changes; kept when omitted.",
 )
 @click.option(

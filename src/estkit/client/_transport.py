@@ -174,29 +174,33 @@ def translate_transport_error(
             trust_description=trust_description,
             params=params,
         )
-    if isinstance(exc, httpx.ConnectError):
-        return EstConnectionError(
-            f"cannot connect to {target}: {exc or type(exc).__name__}",
-            hint="check the server URL and that the server is running",
-            url=url,
-        )
     if isinstance(exc, ConnectionChanged):
         return EstConnectionChanged(
             f"{target} closed the connection after its authentication challenge",
             hint="the request is sent again on a new connection",
             url=url,
         )
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return EstConnectionError(
-            f"{target} broke off the exchange: {exc or type(exc).__name__}",
-            hint="the server closed the connection; try again or check its logs",
-            url=url,
-        )
+    _kind, what, hint = next(row for row in _CONNECTION_FAILURES if isinstance(exc, row[0]))
     return EstConnectionError(
-        f"talking to {target} failed: {exc or type(exc).__name__}",
-        hint="check the network and the server",
-        url=url,
+        f"{what.format(target=target)}: {exc or type(exc).__name__}", hint=hint, url=url
     )
+
+
+# What a person reads when the connection itself failed: (httpx error, what happened, what to
+# try). The first row whose type matches wins; the last one catches every other httpx error.
+_CONNECTION_FAILURES: tuple[tuple[type[httpx.HTTPError], str, str], ...] = (
+    (
+        httpx.ConnectError,
+        "cannot connect to {target}",
+        "check the server URL and that the server is running",
+    ),
+    (
+        httpx.RemoteProtocolError,
+        "{target} broke off the exchange",
+        "the server closed the connection; try again or check its logs",
+    ),
+    (httpx.HTTPError, "talking to {target} failed", "check the network and the server"),
+)
 
 
 # --- answering a challenge on a new connection (issue 13) -----------------------------------

@@ -1,9 +1,9 @@
 """Carrying out flows: the only place where requests are sent and waits are slept.
 
 Why one module for both transports: :mod:`.flows` and :mod:`.submit` decide everything; what is
-left is a loop that sends, sleeps and resumes. It exists twice (blocking and ``await``), side by
-side here so the two stay identical line for line. The EST clients and the bootstrap functions
-all run their flows through it.
+left is a loop that sends, sleeps and resumes. It is written once, with ``await``; the blocking
+driver runs it with plain calls in place of the awaited steps. The EST clients and the bootstrap
+functions all run their flows through it.
 """
 
 from __future__ import annotations
@@ -34,34 +34,26 @@ def drive(
     on_wait: WaitCallback | None,
     pin: Callable[[], None] = _no_pinning,
 ) -> T:
-    """Run ``flow`` to its result, blocking."""
+    """Run ``flow`` to its result, blocking: the one loop of :func:`drive_async`, whose awaits
+    are plain calls here, so it runs to its end without an event loop (and without asyncio)."""
+
+    async def send_now(action: Send) -> Reply:
+        return send(action)
+
+    async def sleep_now(seconds: float) -> None:
+        sleep(seconds)
+
+    async def pin_now() -> None:
+        pin()
+
+    loop = drive_async(flow, send_now, sleep_now, on_wait, pin_now)
     try:
-        action = next(flow)
-        while True:
-            if isinstance(action, Send):
-                try:
-                    reply = send(action)
-                except EstError as exc:
-                    # The flow may know better what the failure means (a TLS 1.2 refusal while
-                    # pinned for proof-of-possession); if it does not, it re-raises.
-                    action = flow.throw(exc)
-                    continue
-                action = flow.send(reply)
-            elif isinstance(action, Wait):
-                if on_wait is not None:
-                    on_wait(action.attempt, action.seconds, action.reason)
-                sleep(action.seconds)
-                action = flow.send(None)
-            elif isinstance(action, PinTls12):
-                pin()
-                action = flow.send(None)
-            else:  # pragma: no cover - the Action union is closed
-                raise AssertionError(f"unknown flow action {action!r}")
+        loop.send(None)
     except StopIteration as stop:
-        result: T = stop.value  # the flow's return value (StopIteration is not generic)
+        result: T = stop.value  # the loop's return value (StopIteration is not generic)
         return result
-    finally:
-        flow.close()
+    loop.close()  # pragma: no cover - nothing above awaits anything that suspends
+    raise AssertionError("a blocking flow step suspended")  # pragma: no cover
 
 
 async def drive_async(
@@ -71,7 +63,7 @@ async def drive_async(
     on_wait: WaitCallback | None,
     pin: Callable[[], Awaitable[None]] | None = None,
 ) -> T:
-    """Run ``flow`` to its result with ``await`` (same loop as :func:`drive`)."""
+    """Run ``flow`` to its result with ``await``; :func:`drive` runs this same loop blocking."""
     try:
         action = next(flow)
         while True:
@@ -79,6 +71,8 @@ async def drive_async(
                 try:
                     reply = await send(action)
                 except EstError as exc:
+                    # The flow may know better what the failure means (a TLS 1.2 refusal while
+                    # pinned for proof-of-possession); if it does not, it re-raises.
                     action = flow.throw(exc)
                     continue
                 action = flow.send(reply)
@@ -93,7 +87,7 @@ async def drive_async(
                 else:
                     await pin()
                 action = flow.send(None)
-            else:  # pragma: no cover
+            else:  # pragma: no cover - the Action union is closed
                 raise AssertionError(f"unknown flow action {action!r}")
     except StopIteration as stop:
         result: T = stop.value  # the flow's return value (StopIteration is not generic)

@@ -25,6 +25,7 @@ to its flags);
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Required, TypedDict, Unpack
 
 from estkit.errors import EstkitError
 
@@ -45,6 +46,22 @@ def printable(text: str, *, keep: str = "") -> str:
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() or char in keep else _escaped(char) for char in text)
+
+
+class ErrorContext(TypedDict, total=False):
+    """The keywords every :class:`EstError` takes; subclasses add their own and pass these on."""
+
+    hint: str | None
+    url: str | None
+    params: Iterable[str]
+
+
+class HttpErrorContext(ErrorContext, total=False):
+    """The keywords every :class:`EstHttpError` takes (``status`` required)."""
+
+    status: Required[int]
+    server_text: str
+    headers: Mapping[str, str] | None
 
 
 def _escaped(char: str) -> str:
@@ -103,15 +120,9 @@ class EstTlsError(EstError):
     """
 
     def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        url: str | None = None,
-        trust_description: str | None = None,
-        params: Iterable[str] = (),
+        self, message: str, *, trust_description: str | None = None, **context: Unpack[ErrorContext]
     ) -> None:
-        super().__init__(message, hint=hint, url=url, params=params)
+        super().__init__(message, **context)
         self.trust_description = trust_description
 
 
@@ -133,11 +144,9 @@ class EstHttpError(EstError):
         status: int,
         server_text: str = "",
         headers: Mapping[str, str] | None = None,
-        hint: str | None = None,
-        url: str | None = None,
-        params: Iterable[str] = (),
+        **context: Unpack[ErrorContext],
     ) -> None:
-        super().__init__(message, hint=hint, url=url, params=params)
+        super().__init__(message, **context)
         self.status = status
         self.server_text = clip_server_text(server_text)
         self.headers: dict[str, str] = dict(headers or {})
@@ -162,24 +171,11 @@ class EstRetryLaterError(EstHttpError):
         self,
         message: str,
         *,
-        status: int,
         retry_after: float | None,
         attempts: int,
-        server_text: str = "",
-        headers: Mapping[str, str] | None = None,
-        hint: str | None = None,
-        url: str | None = None,
-        params: Iterable[str] = (),
+        **context: Unpack[HttpErrorContext],
     ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            server_text=server_text,
-            headers=headers,
-            hint=hint,
-            url=url,
-            params=params,
-        )
+        super().__init__(message, **context)
         self.retry_after = retry_after
         self.attempts = attempts
 
@@ -192,15 +188,9 @@ class EstProtocolResponseError(EstError):
     """The server's answer could not be understood (media type, encoding, content)."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        content_type: str | None = None,
-        hint: str | None = None,
-        url: str | None = None,
-        params: Iterable[str] = (),
+        self, message: str, *, content_type: str | None = None, **context: Unpack[ErrorContext]
     ) -> None:
-        super().__init__(message, hint=hint, url=url, params=params)
+        super().__init__(message, **context)
         self.content_type = content_type
 
 

@@ -35,7 +35,13 @@ from estkit.protocol import (
 
 from .errors import EstIssuedCertificateError, EstProtocolResponseError
 from .models import EnrollResult, ServerKeygenResult
-from .responses import Reply, decode_certificates, decoding_error, media_type, quote_body
+from .responses import (
+    Reply,
+    decode_certificates,
+    decoding_error,
+    media_type,
+    unexpected_media_error,
+)
 from .trust import ClientCredentials
 
 # A freshly issued certificate may start slightly in the future when the server's clock is ahead
@@ -134,6 +140,31 @@ def _split_leaf(
     return leaf, rest
 
 
+def _checked_leaf(
+    reply: Reply,
+    certificates: list[x509.Certificate],
+    public_key: PublicKeyTypes,
+    requested_common_name: str | None,
+    requested_dns_names: tuple[str, ...],
+    now: datetime,
+    warnings: list[str],
+) -> tuple[x509.Certificate, list[x509.Certificate], list[x509.Certificate]]:
+    """The issued certificate for ``public_key`` among ``certificates``, checked (see
+    :func:`check_issued_certificate`), its issuer-first chain and the certificates left over."""
+    leaf, rest = _split_leaf(certificates, public_key)
+    check_issued_certificate(
+        leaf,
+        expected_public_key=public_key,
+        requested_common_name=requested_common_name,
+        requested_dns_names=requested_dns_names,
+        now=now,
+        warnings=warnings,
+        url=str(reply.url),
+    )
+    chain, leftover = order_chain(leaf, rest)
+    return leaf, chain, leftover
+
+
 def interpret_enroll(
     reply: Reply,
     *,
@@ -149,17 +180,9 @@ def interpret_enroll(
     """
     warnings: list[str] = []
     certificates = decode_certificates(reply, "the issued certificate", warnings)
-    leaf, rest = _split_leaf(certificates, public_key)
-    check_issued_certificate(
-        leaf,
-        expected_public_key=public_key,
-        requested_common_name=requested_common_name,
-        requested_dns_names=requested_dns_names,
-        now=now,
-        warnings=warnings,
-        url=str(reply.url),
+    leaf, chain, leftover = _checked_leaf(
+        reply, certificates, public_key, requested_common_name, requested_dns_names, now, warnings
     )
-    chain, leftover = order_chain(leaf, rest)
     if leftover:
         warnings.append(f"ignored {len(leftover)} certificate(s) unrelated to the issued one")
     return EnrollResult(leaf, chain, private_key, warnings)
@@ -177,12 +200,10 @@ def interpret_serverkeygen(
     warnings: list[str] = []
     media = media_type(reply)
     if media is None or media.essence != "multipart/mixed":
-        raise EstProtocolResponseError(
-            f"expected multipart/mixed from {reply.url.path} but got "
-            f"{media.essence if media else 'no Content-Type'} with {quote_body(reply)}",
-            content_type=reply.content_type,
+        raise unexpected_media_error(
+            reply,
+            "multipart/mixed",
             hint="the server does not implement /serverkeygen as RFC 7030 §4.4.2 describes",
-            url=str(reply.url),
         )
     try:
         parsed = parse_serverkeygen_response(reply.body, reply.content_type or "")
@@ -216,17 +237,15 @@ def interpret_serverkeygen(
             hint="report this to the server's maintainer",
             url=str(reply.url),
         )
-    leaf, rest = _split_leaf(parsed.certificates, private_key.public_key())
-    check_issued_certificate(
-        leaf,
-        expected_public_key=private_key.public_key(),
-        requested_common_name=requested_common_name,
-        requested_dns_names=requested_dns_names,
-        now=now,
-        warnings=warnings,
-        url=str(reply.url),
+    leaf, chain, _ = _checked_leaf(
+        reply,
+        parsed.certificates,
+        private_key.public_key(),
+        requested_common_name,
+        requested_dns_names,
+        now,
+        warnings,
     )
-    chain, _ = order_chain(leaf, rest)
     return ServerKeygenResult(
         private_key=private_key,
         certificate=leaf,

@@ -200,11 +200,21 @@ def check_media_type(
     if media.essence in GENERIC_ESSENCES:
         warnings.append(f"the server labelled {what} {media.essence!r}; decoded it anyway")
         return
-    raise EstProtocolResponseError(
-        f"expected {what} ({accepted[0]}) from {reply.url.path} but got {media.essence} with "
-        f"{quote_body(reply)}",
-        content_type=reply.content_type,
+    raise unexpected_media_error(
+        reply,
+        f"{what} ({accepted[0]})",
         hint="check that the URL points at an EST server and not at a proxy or web page",
+    )
+
+
+def unexpected_media_error(reply: Reply, expected: str, *, hint: str) -> EstProtocolResponseError:
+    """The answer is not the ``expected`` media type: say what came instead, quoting its body."""
+    media = media_type(reply)
+    return EstProtocolResponseError(
+        f"expected {expected} from {reply.url.path} but got "
+        f"{media.essence if media else 'no Content-Type'} with {quote_body(reply)}",
+        content_type=reply.content_type,
+        hint=hint,
         url=str(reply.url),
     )
 

@@ -71,7 +71,7 @@ from estkit.server.httpauth import HttpAuthenticator
 from estkit.server.limits import body_deadline
 from estkit.server.ra import ra_identity
 from estkit.server.ra_forward import forward_enrollment
-from estkit.server.refusal import NeedsHttpAuthentication, Refusal
+from estkit.server.refusal import REFUSED_REQUEST_KEY, NeedsHttpAuthentication, Refusal
 from estkit.server.revocation_cache import OCSP_HTTP_MAX_AGE_SECONDS, Artifact, RevocationCache
 from estkit.server.state import ServerState
 from estkit.server.upstream import UpstreamPending
@@ -653,6 +653,7 @@ def _refusal_middleware(state: ServerState) -> Callable[..., Awaitable[web.Strea
 async def _record_refusal(
     state: ServerState, request: web.Request, status: int, reason: str
 ) -> None:
+    request[REFUSED_REQUEST_KEY] = True  # counted against the peer's address (guard.py)
     peer = _peer(request)
     path = request.rel_url.raw_path
     # Rate-limited (accesslog.refusals): a flood must not become a flood of log lines; the

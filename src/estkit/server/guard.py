@@ -23,6 +23,14 @@ connections; only if every connection is running a handler is the newcomer close
 failing with EMFILE/ENFILE evicts the same way and pauses accepting for ACCEPT_PAUSE_SECONDS: it
 never crashes or spins the loop. Refusals are logged through the rate-limited
 :data:`estkit.server.accesslog.refusals`.
+
+Per-address failure throttle (:class:`FailureThrottle`): failed TLS handshakes and refused
+requests are counted per source address; past ``failures_per_second`` in one second, new
+connections from that address are closed right after accept(), before any TLS work, for
+``failure_backoff`` seconds (fail2ban, nginx limit_req). A refused request costs a full TLS
+handshake with a client certificate (~2 ms of CPU), so a flood of them from one address would
+otherwise take a core from the devices. It counts what one process sees on one listener; an
+attacker spread over many addresses is not stopped by it.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import socket
 import ssl
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, cast
@@ -49,6 +58,7 @@ from estkit.server.clienthello import (
     refusal_alert,
 )
 from estkit.server.limits import ConnectionLimits
+from estkit.server.refusal import REFUSED_REQUEST_KEY
 
 logger = logging.getLogger("estkit.server")
 # Called with the alert code each time the guard itself sends a refusal alert (OpenSSL never sees
@@ -81,6 +91,12 @@ EMFILE_EVICTIONS = 8
 # moment (minus EMFILE_EVICTIONS) for this many seconds, so eviction happens at admission and
 # accept() stops failing; then the configured budget applies again.
 EMFILE_CEILING_SECONDS = 60.0
+# The failure throttle counts failures per address in windows of this many seconds (its limit is
+# failures_per_second).
+FAILURE_WINDOW_SECONDS = 1.0
+# Addresses the failure throttle tracks at once (bounded memory against spoofed or many
+# addresses; the least recently failing one is forgotten first). As MAX_RATE_LIMITED_KINDS.
+MAX_THROTTLED_ADDRESSES = 4096
 _ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
     "request head not received within header_timeout={seconds:g} s; send the request line and "
@@ -178,6 +194,83 @@ class GuardedProtocol(asyncio.Protocol):
             self._inner.resume_writing()
 
 
+class _Failures:
+    __slots__ = ("blocked_until", "closed", "count", "window")
+
+    def __init__(self, now: float) -> None:
+        self.window = now  # start of the current counting window
+        self.count = 0  # failures in it
+        self.blocked_until = 0.0  # monotonic time; 0: not blocked
+        self.closed = 0  # connections closed at accept during the current backoff
+
+
+class FailureThrottle:
+    """Failed handshakes and refused requests per source address; an address past
+    ``failures_per_second`` is closed at accept for ``failure_backoff`` seconds (see the module
+    docstring). Runs on the listener's event loop only (no lock)."""
+
+    def __init__(
+        self, limits: Callable[[], ConnectionLimits], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
+        self.closed = 0  # connections closed at accept, in all
+
+    def blocked(self, address: str) -> bool:
+        """True when a new connection from ``address`` is to be closed at once (and counted)."""
+        entry = self._current(address, self._clock())
+        if entry is None or not entry.blocked_until:
+            return False
+        entry.closed += 1
+        self.closed += 1
+        return True
+
+    def _current(self, address: str, now: float) -> _Failures | None:
+        """The entry of ``address``; one whose backoff is over is forgotten (and summed up)."""
+        entry = self._addresses.get(address)
+        if entry is None or not entry.blocked_until or now < entry.blocked_until:
+            return entry
+        if entry.closed:
+            refusals.log(
+                "connections closed at accept",
+                logging.WARNING,
+                "backoff of %s over: %d new connections from it were closed at accept",
+                address,
+                entry.closed,
+            )
+        del self._addresses[address]
+        return None
+
+    def failed(self, address: str) -> None:
+        """One failed handshake or refused request from ``address``."""
+        now = self._clock()
+        entry = self._current(address, now)
+        if entry is None or (
+            not entry.blocked_until and now - entry.window >= FAILURE_WINDOW_SECONDS
+        ):
+            entry = _Failures(now)
+            self._addresses[address] = entry
+            if len(self._addresses) > MAX_THROTTLED_ADDRESSES:
+                self._addresses.popitem(last=False)
+        self._addresses.move_to_end(address)
+        entry.count += 1
+        limits = self._limits()
+        if not entry.blocked_until and entry.count > limits.failures_per_second:
+            entry.blocked_until = now + limits.failure_backoff
+            refusals.log(
+                "addresses throttled",
+                logging.WARNING,
+                "%s: %d failed TLS handshakes or refused requests within %g s "
+                "(failures_per_second=%d); closing its new connections at accept for %g s",
+                address,
+                entry.count,
+                FAILURE_WINDOW_SECONDS,
+                limits.failures_per_second,
+                limits.failure_backoff,
+            )
+
+
 class ConnectionGuard:
     """Tracks the connections of one listener and enforces :class:`ConnectionLimits`.
 
@@ -192,6 +285,7 @@ class ConnectionGuard:
         self._by_transport: dict[int, _Connection] = {}  # id(transport) -> connection
         self.evictions = 0
         self.refused = 0
+        self.throttle = FailureThrottle(limits)
         self._ceiling: tuple[int, float] | None = None  # (max connections, until monotonic)
 
     @property
@@ -332,10 +426,13 @@ class ConnectionGuard:
         finally:
             self.request_finished(request.transport)
             peer = self._find(request.transport)
+            peer_text = peer.peer if peer else (request.remote or "unknown")
+            if request.get(REFUSED_REQUEST_KEY):
+                self.throttle.failed(address_of(peer_text))
             access(
                 "request",
                 listener=self.name,
-                peer=peer.peer if peer else (request.remote or "unknown"),
+                peer=peer_text,
                 method=request.method,
                 path=request.rel_url.raw_path,
                 status=status,
@@ -513,6 +610,9 @@ class GuardedSite(web.BaseSite):
                     self._out_of_descriptors(exc)
                 # Else (ECONNABORTED and the like): the peer gave up while queued; go on.
                 return
+            if self._guard.throttle.blocked(str(address[0])):
+                sock.close()  # before any TLS work: this address keeps failing (throttle)
+                continue
             sock.setblocking(False)
             peer = format_peer(address)
             connection = self._guard.admit(sock, peer)
@@ -631,6 +731,7 @@ class GuardedSite(web.BaseSite):
         *,
         alert: int | None = None,
     ) -> None:
+        self._guard.throttle.failed(address_of(connection.peer))
         access_handshake_failed(
             address_of(connection.peer),
             listener=self._guard.name,
@@ -728,4 +829,4 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-__all__ = ["ConnectionGuard", "GuardedProtocol", "GuardedSite", "format_peer"]
+__all__ = ["ConnectionGuard", "FailureThrottle", "GuardedProtocol", "GuardedSite", "format_peer"]

@@ -66,6 +66,18 @@ QUEUE_TOTAL = 1000
 # Days a pending request waits for a decision before it is dropped (the device, still polling,
 # queues it again): a week covers a weekend and a holiday without keeping stale rows forever.
 QUEUE_EXPIRY_DAYS = 7.0
+# Failed TLS handshakes plus refused requests one source address may cause per second (per
+# listener and worker process) before its new connections are closed at accept, before any TLS
+# work, for failure_backoff seconds (as fail2ban or nginx's limit_req do). A device retries a
+# refused request after seconds, so even a gateway of a few dozen devices stays far below 100;
+# a flood (one refused request costs ~2 ms of server CPU, a failed handshake ~0.1 ms) or a
+# scanner reaches it within a second. Addresses are what the server sees: a distributed attacker
+# is not stopped by it, and devices behind the attacker's NAT address are closed out with it.
+FAILURES_PER_SECOND = 100
+# Seconds an address that went over failures_per_second has its new connections closed at
+# accept. Long enough that a flood costs the server almost nothing (100 handshakes per backoff),
+# short enough that a device behind the same address gets back in on its next retry.
+FAILURE_BACKOFF_SECONDS = 10.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST
 # headers are short; an Authorization: Digest header is a few hundred bytes.
 MAX_HEADER_FIELD_BYTES = 8190
@@ -73,7 +85,13 @@ MAX_HEADER_FIELD_BYTES = 8190
 MAX_HEADERS = 64
 
 
-_WHOLE_NUMBERS = ("max_connections", "queue_per_requester", "queue_per_address", "queue_total")
+_WHOLE_NUMBERS = (
+    "max_connections",
+    "queue_per_requester",
+    "queue_per_address",
+    "queue_total",
+    "failures_per_second",
+)
 
 
 class LimitsError(EstkitError, ValueError):
@@ -94,6 +112,8 @@ class ConnectionLimits:
     queue_per_address: int = QUEUE_PER_ADDRESS
     queue_total: int = QUEUE_TOTAL
     queue_expiry_days: float = QUEUE_EXPIRY_DAYS
+    failures_per_second: int = FAILURES_PER_SECOND
+    failure_backoff: float = FAILURE_BACKOFF_SECONDS
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -183,6 +203,8 @@ __all__ = [
     "BODY_RATE_GRACE_SECONDS",
     "BODY_TIMEOUT_SECONDS",
     "CONSOLE_MAX_CONNECTIONS",
+    "FAILURES_PER_SECOND",
+    "FAILURE_BACKOFF_SECONDS",
     "HEADER_TIMEOUT_SECONDS",
     "IDLE_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",

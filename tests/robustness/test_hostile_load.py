@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
-from estkit.ca.store import open_store
+from estkit.ca.store import Event, open_store
 from estkit.server import queue_limits
 from estkit.server.accesslog import (
     HANDSHAKE_LOG_BURST,
@@ -523,7 +523,10 @@ TEST_FAILURE_BACKOFF_SECONDS = 3.0
 def test_failure_throttle_counts_per_address_per_second_and_backs_off() -> None:
     now = [0.0]
     limits = ConnectionLimits(failures_per_second=3, failure_backoff=10.0)
-    throttle = FailureThrottle(lambda: limits, clock=lambda: now[0])
+    started: list[tuple[str, int, float]] = []
+    throttle = FailureThrottle(
+        lambda: limits, clock=lambda: now[0], on_throttle=lambda *a: started.append(a)
+    )
     for _ in range(3):
         throttle.failed("10.0.0.1")
     assert not throttle.blocked("10.0.0.1")  # at the limit, not over it
@@ -535,6 +538,7 @@ def test_failure_throttle_counts_per_address_per_second_and_backs_off() -> None:
     assert throttle.blocked("10.0.0.1") and throttle.blocked("10.0.0.1")
     assert not throttle.blocked("10.0.0.2")  # another address is not touched
     assert throttle.closed == 2
+    assert started == [("10.0.0.1", 4, 10.0)]  # one audit event per backoff
     now[0] = 10.9
     assert throttle.blocked("10.0.0.1")  # still within the backoff
     now[0] = 11.0
@@ -571,6 +575,11 @@ def throttled(tmp_path: Path) -> Iterator[Server]:
         )
     finally:
         running.stop()
+
+
+def _events(server: Server, kind: str) -> list[Event]:
+    with open_store(server.paths.database_url) as store:
+        return store.list_events(kind)
 
 
 def _get_from(source: str, port: int, context: ssl.SSLContext, path: str) -> bytes:
@@ -625,7 +634,15 @@ def test_a_refused_flood_from_one_address_is_closed_at_accept_and_others_still_e
     ), [r.getMessage() for r in caplog.records]
     # ...while a device on another address enrolls as usual.
     _enroll_ok(server.port, server.device)
-    # Every refusal that was answered is in the audit trail; nothing issued or queued is lost.
+    # Every refusal that was answered is in the audit trail, and the backoff is one event of its
+    # own; nothing issued or queued is lost.
+    assert wait_for(lambda: _events(server, "throttled"), 10)
+    (throttled,) = _events(server, "throttled")
+    assert throttled.fields == {
+        "peer": ATTACKER,
+        "failures": TEST_FAILURES_PER_SECOND + 1,
+        "backoff_seconds": TEST_FAILURE_BACKOFF_SECONDS,
+    }
     with open_store(server.paths.database_url) as store:
         events = store.list_events("refused")
         assert len([e for e in events if e.fields.get("peer", "").startswith(ATTACKER)]) == refused

@@ -210,10 +210,15 @@ class FailureThrottle:
     docstring). Runs on the listener's event loop only (no lock)."""
 
     def __init__(
-        self, limits: Callable[[], ConnectionLimits], clock: Callable[[], float] = time.monotonic
+        self,
+        limits: Callable[[], ConnectionLimits],
+        clock: Callable[[], float] = time.monotonic,
+        on_throttle: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self._limits = limits
         self._clock = clock
+        # Told (address, failures, backoff seconds) when a backoff starts: the audit event.
+        self._on_throttle = on_throttle
         self._addresses: OrderedDict[str, _Failures] = OrderedDict()
         self.closed = 0  # connections closed at accept, in all
 
@@ -269,6 +274,8 @@ class FailureThrottle:
                 limits.failures_per_second,
                 limits.failure_backoff,
             )
+            if self._on_throttle is not None:
+                self._on_throttle(address, entry.count, limits.failure_backoff)
 
 
 class ConnectionGuard:
@@ -277,7 +284,12 @@ class ConnectionGuard:
     Runs entirely on the listener's event loop (no locks needed). ``name`` appears in log lines
     (``est`` or ``console``)."""
 
-    def __init__(self, limits: Callable[[], ConnectionLimits], name: str = "est") -> None:
+    def __init__(
+        self,
+        limits: Callable[[], ConnectionLimits],
+        name: str = "est",
+        on_throttle: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         # A callable, so a reloaded configuration applies to the next connection.
         self._limits = limits
         self.name = name
@@ -285,7 +297,7 @@ class ConnectionGuard:
         self._by_transport: dict[int, _Connection] = {}  # id(transport) -> connection
         self.evictions = 0
         self.refused = 0
-        self.throttle = FailureThrottle(limits)
+        self.throttle = FailureThrottle(limits, on_throttle=on_throttle)
         self._ceiling: tuple[int, float] | None = None  # (max connections, until monotonic)
 
     @property

@@ -97,6 +97,7 @@ FAILURE_WINDOW_SECONDS = 1.0
 # Addresses the failure throttle tracks at once (bounded memory against spoofed or many
 # addresses; the least recently failing one is forgotten first). As MAX_RATE_LIMITED_KINDS.
 MAX_THROTTLED_ADDRESSES = 4096
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
     "request head not received within header_timeout={seconds:g} s; send the request line and "
@@ -730,7 +731,9 @@ class GuardedSite(web.BaseSite):
         except OSError:
             return
         try:
-            sock.send(alert_record(alert, hello))
+            # MSG_MORE (Linux): the alert leaves with the FIN of the shutdown in one segment,
+            # one packet less per refused handshake under a flood.
+            sock.send(alert_record(alert, hello), _MSG_MORE)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass

@@ -37,7 +37,7 @@ from estkit.server.accesslog import (
 )
 from estkit.server.config import add_label, set_limits
 from estkit.server.datadir import InitResult, init_data_dir
-from estkit.server.guard import MAX_THROTTLED_ADDRESSES, FailureThrottle
+from estkit.server.guard import MAX_THROTTLED_ADDRESSES, THROTTLE_EXEMPT, FailureThrottle
 from estkit.server.limits import (
     BODY_RATE_GRACE_SECONDS,
     RESERVED_DESCRIPTORS,
@@ -511,9 +511,10 @@ def _cpu_seconds(pid: int) -> float:
 
 # --- per-address failure throttle --------------------------------------------------------------
 
-# The attacker's address in these tests: another loopback address (Linux routes 127/8 to lo),
-# so the legitimate device on 127.0.0.1 is a different source, as on a real network.
+# The attacker's and a legitimate device's addresses in these tests: other loopback addresses
+# (Linux routes 127/8 to lo) than 127.0.0.1, which the throttle exempts (guard.THROTTLE_EXEMPT).
 ATTACKER = "127.0.0.2"
+DEVICE = "127.0.0.3"
 # A small threshold so a test crosses it in a few dozen requests; a short backoff so the test
 # can watch it end.
 TEST_FAILURES_PER_SECOND = 8
@@ -552,6 +553,10 @@ def test_failure_throttle_counts_per_address_per_second_and_backs_off() -> None:
     for _ in range(4):
         throttle.failed("10.0.0.3")
     assert throttle.blocked("10.0.0.3")
+    for _ in range(10):  # the host's own loopback addresses are never backed off
+        for address in THROTTLE_EXEMPT:
+            throttle.failed(address)
+    assert not any(throttle.blocked(address) for address in THROTTLE_EXEMPT)
     for i in range(MAX_THROTTLED_ADDRESSES + 10):  # bounded memory
         throttle.failed(f"10.1.{i // 256}.{i % 256}")
     assert len(throttle._addresses) <= MAX_THROTTLED_ADDRESSES
@@ -594,6 +599,26 @@ def _get_from(source: str, port: int, context: ssl.SSLContext, path: str) -> byt
         return tls.recv(65536).split(b"\r\n", 1)[0]
 
 
+def _enroll_from(source: str, server: Server) -> None:
+    """A legitimate enrollment on a fresh TLS connection from ``source``: 200."""
+    body = csr_body()[0]
+    head = (
+        f"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: {SERVER_NAME}\r\n"
+        f"Content-Type: application/pkcs10\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    address = (LOOPBACK, server.port)
+    with (
+        socket.create_connection(
+            address, timeout=LEGIT_TIMEOUT_SECONDS, source_address=(source, 0)
+        ) as raw,
+        server.device.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        tls.sendall(head.encode() + body)
+        status = tls.recv(65536).split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 200 OK", status
+
+
 def _closed_before_tls(source: str, port: int, context: ssl.SSLContext) -> bool:
     """True when the server closes a new connection from ``source`` without a TLS handshake
     (no alert, no certificate: the client sees EOF or a reset)."""
@@ -633,7 +658,7 @@ def test_a_refused_flood_from_one_address_is_closed_at_accept_and_others_still_e
         for r in caplog.records
     ), [r.getMessage() for r in caplog.records]
     # ...while a device on another address enrolls as usual.
-    _enroll_ok(server.port, server.device)
+    _enroll_from(DEVICE, server)
     # Every refusal that was answered is in the audit trail, and the backoff is one event of its
     # own; nothing issued or queued is lost.
     assert wait_for(lambda: _events(server, "throttled"), 10)
@@ -682,10 +707,12 @@ def test_a_handshake_flood_from_one_address_is_closed_at_accept(
     assert _closed_before_tls(ATTACKER, server.port, weak)
     time.sleep(0.2)
     assert not [r for r in caplog.records[logged:] if "tls_handshake_failed" in r.getMessage()]
-    # The device on 127.0.0.1 still enrolls; a weak hello from it still gets its alert.
-    _enroll_ok(server.port, server.device)
+    # A device on another address still enrolls; a weak hello from it still gets its alert.
+    _enroll_from(DEVICE, server)
     with (
-        socket.create_connection((LOOPBACK, server.port), timeout=10) as raw,
+        socket.create_connection(
+            (LOOPBACK, server.port), timeout=10, source_address=(DEVICE, 0)
+        ) as raw,
         pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
     ):
         weak.wrap_socket(raw, server_hostname=SERVER_NAME)

@@ -30,7 +30,8 @@ connections from that address are closed right after accept(), before any TLS wo
 ``failure_backoff`` seconds (fail2ban, nginx limit_req). A refused request costs a full TLS
 handshake with a client certificate (~2 ms of CPU), so a flood of them from one address would
 otherwise take a core from the devices. It counts what one process sees on one listener; an
-attacker spread over many addresses is not stopped by it.
+attacker spread over many addresses is not stopped by it, and the host's own loopback addresses
+(:data:`THROTTLE_EXEMPT`) are never backed off.
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ FAILURE_WINDOW_SECONDS = 1.0
 # Addresses the failure throttle tracks at once (bounded memory against spoofed or many
 # addresses; the least recently failing one is forgotten first). As MAX_RATE_LIMITED_KINDS.
 MAX_THROTTLED_ADDRESSES = 4096
+# Source addresses the failure throttle never backs off: the host's own default loopback
+# addresses. A reverse proxy or load balancer on the same host makes every client 127.0.0.1 (a
+# backoff would shut them all out), and local tools and health checks come from there; fail2ban's
+# default ignoreip exempts loopback the same way. Only these two, so other loopback addresses
+# (127.0.0.2 ...) stand for other hosts in tests and benchmarks.
+THROTTLE_EXEMPT = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
@@ -250,6 +257,8 @@ class FailureThrottle:
 
     def failed(self, address: str) -> None:
         """One failed handshake or refused request from ``address``."""
+        if address in THROTTLE_EXEMPT:
+            return
         now = self._clock()
         entry = self._current(address, now)
         if entry is None or (

@@ -69,13 +69,15 @@ QUEUE_EXPIRY_DAYS = 7.0
 # Failed TLS handshakes plus refused requests one source address may cause per second (per
 # listener and worker process) before its new connections are closed at accept, before any TLS
 # work, for failure_backoff seconds (as fail2ban or nginx's limit_req do). A device retries a
-# refused request after seconds, so even a gateway of a few dozen devices stays far below 100;
-# a flood (one refused request costs ~2 ms of server CPU, a failed handshake ~0.1 ms) or a
-# scanner reaches it within a second. Addresses are what the server sees: a distributed attacker
-# is not stopped by it, and devices behind the attacker's NAT address are closed out with it.
-FAILURES_PER_SECOND = 100
+# refused request after seconds, so even a gateway of a few devices stays far below 20; a flood
+# (one refused request costs ~2.5 ms of server CPU, a refused handshake ~0.15 ms) or a scanner
+# reaches it at once: a flood of refused requests on a busy 2-core machine ran at 60 per second
+# and worker, under any threshold much above 20. Addresses are what the server sees: a
+# distributed attacker is not stopped by it, and devices behind an attacker's NAT address are
+# closed out with it. The host's own loopback addresses are exempt (guard.THROTTLE_EXEMPT).
+FAILURES_PER_SECOND = 20
 # Seconds an address that went over failures_per_second has its new connections closed at
-# accept. Long enough that a flood costs the server almost nothing (100 handshakes per backoff),
+# accept. Long enough that a flood costs the server almost nothing (20 requests per backoff),
 # short enough that a device behind the same address gets back in on its next retry.
 FAILURE_BACKOFF_SECONDS = 10.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST

@@ -676,8 +676,8 @@ async def _record_refusal(
 # Audit message of an address whose new connections the guard closes at accept (one event per
 # backoff; the message is fixed so the console groups them, the fields say who and how many).
 THROTTLED_MESSAGE = (
-    "new connections closed at accept: too many failed TLS handshakes or refused requests from "
-    "one address"
+    "new connections get no TLS for a while: too many failed TLS handshakes or refused requests "
+    "from one address"
 )
 
 

@@ -26,12 +26,12 @@ never crashes or spins the loop. Refusals are logged through the rate-limited
 
 Per-address failure throttle (:class:`FailureThrottle`): failed TLS handshakes and refused
 requests are counted per source address; past ``failures_per_second`` in one second, new
-connections from that address are closed right after accept(), before any TLS work, for
-``failure_backoff`` seconds (fail2ban, nginx limit_req). A refused request costs a full TLS
-handshake with a client certificate (~2 ms of CPU), so a flood of them from one address would
-otherwise take a core from the devices. It counts what one process sees on one listener; an
-attacker spread over many addresses is not stopped by it, and the host's own loopback addresses
-(:data:`THROTTLE_EXEMPT`) are never backed off.
+connections from that address get no TLS work for ``failure_backoff`` seconds: each is held
+unread for TARPIT_SECONDS after accept(), then closed (fail2ban, nginx limit_req, a tarpit).
+A refused request costs a full TLS handshake with a client certificate (~2.5 ms of CPU), so a
+flood of them from one address would otherwise take a core from the devices. It counts what one
+process sees on one listener; an attacker spread over many addresses is not stopped by it, and
+the host's own loopback addresses (:data:`THROTTLE_EXEMPT`) are never backed off.
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ FAILURE_WINDOW_SECONDS = 1.0
 # Addresses the failure throttle tracks at once (bounded memory against spoofed or many
 # addresses; the least recently failing one is forgotten first). As MAX_RATE_LIMITED_KINDS.
 MAX_THROTTLED_ADDRESSES = 4096
+# Seconds a new connection from a backed-off address is held, unread, before it is closed: a
+# flooding client waits instead of reconnecting at once (measured: closed at once, the bench's
+# flooder reconnected ~4,000 times a second, its own CPU competing with the devices'). Short, so
+# few descriptors are held; such connections are evicted first at the connection cap.
+TARPIT_SECONDS = 2.0
 # Source addresses the failure throttle never backs off: the host's own default loopback
 # addresses. A reverse proxy or load balancer on the same host makes every client 127.0.0.1 (a
 # backoff would shut them all out), and local tools and health checks come from there; fail2ban's
@@ -209,12 +214,12 @@ class _Failures:
         self.window = now  # start of the current counting window
         self.count = 0  # failures in it
         self.blocked_until = 0.0  # monotonic time; 0: not blocked
-        self.closed = 0  # connections closed at accept during the current backoff
+        self.closed = 0  # connections refused TLS (tarpitted) during the current backoff
 
 
 class FailureThrottle:
     """Failed handshakes and refused requests per source address; an address past
-    ``failures_per_second`` is closed at accept for ``failure_backoff`` seconds (see the module
+    ``failures_per_second`` gets no TLS work for ``failure_backoff`` seconds (see the module
     docstring). Runs on the listener's event loop only (no lock)."""
 
     def __init__(
@@ -228,7 +233,7 @@ class FailureThrottle:
         # Told (address, failures, backoff seconds) when a backoff starts: the audit event.
         self._on_throttle = on_throttle
         self._addresses: OrderedDict[str, _Failures] = OrderedDict()
-        self.closed = 0  # connections closed at accept, in all
+        self.closed = 0  # connections refused TLS (tarpitted), in all
 
     def blocked(self, address: str) -> bool:
         """True when a new connection from ``address`` is to be closed at once (and counted)."""
@@ -246,9 +251,9 @@ class FailureThrottle:
             return entry
         if entry.closed:
             refusals.log(
-                "connections closed at accept",
+                "connections refused TLS",
                 logging.WARNING,
-                "backoff of %s over: %d new connections from it were closed at accept",
+                "backoff of %s over: %d new connections from it got no TLS (held, then closed)",
                 address,
                 entry.closed,
             )
@@ -277,7 +282,8 @@ class FailureThrottle:
                 "addresses throttled",
                 logging.WARNING,
                 "%s: %d failed TLS handshakes or refused requests within %g s "
-                "(failures_per_second=%d); closing its new connections at accept for %g s",
+                "(failures_per_second=%d); its new connections get no TLS for %g s (held unread, "
+                "then closed)",
                 address,
                 entry.count,
                 FAILURE_WINDOW_SECONDS,
@@ -632,11 +638,11 @@ class GuardedSite(web.BaseSite):
                     self._out_of_descriptors(exc)
                 # Else (ECONNABORTED and the like): the peer gave up while queued; go on.
                 return
-            if self._guard.throttle.blocked(str(address[0])):
-                sock.close()  # before any TLS work: this address keeps failing (throttle)
-                continue
             sock.setblocking(False)
             peer = format_peer(address)
+            if self._guard.throttle.blocked(str(address[0])):
+                self._tarpit(sock, peer)  # this address keeps failing: no TLS work for it
+                continue
             connection = self._guard.admit(sock, peer)
             if connection is None:
                 sock.close()
@@ -645,6 +651,21 @@ class GuardedSite(web.BaseSite):
             connection.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _tarpit(self, sock: socket.socket, peer: str) -> None:
+        """Hold a connection of a backed-off address unread for TARPIT_SECONDS, then close it.
+        It is in the handshake phase for the budget (evicted first when the cap is reached)."""
+        connection = self._guard.admit(sock, peer)
+        if connection is None:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        connection.timer = loop.call_later(TARPIT_SECONDS, self._end_tarpit, connection)
+
+    def _end_tarpit(self, connection: _Connection) -> None:
+        connection.timer = None
+        self._guard.release(connection)
+        connection.sock.close()
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         evicted = self._guard.out_of_descriptors()

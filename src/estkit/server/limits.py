@@ -67,17 +67,18 @@ QUEUE_TOTAL = 1000
 # queues it again): a week covers a weekend and a holiday without keeping stale rows forever.
 QUEUE_EXPIRY_DAYS = 7.0
 # Failed TLS handshakes plus refused requests one source address may cause per second (per
-# listener and worker process) before its new connections are closed at accept, before any TLS
-# work, for failure_backoff seconds (as fail2ban or nginx's limit_req do). A device retries a
-# refused request after seconds, so even a gateway of a few devices stays far below 20; a flood
-# (one refused request costs ~2.5 ms of server CPU, a refused handshake ~0.15 ms) or a scanner
-# reaches it at once: a flood of refused requests on a busy 2-core machine ran at 60 per second
-# and worker, under any threshold much above 20. Addresses are what the server sees: a
-# distributed attacker is not stopped by it, and devices behind an attacker's NAT address are
-# closed out with it. The host's own loopback addresses are exempt (guard.THROTTLE_EXEMPT).
+# listener and worker process) before its new connections get no TLS work (held unread for
+# guard.TARPIT_SECONDS, then closed) for failure_backoff seconds (as fail2ban or nginx's
+# limit_req do). A device retries a refused request after seconds, so even a gateway of a few
+# devices stays far below 20; a flood (one refused request costs ~2.5 ms of server CPU, a refused
+# handshake ~0.15 ms) or a scanner reaches it at once: a flood of refused requests on a busy
+# 2-core machine ran at 60 per second and worker, under any threshold much above 20. Addresses
+# are what the server sees: a distributed attacker is not stopped by it, and devices behind an
+# attacker's NAT address are closed out with it. The host's own loopback addresses are exempt
+# (guard.THROTTLE_EXEMPT).
 FAILURES_PER_SECOND = 20
-# Seconds an address that went over failures_per_second has its new connections closed at
-# accept. Long enough that a flood costs the server almost nothing (20 requests per backoff),
+# Seconds an address that went over failures_per_second gets no TLS work for its new
+# connections. Long enough that a flood costs the server almost nothing (20 requests per backoff),
 # short enough that a device behind the same address gets back in on its next retry.
 FAILURE_BACKOFF_SECONDS = 10.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST

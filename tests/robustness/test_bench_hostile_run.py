@@ -30,11 +30,15 @@ def test_hostile_benchmark_runs_every_attack_and_the_device_always_enrolls() -> 
     assert "Traceback" not in result.stderr, result.stderr
     rows = re.findall(r"^(\S+)\s+([\d.]+)% \(n=(\d+), failed=(\d+)\)", out, re.MULTILINE)
     assert [row[0] for row in rows] == [
-        "quiet", "console-idle", "slow-body", "untrusted", "refused-flood", "tls-old"
+        "quiet", "console-idle", "slow-body", "untrusted", "refused-flood", "tls-old",
+        "refused-flood-same-ip", "tls-old-same-ip",
     ], out  # fmt: skip
-    assert all(int(n) > 0 and failed == "0" for _, _, n, failed in rows), out
+    # From another address than the attacker's, the device gets every certificate. (Sharing the
+    # attacker's address, it is backed off with it: those rows are printed, not required.)
+    assert all(int(n) > 0 and failed == "0" for name, _, n, failed in rows[:6]), out
     # The attacks did what they say: 20 requesters queued (queue_per_address), the rest 503;
-    # every refused handshake got its alert; the server logged no traceback.
+    # refused handshakes got their alert until the address was backed off (then closed at
+    # accept); none was accepted; the server logged no traceback.
     assert "202 20, 503 10; pending rows 20" in out, out
-    assert re.search(r"tls1\.1 alert \d+", out) and "no alert" not in out, out
+    assert re.search(r"tls1\.1 alert \d+", out) and "accepted(!)" not in out, out
     assert "tracebacks: 0" in out, out

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
-from estkit.ca.store import open_store
+from estkit.ca.store import Event, open_store
 from estkit.server import queue_limits
 from estkit.server.accesslog import (
     HANDSHAKE_LOG_BURST,
@@ -37,9 +37,11 @@ from estkit.server.accesslog import (
 )
 from estkit.server.config import add_label, set_limits
 from estkit.server.datadir import InitResult, init_data_dir
+from estkit.server.guard import MAX_THROTTLED_ADDRESSES, THROTTLE_EXEMPT, FailureThrottle
 from estkit.server.limits import (
     BODY_RATE_GRACE_SECONDS,
     RESERVED_DESCRIPTORS,
+    ConnectionLimits,
     connection_budget,
 )
 from estkit.server.runner import RunningServer, start_server_thread
@@ -73,10 +75,13 @@ class Server:
         return self.running.port
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@contextlib.contextmanager
+def _serving(tmp_path: Path, **limits: float) -> Iterator[Server]:
+    """A server thread with an ``untrusted`` label and the given ``[limits]``."""
     paths = init_data_dir(tmp_path / "srv", key_type="p256")
     add_label(paths.config, "untrusted", approval="untrusted", retry_after_seconds=1)
+    if limits:
+        set_limits(paths.config, **limits)
     running = start_server_thread(paths.data_dir)
     try:
         yield Server(
@@ -86,6 +91,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
         )
     finally:
         running.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with _serving(tmp_path) as serving:
+        yield serving
 
 
 def _enroll_ok(port: int, context: ssl.SSLContext) -> None:
@@ -505,3 +516,202 @@ def test_accept_out_of_descriptors_evicts_and_does_not_spin(tmp_path: Path) -> N
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- per-address failure throttle --------------------------------------------------------------
+
+# The attacker's and a legitimate device's addresses in these tests: other loopback addresses
+# (Linux routes 127/8 to lo) than 127.0.0.1, which the throttle exempts (guard.THROTTLE_EXEMPT).
+ATTACKER = "127.0.0.2"
+DEVICE = "127.0.0.3"
+# A small threshold so a test crosses it in a few dozen requests; a short backoff so the test
+# can watch it end.
+TEST_FAILURES_PER_SECOND = 8
+TEST_FAILURE_BACKOFF_SECONDS = 3.0
+
+
+def test_failure_throttle_counts_per_address_per_second_and_backs_off() -> None:
+    now = [0.0]
+    limits = ConnectionLimits(failures_per_second=3, failure_backoff=10.0)
+    started: list[tuple[str, int, float]] = []
+    throttle = FailureThrottle(
+        lambda: limits, clock=lambda: now[0], on_throttle=lambda *a: started.append(a)
+    )
+    for _ in range(3):
+        throttle.failed("10.0.0.1")
+    assert not throttle.blocked("10.0.0.1")  # at the limit, not over it
+    now[0] = 1.0  # a new window: three more are still within the limit
+    for _ in range(3):
+        throttle.failed("10.0.0.1")
+    assert not throttle.blocked("10.0.0.1")
+    throttle.failed("10.0.0.1")  # the fourth in one second
+    assert throttle.blocked("10.0.0.1") and throttle.blocked("10.0.0.1")
+    assert not throttle.blocked("10.0.0.2")  # another address is not touched
+    assert throttle.closed == 2
+    assert started == [("10.0.0.1", 4, 10.0)]  # one audit event per backoff
+    now[0] = 10.9
+    assert throttle.blocked("10.0.0.1")  # still within the backoff
+    now[0] = 11.0
+    assert not throttle.blocked("10.0.0.1")  # over: counting starts afresh
+    throttle.failed("10.0.0.1")
+    assert not throttle.blocked("10.0.0.1")
+    # A backoff that ended with no new connection does not stop the next one from starting.
+    for _ in range(4):
+        throttle.failed("10.0.0.3")
+    now[0] = 30.0
+    for _ in range(4):
+        throttle.failed("10.0.0.3")
+    assert throttle.blocked("10.0.0.3")
+    for _ in range(10):  # the host's own loopback addresses are never backed off
+        for address in THROTTLE_EXEMPT:
+            throttle.failed(address)
+    assert not any(throttle.blocked(address) for address in THROTTLE_EXEMPT)
+    for i in range(MAX_THROTTLED_ADDRESSES + 10):  # bounded memory
+        throttle.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(throttle._addresses) <= MAX_THROTTLED_ADDRESSES
+
+
+@pytest.fixture
+def throttled(tmp_path: Path) -> Iterator[Server]:
+    with _serving(
+        tmp_path,
+        failures_per_second=TEST_FAILURES_PER_SECOND,
+        failure_backoff=TEST_FAILURE_BACKOFF_SECONDS,
+    ) as serving:
+        yield serving
+
+
+def _events(server: Server, kind: str) -> list[Event]:
+    with open_store(server.paths.database_url) as store:
+        return store.list_events(kind)
+
+
+def _get_from(source: str, port: int, context: ssl.SSLContext, path: str) -> bytes:
+    """GET ``path`` on a fresh TLS connection from ``source``; the status line."""
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=10, source_address=(source, 0)) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        tls.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n".encode()
+        )
+        return tls.recv(65536).split(b"\r\n", 1)[0]
+
+
+def _enroll_from(source: str, server: Server) -> None:
+    """A legitimate enrollment on a fresh TLS connection from ``source``: 200."""
+    body = csr_body()[0]
+    head = (
+        f"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: {SERVER_NAME}\r\n"
+        f"Content-Type: application/pkcs10\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    address = (LOOPBACK, server.port)
+    with (
+        socket.create_connection(
+            address, timeout=LEGIT_TIMEOUT_SECONDS, source_address=(source, 0)
+        ) as raw,
+        server.device.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        tls.sendall(head.encode() + body)
+        status = tls.recv(65536).split(b"\r\n", 1)[0]
+    assert status == b"HTTP/1.1 200 OK", status
+
+
+def _closed_before_tls(source: str, port: int, context: ssl.SSLContext) -> bool:
+    """True when the server closes a new connection from ``source`` without a TLS handshake
+    (no alert, no certificate: the client sees EOF or a reset)."""
+    with socket.create_connection((LOOPBACK, port), timeout=10, source_address=(source, 0)) as raw:
+        try:
+            context.wrap_socket(raw, server_hostname=SERVER_NAME).close()
+        except ssl.SSLError as exc:
+            return "EOF" in str(exc) or "alert" not in str(exc).lower()
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+def test_a_refused_flood_from_one_address_is_closed_at_accept_and_others_still_enroll(
+    throttled: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    refusals.reset()
+    server = throttled
+    # Queued and issued before the flood: both must survive it.
+    (rogue,) = _rogue_contexts(server, server.paths.data_dir.parent, 1)
+    assert enroll(server.port, rogue, csr_body()[0], label="untrusted").status == 202
+    _enroll_ok(server.port, server.device)
+    refused = 0
+    status = b""
+    for _ in range(TEST_FAILURES_PER_SECOND + 1):
+        status = _get_from(ATTACKER, server.port, server.device, "/.well-known/est/nosuchop")
+        assert status == b"HTTP/1.1 404 Not Found", status
+        refused += 1
+    # Over the limit within a second: the next connection from that address is closed at once,
+    # before TLS (no certificate sent, no request read)...
+    assert _closed_before_tls(ATTACKER, server.port, server.device)
+    assert any(
+        f"{ATTACKER}: {TEST_FAILURES_PER_SECOND + 1} failed TLS handshakes or refused requests"
+        in r.getMessage()
+        and "its new connections get no TLS for" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    # ...while a device on another address enrolls as usual.
+    _enroll_from(DEVICE, server)
+    # Every refusal that was answered is in the audit trail, and the backoff is one event of its
+    # own; nothing issued or queued is lost.
+    assert wait_for(lambda: _events(server, "throttled"), 10)
+    (throttled,) = _events(server, "throttled")
+    assert throttled.fields == {
+        "peer": ATTACKER,
+        "failures": TEST_FAILURES_PER_SECOND + 1,
+        "backoff_seconds": TEST_FAILURE_BACKOFF_SECONDS,
+    }
+    with open_store(server.paths.database_url) as store:
+        events = store.list_events("refused")
+        assert len([e for e in events if e.fields.get("peer", "").startswith(ATTACKER)]) == refused
+        assert len(store.list_issued()) == 2
+        assert len(store.list_requests("pending")) == 1
+    # The backoff ends: the address is served again.
+    time.sleep(TEST_FAILURE_BACKOFF_SECONDS + 0.2)
+    assert _get_from(ATTACKER, server.port, server.device, "/.well-known/est/cacerts").startswith(
+        b"HTTP/1.1 200"
+    )
+    assert any(
+        f"backoff of {ATTACKER} over: 1 new connections from it got no TLS" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_handshake_flood_from_one_address_is_closed_at_accept(
+    throttled: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="estkit.access")
+    handshake_failures.reset()
+    server = throttled
+    weak = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    weak.check_hostname, weak.verify_mode = False, ssl.CERT_NONE
+    weak.maximum_version = ssl.TLSVersion.TLSv1_2
+    weak.set_ciphers("AES128-SHA")
+    for _ in range(TEST_FAILURES_PER_SECOND + 1):
+        with (
+            socket.create_connection(
+                (LOOPBACK, server.port), timeout=10, source_address=(ATTACKER, 0)
+            ) as raw,
+            pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
+        ):
+            weak.wrap_socket(raw, server_hostname=SERVER_NAME)  # refused with its alert
+    # Now closed before the server reads the ClientHello: no alert, no access-log line.
+    logged = len(caplog.records)
+    assert _closed_before_tls(ATTACKER, server.port, weak)
+    time.sleep(0.2)
+    assert not [r for r in caplog.records[logged:] if "tls_handshake_failed" in r.getMessage()]
+    # A device on another address still enrolls; a weak hello from it still gets its alert.
+    _enroll_from(DEVICE, server)
+    with (
+        socket.create_connection(
+            (LOOPBACK, server.port), timeout=10, source_address=(DEVICE, 0)
+        ) as raw,
+        pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
+    ):
+        weak.wrap_socket(raw, server_hostname=SERVER_NAME)

@@ -71,7 +71,7 @@ from estkit.server.httpauth import HttpAuthenticator
 from estkit.server.limits import body_deadline
 from estkit.server.ra import ra_identity
 from estkit.server.ra_forward import forward_enrollment
-from estkit.server.refusal import NeedsHttpAuthentication, Refusal
+from estkit.server.refusal import REFUSED_REQUEST_KEY, NeedsHttpAuthentication, Refusal
 from estkit.server.revocation_cache import OCSP_HTTP_MAX_AGE_SECONDS, Artifact, RevocationCache
 from estkit.server.state import ServerState
 from estkit.server.upstream import UpstreamPending
@@ -653,6 +653,7 @@ def _refusal_middleware(state: ServerState) -> Callable[..., Awaitable[web.Strea
 async def _record_refusal(
     state: ServerState, request: web.Request, status: int, reason: str
 ) -> None:
+    request[REFUSED_REQUEST_KEY] = True  # counted against the peer's address (guard.py)
     peer = _peer(request)
     path = request.rel_url.raw_path
     # Rate-limited (accesslog.refusals): a flood must not become a flood of log lines; the
@@ -667,16 +668,42 @@ async def _record_refusal(
         status,
         reason,
     )
+    await _audit(
+        state, "refused", reason, status=status, path=path, peer=peer, method=request.method
+    )
+
+
+# Audit message of an address whose new connections the guard closes at accept (one event per
+# backoff; the message is fixed so the console groups them, the fields say who and how many).
+THROTTLED_MESSAGE = (
+    "new connections get no TLS for a while: too many failed TLS handshakes or refused requests "
+    "from one address"
+)
+
+
+async def record_throttled(
+    state: ServerState, address: str, failures: int, backoff_seconds: float
+) -> None:
+    """The ``throttled`` audit event of an address the failure throttle backs off (guard.py)."""
+    await _audit(
+        state,
+        "throttled",
+        THROTTLED_MESSAGE,
+        peer=address,
+        failures=failures,
+        backoff_seconds=backoff_seconds,
+    )
+
+
+async def _audit(state: ServerState, kind: str, message: str, **fields: object) -> None:
+    """One audit event on the store thread; a store that fails is logged, never raised (the
+    refusal itself must still reach the client)."""
     try:
-        await state.run(
-            lambda: state.store.log_event(
-                "refused", reason, status=status, path=path, peer=peer, method=request.method
-            )
-        )
-    except StoreError as exc:  # the refusal itself must still reach the client
-        logger.warning("could not record the refusal in the certificate store: %s", exc)
+        await state.run(lambda: state.store.log_event(kind, message, **fields))
+    except StoreError as exc:
+        logger.warning("could not record the %s event in the certificate store: %s", kind, exc)
     except Exception:
-        logger.exception("could not record the refusal in the store")
+        logger.exception("could not record the %s event in the store", kind)
 
 
 def create_app(state: ServerState) -> web.Application:

@@ -811,7 +811,8 @@ def set_limits(config_path: str | os.PathLike[str], **values: float) -> Connecti
     """Set limits in the ``[limits]`` table: timeouts in seconds (``header_timeout``,
     ``body_timeout``, ``idle_timeout``, ``tls_handshake_timeout``), ``body_min_rate`` in bytes per
     second, ``max_connections``, and the queue caps (``queue_per_requester``,
-    ``queue_per_address``, ``queue_total``, ``queue_expiry_days``)."""
+    ``queue_per_address``, ``queue_total``, ``queue_expiry_days``) and the per-address failure
+    throttle (``failures_per_second``, ``failure_backoff`` in seconds)."""
     try:
         ConnectionLimits.from_mapping(values)  # validate before touching the file
     except LimitsError as exc:

@@ -23,6 +23,15 @@ connections; only if every connection is running a handler is the newcomer close
 failing with EMFILE/ENFILE evicts the same way and pauses accepting for ACCEPT_PAUSE_SECONDS: it
 never crashes or spins the loop. Refusals are logged through the rate-limited
 :data:`estkit.server.accesslog.refusals`.
+
+Per-address failure throttle (:class:`FailureThrottle`): failed TLS handshakes and refused
+requests are counted per source address; past ``failures_per_second`` in one second, new
+connections from that address get no TLS work for ``failure_backoff`` seconds: each is held
+unread for TARPIT_SECONDS after accept(), then closed (fail2ban, nginx limit_req, a tarpit).
+A refused request costs a full TLS handshake with a client certificate (~2.5 ms of CPU), so a
+flood of them from one address would otherwise take a core from the devices. It counts what one
+process sees on one listener; an attacker spread over many addresses is not stopped by it, and
+the host's own loopback addresses (:data:`THROTTLE_EXEMPT`) are never backed off.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import socket
 import ssl
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, cast
@@ -49,6 +59,7 @@ from estkit.server.clienthello import (
     refusal_alert,
 )
 from estkit.server.limits import ConnectionLimits
+from estkit.server.refusal import REFUSED_REQUEST_KEY
 
 logger = logging.getLogger("estkit.server")
 # Called with the alert code each time the guard itself sends a refusal alert (OpenSSL never sees
@@ -81,6 +92,24 @@ EMFILE_EVICTIONS = 8
 # moment (minus EMFILE_EVICTIONS) for this many seconds, so eviction happens at admission and
 # accept() stops failing; then the configured budget applies again.
 EMFILE_CEILING_SECONDS = 60.0
+# The failure throttle counts failures per address in windows of this many seconds (its limit is
+# failures_per_second).
+FAILURE_WINDOW_SECONDS = 1.0
+# Addresses the failure throttle tracks at once (bounded memory against spoofed or many
+# addresses; the least recently failing one is forgotten first). As MAX_RATE_LIMITED_KINDS.
+MAX_THROTTLED_ADDRESSES = 4096
+# Seconds a new connection from a backed-off address is held, unread, before it is closed: a
+# flooding client waits instead of reconnecting at once (measured: closed at once, the bench's
+# flooder reconnected ~4,000 times a second, its own CPU competing with the devices'). Short, so
+# few descriptors are held; such connections are evicted first at the connection cap.
+TARPIT_SECONDS = 2.0
+# Source addresses the failure throttle never backs off: the host's own default loopback
+# addresses. A reverse proxy or load balancer on the same host makes every client 127.0.0.1 (a
+# backoff would shut them all out), and local tools and health checks come from there; fail2ban's
+# default ignoreip exempts loopback the same way. Only these two, so other loopback addresses
+# (127.0.0.2 ...) stand for other hosts in tests and benchmarks.
+THROTTLE_EXEMPT = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _ACCEPT_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TIMEOUT_BODY = (
     "request head not received within header_timeout={seconds:g} s; send the request line and "
@@ -178,13 +207,105 @@ class GuardedProtocol(asyncio.Protocol):
             self._inner.resume_writing()
 
 
+class _Failures:
+    __slots__ = ("blocked_until", "closed", "count", "window")
+
+    def __init__(self, now: float) -> None:
+        self.window = now  # start of the current counting window
+        self.count = 0  # failures in it
+        self.blocked_until = 0.0  # monotonic time; 0: not blocked
+        self.closed = 0  # connections refused TLS (tarpitted) during the current backoff
+
+
+class FailureThrottle:
+    """Failed handshakes and refused requests per source address; an address past
+    ``failures_per_second`` gets no TLS work for ``failure_backoff`` seconds (see the module
+    docstring). Runs on the listener's event loop only (no lock)."""
+
+    def __init__(
+        self,
+        limits: Callable[[], ConnectionLimits],
+        clock: Callable[[], float] = time.monotonic,
+        on_throttle: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        # Told (address, failures, backoff seconds) when a backoff starts: the audit event.
+        self._on_throttle = on_throttle
+        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
+        self.closed = 0  # connections refused TLS (tarpitted), in all
+
+    def blocked(self, address: str) -> bool:
+        """True when a new connection from ``address`` is to be closed at once (and counted)."""
+        entry = self._current(address, self._clock())
+        if entry is None or not entry.blocked_until:
+            return False
+        entry.closed += 1
+        self.closed += 1
+        return True
+
+    def _current(self, address: str, now: float) -> _Failures | None:
+        """The entry of ``address``; one whose backoff is over is forgotten (and summed up)."""
+        entry = self._addresses.get(address)
+        if entry is None or not entry.blocked_until or now < entry.blocked_until:
+            return entry
+        if entry.closed:
+            refusals.log(
+                "connections refused TLS",
+                logging.WARNING,
+                "backoff of %s over: %d new connections from it got no TLS (held, then closed)",
+                address,
+                entry.closed,
+            )
+        del self._addresses[address]
+        return None
+
+    def failed(self, address: str) -> None:
+        """One failed handshake or refused request from ``address``."""
+        if address in THROTTLE_EXEMPT:
+            return
+        now = self._clock()
+        entry = self._current(address, now)
+        if entry is None or (
+            not entry.blocked_until and now - entry.window >= FAILURE_WINDOW_SECONDS
+        ):
+            entry = _Failures(now)
+            self._addresses[address] = entry
+            if len(self._addresses) > MAX_THROTTLED_ADDRESSES:
+                self._addresses.popitem(last=False)
+        self._addresses.move_to_end(address)
+        entry.count += 1
+        limits = self._limits()
+        if not entry.blocked_until and entry.count > limits.failures_per_second:
+            entry.blocked_until = now + limits.failure_backoff
+            refusals.log(
+                "addresses throttled",
+                logging.WARNING,
+                "%s: %d failed TLS handshakes or refused requests within %g s "
+                "(failures_per_second=%d); its new connections get no TLS for %g s (held unread, "
+                "then closed)",
+                address,
+                entry.count,
+                FAILURE_WINDOW_SECONDS,
+                limits.failures_per_second,
+                limits.failure_backoff,
+            )
+            if self._on_throttle is not None:
+                self._on_throttle(address, entry.count, limits.failure_backoff)
+
+
 class ConnectionGuard:
     """Tracks the connections of one listener and enforces :class:`ConnectionLimits`.
 
     Runs entirely on the listener's event loop (no locks needed). ``name`` appears in log lines
     (``est`` or ``console``)."""
 
-    def __init__(self, limits: Callable[[], ConnectionLimits], name: str = "est") -> None:
+    def __init__(
+        self,
+        limits: Callable[[], ConnectionLimits],
+        name: str = "est",
+        on_throttle: Callable[[str, int, float], None] | None = None,
+    ) -> None:
         # A callable, so a reloaded configuration applies to the next connection.
         self._limits = limits
         self.name = name
@@ -192,6 +313,7 @@ class ConnectionGuard:
         self._by_transport: dict[int, _Connection] = {}  # id(transport) -> connection
         self.evictions = 0
         self.refused = 0
+        self.throttle = FailureThrottle(limits, on_throttle=on_throttle)
         self._ceiling: tuple[int, float] | None = None  # (max connections, until monotonic)
 
     @property
@@ -332,10 +454,13 @@ class ConnectionGuard:
         finally:
             self.request_finished(request.transport)
             peer = self._find(request.transport)
+            peer_text = peer.peer if peer else (request.remote or "unknown")
+            if request.get(REFUSED_REQUEST_KEY):
+                self.throttle.failed(address_of(peer_text))
             access(
                 "request",
                 listener=self.name,
-                peer=peer.peer if peer else (request.remote or "unknown"),
+                peer=peer_text,
                 method=request.method,
                 path=request.rel_url.raw_path,
                 status=status,
@@ -515,6 +640,9 @@ class GuardedSite(web.BaseSite):
                 return
             sock.setblocking(False)
             peer = format_peer(address)
+            if self._guard.throttle.blocked(str(address[0])):
+                self._tarpit(sock, peer)  # this address keeps failing: no TLS work for it
+                continue
             connection = self._guard.admit(sock, peer)
             if connection is None:
                 sock.close()
@@ -523,6 +651,21 @@ class GuardedSite(web.BaseSite):
             connection.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _tarpit(self, sock: socket.socket, peer: str) -> None:
+        """Hold a connection of a backed-off address unread for TARPIT_SECONDS, then close it.
+        It is in the handshake phase for the budget (evicted first when the cap is reached)."""
+        connection = self._guard.admit(sock, peer)
+        if connection is None:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        connection.timer = loop.call_later(TARPIT_SECONDS, self._end_tarpit, connection)
+
+    def _end_tarpit(self, connection: _Connection) -> None:
+        connection.timer = None
+        self._guard.release(connection)
+        connection.sock.close()
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         evicted = self._guard.out_of_descriptors()
@@ -618,7 +761,9 @@ class GuardedSite(web.BaseSite):
         except OSError:
             return
         try:
-            sock.send(alert_record(alert, hello))
+            # MSG_MORE (Linux): the alert leaves with the FIN of the shutdown in one segment,
+            # one packet less per refused handshake under a flood.
+            sock.send(alert_record(alert, hello), _MSG_MORE)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -631,6 +776,7 @@ class GuardedSite(web.BaseSite):
         *,
         alert: int | None = None,
     ) -> None:
+        self._guard.throttle.failed(address_of(connection.peer))
         access_handshake_failed(
             address_of(connection.peer),
             listener=self._guard.name,
@@ -728,4 +874,4 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-__all__ = ["ConnectionGuard", "GuardedProtocol", "GuardedSite", "format_peer"]
+__all__ = ["ConnectionGuard", "FailureThrottle", "GuardedProtocol", "GuardedSite", "format_peer"]

@@ -66,6 +66,21 @@ QUEUE_TOTAL = 1000
 # Days a pending request waits for a decision before it is dropped (the device, still polling,
 # queues it again): a week covers a weekend and a holiday without keeping stale rows forever.
 QUEUE_EXPIRY_DAYS = 7.0
+# Failed TLS handshakes plus refused requests one source address may cause per second (per
+# listener and worker process) before its new connections get no TLS work (held unread for
+# guard.TARPIT_SECONDS, then closed) for failure_backoff seconds (as fail2ban or nginx's
+# limit_req do). A device retries a refused request after seconds, so even a gateway of a few
+# devices stays far below 20; a flood (one refused request costs ~2.5 ms of server CPU, a refused
+# handshake ~0.15 ms) or a scanner reaches it at once: a flood of refused requests on a busy
+# 2-core machine ran at 60 per second and worker, under any threshold much above 20. Addresses
+# are what the server sees: a distributed attacker is not stopped by it, and devices behind an
+# attacker's NAT address are closed out with it. The host's own loopback addresses are exempt
+# (guard.THROTTLE_EXEMPT).
+FAILURES_PER_SECOND = 20
+# Seconds an address that went over failures_per_second gets no TLS work for its new
+# connections. Long enough that a flood costs the server almost nothing (20 requests per backoff),
+# short enough that a device behind the same address gets back in on its next retry.
+FAILURE_BACKOFF_SECONDS = 10.0
 # Largest request line / header field in bytes (aiohttp's and nginx's default, 8 KiB): EST
 # headers are short; an Authorization: Digest header is a few hundred bytes.
 MAX_HEADER_FIELD_BYTES = 8190
@@ -73,7 +88,13 @@ MAX_HEADER_FIELD_BYTES = 8190
 MAX_HEADERS = 64
 
 
-_WHOLE_NUMBERS = ("max_connections", "queue_per_requester", "queue_per_address", "queue_total")
+_WHOLE_NUMBERS = (
+    "max_connections",
+    "queue_per_requester",
+    "queue_per_address",
+    "queue_total",
+    "failures_per_second",
+)
 
 
 class LimitsError(EstkitError, ValueError):
@@ -94,6 +115,8 @@ class ConnectionLimits:
     queue_per_address: int = QUEUE_PER_ADDRESS
     queue_total: int = QUEUE_TOTAL
     queue_expiry_days: float = QUEUE_EXPIRY_DAYS
+    failures_per_second: int = FAILURES_PER_SECOND
+    failure_backoff: float = FAILURE_BACKOFF_SECONDS
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -172,10 +195,27 @@ def connection_budget(listener: str, nofile: int | None = None) -> int:
 
 
 def within_budget(limits: ConnectionLimits, budget: int) -> ConnectionLimits:
-    """``limits`` with max_connections lowered to ``budget`` when it is above it."""
+    """``limits`` with max_connections lowered to ``budget`` when it is above it.
+
+    Cached per (limits, budget): the guard asks for its limits several times per connection, and
+    a fresh validated copy each time was ~6% of the server's CPU under a flood of refused TLS
+    handshakes (issue 14)."""
     if limits.max_connections <= budget:
         return limits
-    return replace(limits, max_connections=budget)
+    key = (id(limits), budget)
+    cached = _lowered.get(key)
+    if cached is None or cached[0] is not limits:
+        if len(_lowered) >= _LOWERED_CACHE_SIZE:
+            _lowered.clear()
+        cached = (limits, replace(limits, max_connections=budget))
+        _lowered[key] = cached
+    return cached[1]
+
+
+# (id(limits), budget) -> (limits, lowered copy); the limits object is kept so its id stays its
+# own. A few entries: one per listener, and a new one when the configuration is reloaded.
+_LOWERED_CACHE_SIZE = 16
+_lowered: dict[tuple[int, int], tuple[ConnectionLimits, ConnectionLimits]] = {}
 
 
 __all__ = [
@@ -183,6 +223,8 @@ __all__ = [
     "BODY_RATE_GRACE_SECONDS",
     "BODY_TIMEOUT_SECONDS",
     "CONSOLE_MAX_CONNECTIONS",
+    "FAILURES_PER_SECOND",
+    "FAILURE_BACKOFF_SECONDS",
     "HEADER_TIMEOUT_SECONDS",
     "IDLE_TIMEOUT_SECONDS",
     "MAX_CONNECTIONS",

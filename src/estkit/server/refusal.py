@@ -8,8 +8,19 @@ request the same way: a ``text/plain`` body with the reason, one log line, one a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
 
 from estkit.errors import EstkitError
+
+# Set on an aiohttp request that was answered with a recorded refusal: the connection guard counts
+# it against the peer's address (per-address failure throttle, guard.FailureThrottle). A typed
+# RequestKey where aiohttp has one (3.12+), else the plain name older versions use.
+_REQUEST_KEY: Any = getattr(web, "RequestKey", None)
+REFUSED_REQUEST_KEY: Any = (
+    _REQUEST_KEY("estkit_refused", bool) if _REQUEST_KEY is not None else "estkit_refused"
+)
 
 
 class Refusal(EstkitError):

@@ -35,7 +35,7 @@ from cryptography import x509
 
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server import metrics
-from estkit.server.app import create_app
+from estkit.server.app import create_app, record_throttled
 from estkit.server.guard import ConnectionGuard, GuardedSite
 from estkit.server.limits import (
     MAX_HEADER_FIELD_BYTES,
@@ -182,6 +182,17 @@ def _info(
     )
 
 
+# Audit writes started from synchronous callbacks (the failure throttle), kept referenced until
+# done (the event loop holds tasks weakly).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 async def _start(
     state: ServerState,
     *,
@@ -200,7 +211,13 @@ async def _start(
     # max_connections is capped by this listener's share of RLIMIT_NOFILE (raised to the hard
     # limit here), so the console port and the store always keep theirs.
     budget = connection_budget("est")
-    guard = ConnectionGuard(lambda: within_budget(state.config.limits, budget), name="est")
+    guard = ConnectionGuard(
+        lambda: within_budget(state.config.limits, budget),
+        name="est",
+        on_throttle=lambda address, failures, backoff: _in_background(
+            record_throttled(state, address, failures, backoff)
+        ),
+    )
     app = create_app(state)
     app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
     if metrics.active():

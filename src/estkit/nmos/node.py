@@ -147,6 +147,9 @@ class NmosNode:
         # Pairs loaded (and checked) or written by this node, reused while their files are
         # unchanged: an RSA key's load-time check costs more than generating it (issue 23).
         self._pairs = LoadedPairs()
+        # Where the new key pairs of enrollments and renewals come from: made on the spot, or
+        # made ahead by run_workflow's KeyPrefetch (issue 23). Each call must give a new key.
+        self.new_key: Callable[[str], PrivateKey] = generate_private_key
         self._on_event = on_event
         self._discoverer = discoverer
         self._rng = rng or random.Random()
@@ -639,7 +642,7 @@ class NmosNode:
         # It is saved before sending, so a restart mid-wait repeats the same request.
         key = self.store.load_pending_key(slot)
         if key is None or not _key_is_type(key, key_type):
-            key = generate_private_key(key_type)
+            key = self.new_key(key_type)
             self.store.save_pending_key(slot, key)
         spec = CsrSpec(
             key=key,
@@ -685,7 +688,7 @@ class NmosNode:
                 f"no valid {slot} certificate to renew", hint="run the initial enrollment first"
             )
         roots = self._require_roots()
-        key = generate_private_key(key_type)
+        key = self.new_key(key_type)
         spec = CsrSpec.for_renewal(current.certificate, key)
         credentials = ClientCredentials(
             tuple(current.chain), current.key, current.cert_path, current.key_path

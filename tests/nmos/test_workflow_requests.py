@@ -239,3 +239,48 @@ def test_loaded_pairs_reload_whenever_a_file_changes(tmp_path: Path) -> None:
     assert known is not None and known[1] is third_key
     key_path.unlink()
     assert pairs.lookup(cert_path, key_path) is None
+
+
+def test_workflow_makes_one_new_key_per_certificate_ahead_and_none_twice(
+    estkit_server: Any, relay: Relay, tmp_path: Path, events: EventLog, monkeypatch: Any
+) -> None:
+    """The keys are made ahead in the prefetch thread (issue 23), exactly as many as the
+    prototype makes: one RSA-2048 and one P-256 per enrollment, one of each per renewal. None is
+    made again on the spot, none is used twice, and each installed certificate holds its key."""
+    import estkit.nmos.node
+    import estkit.nmos.prefetch
+    from estkit.protocol.keys import generate_private_key
+
+    made: list[tuple[str, str]] = []
+
+    def counting(where: str) -> Any:
+        def generate(key_type: str) -> Any:
+            made.append((where, key_type))
+            return generate_private_key(key_type)
+
+        return generate
+
+    monkeypatch.setattr(estkit.nmos.prefetch, "generate_private_key", counting("ahead"))
+    monkeypatch.setattr(estkit.nmos.node, "generate_private_key", counting("on the spot"))
+    node = _node(estkit_server, relay, tmp_path / "node", events)
+    enrolled: list[Any] = []
+    original_install = node._install
+
+    def install(slot: str, result: Any, *args: Any, **kwargs: Any) -> Any:
+        enrolled.append(result.certificate.public_key())
+        return original_install(slot, result, *args, **kwargs)
+
+    monkeypatch.setattr(node, "_install", install)
+    result = run_workflow(node)
+    assert made == [
+        ("ahead", "rsa2048"),
+        ("ahead", "p256"),
+        ("ahead", "rsa2048"),
+        ("ahead", "p256"),
+    ]
+    public = {key.public_numbers() for key in enrolled}
+    assert len(public) == 4  # four certificates, four different keys
+    for outcome in result.certificates:
+        installed = node.store.load_credential(outcome.slot)
+        assert installed is not None  # the key on disk belongs to its certificate
+    assert node.new_key is estkit.nmos.node.generate_private_key  # restored after the run

@@ -41,7 +41,9 @@ class MissingDirectoryError(EstkitError, FileNotFoundError):
         return str(self.args[0])
 
 
-def _write_temp(path: Path, data: bytes, mode: int, create_parents: bool = True) -> Path:
+def _write_temp(
+    path: Path, data: bytes, mode: int, create_parents: bool = True, durable: bool = True
+) -> Path:
     # Paths a person names (curl -o, openssl -out) never get directories made for them: a typo
     # would scatter files. Layouts the library owns (data directory, node store) are created.
     if create_parents:
@@ -56,7 +58,8 @@ def _write_temp(path: Path, data: bytes, mode: int, create_parents: bool = True)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -80,28 +83,33 @@ def write_file_atomic(
     mode: int = PUBLIC_FILE_MODE,
     *,
     create_parents: bool = True,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically (readers never see a partial file).
 
     With ``create_parents=False`` a missing directory is a :class:`MissingDirectoryError`
-    (nothing is written) instead of being created.
+    (nothing is written) instead of being created. ``durable=False`` skips the two fsyncs (file
+    and directory), for scratch files in a private temporary directory that is deleted before the
+    process ends (nothing there has to survive a power loss); the file is still complete when it
+    appears and has its mode from creation.
     """
     target = Path(path)
-    tmp = _write_temp(target, data, mode, create_parents)
+    tmp = _write_temp(target, data, mode, create_parents, durable)
     try:
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
 def write_private_file_atomic(
-    path: str | os.PathLike[str], data: bytes, *, create_parents: bool = True
+    path: str | os.PathLike[str], data: bytes, *, create_parents: bool = True, durable: bool = True
 ) -> None:
     """Like :func:`write_file_atomic`, with mode 0600 from the moment the file exists."""
-    write_file_atomic(path, data, PRIVATE_FILE_MODE, create_parents=create_parents)
+    write_file_atomic(path, data, PRIVATE_FILE_MODE, create_parents=create_parents, durable=durable)
 
 
 def replace_credential_pair(

@@ -136,6 +136,9 @@ def test_plain_output_writes_itself_and_a_terminal_gets_rich(
     output.print("[green]done[/]", soft_wrap=True)
     assert output._rich is not None
     assert "\x1b[" in terminal.getvalue()  # rich coloured it
+    # Server and certificate texts are printed as they are: no ":name:" becomes an emoji.
+    output.print("CN=:warning: :smile:", soft_wrap=True, markup=False)
+    assert "CN=:warning: :smile:" in terminal.getvalue()
 
     colour = _Output(stderr=False)
     monkeypatch.setattr("sys.stdout", io.StringIO())
@@ -151,3 +154,35 @@ def test_escape_is_riches_escape() -> None:
 
     for text in (*_SAMPLES, "[/]", "\\[x]", "a\\", "a\\\\", "[est] [/est] [@x]"):
         assert escape(text) == rich_escape(text)
+
+
+def test_a_table_is_plain_lines_in_a_pipe_and_escaped_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    import estkit.cli.output as output
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
+        monkeypatch.delenv(variable, raising=False)
+    rows = [["RSA (renewed)", "[bold]node1", "rsa-cert.pem\nrsa-key.pem"], ["ECDSA", "n2", "e"]]
+    pipe = io.StringIO()
+    monkeypatch.setattr("sys.stdout", pipe)
+    output.print_table("NMOS node certificates", ("key type", "subject", "files"), rows)
+    assert pipe.getvalue().splitlines() == [
+        "NMOS node certificates",
+        "key type       subject      files",
+        "RSA (renewed)  [bold]node1  rsa-cert.pem, rsa-key.pem",
+        "ECDSA          n2           e",
+    ]
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.setattr(output, "console", output._Output(stderr=False))
+    output.print_table("NMOS node certificates", ("key type", "subject", "files"), rows)
+    shown = terminal.getvalue()
+    assert "┃" in shown or "│" in shown  # rich's table
+    assert "[bold]node1" in shown  # a name is text, not markup

@@ -134,6 +134,11 @@ class _Output:
         # Looked up at each call, as rich does: tests and click swap sys.stdout.
         return sys.stderr if self._stderr else sys.stdout
 
+    @property
+    def rich(self) -> Console:
+        """The rich ``Console`` itself (rich is imported now), for what needs one: ``Live``."""
+        return self._console()
+
     def _console(self) -> Console:
         if self._rich is None:
             from rich.console import Console

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -84,84 +83,3 @@ def test_nothing_is_renamed_when_one_file_of_a_batch_cannot_be_written(tmp_path:
         )
     assert (tmp_path / "root.pem").read_bytes() == b"old root"
     assert [p.name for p in tmp_path.iterdir()] == ["root.pem"]  # no temporary left
-
-
-def _pending_store(tmp_path: Path) -> tuple[Any, Any, bytes]:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from estkit.nmos.store import CredentialStore
-    from estkit.protocol import private_key_to_pem
-
-    store = CredentialStore(tmp_path / "node")
-    key = ec.generate_private_key(ec.SECP256R1())
-    store.save_pending_key("ecdsa", key)
-    return store, key, private_key_to_pem(key)
-
-
-def _self_signed(key: Any) -> Any:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node1.example.com")])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-
-
-def test_the_pending_key_file_becomes_the_key_file_when_it_holds_that_key(
-    tmp_path: Path, fsyncs: list[int]
-) -> None:
-    store, key, key_pem = _pending_store(tmp_path)
-    pending = store.pending_key_path("ecdsa")
-    inode = pending.stat().st_ino
-    fsyncs.clear()
-    store.install_credential("ecdsa", [_self_signed(key)], key)
-    key_path = store.key_path("ecdsa")
-    assert key_path.stat().st_ino == inode  # renamed, not written again
-    assert key_path.read_bytes() == key_pem
-    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
-    assert not pending.exists()
-    assert len(fsyncs) == 2  # the certificate, and the directory; the key was synced before
-    assert store.load_credential("ecdsa") is not None
-
-
-@pytest.mark.parametrize("tamper", ["other key", "world-readable", "symlink"])
-def test_a_pending_file_that_is_not_exactly_the_key_is_never_moved_into_place(
-    tmp_path: Path, tamper: str
-) -> None:
-    """Another key in the file, a mode other than 0600, or a link: the key is written anew,
-    0600, from the key object."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from estkit.protocol import private_key_to_pem
-
-    store, key, key_pem = _pending_store(tmp_path)
-    pending = store.pending_key_path("ecdsa")
-    if tamper == "other key":
-        pending.write_bytes(private_key_to_pem(ec.generate_private_key(ec.SECP256R1())))
-    elif tamper == "world-readable":
-        pending.chmod(0o644)
-    else:
-        target = tmp_path / "elsewhere.pem"
-        target.write_bytes(key_pem)
-        target.chmod(0o600)
-        pending.unlink()
-        pending.symlink_to(target)
-    inode = pending.lstat().st_ino
-    store.install_credential("ecdsa", [_self_signed(key)], key)
-    key_path = store.key_path("ecdsa")
-    assert not key_path.is_symlink()
-    assert key_path.lstat().st_ino != inode
-    assert key_path.read_bytes() == key_pem
-    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     )
     from estkit.nmos.is04 import CERTPROV_TAG, certprov_tag
     from estkit.nmos.node import CertificateOutcome, NmosNode, NodeEvent
+    from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
     from estkit.nmos.workflow import WorkflowResult, run_workflow
 
 # name -> submodule: each name's module is imported the first time the name is read.
@@ -62,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "DiscoveryResult": "discovery",
     "DiscoverySettings": "config",
     "EstConnector": "connector",
+    "KeyPrefetch": "prefetch",
     "ManualClock": "clock",
     "ManufacturerCredentialError": "errors",
     "NmosError": "errors",
@@ -86,6 +88,7 @@ _EXPORTS: dict[str, str] = {
     "node_status": "agent",
     "run_workflow": "workflow",
     "save_node_config": "config",
+    "workflow_key_types": "prefetch",
 }
 
 
@@ -100,6 +103,7 @@ __all__ = [
     "DiscoveryResult",
     "DiscoverySettings",
     "EstConnector",
+    "KeyPrefetch",
     "ManualClock",
     "ManufacturerCredentialError",
     "NmosError",
@@ -124,6 +128,7 @@ __all__ = [
     "node_status",
     "run_workflow",
     "save_node_config",
+    "workflow_key_types",
 ]
 
 if not TYPE_CHECKING:  # type checkers read the imports above; Python runs this

@@ -23,6 +23,7 @@ from estkit.protocol import (
     challenge_password_for,
     describe_csr,
     exporter_challenge_password_for,
+    key_encryption_attribute,
 )
 from estkit.protocol.certs import key_identifier
 from estkit.tlsbind import exporter_support
@@ -343,9 +344,6 @@ def asymmetric_key_request(credentials: ClientCredentials) -> tuple[x509.ObjectI
     The value identifies the key the server should encrypt to: the subject key identifier of the
     client certificate (computed from its public key when the extension is absent).
     """
-    # Imported here: the CMS code behind it is needed by /serverkeygen only (issue 23).
-    from estkit.protocol import key_encryption_attribute
-
     return key_encryption_attribute("asymmetric", key_identifier(credentials.certificate))
 
 

@@ -89,7 +89,10 @@ def lazy_exports(
 
     def _locate(name: str) -> str | None:
         submodule = exports.get(name)
-        if submodule is not None or name.startswith("_") or not search:
+        # A submodule's own name (``from estkit.protocol import limits``) is no export: answer
+        # at once, so the import system loads that one module, instead of importing every
+        # ``search`` module to look for the name first.
+        if submodule is not None or name.startswith("_") or not search or name in submodules:
             return submodule
         for candidate in submodules:
             module = import_module(f"{package}.{candidate}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -41,7 +42,9 @@ class MissingDirectoryError(EstkitError, FileNotFoundError):
         return str(self.args[0])
 
 
-def _write_temp(path: Path, data: bytes, mode: int, create_parents: bool = True) -> Path:
+def _write_temp(
+    path: Path, data: bytes, mode: int, create_parents: bool = True, durable: bool = True
+) -> Path:
     # Paths a person names (curl -o, openssl -out) never get directories made for them: a typo
     # would scatter files. Layouts the library owns (data directory, node store) are created.
     if create_parents:
@@ -56,7 +59,8 @@ def _write_temp(path: Path, data: bytes, mode: int, create_parents: bool = True)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -80,35 +84,72 @@ def write_file_atomic(
     mode: int = PUBLIC_FILE_MODE,
     *,
     create_parents: bool = True,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically (readers never see a partial file).
 
     With ``create_parents=False`` a missing directory is a :class:`MissingDirectoryError`
-    (nothing is written) instead of being created.
+    (nothing is written) instead of being created. ``durable=False`` skips the two fsyncs (file
+    and directory), for scratch files in a private temporary directory that is deleted before the
+    process ends (nothing there has to survive a power loss); the file is still complete when it
+    appears and has its mode from creation.
     """
-    target = Path(path)
-    tmp = _write_temp(target, data, mode, create_parents)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)
+    write_files_atomic([(path, data, mode)], create_parents=create_parents, durable=durable)
 
 
 def write_private_file_atomic(
-    path: str | os.PathLike[str], data: bytes, *, create_parents: bool = True
+    path: str | os.PathLike[str], data: bytes, *, create_parents: bool = True, durable: bool = True
 ) -> None:
     """Like :func:`write_file_atomic`, with mode 0600 from the moment the file exists."""
-    write_file_atomic(path, data, PRIVATE_FILE_MODE, create_parents=create_parents)
+    write_file_atomic(path, data, PRIVATE_FILE_MODE, create_parents=create_parents, durable=durable)
+
+
+# (path, data, mode) of one file to write; an existing temporary file (complete, synced, in the
+# target's directory, with its final mode) may stand for the data: it is renamed into place.
+FileToWrite = tuple[str | os.PathLike[str], bytes | Path, int]
+
+
+def write_files_atomic(
+    files: Sequence[FileToWrite], *, create_parents: bool = True, durable: bool = True
+) -> None:
+    """Replace several files, each atomically, with one directory sync per directory.
+
+    Every temporary file is complete and synced before the first rename, the renames follow the
+    order given, and each directory is synced once after them (issue 23: a root and its chain,
+    or a certificate and its key, cost one directory sync instead of one each). On return every
+    file is durable; a crash before that leaves each file either old or whole new. Nothing is
+    renamed if any temporary file cannot be written. ``data`` given as a :class:`Path` is a file
+    already complete, synced and in place beside the target (a pending key becoming the key): it
+    is renamed, not copied. ``create_parents`` and ``durable`` as for :func:`write_file_atomic`.
+    """
+    staged: list[tuple[Path, Path]] = []
+    made: list[Path] = []
+    try:
+        for path, data, mode in files:
+            target = Path(path)
+            if isinstance(data, Path):
+                staged.append((data, target))
+                continue
+            tmp = _write_temp(target, data, mode, create_parents, durable)
+            made.append(tmp)
+            staged.append((tmp, target))
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException:
+        for leftover in made:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
+    if durable:
+        for directory in dict.fromkeys(target.parent for _, target in staged):
+            _fsync_dir(directory)
 
 
 def replace_credential_pair(
     cert_path: str | os.PathLike[str],
     cert_pem: bytes,
     key_path: str | os.PathLike[str],
-    key_pem: bytes,
+    key_pem: bytes | Path,
     *,
     create_parents: bool = True,
 ) -> None:
@@ -116,27 +157,14 @@ def replace_credential_pair(
 
     Both temporary files are complete and synced before either is renamed, so the only window is
     between the two renames; :func:`load_credential_pair` detects that case instead of serving a
-    mismatched pair. ``create_parents`` as for :func:`write_file_atomic`.
+    mismatched pair. ``create_parents`` as for :func:`write_file_atomic`. ``key_pem`` may be the
+    path of a key file already written and synced beside ``key_path`` (see
+    :func:`write_files_atomic`): it is moved into place.
     """
-    cert_target, key_target = Path(cert_path), Path(key_path)
-    key_tmp = _write_temp(key_target, key_pem, PRIVATE_FILE_MODE, create_parents)
-    try:
-        cert_tmp = _write_temp(cert_target, cert_pem, PUBLIC_FILE_MODE, create_parents)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            key_tmp.unlink()
-        raise
-    try:
-        os.replace(key_tmp, key_target)
-        os.replace(cert_tmp, cert_target)
-    except BaseException:
-        for leftover in (key_tmp, cert_tmp):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        raise
-    _fsync_dir(key_target.parent)
-    if cert_target.parent != key_target.parent:
-        _fsync_dir(cert_target.parent)
+    write_files_atomic(
+        [(key_path, key_pem, PRIVATE_FILE_MODE), (cert_path, cert_pem, PUBLIC_FILE_MODE)],
+        create_parents=create_parents,
+    )
 
 
 def load_credential_pair(

@@ -284,6 +284,8 @@ def _self_check_credentials(directory: Path) -> tuple[Path, Path, bytes]:
     )
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
     key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    # Scratch files in the check's own temporary directory, deleted when it ends: no fsync
+    # (nothing here has to survive a power loss; issue 23).
     write_private_file_atomic(
         key_path,
         key.private_bytes(
@@ -291,8 +293,9 @@ def _self_check_credentials(directory: Path) -> tuple[Path, Path, bytes]:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
+        durable=False,
     )
-    write_private_file_atomic(cert_path, cert_pem)
+    write_private_file_atomic(cert_path, cert_pem, durable=False)
     return cert_path, key_path, cert_pem
 
 

@@ -9,7 +9,6 @@ each package raises its own error class (``ConfigError``, ``NodeConfigError``), 
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +48,8 @@ def read_toml(
             f"{path} is larger than {limit} bytes: not a configuration file",
             "check that the path names the TOML configuration",
         )
+    import tomllib  # here, not at import: a command that reads no file does not pay for it
+
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -184,7 +185,7 @@ def test_workflow_loads_the_manufacturer_pair_once_and_never_reads_back_its_own_
     assert loaded == [Path(estkit_server.paths.device_key).name]
 
 
-def _write_pair(directory: Path, name: str, key: Any) -> tuple[Path, Path]:
+def _self_signed(key: Any, name: str) -> Any:
     from datetime import UTC, datetime, timedelta
 
     from cryptography import x509
@@ -193,7 +194,7 @@ def _write_pair(directory: Path, name: str, key: Any) -> tuple[Path, Path]:
 
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -203,6 +204,10 @@ def _write_pair(directory: Path, name: str, key: Any) -> tuple[Path, Path]:
         .not_valid_after(now + timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
+
+
+def _write_pair(directory: Path, name: str, key: Any) -> tuple[Path, Path]:
+    cert = _self_signed(key, name)
     cert_path, key_path = directory / "pair.pem", directory / "pair.key"
     estkit.fileio.replace_credential_pair(
         cert_path, certificates_to_pem([cert]), key_path, private_key_to_pem(key)
@@ -239,3 +244,102 @@ def test_loaded_pairs_reload_whenever_a_file_changes(tmp_path: Path) -> None:
     assert known is not None and known[1] is third_key
     key_path.unlink()
     assert pairs.lookup(cert_path, key_path) is None
+
+
+def test_workflow_makes_one_new_key_per_certificate_ahead_and_none_twice(
+    estkit_server: Any, relay: Relay, tmp_path: Path, events: EventLog, monkeypatch: Any
+) -> None:
+    """The keys are made ahead in the prefetch thread (issue 23), exactly as many as the
+    prototype makes: one RSA-2048 and one P-256 per enrollment, one of each per renewal. None is
+    made again on the spot, none is used twice, and each installed certificate holds its key."""
+    import estkit.nmos.node
+    import estkit.nmos.prefetch
+    from estkit.protocol.keys import generate_private_key
+
+    made: list[tuple[str, str]] = []
+
+    def counting(where: str) -> Any:
+        def generate(key_type: str) -> Any:
+            made.append((where, key_type))
+            return generate_private_key(key_type)
+
+        return generate
+
+    monkeypatch.setattr(estkit.nmos.prefetch, "generate_private_key", counting("ahead"))
+    monkeypatch.setattr(estkit.nmos.node, "generate_private_key", counting("on the spot"))
+    node = _node(estkit_server, relay, tmp_path / "node", events)
+    enrolled: list[Any] = []
+    original_install = node._install
+
+    def install(slot: str, result: Any, *args: Any, **kwargs: Any) -> Any:
+        enrolled.append(result.certificate.public_key())
+        return original_install(slot, result, *args, **kwargs)
+
+    monkeypatch.setattr(node, "_install", install)
+    result = run_workflow(node)
+    assert made == [
+        ("ahead", "rsa2048"),
+        ("ahead", "p256"),
+        ("ahead", "rsa2048"),
+        ("ahead", "p256"),
+    ]
+    public = {key.public_numbers() for key in enrolled}
+    assert len(public) == 4  # four certificates, four different keys
+    for outcome in result.certificates:
+        installed = node.store.load_credential(outcome.slot)
+        assert installed is not None  # the key on disk belongs to its certificate
+    assert node.new_key is estkit.nmos.node.generate_private_key  # restored after the run
+
+
+def _pending_store(tmp_path: Path) -> tuple[Any, Any, bytes]:
+    from estkit.nmos.store import CredentialStore
+
+    store = CredentialStore(tmp_path / "node")
+    key = ec.generate_private_key(ec.SECP256R1())
+    store.save_pending_key("ecdsa", key)
+    return store, key, private_key_to_pem(key)
+
+
+def test_the_pending_key_file_becomes_the_key_file_when_it_holds_that_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, key, key_pem = _pending_store(tmp_path)
+    pending = store.pending_key_path("ecdsa")
+    inode = pending.stat().st_ino
+    fsyncs: list[int] = []
+    monkeypatch.setattr(estkit.fileio.os, "fsync", fsyncs.append)
+    store.install_credential("ecdsa", [_self_signed(key, "node1.example.com")], key)
+    key_path = store.key_path("ecdsa")
+    assert key_path.stat().st_ino == inode  # renamed, not written again
+    assert key_path.read_bytes() == key_pem
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert not pending.exists()
+    assert len(fsyncs) == 2  # the certificate, and the directory; the key was synced before
+    assert store.load_credential("ecdsa") is not None
+
+
+@pytest.mark.parametrize("tamper", ["other key", "world-readable", "symlink"])
+def test_a_pending_file_that_is_not_exactly_the_key_is_never_moved_into_place(
+    tmp_path: Path, tamper: str
+) -> None:
+    """Another key in the file, a mode other than 0600, or a link: the key is written anew,
+    0600, from the key object."""
+    store, key, key_pem = _pending_store(tmp_path)
+    pending = store.pending_key_path("ecdsa")
+    if tamper == "other key":
+        pending.write_bytes(private_key_to_pem(ec.generate_private_key(ec.SECP256R1())))
+    elif tamper == "world-readable":
+        pending.chmod(0o644)
+    else:
+        target = tmp_path / "elsewhere.pem"
+        target.write_bytes(key_pem)
+        target.chmod(0o600)
+        pending.unlink()
+        pending.symlink_to(target)
+    inode = pending.lstat().st_ino
+    store.install_credential("ecdsa", [_self_signed(key, "node1.example.com")], key)
+    key_path = store.key_path("ecdsa")
+    assert not key_path.is_symlink()
+    assert key_path.lstat().st_ino != inode
+    assert key_path.read_bytes() == key_pem
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600

@@ -210,7 +210,7 @@ def test_server(
 
     Exit status 0 iff no case failed (warn, skip and n/a do not fail the run).
     """
-    out = err_console if json_path is not None and str(json_path) == "-" else console
+    out = (err_console if json_path is not None and str(json_path) == "-" else console).rich
     try:
         # The other options are Target.from_files's parameters, by name.
         target = Target.from_files(

@@ -3,6 +3,10 @@
 Thin on purpose: every command builds a :class:`estkit.nmos.NodeConfig`, hands it to
 :class:`estkit.nmos.NmosNode` / :class:`estkit.nmos.RenewalAgent`, and renders the node's events
 and results with rich (or JSON). No provisioning logic lives here.
+
+The node's modules (and httpx under them) are imported inside the commands: ``workflow`` first
+starts making its keys in a background thread, then imports them, so both happen at once
+(issue 23).
 """
 
 from __future__ import annotations
@@ -12,13 +16,11 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from rich.markup import escape
-from rich.table import Table
 
 from estkit.cli.options import (
     DEFAULT_DATA_DIR,
@@ -33,14 +35,14 @@ from estkit.cli.output import (
     console,
     err_console,
     error_hint,
+    escape,
     fail,
     friendly_errors,
     name_flags,
     print_json,
+    print_table,
 )
-from estkit.client.deadline import RequestCancelled, interrupt_blocking_io
 from estkit.client.errors import EstError, printable
-from estkit.nmos.agent import RenewalAgent, node_status
 from estkit.nmos.config import (
     DEFAULT_KEY_TYPES,
     DiscoverySettings,
@@ -48,15 +50,19 @@ from estkit.nmos.config import (
     ServerSettings,
     load_node_config,
 )
-from estkit.nmos.discovery import discover_mdns, discover_unicast
 from estkit.nmos.errors import NmosError
-from estkit.nmos.node import NmosNode, NodeEvent
-from estkit.nmos.workflow import WorkflowResult, run_workflow
 from estkit.protocol.certs import dns_names
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
-# Where `estkit server serve` keeps its demo data: when it exists in the current directory, the
-# workflow borrows its demo device credentials so that
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from estkit.nmos.agent import RenewalAgent
+    from estkit.nmos.node import NodeEvent
+    from estkit.nmos.workflow import WorkflowResult
+
+# Where `estkit server serve` keeps its demo data (see estkit.cli.server): when it exists in the
+# current directory, the workflow borrows its demo device credentials so that
 # `estkit nmos workflow --ip localhost --port 8443` needs no other flags.
 DEMO_DATA_DIR = DEFAULT_DATA_DIR
 DEFAULT_OUT_DIR = Path("estkit-node")
@@ -141,28 +147,32 @@ def _name(name: x509.Name) -> str:
     return str(values[0].value) if values else name.rfc4514_string()
 
 
-def _certificate_table(result: WorkflowResult) -> Table:
-    table = Table(title="NMOS node certificates", show_lines=True)
-    for column in ("key type", "subject", "SANs", "issuer", "notAfter (UTC)"):
-        table.add_column(column)
-    # File names only: full paths would fold mid-name in a terminal table; the directories are
-    # printed under it and --json has the absolute paths.
-    table.add_column("files", no_wrap=True)
+def _certificate_rows(result: WorkflowResult) -> list[list[str]]:
+    rows = []
     for outcome in result.certificates:
         cert: x509.Certificate = outcome.certificate
-        table.add_row(
-            outcome.slot.upper() + (" (renewed)" if outcome.renewed else ""),
-            _name(cert.subject),
-            ", ".join(dns_names(cert)),
-            _name(cert.issuer),
-            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}",
-            f"{Path(outcome.cert_path).name}\n{Path(outcome.key_path).name}",
+        rows.append(
+            [
+                outcome.slot.upper() + (" (renewed)" if outcome.renewed else ""),
+                _name(cert.subject),
+                ", ".join(dns_names(cert)),
+                _name(cert.issuer),
+                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}",
+                f"{Path(outcome.cert_path).name}\n{Path(outcome.key_path).name}",
+            ]
         )
-    return table
+    return rows
 
 
 def show_workflow_result(result: WorkflowResult) -> None:
-    console.print(_certificate_table(result))
+    # File names only: full paths would fold mid-name in a terminal table; the directories are
+    # printed under it and --json has the absolute paths.
+    print_table(
+        "NMOS node certificates",
+        ("key type", "subject", "SANs", "issuer", "notAfter (UTC)", "files"),
+        _certificate_rows(result),
+        no_wrap=5,
+    )
     directories = sorted({str(Path(o.cert_path).parent) for o in result.certificates})
     console.print(f"certificate and key files in: {', '.join(directories)}", soft_wrap=True)
     console.print(f"root CA: {result.root_ca}", soft_wrap=True)
@@ -272,6 +282,14 @@ def workflow(
             "pass --cacert PEM (e.g. estkit-data/ca/root.pem)",
             code=2,
         )
+    # The keys are made in a background thread while the node's modules load and the node talks
+    # to the server (issue 23); run_workflow takes them from here.
+    from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
+
+    keys = KeyPrefetch(workflow_key_types(DEFAULT_KEY_TYPES, renew=not no_renew))
+    from estkit.nmos.node import NmosNode
+    from estkit.nmos.workflow import run_workflow
+
     out_dir = out_dir.absolute()
     config = NodeConfig(
         output_dir=out_dir,
@@ -292,7 +310,7 @@ def workflow(
     )
     node = NmosNode(config, on_event=lambda event: render_event(event, quiet=as_json))
     try:
-        result = run_workflow(node, renew=not no_renew)
+        result = run_workflow(node, renew=not no_renew, keys=keys)
     except NmosError as exc:
         fail(f"NMOS workflow failed: {exc}", error_hint(exc, NMOS_FLAGS))
     if as_json:
@@ -309,6 +327,10 @@ def discover(
     domain: str | None, dns_server: str | None, mdns: bool, allow_dev_servers: bool, as_json: bool
 ) -> None:
     """List the EST servers advertised by DNS-SD, in the order a node tries them (D1-D5)."""
+    from rich.table import Table
+
+    from estkit.nmos.discovery import discover_mdns, discover_unicast
+
     if mdns:
         result = discover_mdns(allow_dev_servers=allow_dev_servers)
     else:
@@ -362,6 +384,8 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
     """SIGTERM/SIGINT stop the agent within moments: a sleep is cut short, an EST exchange the
     agent is blocked in is abandoned (never a file write: those are not socket operations), and
     the state of the last finished step stays on disk."""
+    from estkit.client.deadline import interrupt_blocking_io
+
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum: int, _frame: object) -> None:
@@ -397,6 +421,10 @@ def _stop_on_signals(agent: RenewalAgent) -> Iterator[None]:
 @friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def agent(config_path: Path, once: bool, new_network: bool, as_json: bool) -> None:
     """Keep the node's root CA and certificates valid (renewal agent, C2-C17)."""
+    from estkit.client.deadline import RequestCancelled
+    from estkit.nmos.agent import RenewalAgent
+    from estkit.nmos.node import NmosNode
+
     if as_json and not once:
         fail("--json needs --once (the agent itself runs until stopped)", code=2)
     config = _load(config_path)
@@ -442,6 +470,8 @@ def agent(config_path: Path, once: bool, new_network: bool, as_json: bool) -> No
 
 
 def _status_table(status: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title="NMOS node certificates")
     for column in ("key type", "state", "subject", "notAfter", "renew at", "failures", "file"):
         table.add_column(column)
@@ -464,6 +494,9 @@ def _status_table(status: dict[str, Any]) -> Table:
 @friendly_errors(*EXPECTED_ERRORS, flags=NMOS_FLAGS)
 def status(config_path: Path, as_json: bool) -> None:
     """Certificates, expiry, next action, last error and the IS-04 tag (C17). Offline."""
+    from estkit.nmos.agent import node_status
+    from estkit.nmos.node import NmosNode
+
     config = _load(config_path)
     info = node_status(NmosNode(config))
     if as_json:
@@ -499,6 +532,7 @@ def install(
 ) -> None:
     """Install a root CA, and optionally a TLS certificate + key, by hand (C6)."""
     from estkit.nmos.install import install_by_hand
+    from estkit.nmos.node import NmosNode
 
     if (cert_path is None) != (key_path is None):
         fail("--cert and --key go together", "pass both or neither", code=2)

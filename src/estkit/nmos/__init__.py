@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from estkit.nmos.node import CertificateOutcome as CertificateOutcome
     from estkit.nmos.node import NmosNode as NmosNode
     from estkit.nmos.node import NodeEvent as NodeEvent
+    from estkit.nmos.prefetch import KeyPrefetch as KeyPrefetch
+    from estkit.nmos.prefetch import workflow_key_types as workflow_key_types
     from estkit.nmos.workflow import WorkflowResult as WorkflowResult
     from estkit.nmos.workflow import run_workflow as run_workflow
 

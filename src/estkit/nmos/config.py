@@ -43,8 +43,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from estkit.nmos.errors import NodeConfigError
 from estkit.nmos.schedule import DEFAULT_RENEWAL_FRACTION, validate_renewal_fraction
 from estkit.protocol.keys import KEY_TYPES
@@ -358,6 +356,8 @@ def config_to_mapping(config: NodeConfig) -> dict[str, Any]:
 
 def save_node_config(config: NodeConfig, path: str | Path) -> None:
     """Write ``config`` as TOML (atomically: a node reading it mid-write sees old or new)."""
+    import tomli_w  # only for writing a configuration (issue 23: not on every start)
+
     from estkit.fileio import write_file_atomic
 
     write_file_atomic(Path(path), tomli_w.dumps(config_to_mapping(config)).encode("utf-8"))

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError, printable
 from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.trust import ClientCredentials
-from estkit.fileio import LoadedPairs, file_identity, write_file_atomic
+from estkit.fileio import LoadedPairs, file_identity
 from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
 from estkit.nmos.clock import Clock, SystemClock
 from estkit.nmos.config import NodeConfig
@@ -147,6 +147,9 @@ class NmosNode:
         # Pairs loaded (and checked) or written by this node, reused while their files are
         # unchanged: an RSA key's load-time check costs more than generating it (issue 23).
         self._pairs = LoadedPairs()
+        # Where the new key pairs of enrollments and renewals come from: made on the spot, or
+        # made ahead by run_workflow's KeyPrefetch (issue 23). Each call must give a new key.
+        self.new_key: Callable[[str], PrivateKey] = generate_private_key
         self._on_event = on_event
         self._discoverer = discoverer
         self._rng = rng or random.Random()
@@ -443,11 +446,11 @@ class NmosNode:
             return None
         return {key: data.get(key) for key in ("node_domain", "discovery_domain")}
 
-    def _record_trust_origin(self, root: x509.Certificate) -> None:
+    def _trust_origin_record(self, root: x509.Certificate) -> tuple[Path, bytes]:
+        """The file recording in which network ``root`` was obtained (C15 evidence)."""
         payload = dict(self.network_identity(), root=sha256_fingerprint(root))
-        write_file_atomic(
-            self.trust_origin_path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
-        )
+        data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+        return self.trust_origin_path, data
 
     def new_network_evidence(self) -> str | None:
         """Why this node may accept a root of another domain (C15), or None.
@@ -508,11 +511,12 @@ class NmosNode:
         changed = decision.change is not TrustChange.SAME or not self.store.root_ca_path.exists()
         # Written even when unchanged: the intermediates and rollover certificates the server
         # publishes may have changed, and they are kept (C5).
-        self.store.save_trust(decision.roots, decision.extra)
-        if decision.change in (TrustChange.INITIAL, TrustChange.NEW_DOMAIN) or (
+        record = decision.change in (TrustChange.INITIAL, TrustChange.NEW_DOMAIN) or (
             self.trust_origin() is None
-        ):
-            self._record_trust_origin(decision.current_root)
+        )
+        # The origin record goes with the root, in the same batch: one directory sync for all.
+        also = [self._trust_origin_record(decision.current_root)] if record else []
+        self.store.save_trust(decision.roots, decision.extra, also=also)
         if changed:
             self.run_hook("root-changed", None)
         self.emit("success", "cacerts", f"root CA written to {self.store.root_ca_path}")
@@ -639,7 +643,7 @@ class NmosNode:
         # It is saved before sending, so a restart mid-wait repeats the same request.
         key = self.store.load_pending_key(slot)
         if key is None or not _key_is_type(key, key_type):
-            key = generate_private_key(key_type)
+            key = self.new_key(key_type)
             self.store.save_pending_key(slot, key)
         spec = CsrSpec(
             key=key,
@@ -685,7 +689,7 @@ class NmosNode:
                 f"no valid {slot} certificate to renew", hint="run the initial enrollment first"
             )
         roots = self._require_roots()
-        key = generate_private_key(key_type)
+        key = self.new_key(key_type)
         spec = CsrSpec.for_renewal(current.certificate, key)
         credentials = ClientCredentials(
             tuple(current.chain), current.key, current.cert_path, current.key_path

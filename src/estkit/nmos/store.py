@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,14 @@ from cryptography import x509
 
 from estkit.errors import StoreError
 from estkit.fileio import (
+    PRIVATE_FILE_MODE,
+    PUBLIC_FILE_MODE,
     CredentialMismatchError,
+    FileToWrite,
     load_credential_pair,
     replace_credential_pair,
     write_file_atomic,
+    write_files_atomic,
     write_private_file_atomic,
 )
 from estkit.nmos.errors import NmosError
@@ -102,14 +109,29 @@ class CredentialStore:
     def load_chain(self) -> list[x509.Certificate]:
         return _load_pem_file(self.chain_path)
 
-    def save_trust(self, roots: list[x509.Certificate], extra: list[x509.Certificate]) -> None:
-        """Install ``roots`` (current first) and the other /cacerts certificates (C5)."""
+    def save_trust(
+        self,
+        roots: list[x509.Certificate],
+        extra: list[x509.Certificate],
+        *,
+        also: Sequence[tuple[Path, bytes]] = (),
+    ) -> None:
+        """Install ``roots`` (current first) and the other /cacerts certificates (C5).
+
+        ``also``: other (public) files written with them, such as the node's record of where
+        the root was obtained. Each file is replaced atomically, root first; the directory is
+        synced once for all of them (issue 23).
+        """
         if not roots:
             raise ValueError("at least one root certificate is needed")
-        write_file_atomic(self.root_ca_path, certificates_to_pem(roots))
+        files: list[FileToWrite] = [
+            (self.root_ca_path, certificates_to_pem(roots), PUBLIC_FILE_MODE)
+        ]
         if extra:
-            write_file_atomic(self.chain_path, certificates_to_pem(extra))
-        else:
+            files.append((self.chain_path, certificates_to_pem(extra), PUBLIC_FILE_MODE))
+        files.extend((path, data, PUBLIC_FILE_MODE) for path, data in also)
+        write_files_atomic(files)
+        if not extra:
             with contextlib.suppress(FileNotFoundError):
                 self.chain_path.unlink()
 
@@ -138,12 +160,19 @@ class CredentialStore:
     def install_credential(
         self, slot: str, chain: list[x509.Certificate], key: PrivateKey
     ) -> InstalledCredential:
-        """Replace ``slot``'s pair atomically; the previous certificate and key are gone (C9)."""
+        """Replace ``slot``'s pair atomically; the previous certificate and key are gone (C9).
+
+        When the slot's pending key file holds this very key (the enrollment's key, saved and
+        synced before the request was sent), that file becomes the key file: renamed, not
+        written and synced a second time (issue 23).
+        """
+        key_pem = private_key_to_pem(key)
+        pending = self.pending_key_path(slot)
         replace_credential_pair(
             self.cert_path(slot),
             certificates_to_pem(chain),
             self.key_path(slot),
-            private_key_to_pem(key),
+            pending if _holds_private_key(pending, key_pem) else key_pem,
         )
         self.drop_pending_key(slot)
         return InstalledCredential(slot, chain, key, self.cert_path(slot), self.key_path(slot))
@@ -187,6 +216,20 @@ class CredentialStore:
         write_file_atomic(
             self.state_path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
         )
+
+
+def _holds_private_key(path: Path, key_pem: bytes) -> bool:
+    """True when ``path`` is a regular file (not a link), mode 0600, holding exactly ``key_pem``:
+    then it may become the key file as it is. Anything else means the key is written anew."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode) or stat.S_IMODE(status.st_mode) != PRIVATE_FILE_MODE:
+            return False
+        return handle.read(len(key_pem) + 1) == key_pem
 
 
 def _load_pem_file(path: Path) -> list[x509.Certificate]:

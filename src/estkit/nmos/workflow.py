@@ -8,6 +8,8 @@ are thin wrappers around :func:`run_workflow`.
 The steps run in one :meth:`NmosNode.session`: one verified TLS connection per server and client
 certificate (the manufacturer's for both enrollments, each new certificate for its renewal) and
 one ``/csrattrs``, instead of two connections and a ``/csrattrs`` per certificate (issue 23).
+The new keys are made ahead in a background thread (:class:`estkit.nmos.prefetch.KeyPrefetch`)
+while the node talks to the server; the CLI starts that thread before it imports the node.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from estkit.nmos.anchors import TrustDecision
 from estkit.nmos.config import NodeConfig
 from estkit.nmos.errors import ManufacturerCredentialError
 from estkit.nmos.node import CertificateOutcome, NmosNode
+from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
 
 
 @dataclass
@@ -46,18 +49,33 @@ class WorkflowResult:
         }
 
 
-def run_workflow(node: NmosNode, *, renew: bool = True) -> WorkflowResult:
-    """Run the whole workflow once on ``node``; raises an ``NmosError`` subclass on failure."""
+def run_workflow(
+    node: NmosNode, *, renew: bool = True, keys: KeyPrefetch | None = None
+) -> WorkflowResult:
+    """Run the whole workflow once on ``node``; raises an ``NmosError`` subclass on failure.
+
+    ``keys``: the new key pairs, already being made (see :func:`workflow_key_types`); by default
+    they are started here, before the first request. Keys not used are dropped at the end.
+    """
     config: NodeConfig = node.config
-    _require_manufacturer_files(config)
     outcomes: dict[str, CertificateOutcome] = {}
-    with node.session():
-        trust = node.fetch_root_ca()
-        for slot in config.slots:
-            outcomes[slot] = node.enroll(slot)
-        if renew:
+    previous = node.new_key
+    try:
+        _require_manufacturer_files(config)
+        if keys is None:
+            keys = KeyPrefetch(workflow_key_types(config.slots.values(), renew=renew))
+        node.new_key = keys.take
+        with node.session():
+            trust = node.fetch_root_ca()
             for slot in config.slots:
-                outcomes[slot] = node.renew(slot)
+                outcomes[slot] = node.enroll(slot)
+            if renew:
+                for slot in config.slots:
+                    outcomes[slot] = node.renew(slot)
+    finally:
+        node.new_key = previous
+        if keys is not None:
+            keys.close()
     return WorkflowResult(node.store.root_ca_path, trust, [outcomes[s] for s in config.slots])
 
 

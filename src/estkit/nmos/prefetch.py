@@ -1,0 +1,108 @@
+"""New key pairs made ahead of need, in one background thread (issue 23).
+
+Why: ``estkit nmos workflow`` makes two RSA-2048 keys (the enrollment's and the renewal's), each
+40-150 ms of CPU on a 2-core machine, and made each at the moment it needed it while the rest of
+the process waited. cryptography releases the GIL while it generates a key, so a thread started at
+the beginning of the command makes them while the main thread imports the node's modules, fetches
+``/cacerts`` and waits for the server. They are the same keys, made by the same function
+(:func:`estkit.protocol.keys.generate_private_key`), and the node still decides alone what to do
+with each; only *when* a key is made changes. The number of keys does not change: one per
+enrollment and one per renewal, as the prototype makes.
+
+What holds (docs/security.md, "Start-up speed"):
+
+- each key is handed out once, to the first :meth:`KeyPrefetch.take` asking for its type, and this
+  object keeps no reference to it afterwards; nothing is written anywhere by this module;
+- a type nobody announced (or more keys of a type than announced) is generated on the spot;
+- a generation failure reaches the caller that takes that key, as an exception from ``take``;
+- :meth:`KeyPrefetch.close` drops the keys never taken and stops the thread before it makes the
+  next one; the thread is a daemon, so a command failing early does not wait for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+from estkit.protocol.keys import PrivateKey, generate_private_key
+
+
+class _Ahead:
+    """One key being made ahead: its type, then the key or the error."""
+
+    __slots__ = ("done", "error", "key", "key_type")
+
+    def __init__(self, key_type: str) -> None:
+        self.key_type = key_type
+        self.done = threading.Event()
+        self.key: PrivateKey | None = None
+        self.error: BaseException | None = None
+
+
+class KeyPrefetch:
+    """Generate keys of ``key_types``, in that order, in a background thread; :meth:`take` hands
+    them out (use it where :func:`generate_private_key` was called)."""
+
+    def __init__(self, key_types: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._queue = [_Ahead(key_type) for key_type in key_types]
+        self._by_type: dict[str, deque[_Ahead]] = {}
+        for ahead in self._queue:
+            self._by_type.setdefault(ahead.key_type, deque()).append(ahead)
+        self._thread = threading.Thread(
+            target=self._generate, name="estkit-key-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _generate(self) -> None:
+        for ahead in self._queue:
+            with self._lock:
+                if self._closed:
+                    return
+            try:
+                key: PrivateKey | None = generate_private_key(ahead.key_type)
+            except BaseException as exc:  # handed to the caller of take(), not lost here
+                key, ahead.error = None, exc
+            with self._lock:
+                # Closed while it was being made: nobody will take it, so it is not kept.
+                ahead.key = None if self._closed else key
+            ahead.done.set()
+
+    def take(self, key_type: str) -> PrivateKey:
+        """A new key of ``key_type``: the next one made ahead, else one made now."""
+        with self._lock:
+            waiting = self._by_type.get(key_type)
+            ahead = waiting.popleft() if waiting and not self._closed else None
+        if ahead is None:
+            return generate_private_key(key_type)
+        ahead.done.wait()
+        key, error = ahead.key, ahead.error
+        ahead.key = ahead.error = None  # handed out once: no reference stays here
+        if error is not None:
+            raise error
+        assert key is not None
+        return key
+
+    def close(self) -> None:
+        """Drop the keys not taken; the thread makes no further key."""
+        with self._lock:
+            self._closed = True
+            for waiting in self._by_type.values():
+                for ahead in waiting:
+                    ahead.key = None
+                waiting.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many announced keys are still to be taken (for tests and diagnostics)."""
+        with self._lock:
+            return sum(len(waiting) for waiting in self._by_type.values())
+
+
+def workflow_key_types(key_types: Iterable[str], *, renew: bool) -> list[str]:
+    """The keys :func:`estkit.nmos.workflow.run_workflow` needs, in the order it needs them: one
+    per slot for the enrollments, then (when renewing) one more per slot for the renewals."""
+    once = list(key_types)
+    return once * 2 if renew else once

@@ -173,6 +173,30 @@ def test_tls12_resumption_through_the_session_cache_without_tickets(
     assert re.search(rb"^Reused, TLSv1\.2", result.stdout, re.MULTILINE), result.stdout[-2000:]
 
 
+def test_tls13_handshake_sends_no_session_ticket(estkit_server: EstkitTestServer) -> None:
+    """TLS 1.3: no NewSessionTicket (stateful ones would pile up in the session cache, stateless
+    ones cost a session re-encoding each); the connection itself works as before."""
+    import socket
+    import ssl
+
+    client = ssl.create_default_context(cafile=str(estkit_server.paths.ca_certificates))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with (
+        socket.create_connection((estkit_server.host, estkit_server.port), timeout=10) as raw,
+        client.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+        assert tls.version() == "TLSv1.3"
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        session = tls.session
+        assert session is not None and not session.has_ticket
+
+
 def test_handshake_skips_openssl_chain_verification(tmp_path) -> None:
     """The certificate-verify callback replaces X509_verify_cert: the per-certificate verify
     callback (a GIL round trip each) is never reached, yet a client certificate chain goes

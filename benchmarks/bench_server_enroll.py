@@ -27,8 +27,11 @@ default settings (``estkit server serve DIR --port 0``, no other flag) on its ow
 made by its own ``server init``, and drives them with the same load in alternating rounds of the
 same duration; it prints each round and the ratio current/baseline. ``--load processes`` (the
 default there) is the closed-loop method of a separate multi-process load generator: N processes,
-each a loop of new TCP + TLS 1.2 connection with the device's client certificate,
-``http.client`` POST of the same CSR to /simpleenroll, read the whole response, close.
+each a loop of new TCP + TLS 1.2 connection with the device's client certificate (a full
+handshake every time: no session is offered again), POST of the same CSR to /simpleenroll in the
+bytes ``http.client`` sends, read the whole response, close. The generator shares the cores with
+the server, so it does no per-request work beyond that (see :func:`_process_loop`); each round
+prints its CPU per enrollment (``load``) beside the server's.
 ``--load threads`` uses the thread-based client above instead.
 """
 

@@ -33,6 +33,10 @@ bytes ``http.client`` sends, read the whole response, close. The generator share
 the server, so it does no per-request work beyond that (see :func:`_process_loop`); each round
 prints its CPU per enrollment (``load``) beside the server's.
 ``--load threads`` uses the thread-based client above instead.
+
+``--handshake-cpu N``: the server's CPU per full TLS handshake in one process over memory BIOs
+(the context ``serve`` builds, the device's chain; P-256 and RSA-2048, TLS 1.2 and 1.3), beside
+the same context with stateless session tickets: a figure a busy machine barely moves.
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ WARMUP_SECONDS = 0.5
 RESPONSE_LIMIT_BYTES = 1 << 20
 # Seconds a load process waits on one send or receive before counting the request as failed.
 LOAD_SOCKET_TIMEOUT_SECONDS = 30
+# Flights exchanged at most before an in-memory handshake must be complete (TLS 1.2 needs 2).
+HANDSHAKE_ROUNDS = 10
+# OpenSSL's default number of TLS 1.3 tickets per handshake (what the server sent before).
+TLS13_DEFAULT_TICKETS = 2
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
 # Functions whose inclusive share --profile reports (where an enrollment's time goes).
 PROFILE_STEPS = (
@@ -725,6 +733,85 @@ def profile(duration: float, ca_key: str) -> None:
             print("py-spy wrote no profile (does it have ptrace permission?)")
 
 
+def _handshake_pair(
+    server: ssl.SSLContext, client: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.SSLObject, list[tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]]]:
+    """A server and a client end over memory BIOs, plus (end, its output, the peer's input)."""
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server_end = server.wrap_bio(server_in, server_out, server_side=True)
+    client_end = client.wrap_bio(client_in, client_out, server_hostname="localhost")
+    ends = [(client_end, client_out, server_in), (server_end, server_out, client_in)]
+    return server_end, client_end, ends
+
+
+def _server_handshake_cpu(server: ssl.SSLContext, client: ssl.SSLContext, count: int) -> float:
+    """Milliseconds of this thread's CPU per handshake spent by the server end only."""
+    spent = 0.0
+    for _ in range(count):
+        server_end, _client_end, ends = _handshake_pair(server, client)
+        done = [False, False]
+        for _round in range(HANDSHAKE_ROUNDS):
+            for index, (end, out, peer_in) in enumerate(ends):
+                began = time.thread_time()
+                if not done[index]:
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        end.do_handshake()
+                        done[index] = True
+                if end is server_end:
+                    spent += time.thread_time() - began
+                if out.pending:
+                    peer_in.write(out.read())
+            if all(done):
+                break
+        else:
+            raise RuntimeError("the in-memory handshake did not finish")
+    return 1e3 * spent / count
+
+
+def handshake_cpu(count: int, ca_key: str) -> None:
+    """Server CPU per full TLS handshake, in one process over memory BIOs (no sockets, no other
+    process): the server's own context (``build_server_context``, as ``serve`` builds it) and
+    the device's certificate chain, for each key type and TLS version. Steadier than rates on a
+    shared machine: it is the handshake part of the server's CPU per enrollment."""
+    from estkit.server.tls import CertificatePair, build_server_context
+
+    with tempfile.TemporaryDirectory(prefix="estkit-hs-") as tmp:
+        directory = Path(tmp)
+        paths = init_data_dir(directory / "data", key_type=ca_key)
+        tls = paths.data_dir / "tls"
+        pairs = [
+            CertificatePair(tls / f"server-{suffix}.pem", tls / f"server-{suffix}.key")
+            for suffix in ("ec", "rsa")
+        ]
+        servers = {"current": build_server_context(pairs).context}
+        # The same context as before issue 16's second part: stateless session tickets.
+        ticketing = build_server_context(pairs).context
+        ticketing.options &= ~ssl.OP_NO_TICKET
+        ticketing.num_tickets = TLS13_DEFAULT_TICKETS
+        servers["with session tickets"] = ticketing
+        print(f"server CPU per full handshake (ms, median of 3 alternating runs of {count} "
+              "handshakes; server end only)")  # fmt: skip
+        for key_type in KEY_TYPES:
+            cert, key = _device(paths, key_type, directory)
+            for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+                client = ssl.create_default_context(cafile=str(paths.ca_certificates))
+                client.check_hostname = False
+                client.load_cert_chain(cert, key)
+                client.minimum_version = client.maximum_version = version
+                if version is ssl.TLSVersion.TLSv1_2:
+                    client.set_ciphers(KEY_TYPES[key_type])
+                runs: dict[str, list[float]] = {name: [] for name in servers}
+                for server in servers.values():
+                    _server_handshake_cpu(server, client, max(1, count // 10))  # warm-up
+                for _ in range(3):
+                    for name, server in servers.items():
+                        runs[name].append(_server_handshake_cpu(server, client, count))
+                shown = ", ".join(
+                    f"{name} {statistics.median(values):.3f}" for name, values in runs.items()
+                )
+                print(f"  {key_type:<8} {version.name}: {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -733,6 +820,12 @@ def main() -> None:
     )
     parser.add_argument("--ca-key", default="p256", help="CA key type (init default: p256)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server instead")
+    parser.add_argument(
+        "--handshake-cpu",
+        type=int,
+        metavar="N",
+        help="server CPU per TLS handshake over memory BIOs, N handshakes per run",
+    )
     parser.add_argument(
         "--baseline", metavar="REV", help="also run commit REV's server; print the ratio"
     )
@@ -764,6 +857,8 @@ def main() -> None:
             load=args.load,
             ca_key=args.ca_key,
         )
+    elif args.handshake_cpu:
+        handshake_cpu(args.handshake_cpu, args.ca_key)
     elif args.profile:
         profile(args.duration, args.ca_key)
     else:

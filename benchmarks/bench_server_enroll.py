@@ -27,16 +27,22 @@ default settings (``estkit server serve DIR --port 0``, no other flag) on its ow
 made by its own ``server init``, and drives them with the same load in alternating rounds of the
 same duration; it prints each round and the ratio current/baseline. ``--load processes`` (the
 default there) is the closed-loop method of a separate multi-process load generator: N processes,
-each a loop of new TCP + TLS 1.2 connection with the device's client certificate,
-``http.client`` POST of the same CSR to /simpleenroll, read the whole response, close.
+each a loop of new TCP + TLS 1.2 connection with the device's client certificate (a full
+handshake every time: no session is offered again), POST of the same CSR to /simpleenroll in the
+bytes ``http.client`` sends, read the whole response, close. The generator shares the cores with
+the server, so it does no per-request work beyond that (see :func:`_process_loop`); each round
+prints its CPU per enrollment (``load``) beside the server's.
 ``--load threads`` uses the thread-based client above instead.
+
+``--handshake-cpu N``: the server's CPU per full TLS handshake in one process over memory BIOs
+(the context ``serve`` builds, the device's chain; P-256 and RSA-2048, TLS 1.2 and 1.3), beside
+the same context with stateless session tickets: a figure a busy machine barely moves.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -46,6 +52,7 @@ import signal
 import socket
 import ssl
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -74,6 +81,13 @@ SERVER_CERT_SUFFIX = {"p256": "ec", "rsa2048": "rsa"}
 START_TIMEOUT_SECONDS = 60
 WARMUP_SECONDS = 0.5
 RESPONSE_LIMIT_BYTES = 1 << 20
+# Seconds a load process waits on one send or receive before counting the request as failed.
+LOAD_SOCKET_TIMEOUT_SECONDS = 30
+# Flights exchanged at most before an in-memory handshake must be complete (TLS 1.2 needs 2).
+HANDSHAKE_ROUNDS = 10
+# OpenSSL's default number of TLS 1.3 tickets per handshake (what the server sent before).
+TLS13_DEFAULT_TICKETS = 2
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
 # Functions whose inclusive share --profile reports (where an enrollment's time goes).
 PROFILE_STEPS = (
     "SSLObject.do_handshake",
@@ -105,6 +119,7 @@ class Result:
     errors: int
     seconds: float
     latencies: list[float]
+    load_cpu: float | None = None  # CPU seconds the load processes spent (None: not measured)
 
     @property
     def rate(self) -> float:
@@ -318,6 +333,13 @@ def _line(label: str, result: Result) -> str:
     )
 
 
+def _load_cpu(result: Result) -> str:
+    """The load generator's CPU per enrollment (it shares the cores with the server)."""
+    if result.load_cpu is None or not result.count:
+        return ""
+    return f", load {1e3 * result.load_cpu / result.count:.2f} ms"
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -394,35 +416,80 @@ def _process_context(setup: ClientSetup) -> ssl.SSLContext:
     return context
 
 
-def _process_loop(job: tuple[ClientSetup, float]) -> tuple[int, int, list[float]]:
-    """One load process: enroll back to back for ``seconds``; (requests, ok, latencies).
+def _http_client_request(setup: ClientSetup) -> bytes:
+    """The bytes ``http.client`` sends for ``request("POST", path, body, headers)``: one write,
+    HTTP/1.1 without ``Connection: close`` (the client reads Content-Length bytes and closes)."""
+    return (
+        f"POST {setup.path} HTTP/1.1\r\nHost: {setup.host}:{setup.port}\r\n"
+        f"Accept-Encoding: identity\r\nContent-Length: {len(setup.body)}\r\n"
+        "Content-Type: application/pkcs10\r\n\r\n"
+    ).encode() + setup.body
 
-    Each request is what a separate multi-process load generator does: a new
-    ``http.client.HTTPSConnection`` (new TCP + TLS 1.2 handshake, client certificate), POST the
-    same CSR, read the whole response, close."""
+
+def _read_response(tls: ssl.SSLSocket) -> bool:
+    """Read one response (head, then Content-Length bytes of body); True if it is a 200."""
+    data = tls.recv(65536)
+    while b"\r\n\r\n" not in data:
+        more = tls.recv(65536)
+        if not more or len(data) > RESPONSE_LIMIT_BYTES:
+            return False
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = _CONTENT_LENGTH.search(head)
+    if match is None:
+        return False
+    missing = int(match.group(1)) - len(body)
+    while missing > 0:
+        more = tls.recv(min(missing, 65536))
+        if not more:
+            return False
+        missing -= len(more)
+    return head.startswith(b"HTTP/1.1 200")
+
+
+def _process_loop(job: tuple[ClientSetup, float]) -> tuple[int, int, list[float], float]:
+    """One load process: enroll back to back for ``seconds``; (requests, ok, latencies, CPU s).
+
+    Each request is what a separate multi-process load generator does with ``http.client``: a
+    new TCP connection and a full TLS 1.2 handshake with the device's client certificate (no
+    session resumption: no session is ever offered again), POST the same CSR in one write, read
+    the whole response, close. What it does not repeat per request, so that the generator's own
+    CPU (it shares the cores with the server) stays small: building the TLS context, the request
+    bytes, name resolution and ``http.client``'s objects. Socket timeouts are the kernel's
+    (SO_RCVTIMEO/SO_SNDTIMEO), so a blocking call costs no extra poll()."""
     setup, seconds = job
     context = _process_context(setup)
-    headers = {"Content-Type": "application/pkcs10"}
+    request = _http_client_request(setup)
+    address = (setup.host, setup.port)
+    family = socket.AF_INET6 if ":" in setup.host else socket.AF_INET
+    timeout = struct.pack("ll", LOAD_SOCKET_TIMEOUT_SECONDS, 0)
+    clock = time.perf_counter
     requests = ok = 0
     latencies: list[float] = []
-    ends = time.time() + seconds
-    while time.time() < ends:
-        began = time.perf_counter()
-        connection = http.client.HTTPSConnection(
-            setup.host, setup.port, context=context, timeout=30
-        )
+    record = latencies.append
+    cpu_before = time.process_time()
+    ends = clock() + seconds
+    began = clock()
+    while began < ends:
+        raw = socket.socket(family, socket.SOCK_STREAM)
         try:
-            connection.request("POST", setup.path, body=setup.body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            ok += response.status == 200
-        except (OSError, http.client.HTTPException):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+            raw.connect(address)
+            tls = context.wrap_socket(raw)
+            tls.sendall(request)
+            ok += _read_response(tls)
+            tls.close()
+        except (OSError, ValueError):
             pass
         finally:
-            connection.close()
+            raw.close()
         requests += 1
-        latencies.append(time.perf_counter() - began)
-    return requests, ok, latencies
+        ended = clock()
+        record(ended - began)
+        began = ended
+    return requests, ok, latencies, time.process_time() - cpu_before
 
 
 def _drive_processes(
@@ -433,7 +500,13 @@ def _drive_processes(
     requests = sum(r[0] for r in results)
     ok = sum(r[1] for r in results)
     latencies = [value for r in results for value in r[2]]
-    return Result(count=ok, errors=requests - ok, seconds=duration, latencies=latencies)
+    return Result(
+        count=ok,
+        errors=requests - ok,
+        seconds=duration,
+        latencies=latencies,
+        load_cpu=sum(r[3] for r in results),
+    )
 
 
 def _drive_threads(setup: ClientSetup, clients: int, duration: float) -> Result:
@@ -580,7 +653,8 @@ def side_by_side(
                     spent = _server_cpu_seconds(pids[name]) - before
                     cpu[name].append(1e3 * spent / max(1, many[name][-1].count))
                     label = f"round {round_number + 1} {name:<8} {clients:>2} clients"
-                    print(_line(label, many[name][-1]), f" CPU {cpu[name][-1]:.2f} ms/enrollment")
+                    print(_line(label, many[name][-1]), f" CPU {cpu[name][-1]:.2f} ms/enrollment"
+                          + _load_cpu(many[name][-1]))  # fmt: skip
             for name in sources:
                 single[name].append(measure(setups[name], 1))
                 print(_line(f"{name:<8}  1 client", single[name][-1]))
@@ -659,6 +733,85 @@ def profile(duration: float, ca_key: str) -> None:
             print("py-spy wrote no profile (does it have ptrace permission?)")
 
 
+def _handshake_pair(
+    server: ssl.SSLContext, client: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.SSLObject, list[tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]]]:
+    """A server and a client end over memory BIOs, plus (end, its output, the peer's input)."""
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server_end = server.wrap_bio(server_in, server_out, server_side=True)
+    client_end = client.wrap_bio(client_in, client_out, server_hostname="localhost")
+    ends = [(client_end, client_out, server_in), (server_end, server_out, client_in)]
+    return server_end, client_end, ends
+
+
+def _server_handshake_cpu(server: ssl.SSLContext, client: ssl.SSLContext, count: int) -> float:
+    """Milliseconds of this thread's CPU per handshake spent by the server end only."""
+    spent = 0.0
+    for _ in range(count):
+        server_end, _client_end, ends = _handshake_pair(server, client)
+        done = [False, False]
+        for _round in range(HANDSHAKE_ROUNDS):
+            for index, (end, out, peer_in) in enumerate(ends):
+                began = time.thread_time()
+                if not done[index]:
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        end.do_handshake()
+                        done[index] = True
+                if end is server_end:
+                    spent += time.thread_time() - began
+                if out.pending:
+                    peer_in.write(out.read())
+            if all(done):
+                break
+        else:
+            raise RuntimeError("the in-memory handshake did not finish")
+    return 1e3 * spent / count
+
+
+def handshake_cpu(count: int, ca_key: str) -> None:
+    """Server CPU per full TLS handshake, in one process over memory BIOs (no sockets, no other
+    process): the server's own context (``build_server_context``, as ``serve`` builds it) and
+    the device's certificate chain, for each key type and TLS version. Steadier than rates on a
+    shared machine: it is the handshake part of the server's CPU per enrollment."""
+    from estkit.server.tls import CertificatePair, build_server_context
+
+    with tempfile.TemporaryDirectory(prefix="estkit-hs-") as tmp:
+        directory = Path(tmp)
+        paths = init_data_dir(directory / "data", key_type=ca_key)
+        tls = paths.data_dir / "tls"
+        pairs = [
+            CertificatePair(tls / f"server-{suffix}.pem", tls / f"server-{suffix}.key")
+            for suffix in ("ec", "rsa")
+        ]
+        servers = {"current": build_server_context(pairs).context}
+        # The same context as before issue 16's second part: stateless session tickets.
+        ticketing = build_server_context(pairs).context
+        ticketing.options &= ~ssl.OP_NO_TICKET
+        ticketing.num_tickets = TLS13_DEFAULT_TICKETS
+        servers["with session tickets"] = ticketing
+        print(f"server CPU per full handshake (ms, median of 3 alternating runs of {count} "
+              "handshakes; server end only)")  # fmt: skip
+        for key_type in KEY_TYPES:
+            cert, key = _device(paths, key_type, directory)
+            for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+                client = ssl.create_default_context(cafile=str(paths.ca_certificates))
+                client.check_hostname = False
+                client.load_cert_chain(cert, key)
+                client.minimum_version = client.maximum_version = version
+                if version is ssl.TLSVersion.TLSv1_2:
+                    client.set_ciphers(KEY_TYPES[key_type])
+                runs: dict[str, list[float]] = {name: [] for name in servers}
+                for server in servers.values():
+                    _server_handshake_cpu(server, client, max(1, count // 10))  # warm-up
+                for _ in range(3):
+                    for name, server in servers.items():
+                        runs[name].append(_server_handshake_cpu(server, client, count))
+                shown = ", ".join(
+                    f"{name} {statistics.median(values):.3f}" for name, values in runs.items()
+                )
+                print(f"  {key_type:<8} {version.name}: {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -667,6 +820,12 @@ def main() -> None:
     )
     parser.add_argument("--ca-key", default="p256", help="CA key type (init default: p256)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server instead")
+    parser.add_argument(
+        "--handshake-cpu",
+        type=int,
+        metavar="N",
+        help="server CPU per TLS handshake over memory BIOs, N handshakes per run",
+    )
     parser.add_argument(
         "--baseline", metavar="REV", help="also run commit REV's server; print the ratio"
     )
@@ -698,6 +857,8 @@ def main() -> None:
             load=args.load,
             ca_key=args.ca_key,
         )
+    elif args.handshake_cpu:
+        handshake_cpu(args.handshake_cpu, args.ca_key)
     elif args.profile:
         profile(args.duration, args.ca_key)
     else:

@@ -53,6 +53,22 @@ def test_server_enrollment_benchmark_runs_side_by_side_with_a_baseline() -> None
     assert len(singles) == 2, out
     assert all(int(n) > 0 and errors == "0" for _, n, errors in rounds + singles), out
     assert re.search(r"p256 at 2 clients: .* ratio current/baseline \d+\.\d\dx", out), out
+    # The load processes' own CPU per enrollment beside each round's server CPU.
+    assert len(re.findall(r"round 1 .* CPU \d+\.\d\d ms/enrollment, load \d+\.\d\d ms", out)) == 2
+
+
+def test_server_handshake_cpu_benchmark_runs() -> None:
+    """--handshake-cpu: every key type and TLS version completes in-memory handshakes against
+    the serve context and the same context with session tickets, and prints both figures."""
+    out = _run("bench_server_enroll.py", "--handshake-cpu", "3")
+    rows = re.findall(
+        r"(p256|rsa2048)\s+(TLSv1_2|TLSv1_3): current (\d+\.\d+), with session tickets (\d+\.\d+)",
+        out,
+    )
+    assert {(key, version) for key, version, _, _ in rows} == {
+        (key, version) for key in ("p256", "rsa2048") for version in ("TLSv1_2", "TLSv1_3")
+    }, out
+    assert all(float(now) > 0 and float(before) > 0 for _, _, now, before in rows), out
 
 
 def test_client_benchmark_runs_without_errors() -> None:

@@ -159,3 +159,98 @@ def test_tls13_preference_is_the_bcp_003_01_order(estkit_server: EstkitTestServe
     assert _server_preference(estkit_server, "-tls1_3", "-ciphersuites", SPEC_TLS13_ORDER) == (
         SPEC_TLS13_ORDER
     )
+
+
+def test_tls12_resumption_through_the_session_cache_without_tickets(
+    estkit_server: EstkitTestServer,
+) -> None:
+    """The server issues no stateless session ticket (OpenSSL 3.0 re-encodes the whole session,
+    client certificate included, for each one) and a TLS 1.2 client still resumes, by
+    session ID from the server's cache."""
+    result = s_client(estkit_server.host, estkit_server.port, "-tls1_2", "-reconnect")
+    assert _negotiated(result.stdout) is not None, result.stderr
+    assert b"TLS session ticket:" not in result.stdout
+    assert re.search(rb"^Reused, TLSv1\.2", result.stdout, re.MULTILINE), result.stdout[-2000:]
+
+
+def test_tls13_handshake_sends_no_session_ticket(estkit_server: EstkitTestServer) -> None:
+    """TLS 1.3: no NewSessionTicket (stateful ones would pile up in the session cache, stateless
+    ones cost a session re-encoding each); the connection itself works as before."""
+    import socket
+    import ssl
+
+    client = ssl.create_default_context(cafile=str(estkit_server.paths.ca_certificates))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with (
+        socket.create_connection((estkit_server.host, estkit_server.port), timeout=10) as raw,
+        client.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        response = b""
+        while chunk := tls.recv(65536):
+            response += chunk
+        assert tls.version() == "TLSv1.3"
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        session = tls.session
+        assert session is not None and not session.has_ticket
+
+
+def test_handshake_skips_openssl_chain_verification(tmp_path) -> None:
+    """The certificate-verify callback replaces X509_verify_cert: the per-certificate verify
+    callback (a GIL round trip each) is never reached, yet a client certificate chain goes
+    through and is readable by the application."""
+    import contextlib
+    import ctypes
+    import ssl
+
+    from cryptography import x509
+
+    from estkit.ca.manufacturer import create_manufacturer_ca, issue_device_certificate
+    from estkit.server.datadir import init_data_dir
+    from estkit.server.tls import CertificatePair, build_server_context
+    from estkit.server.tls_verify_hook import _load_libssl, _ssl_ctx_pointer
+
+    paths = init_data_dir(tmp_path / "data", key_type="p256")
+    tls = paths.data_dir / "tls"
+    server = build_server_context([CertificatePair(tls / "server-ec.pem", tls / "server-ec.key")])
+    assert server.verify_in_app
+    lib = _load_libssl()
+    pointer = _ssl_ctx_pointer(server.context, lib) if lib is not None else None
+    assert lib is not None and pointer is not None
+    calls: list[int] = []
+    counting = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)(
+        lambda ok, store: calls.append(ok) or 1
+    )
+    lib.SSL_CTX_set_verify(pointer, 1, ctypes.cast(counting, ctypes.c_void_p))
+
+    manufacturer = create_manufacturer_ca(tmp_path / "mfr")
+    device = issue_device_certificate(manufacturer, device_serial="HS-1", key_type="p256")
+    device.write(tmp_path / "device.pem", tmp_path / "device.key")
+    client = ssl.create_default_context(cafile=str(paths.ca_certificates))
+    client.check_hostname = False
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.load_cert_chain(tmp_path / "device.pem", tmp_path / "device.key")
+
+    server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_in, client_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_end = server.context.wrap_bio(server_in, server_out, server_side=True)
+    client_end = client.wrap_bio(client_in, client_out, server_hostname="localhost")
+    ends = {
+        "client": (client_end, client_out, server_in),
+        "server": (server_end, server_out, client_in),
+    }
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, (end, out, peer_in) in ends.items():
+            if not done[name]:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    end.do_handshake()
+                    done[name] = True
+            if out.pending:
+                peer_in.write(out.read())
+    assert done == {"client": True, "server": True}
+    presented = x509.load_der_x509_certificate(server_end.getpeercert(binary_form=True))
+    assert presented.serial_number == device.certificate.serial_number
+    assert calls == []

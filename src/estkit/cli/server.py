@@ -447,6 +447,13 @@ def _ready_line(info: Any, paths: InitResult, consoles: list[Any]) -> None:
 
 
 def _setup_logging(level: str, workers: int) -> None:
+    # The format below names no source line, thread or multiprocessing process, so records need
+    # not look them up (the "Optimization" section of Python's logging HOWTO): a busy server logs
+    # a line or two per request (issue 16). The OS process id is kept for several workers.
+    setattr(logging, "_srcfile", None)  # noqa: B010  # the HOWTO names the private attribute
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = workers > 1
     handler = logging.StreamHandler(sys.stderr)
     process = " [%(process)d]" if workers > 1 else ""
     handler.setFormatter(

@@ -8,7 +8,7 @@ one place deciding which hash goes with which key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import Literal, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -142,21 +142,16 @@ def supported_public_key(key: PublicKeyTypes) -> PublicKey:
     raise AssertionError("unreachable: describe_public_key accepts only RSA and EC keys")
 
 
-@runtime_checkable
-class _SerialisablePublicKey(Protocol):
-    """What :func:`_spki` needs: every cryptography public key type has it."""
-
-    def public_bytes(
-        self, encoding: serialization.Encoding, format: serialization.PublicFormat
-    ) -> bytes: ...
-
-
 def _spki(public_key: object) -> bytes:
-    if not isinstance(public_key, _SerialisablePublicKey):
+    # getattr, not isinstance with a runtime-checkable Protocol: that check walks the
+    # protocol's attributes on every call, and the CA compares keys on every issuance.
+    public_bytes = getattr(public_key, "public_bytes", None)
+    if not callable(public_bytes):
         raise TypeError(f"{type(public_key).__name__} is not a public key")
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not isinstance(spki, bytes):
+        raise TypeError(f"{type(public_key).__name__} is not a public key")
+    return spki
 
 
 def _public_part(value: object) -> object:

@@ -9,13 +9,14 @@ forged "good". Every fetch is bounded in time and size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from cryptography import x509
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from estkit.client.deadline import overall_deadline
+from estkit.client.errors import EstConnectionError, EstError, EstHttpError
 from estkit.errors import EstkitError
 from estkit.protocol.certs import issuer_public_key
 
@@ -37,10 +40,19 @@ MAX_CRL_BYTES = 4 * 1024 * 1024
 DEFAULT_FETCH_TIMEOUT_SECONDS = 10.0
 # Clock skew tolerated on thisUpdate in the future (RFC 5019 §4: clients allow some skew).
 CLOCK_SKEW_SECONDS = 300
+# How much of a refusal's body is kept for the message: enough for a server's one-line reason.
+MAX_ERROR_TEXT_BYTES = 500
 # Nonce length (RFC 8954 §2.1 recommends 32 octets).
 NONCE_BYTES = 32
+# An OCSP answer without nextUpdate would otherwise be "fresh" forever: anyone who recorded a
+# "good" could replay it after a revocation. One day is the longest an RFC 5019 responder's
+# pre-produced answers are normally kept.
+MAX_OCSP_RESPONSE_AGE = timedelta(days=1)
+# A CRL without nextUpdate: CRLs are commonly reissued weekly; older than that is not trusted.
+MAX_CRL_AGE = timedelta(days=7)
 
 Status = Literal["good", "revoked", "unknown"]
+_ExtensionT = TypeVar("_ExtensionT", bound=x509.ExtensionType)
 
 
 class StatusError(EstkitError):
@@ -66,6 +78,16 @@ class CertificateStatus:
     def revoked(self) -> bool:
         return self.status == "revoked"
 
+    def describe(self) -> str:
+        """One line for a log or an event: the verdict, where it came from, or why unknown."""
+        where = f" ({self.method.upper()} {self.source})" if self.method and self.source else ""
+        if self.status == "revoked":
+            when = self.revoked_at.isoformat() if self.revoked_at else "an unknown time"
+            return f"serial {self.serial} revoked at {when}, reason {self.reason}{where}"
+        if self.status == "good":
+            return f"serial {self.serial} good{where}"
+        return f"serial {self.serial} unknown: " + ("; ".join(self.problems) or "no answer")
+
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
             return value.isoformat() if value is not None else None
@@ -88,16 +110,22 @@ def _http_urls(values: list[str]) -> list[str]:
     return [value for value in values if value.lower().startswith(("http://", "https://"))]
 
 
+def _extension_value(
+    holder: x509.Certificate | x509.RevokedCertificate, kind: type[_ExtensionT]
+) -> _ExtensionT | None:
+    try:
+        return holder.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def ocsp_urls(certificate: x509.Certificate) -> list[str]:
     """HTTP(S) OCSP responder URLs of the certificate's AIA extension."""
-    try:
-        aia = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
-    except x509.ExtensionNotFound:
-        return []
+    aia = _extension_value(certificate, x509.AuthorityInformationAccess)
     return _http_urls(
         [
             str(d.access_location.value)
-            for d in aia.value
+            for d in aia or ()
             if d.access_method == AuthorityInformationAccessOID.OCSP
             and isinstance(d.access_location, x509.UniformResourceIdentifier)
         ]
@@ -106,14 +134,11 @@ def ocsp_urls(certificate: x509.Certificate) -> list[str]:
 
 def crl_urls(certificate: x509.Certificate) -> list[str]:
     """HTTP(S) URLs of the certificate's CRL distribution points."""
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
-    except x509.ExtensionNotFound:
-        return []
+    points = _extension_value(certificate, x509.CRLDistributionPoints)
     return _http_urls(
         [
             str(name.value)
-            for point in points.value
+            for point in points or ()
             for name in point.full_name or []
             if isinstance(name, x509.UniformResourceIdentifier)
         ]
@@ -223,10 +248,9 @@ def interpret_ocsp_response(
         if echoed is not None and echoed != nonce:
             return unknown(f"OCSP {source}: the nonce in the answer is not ours (replay?)")
     this_update, next_update = response.this_update_utc, response.next_update_utc
-    if this_update > now + timedelta(seconds=CLOCK_SKEW_SECONDS):
-        return unknown(f"OCSP {source}: thisUpdate {this_update.isoformat()} is in the future")
-    if next_update is not None and next_update < now:
-        return unknown(f"OCSP {source}: stale answer (nextUpdate {next_update.isoformat()})")
+    stale = _staleness(this_update, next_update, now, MAX_OCSP_RESPONSE_AGE)
+    if stale is not None:
+        return unknown(f"OCSP {source}: the answer {stale}")
     common: dict[str, Any] = {
         "serial": serial,
         "method": "ocsp",
@@ -275,9 +299,13 @@ def interpret_crl(
     if not signed:
         return unknown(f"CRL {source}: not signed by {issuer.subject.rfc4514_string()}")
     next_update = crl.next_update_utc
-    if next_update is not None and next_update < now:
-        return unknown(f"CRL {source}: stale (nextUpdate {next_update.isoformat()})")
+    stale = _staleness(crl.last_update_utc, next_update, now, MAX_CRL_AGE)
     entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+    # A revocation cannot be undone (estkit never puts a certificate on hold), so a signed CRL
+    # that lists the certificate proves it revoked even when stale; only "not listed" needs a
+    # fresh CRL.
+    if stale is not None and (entry is None or _reason_of(entry) == "certificateHold"):
+        return unknown(f"CRL {source}: the CRL {stale}")
     common: dict[str, Any] = {
         "serial": serial,
         "method": "crl",
@@ -287,24 +315,104 @@ def interpret_crl(
     }
     if entry is None:
         return CertificateStatus("good", **common)
-    try:
-        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
-    except x509.ExtensionNotFound:
-        reason = "unspecified"
     return CertificateStatus(
-        "revoked", revoked_at=entry.revocation_date_utc, reason=reason, **common
+        "revoked", revoked_at=entry.revocation_date_utc, reason=_reason_of(entry), **common
     )
 
 
-def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+def _reason_of(entry: x509.RevokedCertificate) -> str:
+    reason = _extension_value(entry, x509.CRLReason)
+    return reason.reason.value if reason is not None else "unspecified"
+
+
+def _staleness(
+    this_update: datetime, next_update: datetime | None, now: datetime, max_age: timedelta
+) -> str | None:
+    """Why an answer issued at ``this_update`` cannot be relied on at ``now``, or None."""
+    if this_update > now + timedelta(seconds=CLOCK_SKEW_SECONDS):
+        return f"claims to be issued in the future (thisUpdate {this_update.isoformat()})"
+    if next_update is not None:
+        return f"is stale (nextUpdate {next_update.isoformat()})" if next_update < now else None
+    if now - this_update > max_age:
+        return (
+            f"has no nextUpdate and is older than {max_age.total_seconds() / 3600:g} h "
+            f"(thisUpdate {this_update.isoformat()})"
+        )
+    return None
+
+
+class StatusFetcher(Protocol):
+    """How :func:`check_status` reaches the URLs a certificate names. Each method returns the
+    body of a 200 answer of at most ``limit`` bytes, and raises :class:`EstError` (or
+    ``OSError``/``ValueError``) otherwise: that becomes one of the problems and the next source
+    is asked. The NMOS node passes its own (cancellable, simulated clock in tests)."""
+
+    def get(self, url: str, limit: int) -> bytes: ...
+
+    def post(self, url: str, body: bytes, content_type: str, limit: int) -> bytes: ...
+
+
+# What a fetcher may raise for "this source gave nothing usable": anything else propagates
+# (e.g. RequestCancelled when the caller is stopping).
+FETCH_ERRORS = (EstError, OSError, ValueError)
+
+
+class HttpFetcher:
+    """:class:`StatusFetcher` over one ``httpx.Client``: each fetch bounded in size and by one
+    overall deadline (a responder trickling bytes cannot hold the caller)."""
+
+    def __init__(
+        self, tls: ssl.SSLContext | bool, timeout: float = DEFAULT_FETCH_TIMEOUT_SECONDS
+    ) -> None:
+        self.timeout = timeout
+        self.http = httpx.Client(verify=tls, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def get(self, url: str, limit: int) -> bytes:
+        return self._fetch("GET", url, limit)
+
+    def post(self, url: str, body: bytes, content_type: str, limit: int) -> bytes:
+        return self._fetch("POST", url, limit, body, {"Content-Type": content_type})
+
+    def _fetch(
+        self,
+        method: str,
+        url: str,
+        limit: int,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        try:
+            with (
+                overall_deadline(self.http, self.timeout),
+                self.http.stream(method, url, content=body, headers=headers) as reply,
+            ):
+                body = read_bounded(reply, limit)
+                if reply.status_code != 200:
+                    raise EstHttpError(
+                        f"HTTP {reply.status_code}",
+                        status=reply.status_code,
+                        server_text=body[:MAX_ERROR_TEXT_BYTES].decode("utf-8", "replace"),
+                        url=url,
+                    )
+                return body
+        except httpx.HTTPError as exc:
+            raise EstConnectionError(str(exc) or type(exc).__name__, url=url) from exc
+
+
+def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed ``response``, refused (``ValueError``) past ``limit`` bytes, as
+    declared or as read."""
     declared = response.headers.get("Content-Length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ValueError(f"{what} of {declared} bytes is over the limit of {limit}")
+        raise ValueError(f"an answer of {declared} bytes is over the limit of {limit}")
     chunks, total = [], 0
     for chunk in response.iter_bytes():
         total += len(chunk)
         if total > limit:
-            raise ValueError(f"{what} is over the limit of {limit} bytes")
+            raise ValueError(f"the answer is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -322,6 +430,48 @@ def default_trust(
     return context
 
 
+def ask_ocsp(
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    url: str,
+    fetcher: StatusFetcher,
+    *,
+    now: datetime,
+    use_nonce: bool = True,
+) -> CertificateStatus:
+    """POST one OCSP request (with a fresh nonce unless ``use_nonce`` is false) to ``url`` and
+    judge the answer; a fetch that fails is ``unknown`` with the reason."""
+    nonce = os.urandom(NONCE_BYTES) if use_nonce else None
+    try:
+        body = fetcher.post(
+            url,
+            build_request(certificate, issuer, nonce),
+            OCSP_REQUEST_MEDIA_TYPE,
+            MAX_OCSP_RESPONSE_BYTES,
+        )
+    except FETCH_ERRORS as exc:
+        serial = format(certificate.serial_number, "x")
+        return CertificateStatus("unknown", serial, "ocsp", url, problems=(f"OCSP {url}: {exc}",))
+    return interpret_ocsp_response(certificate, issuer, body, nonce=nonce, now=now, source=url)
+
+
+def ask_crl(
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    url: str,
+    fetcher: StatusFetcher,
+    *,
+    now: datetime,
+) -> CertificateStatus:
+    """GET the CRL at ``url`` and look the certificate up in it."""
+    try:
+        body = fetcher.get(url, MAX_CRL_BYTES)
+    except FETCH_ERRORS as exc:
+        serial = format(certificate.serial_number, "x")
+        return CertificateStatus("unknown", serial, "crl", url, problems=(f"CRL {url}: {exc}",))
+    return interpret_crl(certificate, issuer, body, now=now, source=url)
+
+
 def check_status(
     certificate: x509.Certificate,
     issuer: x509.Certificate,
@@ -330,10 +480,13 @@ def check_status(
     timeout: float = DEFAULT_FETCH_TIMEOUT_SECONDS,
     now: datetime | None = None,
     use_nonce: bool = True,
+    fetcher: StatusFetcher | None = None,
 ) -> CertificateStatus:
     """The status of ``certificate``: each AIA OCSP responder (POST with a nonce), then each CRL
     distribution point; the first believable good/revoked wins. ``unknown`` (with every problem
-    met) when none answers; :class:`StatusError` when the certificate names nowhere to ask."""
+    met) when none answers; :class:`StatusError` when the certificate names nowhere to ask.
+
+    ``fetcher`` replaces the HTTP client (then ``tls`` and ``timeout`` are not used)."""
     ocsp_list, crl_list = ocsp_urls(certificate), crl_urls(certificate)
     serial = format(certificate.serial_number, "x")
     if not ocsp_list and not crl_list:
@@ -349,58 +502,35 @@ def check_status(
             f"({exc or 'signature does not verify'}); give the certificate that signed it"
         ) from None
     now = now or datetime.now(UTC)
-    problems: list[str] = []
-    with httpx.Client(verify=tls or default_trust(issuer), timeout=timeout) as client:
-        for url in ocsp_list:
-            nonce = os.urandom(NONCE_BYTES) if use_nonce else None
-            try:
-                with client.stream(
-                    "POST",
-                    url,
-                    content=build_request(certificate, issuer, nonce),
-                    headers={"Content-Type": OCSP_REQUEST_MEDIA_TYPE},
-                ) as reply:
-                    if reply.status_code != 200:
-                        problems.append(f"OCSP {url}: HTTP {reply.status_code}")
-                        continue
-                    body = _read_bounded(reply, MAX_OCSP_RESPONSE_BYTES, "OCSP answer")
-            except (httpx.HTTPError, ValueError) as exc:
-                problems.append(f"OCSP {url}: {exc}")
-                continue
-            result = interpret_ocsp_response(
-                certificate, issuer, body, nonce=nonce, now=now, source=url
-            )
+    with contextlib.ExitStack() as stack:
+        if fetcher is None:
+            fetcher = own = HttpFetcher(tls or default_trust(issuer), timeout)
+            stack.callback(own.close)
+        problems: list[str] = []
+        sources = [("ocsp", url) for url in ocsp_list] + [("crl", url) for url in crl_list]
+        for method, url in sources:
+            if method == "ocsp":
+                result = ask_ocsp(certificate, issuer, url, fetcher, now=now, use_nonce=use_nonce)
+            else:
+                result = ask_crl(certificate, issuer, url, fetcher, now=now)
             if result.status != "unknown":
-                return _with_problems(result, problems)
+                return dataclasses.replace(result, checked_at=now, problems=tuple(problems))
             problems.extend(result.problems)
-        for url in crl_list:
-            try:
-                with client.stream("GET", url) as reply:
-                    if reply.status_code != 200:
-                        problems.append(f"CRL {url}: HTTP {reply.status_code}")
-                        continue
-                    body = _read_bounded(reply, MAX_CRL_BYTES, "CRL")
-            except (httpx.HTTPError, ValueError) as exc:
-                problems.append(f"CRL {url}: {exc}")
-                continue
-            result = interpret_crl(certificate, issuer, body, now=now, source=url)
-            if result.status != "unknown":
-                return _with_problems(result, problems)
-            problems.extend(result.problems)
-    return CertificateStatus("unknown", serial, problems=tuple(problems))
-
-
-def _with_problems(result: CertificateStatus, problems: list[str]) -> CertificateStatus:
-    if not problems:
-        return result
-    return dataclasses.replace(result, problems=tuple(problems))
+    return CertificateStatus("unknown", serial, checked_at=now, problems=tuple(problems))
 
 
 __all__ = [
+    "FETCH_ERRORS",
+    "MAX_CRL_AGE",
     "MAX_CRL_BYTES",
+    "MAX_OCSP_RESPONSE_AGE",
     "MAX_OCSP_RESPONSE_BYTES",
     "CertificateStatus",
+    "HttpFetcher",
     "StatusError",
+    "StatusFetcher",
+    "ask_crl",
+    "ask_ocsp",
     "build_request",
     "check_status",
     "crl_urls",
@@ -408,4 +538,5 @@ __all__ = [
     "interpret_crl",
     "interpret_ocsp_response",
     "ocsp_urls",
+    "read_bounded",
 ]

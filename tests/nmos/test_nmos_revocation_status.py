@@ -8,24 +8,16 @@ answer) is not believed either way."""
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
 import os
-import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
 
 from estkit.ca.authority import CertificateAuthority
-from estkit.ca.ocsp import issue_responder_certificate
 from estkit.cli.main import cli
 from estkit.nmos.agent import RenewalAgent
 from estkit.nmos.clock import ManualClock
@@ -36,50 +28,14 @@ from estkit.server.config import load_config, save_config
 from .conftest import EventLog, config_for_server
 from .dns_fixture import free_port
 
+try:
+    from tests.ocsp_impostor import Responder, forged_answer, lookalike_ca
+except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sys.path
+    from ocsp_impostor import Responder, forged_answer, lookalike_ca  # type: ignore[no-redef]
+
 # The schedule of these tests: a check every minute of simulated time (the default is an hour,
 # longer than the server's one-hour OCSP answers are fresh on a simulated clock).
 CHECK_SECONDS = 60
-
-
-class Responder:
-    """A plain-HTTP OCSP "responder" on 127.0.0.1 answering whatever ``answer`` holds (or
-    ``status`` without a body), recording the paths asked."""
-
-    def __init__(self) -> None:
-        self.answer = b""
-        self.status = 200
-        self.asked: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                self.rfile.read(length)
-                outer.asked.append(self.path)
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/ocsp-response")
-                self.send_header("Content-Length", str(len(outer.answer)))
-                self.end_headers()
-                self.wfile.write(outer.answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-@pytest.fixture
-def responder() -> Iterator[Responder]:
-    server = Responder()
-    yield server
-    server.stop()
 
 
 def point_ocsp_at(server: Any, base: str) -> None:
@@ -185,15 +141,15 @@ def test_revoked_certificate_is_found_by_ocsp_and_replaced_via_the_manufacturer_
 
 @pytest.mark.parametrize("failure", ["unreachable", "garbage", "http-503"])
 def test_when_ocsp_fails_the_crl_decides(
-    fresh_server: Any, tmp_path: Path, events: EventLog, responder: Responder, failure: str
+    fresh_server: Any, tmp_path: Path, events: EventLog, ocsp_impostor: Responder, failure: str
 ) -> None:
     server = fresh_server()
     if failure == "unreachable":
         base = f"http://127.0.0.1:{free_port()}"
     else:
-        base = responder.url
-        responder.answer = os.urandom(300) if failure == "garbage" else b""
-        responder.status = 503 if failure == "http-503" else 200
+        base = ocsp_impostor.url
+        ocsp_impostor.answer = os.urandom(300) if failure == "garbage" else b""
+        ocsp_impostor.status = 503 if failure == "http-503" else 200
     point_ocsp_at(server, base)
     agent, clock, cert_file = start_node(server, tmp_path, events)
 
@@ -202,7 +158,7 @@ def test_when_ocsp_fails_the_crl_decides(
     assert (good["status"], good["method"]) == ("good", "crl"), good
     assert any(p.startswith(f"OCSP {base}/ocsp") for p in good["problems"]), good
     if failure != "unreachable":
-        assert responder.asked == ["/ocsp"]  # it was asked, and not believed
+        assert ocsp_impostor.asked == ["/ocsp"]  # it was asked, and not believed
 
     revoked = revoke(server, cert_file)
     clock.advance(CHECK_SECONDS + 1)
@@ -214,85 +170,33 @@ def test_when_ocsp_fails_the_crl_decides(
     assert installed_serial(cert_file) != revoked
 
 
-def lookalike_ca(issuer: x509.Certificate, directory: Path) -> CertificateAuthority:
-    """An impostor CA whose issuing certificate has the very subject of ``issuer``."""
-
-    def name(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
-        values = cert.subject.get_attributes_for_oid(oid)
-        return str(values[0].value) if values else None
-
-    mallory = CertificateAuthority.create(
-        directory,
-        key_type="p256",
-        issuing_common_name=name(issuer, NameOID.COMMON_NAME),
-        organization=name(issuer, NameOID.ORGANIZATION_NAME),
-    )
-    assert mallory.issuer_certificate.subject == issuer.subject
-    return mallory
-
-
-def forged_answer(
-    leaf: x509.Certificate,
-    issuer: x509.Certificate,
-    mallory: CertificateAuthority,
-    *,
-    revoked: bool,
-    forgery: str,
-) -> bytes:
-    """A well-formed OCSP answer about ``leaf`` that its issuer did not sign: by a responder an
-    impostor CA (``mallory``, named like the issuer) delegated to ("another-ca"), or by that
-    impostor CA itself under the issuer's name ("issuer-name")."""
-    now = datetime.now(UTC)
-    builder = ocsp.OCSPResponseBuilder().add_response(
-        leaf,
-        issuer,
-        hashes.SHA1(),
-        ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
-        now - timedelta(minutes=1),
-        now + timedelta(hours=1),
-        now - timedelta(minutes=1) if revoked else None,
-        x509.ReasonFlags.key_compromise if revoked else None,
-    )
-    mallory_key: Any = mallory.issuer_key_for(mallory.generation)
-    if forgery == "another-ca":
-        responder = issue_responder_certificate(mallory.issuer_certificate, mallory_key)
-        builder = builder.responder_id(
-            ocsp.OCSPResponderEncoding.HASH, responder.certificate
-        ).certificates([responder.certificate])
-        mallory_key = responder.key
-    else:
-        builder = builder.responder_id(ocsp.OCSPResponderEncoding.NAME, mallory.issuer_certificate)
-    answer = builder.sign(mallory_key, hashes.SHA256())
-    return answer.public_bytes(serialization.Encoding.DER)
-
-
 @pytest.mark.parametrize("forgery", ["another-ca", "issuer-name"])
 def test_forged_ocsp_answers_are_not_believed(
-    fresh_server: Any, tmp_path: Path, events: EventLog, responder: Responder, forgery: str
+    fresh_server: Any, tmp_path: Path, events: EventLog, ocsp_impostor: Responder, forgery: str
 ) -> None:
     """A forged "revoked" must not take the node's certificate away; a forged "good" must not
     keep a revoked one: in both cases the (signed) CRL decides, and the problem says why."""
     server = fresh_server()
-    point_ocsp_at(server, responder.url)
+    point_ocsp_at(server, ocsp_impostor.url)
     agent, clock, cert_file = start_node(server, tmp_path, events)
     leaf = load_pem_certificates(cert_file.read_bytes())[0]
     issuer = CertificateAuthority.load(server.paths.data_dir / "ca").issuer_certificate
     mallory = lookalike_ca(issuer, tmp_path / "mallory")
 
-    responder.answer = forged_answer(leaf, issuer, mallory, revoked=True, forgery=forgery)
+    ocsp_impostor.answer = forged_answer(leaf, issuer, mallory, revoked=True, forgery=forgery)
     step = agent.run_once()
     kept = agent.store.load_state()["revocation"]["results"]["ecdsa"]
-    assert responder.asked == ["/ocsp"]
+    assert ocsp_impostor.asked == ["/ocsp"]
     assert (kept["status"], kept["method"]) == ("good", "crl"), kept
     assert any("not signed by the issuer" in p for p in kept["problems"]), kept
     assert not any(a.startswith("revoked") for a in step.actions)
     assert installed_serial(cert_file) == format(leaf.serial_number, "x")
 
     revoked = revoke(server, cert_file)
-    responder.answer = forged_answer(leaf, issuer, mallory, revoked=False, forgery=forgery)
+    ocsp_impostor.answer = forged_answer(leaf, issuer, mallory, revoked=False, forgery=forgery)
     clock.advance(CHECK_SECONDS + 1)
     step = agent.run_once()
-    assert responder.asked == ["/ocsp", "/ocsp"]
+    assert ocsp_impostor.asked == ["/ocsp", "/ocsp"]
     assert "revoked, dropped: ecdsa" in step.actions, events.text()
     why = next(m for m in events.messages("warning") if m.startswith("removed the ecdsa"))
     assert f"serial {revoked}" in why and f"(CRL https://localhost:{server.port}/crl)" in why

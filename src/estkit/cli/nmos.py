@@ -100,7 +100,7 @@ min_renewal_interval_seconds = 3600  # never renew more often than this (except 
 reprovision_on_new_network = true    # C15: only when the node's DNS domain or discovery domain
                                      # changed (or `agent --new-network`); never on a server's word
 max_attempts = 5
-check_revocation = true   # C16: CRL distribution points / OCSP
+check_revocation = true   # C16: OCSP (AIA) first, CRL distribution point as fallback
 revocation_check_seconds = 3600
 
 # [server]                # C3: uncomment to configure the EST server by hand (else DNS-SD)

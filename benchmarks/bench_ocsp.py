@@ -1,23 +1,32 @@
 """OCSP responder throughput beside `openssl ocsp -port`, and revocation-to-answer delay (issue 17).
 
-What it measures:
+What it measures, for a CA of each ``--ca-key-types`` (default: the project's default P-256, and
+RSA-2048), in ``--rounds`` alternating rounds (A, B, ... then ..., B, A: a shared machine's load
+drifts, so each scenario sees the same conditions on average):
 
-* OCSP answers/s and p50/p99 at 16 concurrent clients (threads) against
-  - estkit's /ocsp (`estkit server serve DIR --workers N`, HTTPS), POST without a nonce (the RFC
-    5019 case: pre-signed answers), (a) keep-alive connections, (b) a new TLS connection per
-    request (what `openssl ocsp` as a client does); and with a nonce on keep-alive (signed per
-    request, the worst case);
-  - `openssl ocsp -port` (plain HTTP, one connection per request: the only mode it has) answering
-    for the same CA with the same delegated responder key, from an index of the same
-    certificates, with `-multi N` processes (the same process count as our workers).
+* OCSP answers/s, p50/p99 and the server's CPU per answer (user + system of all its processes,
+  from /proc: the figure the machine's other load distorts least) at 16 concurrent clients, for
+  - estkit's /ocsp (`estkit server serve DIR --workers N`, HTTPS), POST without a nonce (RFC 5019:
+    pre-signed answers), (a) on keep-alive connections, (b) a new TLS connection per request (what
+    `openssl ocsp` as a client does, and the only method openssl's responder allows); and with a
+    nonce on keep-alive (signed per request, the worst case);
+  - `openssl ocsp -port` (plain HTTP, one connection per request) answering for the same CA from
+    an index of the same certificates, with ``-multi N`` processes (the count of our workers),
+    signing every answer afresh with the same delegated P-256 responder key as ours, and (with
+    a non-P-256 CA) with the CA's own key, as a plain openssl setup does.
 * the delay from `estkit server revoke` (a separate process, as an operator runs it) to the first
-  `revoked` answer from /ocsp, from the moment the command returns (the revocation is committed)
-  and from the moment it starts.
+  `revoked` answer from /ocsp, from the moment the command returns and from the moment it starts.
 
-Targets: >= 5x openssl's answers/s; revocation visible <= 1 s.
-The machine is shared: figures are noisy, run it more than once before believing a ratio.
+The load generator is not the cap: the 16 clients are spread over ``--load-processes``
+processes, requests are pre-made bytes on raw sockets, and its own CPU per answer is printed.
 
-Run: ``python benchmarks/bench_ocsp.py [--duration 3] [--workers 2] [--certs 50]``.
+Targets: >= 5x openssl's answers/s; revocation visible <= 1 s. Figures on a shared machine are
+noisy: compare CPU per answer, and the per-round ratios.
+
+``--baseline REV``: instead, this checkout's /ocsp beside commit REV's (keep-alive, pre-signed),
+for a change on the server's /ocsp path: the server CPU per answer of each, in alternating rounds.
+
+Run: ``python benchmarks/bench_ocsp.py [--duration 2] [--rounds 3] [--workers 2] [--certs 50]``.
 Prints figures; asserts nothing.
 """
 
@@ -25,12 +34,15 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +70,12 @@ TARGET_REVOCATION_SECONDS = 1.0
 CLIENTS = 16
 START_TIMEOUT_SECONDS = 60
 WARMUP_SECONDS = 0.5
+# The load processes start together this long after being handed their job.
+START_DELAY_SECONDS = 0.3
+# Every n-th answer is parsed and its status checked (parsing all would load the generator).
+VERIFY_EVERY = 16
+# Distinct nonce requests cycled in the nonce scenario (each answer is signed anyway).
+NONCE_REQUESTS = 2000
 REVOKED_SHARE = 5  # every 5th certificate is revoked in both responders
 REVOCATION_SAMPLES = 5  # revocations timed (each a separate `estkit server revoke` process)
 _BANNER = re.compile(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)")
@@ -71,10 +89,15 @@ class Result:
     latencies: list[float]
     answered: int = 0  # including the warm-up: what the server's CPU time was spent on
     server_cpu: float = 0.0  # CPU seconds of the server's processes during the whole run
+    load_cpu: float = 0.0  # CPU seconds of the load processes during the whole run
 
     @property
     def cpu_per_answer_us(self) -> float:
         return self.server_cpu / self.answered * 1e6 if self.answered else float("nan")
+
+    @property
+    def load_cpu_per_answer_us(self) -> float:
+        return self.load_cpu / self.answered * 1e6 if self.answered else float("nan")
 
     @property
     def rate(self) -> float:
@@ -88,9 +111,10 @@ class Result:
 
     def line(self, name: str) -> str:
         return (
-            f"{name:<44} {self.rate:8.0f}/s  p50 {self.percentile(0.5):6.1f} ms  "
-            f"p99 {self.percentile(0.99):6.1f} ms  server CPU "
-            f"{self.cpu_per_answer_us:4.0f} us/answer  (n={self.count}, errors={self.errors})"
+            f"{name:<46} {self.rate:7.0f}/s  p50 {self.percentile(0.5):5.1f} ms  "
+            f"p99 {self.percentile(0.99):6.1f} ms  server CPU {self.cpu_per_answer_us:4.0f} "
+            f"us/answer  load CPU {self.load_cpu_per_answer_us:4.0f} us/answer  "
+            f"(n={self.count}, errors={self.errors})"
         )
 
 
@@ -143,12 +167,14 @@ def _openssl_index(path: Path, leaves: list[x509.Certificate], data_dir: Path) -
 # --- servers ----------------------------------------------------------------------------------
 
 
-def _start_estkit(data_dir: Path, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _start_estkit(
+    data_dir: Path, workers: int, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     command = [sys.executable, "-m", "estkit.cli.main", "server", "serve", str(data_dir)]
     command += ["--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
     command += ["--log-level", "warning"]
     handle = log.open("wb")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         match = _BANNER.search(log.read_text(errors="replace"))
@@ -162,8 +188,11 @@ def _start_estkit(data_dir: Path, workers: int, log: Path) -> tuple[subprocess.P
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    """A port free the way openssl binds it: on every interface, IPv6 dual-stack, without
+    SO_REUSEADDR (a port a load run left in TIME_WAIT is not free for it)."""
+    family, address = (socket.AF_INET6, "::") if socket.has_ipv6 else (socket.AF_INET, "")
+    with socket.socket(family) as sock:
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -247,79 +276,165 @@ def _process_tree_cpu(root: int) -> float:
 
 
 # --- load -------------------------------------------------------------------------------------
+#
+# Why processes and raw sockets: 16 client threads in one Python process (http.client, parsing
+# every answer) measured ~1800 answers/s against both servers: the generator's GIL was the cap,
+# not the servers. Here the 16 clients are spread over --load-processes processes, each request
+# is pre-made bytes sent on a raw socket, and only every VERIFY_EVERY-th answer is parsed (its
+# status checked against the store's). The generator's own CPU per answer is printed, so a reader
+# can see how much of the machine it took.
 
-Connect = Callable[[], http.client.HTTPConnection]
+
+@dataclass(frozen=True)
+class Load:
+    """What every load process needs (picklable: it crosses into the worker processes)."""
+
+    host: str
+    port: int
+    cafile: str | None  # None: plain HTTP
+    keep_alive: bool
+    requests: tuple[bytes, ...]  # complete HTTP requests, pre-made
+    expected: tuple[ocsp.OCSPCertStatus, ...]  # the status each request must get
 
 
-def _answer_ok(body: bytes) -> bool:
+def _http_requests(bodies: list[bytes], keep_alive: bool) -> tuple[bytes, ...]:
+    connection = b"keep-alive" if keep_alive else b"close"
+    return tuple(
+        b"POST /ocsp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ocsp-request\r\n"
+        + b"Connection: " + connection + b"\r\nContent-Length: " + str(len(body)).encode()
+        + b"\r\n\r\n" + body
+        for body in bodies
+    )  # fmt: skip
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line[15:])
+    return None
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[bool, bytes]:
+    """Send one pre-made request; (status 200?, body). Reads by Content-Length, else to EOF."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the answer's headers")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = _content_length(head)
+    while length is None or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            if length is None:
+                break
+            raise ConnectionError("closed before the end of the answer")
+        body += chunk
+    return head[9:12] == b"200", body
+
+
+def _connect(load: Load, context: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((load.host, load.port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return context.wrap_socket(sock, server_hostname="localhost") if context else sock
+
+
+def _answer_right(body: bytes, expected: ocsp.OCSPCertStatus) -> bool:
     try:
+        answer = ocsp.load_der_ocsp_response(body)
         return (
-            ocsp.load_der_ocsp_response(body).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+            answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+            and answer.certificate_status is expected
         )
     except ValueError:
         return False
 
 
-def _load(
-    connect: Connect,
-    requests: list[bytes],
-    duration: float,
-    keep_alive: bool,
-    server_pid: int,
-    nonce_from: Callable[[], bytes] | None = None,
-) -> Result:
-    cpu_before = _process_tree_cpu(server_pid)
-    stop_at = time.monotonic() + WARMUP_SECONDS + duration
-    measure_from = time.monotonic() + WARMUP_SECONDS
-    lock = threading.Lock()
-    total = Result(0, 0, duration, [])
-
-    def worker(offset: int) -> None:
-        conn = connect() if keep_alive else None
-        position = offset
-        latencies, count, errors, answered = [], 0, 0, 0
-        while True:
-            now = time.monotonic()
-            if now >= stop_at:
-                break
-            body = nonce_from() if nonce_from else requests[position % len(requests)]
-            position += 1
-            started = time.monotonic()
+def _client(load: Load, offset: int, start: float, stop: float, tally: list[object]) -> None:
+    """One client: requests back to back until ``stop`` (wall clock); counts from ``start``."""
+    context = ssl.create_default_context(cafile=load.cafile) if load.cafile else None
+    if context is not None:
+        context.options |= ssl.OP_NO_TICKET  # every new connection is a full handshake
+    sock = _connect(load, context) if load.keep_alive else None
+    position, count, errors, answered = offset, 0, 0, 0
+    latencies: list[float] = []
+    while (began := time.time()) < stop:
+        index = position % len(load.requests)
+        position += 1
+        try:
+            one = sock if sock is not None else _connect(load, context)
+            ok, body = _exchange(one, load.requests[index])
+            if sock is None:
+                one.close()
+            if ok and position % VERIFY_EVERY == 0:
+                ok = _answer_right(body, load.expected[index])
+        except (OSError, ValueError):
             ok = False
-            try:
-                one = connect() if conn is None else conn
-                headers = {"Content-Type": "application/ocsp-request"}
-                if conn is None:
-                    headers["Connection"] = "close"
-                one.request("POST", "/ocsp", body=body, headers=headers)
-                reply = one.getresponse()
-                ok = reply.status == 200 and _answer_ok(reply.read())
-                if conn is None:
-                    one.close()
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                    conn = connect()
-            answered += ok
-            if started >= measure_from:
-                if ok:
-                    count += 1
-                    latencies.append(time.monotonic() - started)
-                else:
-                    errors += 1
-        with lock:
-            total.count += count
-            total.errors += errors
-            total.latencies.extend(latencies)
-            total.answered += answered
+            if sock is not None:
+                sock.close()
+                sock = _connect(load, context)
+        answered += ok
+        if began >= start:
+            if ok:
+                count += 1
+                latencies.append(time.time() - began)
+            else:
+                errors += 1
+    if sock is not None:
+        sock.close()
+    tally.append((count, errors, answered, latencies))
 
-    threads = [threading.Thread(target=worker, args=(index,)) for index in range(CLIENTS)]
+
+def _load_process(
+    job: tuple[Load, int, int, float, float],
+) -> tuple[int, int, int, list[float], float]:
+    """``clients`` threads of one load process; (ok, errors, answered, latencies, CPU s)."""
+    load, first, clients, start, stop = job
+    cpu = time.process_time()
+    time.sleep(max(0.0, start - WARMUP_SECONDS - time.time()))
+    tally: list[object] = []
+    threads = [
+        threading.Thread(target=_client, args=(load, first + n, start, stop, tally))
+        for n in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    results = [item for item in tally if isinstance(item, tuple)]
+    return (
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        sum(r[2] for r in results),
+        [value for r in results for value in r[3]],
+        time.process_time() - cpu,
+    )
+
+
+def _load(
+    pool: multiprocessing.pool.Pool, processes: int, load: Load, duration: float, server_pid: int
+) -> Result:
+    """CLIENTS clients over the pool's processes for ``duration`` s (after a warm-up)."""
+    shares = [CLIENTS // processes + (n < CLIENTS % processes) for n in range(processes)]
+    start = time.time() + START_DELAY_SECONDS + WARMUP_SECONDS
+    jobs = [
+        (load, sum(shares[:n]) * 7, share, start, start + duration)
+        for n, share in enumerate(shares)
+        if share
+    ]
+    cpu_before = _process_tree_cpu(server_pid)
+    parts = pool.map(_load_process, jobs, chunksize=1)
+    total = Result(sum(p[0] for p in parts), sum(p[1] for p in parts), duration, [])
+    total.latencies = [value for p in parts for value in p[3]]
+    total.answered = sum(p[2] for p in parts)
     total.server_cpu = _process_tree_cpu(server_pid) - cpu_before
+    total.load_cpu = sum(p[4] for p in parts)
     return total
+
+
+Connect = Callable[[], http.client.HTTPConnection]
 
 
 def _revocation_delay(
@@ -359,95 +474,248 @@ def _revocation_delay(
     return seen - committed, seen - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per scenario")
-    parser.add_argument("--workers", type=int, default=2, help="server processes (both sides)")
-    parser.add_argument("--certs", type=int, default=50, help="certificates asked about")
-    args = parser.parse_args()
+def _requests_and_statuses(
+    leaves: list[x509.Certificate],
+    issuer: x509.Certificate,
+    data_dir: Path,
+    count: int,
+    nonce: bool,
+) -> tuple[list[bytes], tuple[ocsp.OCSPCertStatus, ...]]:
+    """``count`` DER requests over ``leaves`` in turn, and the status each must get."""
+    store = open_store(f"sqlite:///{data_dir / 'estkit.db'}")
+    revoked = {
+        leaf.serial_number
+        for leaf in leaves
+        if (record := store.get_issued(format(leaf.serial_number, "x"))) is not None
+        and record.status == "revoked"
+    }
+    store.close()
+    chosen = [leaves[n % len(leaves)] for n in range(count)]
+    bodies = [_request(leaf, issuer, nonce=nonce) for leaf in chosen]
+    statuses = tuple(
+        ocsp.OCSPCertStatus.REVOKED if leaf.serial_number in revoked else ocsp.OCSPCertStatus.GOOD
+        for leaf in chosen
+    )
+    return bodies, statuses
 
+
+def _compare(
+    pool: multiprocessing.pool.Pool, args: argparse.Namespace, key_type: str
+) -> dict[str, list[Result]]:
+    """Alternating rounds of every scenario for a CA of ``key_type``; results per scenario."""
     with tempfile.TemporaryDirectory(prefix="bench-ocsp-") as tmp:
         work = Path(tmp)
-        paths = init_data_dir(work / "server")
+        paths = init_data_dir(work / "server", key_type=key_type)
         data_dir = paths.data_dir
         leaves, issuer = _issue_leaves(data_dir, args.certs + 1)
         probe, target = leaves[:-1], leaves[-1]
         issuer_path = work / "issuer.pem"
         issuer_path.write_bytes(issuer.public_bytes(serialization.Encoding.PEM))
-        requests = [_request(leaf, issuer) for leaf in probe]
-
+        bodies, statuses = _requests_and_statuses(probe, issuer, data_dir, len(probe), False)
+        nonce_bodies, nonce_statuses = _requests_and_statuses(
+            probe, issuer, data_dir, NONCE_REQUESTS, True
+        )
+        index = work / "index.txt"
+        _openssl_index(index, probe, data_dir)
+        generation = data_dir / "ca" / "generations" / "g1"
+        signers = {"delegated P-256 responder": responder_paths(data_dir / "ca", "g1")}
+        if key_type != "p256":  # with a P-256 CA the CA key would sign just like the responder
+            signers[f"the CA's {key_type} key"] = (
+                generation / "issuing.pem",
+                generation / "issuing.key",
+            )
+        cafile = str(paths.ca_certificates)
         estkit, port = _start_estkit(data_dir, args.workers, work / "estkit.log")
+        servers: list[tuple[subprocess.Popen[bytes], bool]] = [(estkit, False)]
         try:
-            context = ssl.create_default_context(cafile=str(paths.ca_certificates))
-
-            def https() -> http.client.HTTPConnection:
-                return http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
-
-            print(
-                f"OCSP answers at {CLIENTS} clients, {args.certs} certificates, estkit "
-                f"--workers {args.workers}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-            )
-            ours_keep = _load(https, requests, args.duration, True, estkit.pid)
-            print(ours_keep.line("estkit /ocsp (HTTPS keep-alive, pre-signed)"))
-            ours_new = _load(https, requests, args.duration, False, estkit.pid)
-            print(ours_new.line("estkit /ocsp (new TLS connection each)"))
-            ours_nonce = _load(
-                https,
-                requests,
-                args.duration,
-                True,
-                estkit.pid,
-                nonce_from=lambda: _request(probe[0], issuer, nonce=True),
-            )
-            print(ours_nonce.line("estkit /ocsp (keep-alive, nonce: signed each)"))
-
-            # The responder certificate our server created: openssl signs with the same key.
-            responder = responder_paths(data_dir / "ca", "g1")
-            index = work / "index.txt"
-            _openssl_index(index, probe, data_dir)
-            for processes in sorted({1, args.workers}):
+            # One answer first: the server has then written the delegated responder's files,
+            # which openssl signs with too.
+            https = _https_to(port, paths.ca_certificates)
+            warm = https()
+            warm.request("POST", "/ocsp", body=bodies[0],
+                         headers={"Content-Type": "application/ocsp-request"})  # fmt: skip
+            if not _answer_right(warm.getresponse().read(), statuses[0]):
+                raise SystemExit("estkit's first OCSP answer is wrong")
+            warm.close()
+            scenarios: dict[str, tuple[Load, int]] = {
+                "estkit HTTPS keep-alive (pre-signed)": (
+                    Load("127.0.0.1", port, cafile, True, _http_requests(bodies, True), statuses),
+                    estkit.pid,
+                ),
+                "estkit HTTPS new connection each": (
+                    Load("127.0.0.1", port, cafile, False, _http_requests(bodies, False), statuses),
+                    estkit.pid,
+                ),
+                "estkit keep-alive, nonce (signed each)": (
+                    Load("127.0.0.1", port, cafile, True, _http_requests(nonce_bodies, True),
+                         nonce_statuses),
+                    estkit.pid,
+                ),
+            }  # fmt: skip
+            multi = f" -multi {args.workers}" if args.workers > 1 else ""
+            for n, (signer, files) in enumerate(signers.items()):
                 openssl, openssl_port = _start_openssl(
-                    index, issuer_path, responder, processes, work / f"openssl-{processes}.log"
+                    index, issuer_path, files, args.workers, work / f"openssl-{n}.log"
                 )
-                try:
-
-                    def plain(port: int = openssl_port) -> http.client.HTTPConnection:
-                        return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-                    theirs = _load(plain, requests, args.duration, False, openssl.pid)
-                    if theirs.errors and not theirs.count:  # say why rather than print 0/s
-                        print((work / f"openssl-{processes}.log").read_text()[-2000:])
-                finally:
-                    _stop(openssl, group=processes > 1)
-                name = "openssl ocsp -port" + (f" -multi {processes}" if processes > 1 else "")
-                print(theirs.line(f"{name} (HTTP, signs each)"))
-                if theirs.rate:
-                    ratio = ours_keep.rate / theirs.rate
-                    verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-                    capacity = theirs.cpu_per_answer_us / ours_keep.cpu_per_answer_us
-                    print(
-                        f"  estkit keep-alive / {name}: {ratio:.1f}x answers/s ({verdict} the "
-                        f"{TARGET_RATIO:.0f}x target), {capacity:.1f}x answers per server "
-                        f"CPU-second; new TLS connection each: {ours_new.rate / theirs.rate:.1f}x"
-                    )
-
-            delays = [
-                _revocation_delay(data_dir, https, leaf, issuer)
-                for leaf in [target, *probe[: REVOCATION_SAMPLES - 1]]
-            ]
-            after_commit = sorted(delay[0] for delay in delays)
-            after_start = sorted(delay[1] for delay in delays)
-            worst = after_commit[-1]
-            verdict = "meets" if worst <= TARGET_REVOCATION_SECONDS else "misses"
+                servers.append((openssl, args.workers > 1))
+                load = Load("127.0.0.1", openssl_port, None, False,
+                            _http_requests(bodies, False), statuses)  # fmt: skip
+                scenarios[f"openssl ocsp -port{multi} HTTP, {signer}"] = (load, openssl.pid)
+            results: dict[str, list[Result]] = {name: [] for name in scenarios}
             print(
-                f"revocation to 'revoked' answer ({len(delays)} revocations): after `server "
-                f"revoke` returned median {after_commit[len(delays) // 2] * 1e3:.0f} ms, max "
-                f"{worst * 1e3:.0f} ms; after it started median "
-                f"{after_start[len(delays) // 2] * 1e3:.0f} ms, max {after_start[-1] * 1e3:.0f} "
-                f"ms ({verdict} the {TARGET_REVOCATION_SECONDS:.0f} s target)"
+                f"\n{key_type} CA: OCSP answers at {CLIENTS} clients over {args.load_processes} "
+                f"load processes, {args.certs} certificates, {args.workers} server processes "
+                f"each, {args.rounds} alternating rounds of {args.duration:g} s"
+            )
+            for round_number in range(args.rounds):
+                names = list(scenarios)
+                for name in names if round_number % 2 == 0 else reversed(names):
+                    load, pid = scenarios[name]
+                    result = _load(pool, args.load_processes, load, args.duration, pid)
+                    results[name].append(result)
+                    print(f"  round {round_number + 1} " + result.line(name))
+            _print_revocation_delays(data_dir, https, [target, *probe[: REVOCATION_SAMPLES - 1]],
+                                     issuer)  # fmt: skip
+            return results
+        finally:
+            for process, group in servers:
+                _stop(process, group=group)
+
+
+def _https_to(port: int, cafile: Path) -> Connect:
+    context = ssl.create_default_context(cafile=str(cafile))
+
+    def https() -> http.client.HTTPConnection:
+        return http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
+
+    return https
+
+
+def _print_revocation_delays(
+    data_dir: Path, https: Connect, leaves: list[x509.Certificate], issuer: x509.Certificate
+) -> None:
+    delays = [_revocation_delay(data_dir, https, leaf, issuer) for leaf in leaves]
+    after_commit = sorted(delay[0] for delay in delays)
+    after_start = sorted(delay[1] for delay in delays)
+    worst = after_commit[-1]
+    verdict = "meets" if worst <= TARGET_REVOCATION_SECONDS else "misses"
+    print(
+        f"  revocation to 'revoked' answer ({len(delays)} revocations): after `server revoke` "
+        f"returned median {after_commit[len(delays) // 2] * 1e3:.0f} ms, max "
+        f"{worst * 1e3:.0f} ms; after it started median "
+        f"{after_start[len(delays) // 2] * 1e3:.0f} ms, max {after_start[-1] * 1e3:.0f} ms "
+        f"({verdict} the {TARGET_REVOCATION_SECONDS:.0f} s target)"
+    )
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _summary(key_type: str, results: dict[str, list[Result]]) -> None:
+    """Medians over the rounds; ratios per round (the same round's conditions), then median."""
+    print(f"\n{key_type} CA, medians over the rounds:")
+    for name, rounds in results.items():
+        print(
+            f"  {name:<62} {_median([r.rate for r in rounds]):7.0f}/s  server CPU "
+            f"{_median([r.cpu_per_answer_us for r in rounds]):5.0f} us/answer"
+        )
+    ours = [name for name in results if name.startswith("estkit") and "nonce" not in name]
+    for theirs in (name for name in results if name.startswith("openssl")):
+        for name in ours:
+            pairs = list(zip(results[name], results[theirs], strict=True))
+            rate = _median([a.rate / b.rate for a, b in pairs if b.rate])
+            cpu = _median([b.cpu_per_answer_us / a.cpu_per_answer_us for a, b in pairs])
+            verdict = "meets" if rate >= TARGET_RATIO else "misses"
+            print(
+                f"  {name} vs {theirs}: {rate:.1f}x answers/s ({verdict} the "
+                f"{TARGET_RATIO:.0f}x target), {cpu:.1f}x answers per server CPU-second"
+            )
+
+
+def _side_by_side(pool: multiprocessing.pool.Pool, args: argparse.Namespace) -> None:
+    """--baseline REV: REV's server and this checkout's, each on its own data directory made by
+    its own ``server init``, the pre-signed keep-alive load in alternating rounds; the server
+    CPU per answer of each and the ratio."""
+    # The other benchmark's helpers: git archive of REV, PYTHONPATH to its src, its own init.
+    from bench_server_enroll import _check_imports_from, _extract, _init_with, _source_env
+
+    key_type = args.ca_key_types.split(",")[0].strip()
+    with tempfile.TemporaryDirectory(prefix="bench-ocsp-ab-") as tmp:
+        work = Path(tmp)
+        baseline = _extract(args.baseline, work / "baseline-source")
+        _check_imports_from(baseline)
+        loads: dict[str, tuple[Load, int]] = {}
+        servers: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, source in (("baseline", baseline), ("current", None)):
+                data_dir = work / name
+                _init_with(source, data_dir, key_type)
+                leaves, issuer = _issue_leaves(data_dir, args.certs)
+                bodies, statuses = _requests_and_statuses(leaves, issuer, data_dir, args.certs,
+                                                          False)  # fmt: skip
+                env = _source_env(source)
+                server, port = _start_estkit(data_dir, args.workers, work / f"{name}.log", env)
+                servers.append(server)
+                cafile = str(data_dir / "ca" / "cacerts.pem")
+                load = Load("127.0.0.1", port, cafile, True, _http_requests(bodies, True),
+                            statuses)  # fmt: skip
+                loads[name] = (load, server.pid)
+            results: dict[str, list[Result]] = {name: [] for name in loads}
+            print(f"\nside by side: {args.baseline} vs this checkout, {key_type} CA, HTTPS "
+                  f"keep-alive pre-signed, {args.rounds} alternating rounds")  # fmt: skip
+            for round_number in range(args.rounds):
+                names = list(loads) if round_number % 2 == 0 else list(reversed(loads))
+                for name in names:
+                    load, pid = loads[name]
+                    result = _load(pool, args.load_processes, load, args.duration, pid)
+                    results[name].append(result)
+                    print(f"  round {round_number + 1} " + result.line(name))
+            base, ours = results["baseline"], results["current"]
+            pairs = zip(base, ours, strict=True)
+            cpu = _median([b.cpu_per_answer_us / c.cpu_per_answer_us for b, c in pairs])
+            base_cpu = _median([r.cpu_per_answer_us for r in base])
+            ours_cpu = _median([r.cpu_per_answer_us for r in ours])
+            base_rate, ours_rate = _median([r.rate for r in base]), _median([r.rate for r in ours])
+            print(
+                f"  server CPU per answer: baseline {base_cpu:.0f} us, current {ours_cpu:.0f} us "
+                f"(baseline/current {cpu:.2f}x, median of the rounds); answers/s baseline "
+                f"{base_rate:.0f}, current {ours_rate:.0f}"
             )
         finally:
-            _stop(estkit)
+            for server in servers:
+                _stop(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (A/B/A...)")
+    parser.add_argument("--workers", type=int, default=2, help="server processes (both sides)")
+    parser.add_argument("--certs", type=int, default=50, help="certificates asked about")
+    parser.add_argument(
+        "--load-processes", type=int, default=4, help="processes the 16 clients are spread over"
+    )
+    parser.add_argument(
+        "--ca-key-types", default="p256,rsa2048", help="CA key types to compare, comma-separated"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="instead: this checkout's /ocsp beside commit REV's (server CPU per answer)",
+    )
+    args = parser.parse_args()
+    if args.baseline:
+        with multiprocessing.get_context("fork").Pool(args.load_processes) as pool:
+            _side_by_side(pool, args)
+        return
+    print(f"bench_ocsp {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs")
+    summaries: dict[str, dict[str, list[Result]]] = {}
+    with multiprocessing.get_context("fork").Pool(args.load_processes) as pool:
+        for key_type in args.ca_key_types.split(","):
+            summaries[key_type] = _compare(pool, args, key_type.strip())
+    for key_type, results in summaries.items():
+        _summary(key_type, results)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,18 @@ def fresh_server(
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def ocsp_impostor() -> Iterator[Any]:
+    """A plain-HTTP OCSP responder answering what the test sets (tests/ocsp_impostor.py)."""
+    try:
+        from tests.ocsp_impostor import Responder
+    except ImportError:  # pragma: no cover - depends on how pytest put tests/ on sys.path
+        from ocsp_impostor import Responder  # type: ignore[no-redef]
+
+    server = Responder()
+    try:
+        yield server
+    finally:
+        server.stop()

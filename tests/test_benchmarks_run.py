@@ -113,3 +113,18 @@ def test_http_fuzz_script_fails_when_no_input_ran() -> None:
     assert "total: 0 inputs tried" in result.stdout, result.stdout
     assert "no input was run" in result.stdout, result.stdout
     assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_ocsp_benchmark_runs_without_errors() -> None:
+    """Both servers answered every request (each checked answer had the store's status), and the
+    comparison and the revocation delay are printed."""
+    out = _run(
+        "bench_ocsp.py", "--duration", "0.3", "--rounds", "1", "--certs", "5",
+        "--ca-key-types", "p256", "--load-processes", "2",
+    )  # fmt: skip
+    figures = re.findall(r"\(n=(\d+), errors=(\d+)\)", out)
+    # estkit keep-alive, new connection each, nonce; openssl with the delegated responder.
+    assert len(figures) == 4, out
+    assert all(int(n) > 0 and errors == "0" for n, errors in figures), out
+    assert re.search(r"vs openssl ocsp -port -multi 2 HTTP, .*x answers per server CPU-second", out)
+    assert "revocation to 'revoked' answer (5 revocations)" in out, out

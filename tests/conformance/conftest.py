@@ -42,19 +42,31 @@ LABELS: dict[str, dict[str, Any]] = {
 }
 
 
-def expected_statuses(*, offers_tls_exporter: bool = False) -> dict[str, Status]:
+REVOCATION_CASES = ("revocation-pointers", "ocsp-good", "crl-good", "ocsp-revoked", "crl-revoked")
+
+
+def expected_statuses(
+    *, offers_tls_exporter: bool = False, names_status_urls: bool = False
+) -> dict[str, Status]:
     """What a compliant server gets for the cases that are not a plain ``pass``, and why.
 
     pop-wrong-challenge: n/a unless the label requires PoP. pop-tls13-exporter: n/a unless the
     server offers the estkit tls-exporter extension (estkit's server does: pass it
     ``offers_tls_exporter=True``). retry-after: n/a when nothing is deferred. tls-3des-refused:
     skip when the local OpenSSL has no 3DES (OpenSSL 3 default). dns-*: n/a without a DNS domain
-    to look in (tests/conformance/test_dns_cases.py gives one).
+    to look in (tests/conformance/test_dns_cases.py gives one). Revocation cases: n/a when the
+    issued certificates name no OCSP responder or CRL (the purpose-built servers); with them
+    (estkit's, ``names_status_urls=True``) the two that need a revocation are skipped, since a
+    full run is given no way to revoke (tests/conformance/test_revocation_cases.py gives one).
     """
     expected = {"pop-wrong-challenge": Status.NA, "retry-after": Status.NA}
     if not offers_tls_exporter:
         expected["pop-tls13-exporter"] = Status.NA
     expected |= {case: Status.NA for case in DNS_CASES}
+    if names_status_urls:
+        expected |= {case: Status.SKIP for case in REVOCATION_CASES[3:]}
+    else:
+        expected |= {case: Status.NA for case in REVOCATION_CASES}
     if not local_catalogue().groups["3des"]:
         expected["tls-3des-refused"] = Status.SKIP
     return expected

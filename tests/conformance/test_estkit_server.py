@@ -57,7 +57,9 @@ def test_full_run_against_a_correct_server_passes(
     elapsed = time.perf_counter() - started
     print(f"\nfull conformance run against estkit: {elapsed:.2f} s, {len(report.results)} cases")
     assert len(report.results) >= 25
-    assert non_passing(report) == expected_statuses(offers_tls_exporter=True)
+    assert non_passing(report) == expected_statuses(
+        offers_tls_exporter=True, names_status_urls=True
+    )
     assert report.exit_status == 0
     # Every refusal case reached the server and was refused there for the reason it probes.
     refusals = conformance_server.refusals_since(first_event)
@@ -157,9 +159,9 @@ def test_a_server_in_root_rollover_still_passes_everything(tmp_path: Path) -> No
     try:
         CertificateAuthority.load(server.paths.data_dir / "ca").rollover()
         report = run_suite(server.target())
-        assert non_passing(report) == expected_statuses(offers_tls_exporter=True), [
-            (r.id, r.message) for r in report.results if r.status is Status.FAIL
-        ]
+        assert non_passing(report) == expected_statuses(
+            offers_tls_exporter=True, names_status_urls=True
+        ), [(r.id, r.message) for r in report.results if r.status is Status.FAIL]
         served = report.result("cacerts-root")
         assert served.status is Status.PASS
     finally:

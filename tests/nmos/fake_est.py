@@ -119,12 +119,18 @@ class CaBackedConnector:
             raise EstHttpError(str(exc), status=500, url=server.base_url) from exc
         return EnrollResult(cert, [self.authority.issuer_certificate], spec.key)
 
-    def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
+    def fetch(self, url: str, trust: Sequence[x509.Certificate], *, limit: int = 0) -> bytes:
         if self.down:
             raise EstConnectionError(f"cannot fetch {url}")
         return self.authority.build_crl(self.revoked, now=self.clock.now())
 
     def post(
-        self, url: str, body: bytes, content_type: str, trust: Sequence[x509.Certificate]
+        self,
+        url: str,
+        body: bytes,
+        content_type: str,
+        trust: Sequence[x509.Certificate],
+        *,
+        limit: int = 0,
     ) -> bytes:
         raise EstConnectionError("no OCSP responder in this fake")

@@ -1,10 +1,13 @@
-"""Revocation checks of the node's own certificates (C16): CRLs from the estkit CA, OCSP answers
-made by OpenSSL's own responder (`openssl ocsp -reqin/-respout`, no network needed)."""
+"""The decisions behind the node's revocation checks (C16), made by estkit.client.status (the one
+home the node uses): CRLs from the estkit CA, OCSP answers made by OpenSSL's own responder
+(`openssl ocsp -reqin/-respout`, no network needed). The node over the network:
+test_nmos_revocation_status.py."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +17,12 @@ from cryptography import x509
 from estkit.ca.authority import CertificateAuthority
 from estkit.ca.crl import RevokedEntry
 from estkit.ca.profiles import Profile
-from estkit.nmos.revocation import (
-    Revocation,
-    build_ocsp_request,
-    check_crl,
-    check_ocsp_response,
-    check_revocation,
+from estkit.client.errors import EstConnectionError
+from estkit.client.status import (
+    build_request,
+    check_status,
+    interpret_crl,
+    interpret_ocsp_response,
 )
 from estkit.protocol.csr import build_csr
 from estkit.protocol.keys import generate_private_key
@@ -46,10 +49,11 @@ def test_crl_good_and_revoked(authority: CertificateAuthority) -> None:
     cert = leaf(authority)
     issuer = authority.issuer_certificate
     clean = authority.build_crl([], now=NOW)
-    assert check_crl(cert, issuer, clean, NOW, CRL_URL).status is Revocation.GOOD
+    assert interpret_crl(cert, issuer, clean, now=NOW, source=CRL_URL).status == "good"
     revoked = authority.build_crl([RevokedEntry(cert.serial_number, NOW)], now=NOW)
-    result = check_crl(cert, issuer, revoked, NOW, CRL_URL)
-    assert result.revoked and format(cert.serial_number, "x") in result.detail
+    result = interpret_crl(cert, issuer, revoked, now=NOW, source=CRL_URL)
+    assert result.revoked and result.serial == format(cert.serial_number, "x")
+    assert f"serial {result.serial} revoked at" in result.describe()
 
 
 def test_a_crl_signed_by_someone_else_is_ignored(
@@ -58,35 +62,64 @@ def test_a_crl_signed_by_someone_else_is_ignored(
     cert = leaf(authority)
     stranger = CertificateAuthority.create(tmp_path / "x", key_type="p256", now=NOW)
     forged = stranger.build_crl([RevokedEntry(cert.serial_number, NOW)], now=NOW)
-    result = check_crl(cert, authority.issuer_certificate, forged, NOW, CRL_URL)
-    assert result.status is Revocation.UNKNOWN  # never "revoked" on a forged CRL
+    result = interpret_crl(cert, authority.issuer_certificate, forged, now=NOW, source=CRL_URL)
+    assert result.status == "unknown"  # never "revoked" on a forged CRL
+    assert "not signed by" in result.problems[0]
 
 
 def test_stale_crl_is_unknown_not_good(authority: CertificateAuthority) -> None:
     cert = leaf(authority)
     old = authority.build_crl([], now=NOW - timedelta(hours=2), next_update_seconds=60)
-    result = check_crl(cert, authority.issuer_certificate, old, NOW, CRL_URL)
-    assert result.status is Revocation.UNKNOWN and "stale" in result.detail
+    result = interpret_crl(cert, authority.issuer_certificate, old, now=NOW, source=CRL_URL)
+    assert result.status == "unknown" and "stale" in result.problems[0]
 
 
-def test_check_revocation_follows_the_distribution_point(authority: CertificateAuthority) -> None:
+def test_stale_crl_still_proves_a_revocation(authority: CertificateAuthority) -> None:
+    """A revocation cannot be undone: a signed CRL listing the certificate counts even when
+    stale (the node drops the certificate); only "not listed" needs a fresh CRL."""
     cert = leaf(authority)
-    fetched: list[str] = []
+    old = authority.build_crl(
+        [RevokedEntry(cert.serial_number, NOW - timedelta(hours=3), "keyCompromise")],
+        now=NOW - timedelta(hours=2),
+        next_update_seconds=60,
+    )
+    result = interpret_crl(cert, authority.issuer_certificate, old, now=NOW, source=CRL_URL)
+    assert result.revoked and result.reason == "keyCompromise"
 
-    def fetch(url: str) -> bytes:
-        fetched.append(url)
-        return authority.build_crl([RevokedEntry(cert.serial_number, NOW)], now=NOW)
 
-    result = check_revocation(cert, authority.issuer_certificate, now=NOW, fetch=fetch)
-    assert fetched == [CRL_URL] and result.revoked
+class CannedFetcher:
+    """A StatusFetcher answering GETs from a function (the decision, without a network)."""
+
+    def __init__(self, answer: Callable[[str], bytes]) -> None:
+        self.answer = answer
+        self.fetched: list[str] = []
+
+    def get(self, url: str, limit: int) -> bytes:
+        self.fetched.append(url)
+        return self.answer(url)
+
+    def post(self, url: str, body: bytes, content_type: str, limit: int) -> bytes:
+        raise AssertionError("this certificate names no OCSP responder")
+
+
+def test_check_status_follows_the_distribution_point(authority: CertificateAuthority) -> None:
+    cert = leaf(authority)
+    fetcher = CannedFetcher(
+        lambda url: authority.build_crl([RevokedEntry(cert.serial_number, NOW)], now=NOW)
+    )
+    result = check_status(cert, authority.issuer_certificate, now=NOW, fetcher=fetcher)
+    assert fetcher.fetched == [CRL_URL] and result.revoked and result.method == "crl"
 
 
 def test_unreachable_crl_is_unknown_and_says_why(authority: CertificateAuthority) -> None:
-    def fetch(url: str) -> bytes:
-        raise OSError("connection refused")
+    def refuse(url: str) -> bytes:
+        raise EstConnectionError("connection refused")
 
-    result = check_revocation(leaf(authority), authority.issuer_certificate, now=NOW, fetch=fetch)
-    assert result.status is Revocation.UNKNOWN and "connection refused" in result.detail
+    result = check_status(
+        leaf(authority), authority.issuer_certificate, now=NOW, fetcher=CannedFetcher(refuse)
+    )
+    assert result.status == "unknown"
+    assert result.problems == (f"CRL {CRL_URL}: connection refused",)
 
 
 def _openssl_ocsp(
@@ -107,7 +140,7 @@ def _openssl_ocsp(
     else:
         line = f"V\t{expiry}\t\t{serial}\tunknown\t{subject}\n"
     (tmp_path / "index.txt").write_text(line)
-    (tmp_path / "req.der").write_bytes(build_ocsp_request(cert, authority.issuer_certificate))
+    (tmp_path / "req.der").write_bytes(build_request(cert, authority.issuer_certificate, None))
     completed = subprocess.run(
         [
             openssl, "ocsp", "-index", str(tmp_path / "index.txt"),
@@ -130,8 +163,10 @@ def test_ocsp_answers_from_openssl_are_understood(
 ) -> None:
     cert = leaf(authority)
     answer = _openssl_ocsp(authority, cert, revoked, tmp_path)
-    result = check_ocsp_response(cert, authority.issuer_certificate, answer, NOW, "ocsp")
-    assert result.status is (Revocation.REVOKED if revoked else Revocation.GOOD), result.detail
+    result = interpret_ocsp_response(
+        cert, authority.issuer_certificate, answer, nonce=None, now=NOW, source="ocsp"
+    )
+    assert result.status == ("revoked" if revoked else "good"), result.problems
 
 
 def test_ocsp_answer_for_another_issuer_is_not_trusted(
@@ -140,5 +175,7 @@ def test_ocsp_answer_for_another_issuer_is_not_trusted(
     cert = leaf(authority)
     answer = _openssl_ocsp(authority, cert, True, tmp_path)
     stranger = CertificateAuthority.create(tmp_path / "x", key_type="p256", now=NOW)
-    result = check_ocsp_response(cert, stranger.issuer_certificate, answer, NOW, "ocsp")
-    assert result.status is Revocation.UNKNOWN
+    result = interpret_ocsp_response(
+        cert, stranger.issuer_certificate, answer, nonce=None, now=NOW, source="ocsp"
+    )
+    assert result.status == "unknown"

@@ -7,9 +7,10 @@ CA's own. Each refusal says why; a control shows the same answer is accepted whe
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,13 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 
 from estkit.ca.authority import CertificateAuthority
-from estkit.nmos.revocation import (
+from estkit.client.status import (
     MAX_OCSP_RESPONSE_AGE,
-    Revocation,
-    build_ocsp_request,
-    check_crl,
-    check_ocsp_response,
-    new_ocsp_nonce,
+    NONCE_BYTES,
+    CertificateStatus,
+    build_request,
+    interpret_crl,
+    interpret_ocsp_response,
 )
 
 from .test_nmos_revocation import NOW, authority, leaf  # noqa: F401  (module fixture)
@@ -45,7 +46,7 @@ def openssl_answer(
     serial = format(cert.serial_number, "X").rjust(2, "0")
     serial = "0" + serial if len(serial) % 2 else serial
     (tmp_path / "index.txt").write_text(f"V\t{expiry}\t\t{serial}\tunknown\t/CN=n.nmos.test\n")
-    request = build_ocsp_request(cert, authority.issuer_certificate, nonce)
+    request = build_request(cert, authority.issuer_certificate, nonce)
     (tmp_path / "req.der").write_bytes(request)
     validity = ["-ndays", "1"] if next_update else []
     completed = subprocess.run(
@@ -64,22 +65,36 @@ def openssl_answer(
     return (tmp_path / "resp.der").read_bytes()
 
 
+def judge(
+    authority: CertificateAuthority,  # noqa: F811
+    cert: x509.Certificate,
+    answer: bytes,
+    now: datetime,
+    nonce: bytes | None = None,
+) -> CertificateStatus:
+    return interpret_ocsp_response(
+        cert, authority.issuer_certificate, answer, nonce=nonce, now=now, source="o"
+    )
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
 def test_nonce_is_sent_and_must_come_back(
     authority: CertificateAuthority,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     cert = leaf(authority)
-    nonce = new_ocsp_nonce()
+    nonce = new_nonce()
     answer = openssl_answer(authority, cert, tmp_path, nonce=nonce, next_update=True)
     echoed = ocsp.load_der_ocsp_response(answer).extensions.get_extension_for_class(x509.OCSPNonce)
     assert echoed.value.nonce == nonce  # the responder supports nonces and echoed ours
-    good = check_ocsp_response(cert, authority.issuer_certificate, answer, NOW, "o", nonce=nonce)
-    assert good.status is Revocation.GOOD, good.detail
-    replay = check_ocsp_response(
-        cert, authority.issuer_certificate, answer, NOW, "o", nonce=new_ocsp_nonce()
-    )
-    assert replay.status is Revocation.UNKNOWN
-    assert "another request's nonce" in replay.detail
+    good = judge(authority, cert, answer, NOW, nonce)
+    assert good.status == "good", good.problems
+    replay = judge(authority, cert, answer, NOW, new_nonce())
+    assert replay.status == "unknown"
+    assert "the nonce in the answer is not ours" in replay.problems[0]
 
 
 def test_answer_without_next_update_has_a_maximum_age(
@@ -91,12 +106,12 @@ def test_answer_without_next_update_has_a_maximum_age(
     parsed = ocsp.load_der_ocsp_response(answer)
     assert parsed.next_update_utc is None
     issued = parsed.this_update_utc
-    fresh = check_ocsp_response(cert, authority.issuer_certificate, answer, issued, "o")
-    assert fresh.status is Revocation.GOOD, fresh.detail
+    fresh = judge(authority, cert, answer, issued)
+    assert fresh.status == "good", fresh.problems
     later = issued + MAX_OCSP_RESPONSE_AGE + timedelta(minutes=1)
-    old = check_ocsp_response(cert, authority.issuer_certificate, answer, later, "o")
-    assert old.status is Revocation.UNKNOWN
-    assert "has no nextUpdate and is older than 24 h" in old.detail
+    old = judge(authority, cert, answer, later)
+    assert old.status == "unknown"
+    assert "has no nextUpdate and is older than 24 h" in old.problems[0]
 
 
 def test_answer_from_the_future_is_not_trusted(
@@ -106,16 +121,15 @@ def test_answer_from_the_future_is_not_trusted(
     cert = leaf(authority)
     answer = openssl_answer(authority, cert, tmp_path, nonce=None, next_update=True)
     issued = ocsp.load_der_ocsp_response(answer).this_update_utc
-    early = check_ocsp_response(
-        cert, authority.issuer_certificate, answer, issued - timedelta(hours=1), "o"
-    )
-    assert early.status is Revocation.UNKNOWN
-    assert "issued in the future" in early.detail
+    early = judge(authority, cert, answer, issued - timedelta(hours=1))
+    assert early.status == "unknown"
+    assert "issued in the future" in early.problems[0]
 
 
 def test_crl_freshness(authority: CertificateAuthority) -> None:  # noqa: F811
     cert = leaf(authority)
     crl = authority.build_crl([], now=NOW)
-    assert check_crl(cert, authority.issuer_certificate, crl, NOW, "c").status is Revocation.GOOD
-    future = check_crl(cert, authority.issuer_certificate, crl, NOW - timedelta(hours=1), "c")
-    assert future.status is Revocation.UNKNOWN and "in the future" in future.detail
+    issuer = authority.issuer_certificate
+    assert interpret_crl(cert, issuer, crl, now=NOW, source="c").status == "good"
+    future = interpret_crl(cert, issuer, crl, now=NOW - timedelta(hours=1), source="c")
+    assert future.status == "unknown" and "in the future" in future.problems[0]

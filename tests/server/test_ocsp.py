@@ -375,3 +375,46 @@ def test_get_accepts_standard_base64_raw_and_percent_encoded(
         assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL, path
         assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
         assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+
+
+def _raw_post(server: EstkitTestServer, head: bytes, pieces: list[bytes], pause: float) -> bytes:
+    """One HTTPS request written as ``head`` then ``pieces`` (``pause`` s apart); the answer."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(server.paths.ca_certificates))
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(head + pieces[0])
+        for piece in pieces[1:]:
+            time.sleep(pause)
+            sock.sendall(piece)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_body_read_whole_or_in_pieces(server: EstkitTestServer, tmp_path: Path) -> None:
+    """The body of a request whose body came with its head is taken at once (issue 17: the
+    cheap path of /ocsp), the size limit still applies to it (chunked, no Content-Length to
+    refuse early); a body that arrives in pieces is still read to the end."""
+    head = (
+        b"POST /ocsp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/ocsp-request\r\n"
+        b"Connection: close\r\n"
+    )
+    big = MAX_OCSP_REQUEST_BYTES + 1
+    chunked = f"{big:x}\r\n".encode() + b"\x30" * big + b"\r\n0\r\n\r\n"
+    refused = _raw_post(server, head + b"Transfer-Encoding: chunked\r\n\r\n", [chunked], 0)
+    assert refused.startswith(b"HTTP/1.1 413"), refused[:200]
+    assert f"over the limit of {MAX_OCSP_REQUEST_BYTES} bytes".encode() in refused
+    issuer = _issuer(issuer_pem(server, tmp_path))
+    leaf = issue(server, tmp_path, "pieces.example")
+    der = _request_der(leaf.certificate, issuer, None)
+    length = f"Content-Length: {len(der)}\r\n\r\n".encode()
+    answer = _raw_post(server, head + length, [der[:10], der[10:]], 0.3)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    body = answer.partition(b"\r\n\r\n")[2]
+    assert ocsp.load_der_ocsp_response(body).certificate_status is ocsp.OCSPCertStatus.GOOD

@@ -52,6 +52,7 @@ CONFORMANCE_FLAGS = {
     "digest": "--digest USER:PASSWORD",
     "rogue_cert": "--rogue-cert",
     "rogue_key": "--rogue-key",
+    "revoke_command": "--revoke-command",
 }
 F = TypeVar("F", bound=Callable[..., Any])
 _FILE = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
@@ -188,6 +189,13 @@ def _write(path: Path, data: bytes) -> None:
     multiple=True,
     metavar="IP",
     help="Interface address to browse mDNS on (repeatable) [default: all].",
+)
+@click.option(
+    "--revoke-command",
+    metavar="CMD",
+    help="How the suite may revoke a certificate it enrolled, {serial} standing for its hex "
+    "serial (e.g. 'estkit server revoke DIR {serial}'); without it the cases that need a "
+    "revoked certificate are skipped.",
 )
 @click.option(
     "--list",

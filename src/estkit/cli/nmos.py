@@ -106,7 +106,7 @@ min_renewal_interval_seconds = 3600  # never renew more often than this (except 
 reprovision_on_new_network = true    # C15: only when the node's DNS domain or discovery domain
                                      # changed (or `agent --new-network`); never on a server's word
 max_attempts = 5
-check_revocation = true   # C16: CRL distribution points / OCSP
+check_revocation = true   # C16: OCSP (AIA) first, CRL distribution point as fallback
 revocation_check_seconds = 3600
 
 # [server]                # C3: uncomment to configure the EST server by hand (else DNS-SD)
@@ -473,15 +473,21 @@ def _status_table(status: dict[str, Any]) -> Table:
     from rich.table import Table
 
     table = Table(title="NMOS node certificates")
-    for column in ("key type", "state", "subject", "notAfter", "renew at", "failures", "file"):
+    columns = ("key type", "state", "subject", "notAfter", "renew at", "revocation", "failures")
+    for column in (*columns, "file"):
         table.add_column(column)
     for entry in status["certificates"]:
+        revocation = entry.get("revocation")
         table.add_row(
             entry["key_type"],
             entry["state"] + (" (pending approval)" if entry["pending_approval"] else ""),
             entry.get("subject") or "-",
             entry.get("not_after") or "-",
             entry.get("renew_at") or "-",
+            f"{revocation['status']} ({revocation['method'] or 'no answer'}) "
+            f"at {revocation['checked_at']}"
+            if revocation
+            else "not checked yet",
             str(entry["failures"]),
             entry["certificate"],
         )
@@ -509,6 +515,17 @@ def status(config_path: Path, as_json: bool) -> None:
     else:
         console.print("root CA: [yellow]not installed[/]")
     console.print(_status_table(info))
+    revocation = info["revocation"]
+    if revocation["checked_at"]:
+        console.print(
+            f"revocation (C16): checked at {revocation['checked_at']}, next check at "
+            f"{revocation['next_check_at'] or '-'}",
+            markup=False,
+        )
+        for name, result in revocation["results"].items():
+            console.print(f"  {name}: {result['detail']}", markup=False)
+    else:
+        console.print(f"revocation (C16): {revocation['note'] or 'not checked yet'}", markup=False)
     console.print(f"next action: {info['next_action'] or '-'} at {info['next_action_at'] or '-'}")
     if info["last_error"]:
         console.print(f"last error ({info['last_error_at']}): [red]{info['last_error']}[/]")

@@ -8,6 +8,9 @@ Python caller never has to write keys to disk.
 from __future__ import annotations
 
 import ipaddress
+import shlex
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,8 +36,55 @@ DEFAULT_DOMAIN = "example.com"
 """DNS domain of the names put in test CSRs (BCP-003-03 C7 wants names of the current domain)."""
 
 
+REVOKE_COMMAND_TIMEOUT_SECONDS = 60.0
+"""An operator's revoke command (often a CLI that opens the CA's database) gets this long."""
+
+SERIAL_PLACEHOLDER = "{serial}"
+
+Revoker = Callable[[x509.Certificate], None]
+"""Revokes a certificate the suite enrolled at the server under test (an operator step: EST has
+no revocation request); raises :class:`RevokeError` saying why it could not."""
+
+
 class TargetError(EstkitError, ValueError):
     """The suite cannot start: a credential file is missing, unreadable or inconsistent."""
+
+
+class RevokeError(EstkitError):
+    """The operator's way to revoke a certificate failed (the message says how)."""
+
+
+def command_revoker(template: str, *, timeout: float = REVOKE_COMMAND_TIMEOUT_SECONDS) -> Revoker:
+    """A :data:`Revoker` running an operator's command, ``{serial}`` replaced by the serial in
+    lower-case hex (e.g. ``estkit server revoke /srv/est {serial}``). Split like a shell would,
+    but run without one: the serial, the only part the suite fills in, is hex digits."""
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        raise TargetError(f"revoke command: {exc}", params=("revoke_command",)) from None
+    if not argv or not any(SERIAL_PLACEHOLDER in part for part in argv):
+        raise TargetError(
+            f"the revoke command must contain {SERIAL_PLACEHOLDER} where the serial goes",
+            params=("revoke_command",),
+        )
+
+    def revoke(certificate: x509.Certificate) -> None:
+        serial = format(certificate.serial_number, "x")
+        command = [part.replace(SERIAL_PLACEHOLDER, serial) for part in argv]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RevokeError(f"the revoke command {command[0]!r} could not run: {exc}") from None
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip()[-300:]
+            raise RevokeError(
+                f"the revoke command exited with status {done.returncode} for serial {serial}"
+                + (f": {said}" if said else "")
+            )
+
+    return revoke
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +139,9 @@ class Target:
     """Interface addresses to browse mDNS on; empty: all."""
     openssl: str | None = "openssl"
     """The ``openssl`` program used for the TLS 1.3 suite probes (None: skip those probes)."""
+    revoke: Revoker | None = None
+    """How to revoke a certificate the suite enrolled (the operator's step); None: the cases
+    that need a revoked certificate are skipped."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -165,6 +218,7 @@ class Target:
         dns_server: str | None = None,
         mdns: bool = False,
         mdns_interfaces: tuple[str, ...] = (),
+        revoke_command: str | None = None,
     ) -> Target:
         """Build a target from PEM files, with errors that name the file and what to do."""
         if (rogue_cert is None) != (rogue_key is None):
@@ -194,6 +248,7 @@ class Target:
             dns_server=dns_server,
             mdns=mdns,
             mdns_interfaces=mdns_interfaces,
+            revoke=command_revoker(revoke_command) if revoke_command else None,
         )
 
 

@@ -76,6 +76,9 @@ class RenewalAgent:
         self.store = node.store
         self._stop = threading.Event()
         self._started = False
+        # The first revocation check of this process is done whatever the schedule says (C16):
+        # a certificate may have been revoked while the node was off.
+        self._revocation_checked = False
 
     # --- control -------------------------------------------------------------------------------
 
@@ -226,17 +229,23 @@ class RenewalAgent:
         rev: dict[str, Any] = state.setdefault("revocation", {})
         if not self.node.revocation_sources():
             # Nothing names a CRL or OCSP responder: there is nothing to poll.
-            rev.update(next_check_at=None, results={"all": "no CRL distribution point or OCSP"})
+            rev.update(next_check_at=None, checked_at=None, results={})
+            rev["note"] = "no certificate names an OCSP responder or CRL distribution point"
             return None
         due = _parse(rev.get("next_check_at"))
-        if due is not None and now < due:
+        if self._revocation_checked and due is not None and now < due:
             return due
+        self._revocation_checked = True
         try:
             results = self.node.check_revocation()
         except (NmosError, OSError) as exc:
             self._fail(step, f"revocation check failed: {exc}")
             results = {}
-        rev["results"] = {name: f"{r.status.value}: {r.detail}" for name, r in results.items()}
+        rev.pop("note", None)
+        rev["checked_at"] = _iso(now)
+        rev["results"] = {
+            name: {**r.to_json(), "detail": r.describe()} for name, r in results.items()
+        }
         revoked = [name for name, r in results.items() if r.revoked]
         for name in revoked:
             # C16: replaced at once; the renewal floor does not apply to a revoked certificate.
@@ -412,6 +421,7 @@ def node_status(node: NmosNode) -> dict[str, Any]:
                 issuer=cert.issuer.rfc4514_string(),
                 dns_names=dns_names(cert),
                 serial=format(cert.serial_number, "x"),
+                revocation=_revocation_of_slot(state, slot, format(cert.serial_number, "x")),
                 not_before=_iso(cert.not_valid_before_utc),
                 not_after=_iso(cert.not_valid_after_utc),
                 renew_at=_iso(
@@ -439,5 +449,30 @@ def node_status(node: NmosNode) -> dict[str, Any]:
         "last_error": state.get("last_error"),
         "last_error_at": state.get("last_error_at"),
         "last_run_at": state.get("last_run_at"),
-        "revocation": state.get("revocation", {}).get("results"),
+        "revocation": revocation_summary(state),
     }
+
+
+def revocation_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """The last revocation check (C16) as ``estkit nmos status`` shows it: when, when next, and
+    per certificate the status, the method (ocsp/crl) and where the answer came from."""
+    rev = state.get("revocation", {})
+    results = rev.get("results")
+    return {
+        "checked_at": rev.get("checked_at"),
+        "next_check_at": rev.get("next_check_at"),
+        "note": rev.get("note"),
+        # A state file of an older version holds one line of text per certificate.
+        "results": {
+            name: result if isinstance(result, dict) else {"status": None, "detail": str(result)}
+            for name, result in (results if isinstance(results, dict) else {}).items()
+        },
+    }
+
+
+def _revocation_of_slot(state: dict[str, Any], slot: str, serial: str) -> dict[str, Any] | None:
+    """The last check's answer for ``slot`` if it was about this very certificate."""
+    result = revocation_summary(state)["results"].get(slot)
+    if result is None or result.get("serial") != serial:
+        return None
+    return {key: result.get(key) for key in ("status", "method", "source", "checked_at")}

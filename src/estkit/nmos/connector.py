@@ -18,23 +18,23 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-import httpx
 from cryptography import x509
 
 from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirmation
-from estkit.client.deadline import cancellable, overall_deadline
-from estkit.client.errors import EstConnectionError, EstHttpError
+from estkit.client.deadline import cancellable
 from estkit.client.models import CsrAttrsResult, CsrSpec, EnrollResult
 from estkit.client.retry import RetryPolicy, WaitCallback
+from estkit.client.status import MAX_CRL_BYTES, HttpFetcher
 from estkit.client.submit import POP_WHEN_POSSIBLE, PopMode
 from estkit.client.sync import EstClient
 from estkit.client.trust import ClientCredentials, TrustAnchors, build_ssl_context
 from estkit.nmos.clock import Clock
 from estkit.nmos.discovery import ServerAdvert
-from estkit.nmos.revocation import MAX_CRL_BYTES
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
+# The trust anchors that verify an https CRL or OCSP URL.
+Trust = Sequence[x509.Certificate]
 # CRL and OCSP fetches, for the whole exchange (connect to last byte): a responder that needs
 # longer is as good as down for this check.
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -73,14 +73,14 @@ class EstConnector(Protocol):
         """``/simpleenroll`` (or ``/simplereenroll`` when ``renewal``) for ``spec``."""
         ...
 
-    def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
-        """GET a CRL (http, or https verified against ``trust``)."""
+    def fetch(self, url: str, trust: Trust, *, limit: int = MAX_CRL_BYTES) -> bytes:
+        """GET a CRL (http, or https verified against ``trust``), at most ``limit`` bytes."""
         ...
 
     def post(
-        self, url: str, body: bytes, content_type: str, trust: Sequence[x509.Certificate]
+        self, url: str, body: bytes, content_type: str, trust: Trust, *, limit: int = MAX_CRL_BYTES
     ) -> bytes:
-        """POST an OCSP request."""
+        """POST an OCSP request; the answer is at most ``limit`` bytes."""
         ...
 
 
@@ -243,49 +243,18 @@ class ClientConnector:
             attrs = self._session.csrattrs[where] = client.csrattrs()
         return attrs
 
-    def _http(self, url: str, trust: Sequence[x509.Certificate]) -> httpx.Client:
+    def _fetcher(self, url: str, trust: Trust) -> HttpFetcher:
         verify: ssl.SSLContext | bool = True
         if url.lower().startswith("https://"):
             verify = build_ssl_context(TrustAnchors.from_certificates(trust))
-        return httpx.Client(verify=verify, timeout=FETCH_TIMEOUT_SECONDS, trust_env=False)
+        return HttpFetcher(verify, FETCH_TIMEOUT_SECONDS)
 
-    def fetch(self, url: str, trust: Sequence[x509.Certificate]) -> bytes:
-        return self._request("GET", url, trust)
+    def fetch(self, url: str, trust: Trust, *, limit: int = MAX_CRL_BYTES) -> bytes:
+        with cancellable(self.cancel), contextlib.closing(self._fetcher(url, trust)) as fetcher:
+            return fetcher.get(url, limit)
 
     def post(
-        self, url: str, body: bytes, content_type: str, trust: Sequence[x509.Certificate]
+        self, url: str, body: bytes, content_type: str, trust: Trust, *, limit: int = MAX_CRL_BYTES
     ) -> bytes:
-        return self._request("POST", url, trust, body, {"Content-Type": content_type})
-
-    def _request(
-        self,
-        method: str,
-        url: str,
-        trust: Sequence[x509.Certificate],
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> bytes:
-        try:
-            with (
-                cancellable(self.cancel),
-                self._http(url, trust) as http,
-                overall_deadline(http, FETCH_TIMEOUT_SECONDS),
-                http.stream(method, url, content=body, headers=headers) as response,
-            ):
-                data = bytearray()
-                for chunk in response.iter_bytes():
-                    data.extend(chunk)
-                    if len(data) > MAX_CRL_BYTES:
-                        raise EstConnectionError(f"{url} sent more than {MAX_CRL_BYTES} bytes")
-                if response.status_code != 200:
-                    raise EstHttpError(
-                        f"{method} {url} answered {response.status_code}",
-                        status=response.status_code,
-                        server_text=bytes(data[:500]).decode("utf-8", "replace"),
-                        url=url,
-                    )
-                return bytes(data)
-        except httpx.HTTPError as exc:
-            raise EstConnectionError(
-                f"{method} {url} failed: {exc or type(exc).__name__}", url=url
-            ) from exc
+        with cancellable(self.cancel), contextlib.closing(self._fetcher(url, trust)) as fetcher:
+            return fetcher.post(url, body, content_type, limit)

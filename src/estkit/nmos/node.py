@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from estkit.client.errors import EstError, EstRetryLaterError, EstTlsError, printable
 from estkit.client.models import CsrSpec, EnrollResult
+from estkit.client.status import CertificateStatus, crl_urls, ocsp_urls
 from estkit.client.trust import ClientCredentials
 from estkit.fileio import LoadedPairs, file_identity
 from estkit.nmos.anchors import TrustChange, TrustDecision, decide_trust
@@ -46,13 +47,7 @@ from estkit.nmos.errors import (
     TrustError,
 )
 from estkit.nmos.hooks import HookResult, hook_environment, run_hook
-from estkit.nmos.revocation import (
-    Revocation,
-    RevocationResult,
-    check_revocation,
-    crl_urls,
-    ocsp_urls,
-)
+from estkit.nmos.revocation import certificate_status
 from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
 from estkit.nmos.validation import validate_issued_certificate
@@ -571,7 +566,7 @@ class NmosNode:
             result = self._revocation_of(leaf, chain[1])
             if result.revoked:
                 return ManufacturerStatus(
-                    False, "revoked", f"the manufacturer certificate is {result.detail}"
+                    False, "revoked", f"the manufacturer certificate's {result.describe()}"
                 )
         credentials = ClientCredentials(tuple(chain), key, Path(cert_path), Path(key_path))
         return ManufacturerStatus(True, "valid", f"{leaf.subject.rfc4514_string()}", credentials)
@@ -792,14 +787,9 @@ class NmosNode:
 
     # --- revocation (C16) ----------------------------------------------------------------------
 
-    def _revocation_of(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationResult:
-        roots = self.trust_anchors()
-        return check_revocation(
-            cert,
-            issuer,
-            now=self.clock.now(),
-            fetch=lambda url: self.connector.fetch(url, roots),
-            post=lambda url, body, media: self.connector.post(url, body, media, roots),
+    def _revocation_of(self, cert: x509.Certificate, issuer: x509.Certificate) -> CertificateStatus:
+        return certificate_status(
+            cert, issuer, connector=self.connector, trust=self.trust_anchors(), now=self.clock.now()
         )
 
     def revocation_sources(self) -> list[str]:
@@ -809,34 +799,40 @@ class NmosNode:
             installed = self.installed(slot)
             if installed is not None:
                 certs.append(installed.certificate)
-        return [url for cert in certs for url in (*crl_urls(cert), *ocsp_urls(cert))]
+        return [url for cert in certs for url in (*ocsp_urls(cert), *crl_urls(cert))]
 
-    def check_revocation(self) -> dict[str, RevocationResult]:
-        """Check each installed certificate and the root; revoked ones are removed (C16).
-
-        Returns the result per slot (and ``"root"``).
-        """
-        results: dict[str, RevocationResult] = {}
+    def check_revocation(self) -> dict[str, CertificateStatus]:
+        """Check each installed certificate, and the root when it names a responder: OCSP via the
+        AIA first, the CRL distribution point as fallback (:mod:`estkit.client.status`). A
+        revoked certificate is removed at once, so the next step enrolls a new one with the
+        manufacturer certificate (C16). Returns the status per slot (and ``"root"``)."""
+        results: dict[str, CertificateStatus] = {}
         roots = self.trust_anchors()
-        if roots:
-            root = roots[0]
-            results["root"] = self._revocation_of(root, root)
+        if roots and (ocsp_urls(roots[0]) or crl_urls(roots[0])):
+            results["root"] = self._revocation_of(roots[0], roots[0])
         for slot in self.config.slots:
             installed = self.installed(slot)
             if installed is None:
                 continue
-            issuer = _issuer_of(
-                installed.certificate, [*installed.chain[1:], *self.store.load_chain(), *roots]
-            )
+            cert = installed.certificate
+            issuer = _issuer_of(cert, [*installed.chain[1:], *self.store.load_chain(), *roots])
             if issuer is None:
-                results[slot] = RevocationResult(Revocation.UNKNOWN, "issuer certificate not found")
+                serial = format(cert.serial_number, "x")
+                problem = "its issuer certificate is neither in its chain nor a trust anchor"
+                results[slot] = CertificateStatus(
+                    "unknown", serial, checked_at=self.clock.now(), problems=(problem,)
+                )
                 continue
-            result = self._revocation_of(installed.certificate, issuer)
+            result = self._revocation_of(cert, issuer)
             results[slot] = result
             if result.revoked:
-                self.remove(slot, result.detail)
+                self.remove(
+                    slot,
+                    f"{result.describe()}; enrolling a new one with the manufacturer "
+                    "certificate (C16)",
+                )
         if "root" in results and results["root"].revoked:
-            self.emit("failure", "revocation", f"the root CA is {results['root'].detail}")
+            self.emit("failure", "revocation", f"the root CA's {results['root'].describe()}")
             for slot in self.config.slots:
                 with contextlib.suppress(OSError):
                     self.store.remove_credential(slot)

@@ -183,6 +183,7 @@ class RevocationCache:
         self._stopping = False  # pending pre-signing slices return at once when set
         self._task: asyncio.Task[None] | None = None
         self._local_stamp: tuple[int, int, int] | None = None
+        self._local_crl = self._state.data_dir / CRL_FILE_NAME  # stat per request: made once
         self._catching_up: asyncio.Future[None] | None = None
         self._signing: asyncio.Semaphore | None = None
         self.signatures = 0  # how many OCSP answers were signed (tests and benchmarks read it)
@@ -241,7 +242,7 @@ class RevocationCache:
 
     def _stat_local(self) -> tuple[int, int, int] | None:
         try:
-            info = os.stat(self._state.data_dir / CRL_FILE_NAME)
+            info = os.stat(self._local_crl)
         except OSError:
             return None
         return (info.st_mtime_ns, info.st_size, info.st_ino)

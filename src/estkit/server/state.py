@@ -132,7 +132,9 @@ class ServerState:
         self.config: ServerConfig = load_config(self._config_path)
         self._config_stamp = _stamp(self.config.path)
         self.authority: CertificateAuthority | UpstreamCa = load_authority(self.config)
-        self._ca_stamp = _stamp(authority_stamp_file(self.config))
+        # Looked at on every request (refresh): the path is made once per configuration.
+        self._ca_stamp_file = authority_stamp_file(self.config)
+        self._ca_stamp = _stamp(self._ca_stamp_file)
         # RA mode (issue 21): an unusable RA certificate stops the start with the reason.
         if self.config.upstream is not None:
             check_ra_credentials(self.config.upstream)
@@ -185,7 +187,7 @@ class ServerState:
     def refresh(self) -> None:
         """Reload the configuration and/or CA when their files changed since the last look."""
         config_stamp = _stamp(self._config_path)
-        ca_stamp = _stamp(authority_stamp_file(self.config))
+        ca_stamp = _stamp(self._ca_stamp_file)
         if config_stamp == self._config_stamp and ca_stamp == self._ca_stamp:
             return
         with self._lock:
@@ -194,7 +196,8 @@ class ServerState:
                     self.config = load_config(self._config_path)
                     self._config_stamp = config_stamp
                     logger.info("configuration reloaded from %s", self._config_path)
-                    ca_stamp = _stamp(authority_stamp_file(self.config))
+                    self._ca_stamp_file = authority_stamp_file(self.config)
+                    ca_stamp = _stamp(self._ca_stamp_file)
                 if ca_stamp != self._ca_stamp:
                     self.authority = load_authority(self.config)
                     self._ca_stamp = ca_stamp

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 
-from estkit.conformance.cases import bcp003, dns, est, tls
+from estkit.conformance.cases import bcp003, dns, est, revocation, tls
 from estkit.conformance.model import Case
 
 # fmt: off
@@ -105,6 +105,17 @@ ALL_CASES: tuple[Case, ...] = (
     Case("server-certificate-names", "No wildcard or IP names in server certificates", "T4",
          "nmos", tls.server_certificate_names),
     Case("no-plain-http", "No plain HTTP on the EST port", "T5", "all", tls.no_plain_http),
+    # Revocation status the issued certificates point at (OCSP via AIA, CRL distribution point).
+    Case("revocation-pointers", "Issued certificate names an OCSP responder and a CRL (info)",
+         "C16", "all", revocation.revocation_pointers),
+    Case("ocsp-good", "OCSP answers good, signed by the issuer, for a fresh certificate", "C16",
+         "all", revocation.ocsp_good),
+    Case("crl-good", "CRL signed by the issuer, fresh, without a fresh certificate", "C16", "all",
+         revocation.crl_good),
+    Case("ocsp-revoked", "OCSP answers revoked once the operator revoked a certificate", "C16",
+         "all", revocation.ocsp_revoked),
+    Case("crl-revoked", "CRL lists a certificate once the operator revoked it", "C16", "all",
+         revocation.crl_revoked),
 )
 # fmt: on
 

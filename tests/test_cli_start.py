@@ -84,6 +84,25 @@ def test_top_level_command_help_imports_no_server_console_or_nmos_module(command
     assert _heavy(modules) == [], f"estkit {command} --help imported {_heavy(modules)}"
 
 
+def test_test_server_help_loads_no_part_of_the_suite() -> None:
+    """``estkit test-server --help`` describes its options without the suite behind them (its
+    cases, DNS, TLS probes, HTTP client, reports, rich): loading those took about 0.25 s, the
+    whole of issue 23's budget. ``--list`` (the control) does load the cases."""
+    modules, out = _imported_by("test-server", "--help")
+    assert "--revoke-command" in out and "example.com" in out, out  # a default shown
+    loaded = sorted(
+        m
+        for m in modules
+        if m.split(".")[0] in ("rich", "dns", "httpx", "asn1crypto")
+        or (m.startswith("estkit.conformance.") and m != "estkit.conformance.defaults")
+    )
+    # httpx._main is no module here: cli/main.py's None entry that blocks its import.
+    loaded = [m for m in loaded if m != "httpx._main"]
+    assert loaded == [], loaded
+    modules, out = _imported_by("test-server", "--list")
+    assert "estkit.conformance.cases" in modules and "ocsp-good" in out, out
+
+
 def test_the_import_probe_sees_a_command_that_does_load_its_stack() -> None:
     """Control for the test above: a subcommand's own help loads its module and the server, so
     an empty finding there means the help really was answered lazily, not that the probe is

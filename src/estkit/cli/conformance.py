@@ -8,11 +8,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
-from rich.console import Console
-from rich.live import Live
 
 from estkit.cli.output import (
     EXIT_USAGE,
@@ -22,27 +20,16 @@ from estkit.cli.output import (
     existing_parent,
     fail,
 )
-from estkit.conformance import (
-    ALL_CASES,
-    ProgressEvent,
-    Status,
-    SuiteReport,
-    Target,
-    TargetError,
-    UnknownCaseError,
-    run_suite,
-)
-from estkit.conformance.reports import (
-    progress_text,
-    report_to_html,
-    report_to_json,
-    report_to_junit,
-    results_table,
-    summary_text,
-)
-from estkit.conformance.target import DEFAULT_DOMAIN, DEFAULT_TIMEOUT_SECONDS
+from estkit.conformance.defaults import DEFAULT_DOMAIN, DEFAULT_TIMEOUT_SECONDS
 from estkit.fileio import write_file_atomic
-from estkit.protocol import EstProtocolError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from estkit.conformance import SuiteReport, Target
+
+# The suite itself (cases, DNS, TLS probes, reports, rich's live display) is imported when the
+# command runs, not when it describes itself: `estkit test-server --help` loads none of it.
 
 # The suite's Target.from_files parameters as this command's options (issue 22: the library
 # names parameters, the CLI its flags).
@@ -69,6 +56,8 @@ def _split_ids(values: tuple[str, ...]) -> list[str] | None:
 def _list_cases(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from estkit.conformance import ALL_CASES
+
     for case in ALL_CASES:
         click.echo(f"{case.id:28} {case.requirement:24} {case.profile:5} {case.name}")
     ctx.exit(0)
@@ -218,6 +207,16 @@ def test_server(
 
     Exit status 0 iff no case failed (warn, skip and n/a do not fail the run).
     """
+    from estkit.conformance import Target, TargetError, UnknownCaseError
+    from estkit.conformance.reports import (
+        report_to_html,
+        report_to_json,
+        report_to_junit,
+        results_table,
+        summary_text,
+    )
+    from estkit.protocol import EstProtocolError
+
     out = (err_console if json_path is not None and str(json_path) == "-" else console).rich
     try:
         # The other options are Target.from_files's parameters, by name.
@@ -243,6 +242,11 @@ def test_server(
 
 
 def _run(target: Target, only: list[str] | None, out: Console) -> SuiteReport:
+    from rich.live import Live
+
+    from estkit.conformance import ProgressEvent, Status, run_suite
+    from estkit.conformance.reports import progress_text
+
     counts = {status: 0 for status in Status}
     with Live(console=out, transient=True, refresh_per_second=10) as live:
 

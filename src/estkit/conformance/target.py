@@ -18,6 +18,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from estkit.conformance.defaults import DEFAULT_DOMAIN, DEFAULT_TIMEOUT_SECONDS
 from estkit.conformance.dnssd import parse_server
 from estkit.errors import EstkitError
 from estkit.protocol import (
@@ -28,12 +29,6 @@ from estkit.protocol import (
 )
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
-DEFAULT_TIMEOUT_SECONDS = 10.0
-"""Per connection; a local server answers in milliseconds, a remote one within a few seconds."""
-
-DEFAULT_DOMAIN = "example.com"
-"""DNS domain of the names put in test CSRs (BCP-003-03 C7 wants names of the current domain)."""
 
 
 REVOKE_COMMAND_TIMEOUT_SECONDS = 60.0

@@ -778,10 +778,9 @@ def handshake_cpu(count: int, ca_key: str) -> None:
     with tempfile.TemporaryDirectory(prefix="estkit-hs-") as tmp:
         directory = Path(tmp)
         paths = init_data_dir(directory / "data", key_type=ca_key)
-        tls = paths.data_dir / "tls"
         pairs = [
-            CertificatePair(tls / f"server-{suffix}.pem", tls / f"server-{suffix}.key")
-            for suffix in ("ec", "rsa")
+            CertificatePair(*pair)
+            for pair in zip(paths.server_certificates, paths.server_keys, strict=True)
         ]
         servers = {"current": build_server_context(pairs).context}
         # The same context as before issue 16's second part: stateless session tickets.

@@ -45,6 +45,10 @@ _BANNER = re.compile(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)")
 # The name the servers' TLS certificates carry (BCP-003-01 T4: names, not addresses); clients
 # connect to 127.0.0.1 and verify this name.
 SERVER_NAME = "localhost"
+# Seconds between hostile connections whose order a test checks: the server ages a connection
+# from when it reads its first bytes, and connections read in one pass of a busy event loop get
+# the same moment, in any order. Apart, their order is clear.
+ORDER_GAP_SECONDS = 0.1
 
 
 # ------------------------------------------------------------------------------------------------

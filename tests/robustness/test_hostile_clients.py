@@ -27,7 +27,14 @@ from estkit.server.config import set_limits
 from estkit.server.datadir import InitResult, init_data_dir
 from estkit.server.runner import RunningServer, start_server_thread
 
-from .support import LOOPBACK, SERVER_NAME, client_context, csr_body, enroll
+from .support import (
+    LOOPBACK,
+    ORDER_GAP_SECONDS,
+    SERVER_NAME,
+    client_context,
+    csr_body,
+    enroll,
+)
 
 # Short limits so the test finishes in seconds; production defaults are in estkit.server.limits.
 TIMEOUT_SECONDS = 4.0
@@ -52,10 +59,6 @@ class Target:
     @property
     def port(self) -> int:
         return self.running.port
-
-
-# Seconds between hostile connections whose order the test checks (see the cap test).
-ORDER_GAP_SECONDS = 0.1
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, max_connections: int) -> Target:
@@ -304,8 +307,6 @@ def test_connection_cap_evicts_idle_connections_and_bounds_the_rest(
             sock = _tls(capped)
             sock.sendall(b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: loc")
             slow.append(Hostile("slowloris head", sock))
-            # The server ages a head from when it reads its first bytes: heads read in one pass of
-            # a busy event loop get the same moment, in any order. Apart, their order is clear.
             time.sleep(ORDER_GAP_SECONDS)
         time.sleep(0.5)  # let the server see their first bytes
         good = enroll(capped.port, capped.context, csr_body()[0], timeout=10)

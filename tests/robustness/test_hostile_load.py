@@ -48,6 +48,7 @@ from estkit.server.runner import RunningServer, start_server_thread
 
 from .support import (
     LOOPBACK,
+    ORDER_GAP_SECONDS,
     SERVER_NAME,
     ServeProcess,
     client_context,
@@ -306,9 +307,7 @@ def test_at_the_cap_a_slow_body_is_evicted_for_a_legitimate_client(
     slow = []
     for _ in range(cap):
         slow.append(_slow_body(server.port, server.device))
-        # The server ages a connection from when it reads its head: heads read in one pass of a
-        # busy event loop get the same moment, in any order. Apart, their order is clear.
-        time.sleep(0.1)
+        time.sleep(ORDER_GAP_SECONDS)
     try:
         time.sleep(0.5)  # the server has seen every head: all six are reading bodies
         _enroll_ok(server.port, server.device)

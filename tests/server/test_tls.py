@@ -186,10 +186,9 @@ def test_tls13_handshake_sends_one_ticket_and_caches_nothing(tmp_path) -> None:
     from estkit.server.tls import CertificatePair, build_server_context
 
     paths = init_data_dir(tmp_path / "data", key_type="p256")
-    tls_dir = paths.data_dir / "tls"
     pairs = [
-        CertificatePair(tls_dir / f"server-{suffix}.pem", tls_dir / f"server-{suffix}.key")
-        for suffix in ("ec", "rsa")
+        CertificatePair(*pair)
+        for pair in zip(paths.server_certificates, paths.server_keys, strict=True)
     ]
     server = build_server_context(pairs).context
     client = ssl.create_default_context(cafile=str(paths.ca_certificates))

@@ -44,6 +44,7 @@ from estkit.server.limits import (
     ConnectionLimits,
     connection_budget,
 )
+from estkit.server.ra import issue_ra_certificate
 from estkit.server.runner import RunningServer, start_server_thread
 
 from .support import (
@@ -719,3 +720,50 @@ def test_a_handshake_flood_from_one_address_is_closed_at_accept(
         pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"),
     ):
         weak.wrap_socket(raw, server_hostname=SERVER_NAME)
+
+
+def _refuse_many(source: str, server: Server, context: ssl.SSLContext, count: int) -> None:
+    """``count`` requests from ``source`` the server answers and refuses (404, audited)."""
+    for _ in range(count):
+        status = _get_from(source, server.port, context, "/.well-known/est/nosuchop")
+        assert status == b"HTTP/1.1 404 Not Found", status
+
+
+def test_refusals_relayed_by_a_trusted_ra_do_not_back_off_its_address(throttled: Server) -> None:
+    """An RA is one address for all the devices behind it: the refusals it relays are theirs.
+    An RA certificate the server does not trust, or one that was revoked, is throttled as any
+    other client."""
+    server = throttled
+    directory = server.paths.data_dir.parent
+    data_dir = server.paths.data_dir
+    trusted = issue_ra_certificate(
+        data_dir, "ra-trusted", directory / "ra.pem", directory / "ra.key"
+    )
+    issue_ra_certificate(
+        data_dir, "ra-untrusted", directory / "ra2.pem", directory / "ra2.key", trust=False
+    )
+    ca = server.paths.ca_certificates
+    ra = client_context(ca, directory / "ra.pem", directory / "ra.key")
+    untrusted_ra = client_context(ca, directory / "ra2.pem", directory / "ra2.key")
+    # Three times the limit within seconds, all answered: no backoff for the trusted RA...
+    _refuse_many(ATTACKER, server, ra, 3 * (TEST_FAILURES_PER_SECOND + 1))
+    assert not _closed_before_tls(ATTACKER, server.port, ra)
+    assert not _events(server, "throttled")
+
+    # ...and each refusal it relayed is still audited.
+    def audited() -> int:
+        events = _events(server, "refused")
+        return len([e for e in events if e.fields.get("peer", "").startswith(ATTACKER + ":")])
+
+    assert wait_for(lambda: audited() == 3 * (TEST_FAILURES_PER_SECOND + 1), 10), audited()
+    # An RA certificate not in [ra] trusted: backed off like anyone.
+    _refuse_many(DEVICE, server, untrusted_ra, TEST_FAILURES_PER_SECOND + 1)
+    assert _closed_before_tls(DEVICE, server.port, untrusted_ra)
+    # The trusted one, revoked: its refusals count again (403 now, for the revocation).
+    with open_store(server.paths.database_url) as store:
+        store.revoke(trusted.serial_number, "keyCompromise")
+    third = "127.0.0.4"
+    for _ in range(TEST_FAILURES_PER_SECOND + 1):
+        status = _get_from(third, server.port, ra, "/.well-known/est/nosuchop")
+        assert status.startswith(b"HTTP/1.1 4"), status
+    assert _closed_before_tls(third, server.port, ra)

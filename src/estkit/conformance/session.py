@@ -75,9 +75,9 @@ MAX_DEFERRED_ATTEMPTS = 3
 """Repeats of a deferred (202) request, each after the server's Retry-After (E8, C10)."""
 
 NOT_OFFERED_STATUSES = frozenset({404, 405, 501})
+"""Answers meaning "this operation is not implemented here"."""
 DEFERRED_STATUSES = frozenset({202, 503})
 """Answers that come with Retry-After: "accepted, come back later" and "busy" (E8)."""
-"""Answers meaning "this operation is not implemented here"."""
 
 MAX_CHALLENGE_ANSWERS = 2
 """Answers to one 401: the first, and one more when a Digest nonce was stale (RFC 7616 §3.3)."""

@@ -674,7 +674,8 @@ def _refusal_middleware(state: ServerState) -> Callable[..., Awaitable[web.Strea
 async def _record_refusal(
     state: ServerState, request: web.Request, status: int, reason: str
 ) -> None:
-    request[REFUSED_REQUEST_KEY] = True  # counted against the peer's address (guard.py)
+    if not await _relayed_by_trusted_ra(state, request):
+        request[REFUSED_REQUEST_KEY] = True  # counted against the peer's address (guard.py)
     peer = _peer(request)
     path = request.rel_url.raw_path
     # Rate-limited (accesslog.refusals): a flood must not become a flood of log lines; the
@@ -692,6 +693,23 @@ async def _record_refusal(
     await _audit(
         state, "refused", reason, status=status, path=path, peer=peer, method=request.method
     )
+
+
+async def _relayed_by_trusted_ra(state: ServerState, request: web.Request) -> bool:
+    """True when ``request`` came from a registration authority this server trusts (``[ra]
+    trusted``, its certificate not revoked). Its refusals are the devices' it relays, not its
+    own: they are not counted against its address by the failure throttle (guard.py), which
+    would otherwise back off every device behind the RA once they together pass
+    failures_per_second. Each refusal is still audited and logged."""
+    try:
+        certificate = _client_certificate(_ssl_object(request))
+    except Refusal:
+        return False
+    now = dt.datetime.now(dt.UTC)
+    if ra_identity(state.config, certificate, now) is None:
+        return False
+    status = await state.run(state.trust.check, certificate, now)
+    return not status.revoked
 
 
 # Audit message of an address whose new connections the guard closes at accept (one event per

@@ -744,11 +744,14 @@ def _handshake_pair(
     return server_end, client_end, ends
 
 
-def _server_handshake_cpu(server: ssl.SSLContext, client: ssl.SSLContext, count: int) -> float:
-    """Milliseconds of this thread's CPU per handshake spent by the server end only."""
-    spent = 0.0
+def _handshake_cpu(
+    server: ssl.SSLContext, client: ssl.SSLContext, count: int
+) -> tuple[float, float]:
+    """Milliseconds of this thread's CPU per handshake spent by the server end and by the
+    client end (what each load connection costs the generator: a floor for its CPU)."""
+    spent = [0.0, 0.0]  # client, server: the order of _handshake_pair's ends
     for _ in range(count):
-        server_end, _client_end, ends = _handshake_pair(server, client)
+        _server_end, _client_end, ends = _handshake_pair(server, client)
         done = [False, False]
         for _round in range(HANDSHAKE_ROUNDS):
             for index, (end, out, peer_in) in enumerate(ends):
@@ -757,15 +760,14 @@ def _server_handshake_cpu(server: ssl.SSLContext, client: ssl.SSLContext, count:
                     with contextlib.suppress(ssl.SSLWantReadError):
                         end.do_handshake()
                         done[index] = True
-                if end is server_end:
-                    spent += time.thread_time() - began
+                spent[index] += time.thread_time() - began
                 if out.pending:
                     peer_in.write(out.read())
             if all(done):
                 break
         else:
             raise RuntimeError("the in-memory handshake did not finish")
-    return 1e3 * spent / count
+    return 1e3 * spent[1] / count, 1e3 * spent[0] / count
 
 
 def handshake_cpu(count: int, ca_key: str) -> None:
@@ -788,8 +790,9 @@ def handshake_cpu(count: int, ca_key: str) -> None:
         ticketing.options &= ~ssl.OP_NO_TICKET
         ticketing.num_tickets = TLS13_DEFAULT_TICKETS
         servers["with session tickets"] = ticketing
-        print(f"server CPU per full handshake (ms, median of 3 alternating runs of {count} "
-              "handshakes; server end only)")  # fmt: skip
+        print(f"CPU per full handshake (ms, median of 3 alternating runs of {count} "
+              "handshakes): the server end with each context; the client end (the load "
+              "generator's floor per connection)")  # fmt: skip
         for key_type in KEY_TYPES:
             cert, key = _device(paths, key_type, directory)
             for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -800,15 +803,20 @@ def handshake_cpu(count: int, ca_key: str) -> None:
                 if version is ssl.TLSVersion.TLSv1_2:
                     client.set_ciphers(KEY_TYPES[key_type])
                 runs: dict[str, list[float]] = {name: [] for name in servers}
+                clients: list[float] = []
                 for server in servers.values():
-                    _server_handshake_cpu(server, client, max(1, count // 10))  # warm-up
+                    _handshake_cpu(server, client, max(1, count // 10))  # warm-up
                 for _ in range(3):
                     for name, server in servers.items():
-                        runs[name].append(_server_handshake_cpu(server, client, count))
+                        server_ms, client_ms = _handshake_cpu(server, client, count)
+                        runs[name].append(server_ms)
+                        if name == "current":
+                            clients.append(client_ms)
                 shown = ", ".join(
                     f"{name} {statistics.median(values):.3f}" for name, values in runs.items()
                 )
-                print(f"  {key_type:<8} {version.name}: {shown}")
+                print(f"  {key_type:<8} {version.name}: {shown}; "
+                      f"client end {statistics.median(clients):.3f}")  # fmt: skip
 
 
 def main() -> None:

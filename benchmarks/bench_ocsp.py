@@ -79,6 +79,7 @@ NONCE_REQUESTS = 2000
 REVOKED_SHARE = 5  # every 5th certificate is revoked in both responders
 REVOCATION_SAMPLES = 5  # revocations timed (each a separate `estkit server revoke` process)
 _BANNER = re.compile(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)")
+_REVOCATION_BANNER = re.compile(r"OCSP, CRL \(http\): http://127\.0\.0\.1:(\d+)")
 
 
 @dataclass
@@ -168,17 +169,26 @@ def _openssl_index(path: Path, leaves: list[x509.Certificate], data_dir: Path) -
 
 
 def _start_estkit(
-    data_dir: Path, workers: int, log: Path, env: dict[str, str] | None = None
+    data_dir: Path,
+    workers: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    revocation: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """The server and its HTTPS port; with ``revocation`` also its plain-HTTP revocation
+    listener, whose port is then returned instead."""
     command = [sys.executable, "-m", "estkit.cli.main", "server", "serve", str(data_dir)]
     command += ["--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
     command += ["--log-level", "warning"]
+    if revocation:
+        command += ["--revocation-port", "0"]
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        match = _BANNER.search(log.read_text(errors="replace"))
-        if match:
+        text = log.read_text(errors="replace")
+        match = (_REVOCATION_BANNER if revocation else _BANNER).search(text)
+        if match and _BANNER.search(text):
             return process, int(match.group(1))
         if process.poll() is not None:
             raise SystemExit(f"estkit server exited:\n{log.read_text()}")
@@ -528,6 +538,12 @@ def _compare(
         estkit, port = _start_estkit(data_dir, args.workers, work / "estkit.log")
         servers: list[tuple[subprocess.Popen[bytes], bool]] = [(estkit, False)]
         try:
+            # The same data directory served a second time, with the plain-HTTP revocation
+            # listener (its own processes, so each row's server CPU is its own).
+            plain, plain_port = _start_estkit(
+                data_dir, args.workers, work / "estkit-http.log", revocation=True
+            )
+            servers.append((plain, False))
             # One answer first: the server has then written the delegated responder's files,
             # which openssl signs with too.
             https = _https_to(port, paths.ca_certificates)
@@ -545,6 +561,16 @@ def _compare(
                 "estkit HTTPS new connection each": (
                     Load("127.0.0.1", port, cafile, False, _http_requests(bodies, False), statuses),
                     estkit.pid,
+                ),
+                "estkit HTTP keep-alive (pre-signed)": (
+                    Load("127.0.0.1", plain_port, None, True, _http_requests(bodies, True),
+                         statuses),
+                    plain.pid,
+                ),
+                "estkit HTTP new connection each": (
+                    Load("127.0.0.1", plain_port, None, False, _http_requests(bodies, False),
+                         statuses),
+                    plain.pid,
                 ),
                 "estkit keep-alive, nonce (signed each)": (
                     Load("127.0.0.1", port, cafile, True, _http_requests(nonce_bodies, True),

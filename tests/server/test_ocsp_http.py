@@ -34,7 +34,7 @@ from estkit.server.limits import (
 from estkit.server.revocation_http import MAX_HEAD_BYTES, MAX_PIPELINED, MAX_TARGET_BYTES
 from estkit.server.runner import start_server_thread
 
-from .ocsp_support import Issued, issue, issuer_pem
+from .ocsp_support import Issued, issue, issuer_pem, openssl_ocsp
 from .test_ocsp_pointers import _enroll, _pointers
 from .witness import curl, run, tool
 
@@ -51,6 +51,12 @@ TIMEOUT_SLACK = 4.0
 # max_connections of this module's server: the smallest budget, so the cap test opens few.
 CAP = 16
 OCSP_REQUEST = "application/ocsp-request"
+MODULE_LIMITS = {
+    "header_timeout": HEADER_TIMEOUT,
+    "body_timeout": BODY_TIMEOUT,
+    "idle_timeout": IDLE_TIMEOUT,
+    "max_connections": CAP,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EstkitTestServe
     from conftest import EstkitTestServer
 
     paths = init_data_dir(tmp_path_factory.mktemp("ocsp-http-server"), key_type="p256")
-    set_limits(
-        paths.config,
-        header_timeout=HEADER_TIMEOUT,
-        body_timeout=BODY_TIMEOUT,
-        idle_timeout=IDLE_TIMEOUT,
-        max_connections=CAP,
-    )
+    set_limits(paths.config, **MODULE_LIMITS)
     running = EstkitTestServer(
         running=start_server_thread(paths.data_dir, revocation_port=0), paths=paths
     )
@@ -84,25 +84,7 @@ def _url(server: EstkitTestServer) -> str:
 
 def _openssl_ocsp(server: EstkitTestServer, issuer: Path, cert: Path, *extra: str) -> str:
     """`openssl ocsp -url http://.../ocsp` (a POST); stdout + stderr."""
-    result = subprocess.run(
-        [
-            tool("openssl"),
-            "ocsp",
-            "-url",
-            f"{_url(server)}/ocsp",
-            "-issuer",
-            issuer,
-            "-cert",
-            cert,
-            "-CAfile",
-            server.paths.ca_certificates,
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = openssl_ocsp(server, issuer, cert, *extra, url=f"{_url(server)}/ocsp")
     return result.stdout + result.stderr
 
 
@@ -262,24 +244,9 @@ def test_get_with_curl_cacheable_and_checked_by_openssl(
     assert not_modified.status == 304 and not not_modified.body
     response_file = tmp_path / "response.der"
     response_file.write_bytes(first.body)
-    check = run(
-        [
-            tool("openssl"),
-            "ocsp",
-            "-respin",
-            response_file,
-            "-issuer",
-            issuer,
-            "-cert",
-            leaf.path,
-            "-CAfile",
-            server.paths.ca_certificates,
-            "-no_nonce",
-        ],
-        check=False,
-    )
-    assert f"{leaf.path}: good" in check.stdout.decode(), check.stderr.decode()
-    assert "Response verify OK" in check.stderr.decode()
+    check = openssl_ocsp(server, issuer, leaf.path, "-no_nonce", respin=response_file)
+    assert f"{leaf.path}: good" in check.stdout, check.stderr
+    assert "Response verify OK" in check.stderr
 
 
 def test_nonce_answers_are_signed_per_request(server: EstkitTestServer, tmp_path: Path) -> None:
@@ -334,24 +301,7 @@ def test_enrolled_certificates_point_at_the_http_listener(
     assert ocsp_urls == [f"http://localhost:{port}/ocsp"]
     assert crl_urls == [f"http://localhost:{port}/crl/g1"]
     uri = run([tool("openssl"), "x509", "-in", leaf_path, "-noout", "-ocsp_uri"]).stdout.decode()
-    result = subprocess.run(
-        [
-            tool("openssl"),
-            "ocsp",
-            "-url",
-            uri.strip(),
-            "-issuer",
-            issuer_pem(server, tmp_path),
-            "-cert",
-            leaf_path,
-            "-CAfile",
-            server.paths.ca_certificates,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = openssl_ocsp(server, issuer_pem(server, tmp_path), leaf_path, url=uri.strip())
     assert f"{leaf_path}: good" in result.stdout, result.stdout + result.stderr
     crl = curl(
         crl_urls[0], cacert=server.paths.ca_certificates, content_type=None, workdir=tmp_path

@@ -63,6 +63,7 @@ from typing import Any, cast
 import httptools
 
 from estkit.ca.ocsp import MAX_OCSP_REQUEST_BYTES, OCSP_RESPONSE_MEDIA_TYPE
+from estkit.errors import EstkitError
 from estkit.protocol.media import TEXT_PLAIN
 from estkit.protocol.paths import CRL_PATH
 from estkit.server.accesslog import access, access_logger, refusals
@@ -126,7 +127,7 @@ _OCSP, _CRL = OCSP_PATH.encode(), CRL_PATH.encode()
 _OCSP_SLASH, _CRL_SLASH = _OCSP + b"/", _CRL + b"/"
 
 
-class _Refused(Exception):
+class _Refused(EstkitError):
     """Raised from a parser callback to stop parsing; the refusal is on the protocol."""
 
 

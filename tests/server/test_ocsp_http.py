@@ -21,6 +21,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from estkit.ca.ocsp import MAX_OCSP_REQUEST_BYTES
 from estkit.server.config import ConfigError, load_config, set_limits
@@ -538,3 +540,36 @@ def test_exact_bytes_lookup_only_for_requests_without_nonce(
     assert artifact is not None and artifact.body == body
     _one(_raw(server, _post_bytes(with_nonce)))
     assert cache.cached_answer(with_nonce) is None
+
+
+FUZZED = {"inputs": 0}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzzed_http_is_never_a_500(server: EstkitTestServer, data: st.DataObject) -> None:
+    """Random bytes and mutated requests (a byte flipped, cut, junk inserted): every answer is a
+    4xx or an OCSP answer, never a 5xx, and the connection ends (the client half-closes)."""
+    valid = _post_bytes(b"\x30\x03\x02\x01\x00") + b"GET /crl HTTP/1.1\r\n\r\n"
+    position = data.draw(st.integers(0, len(valid) - 1))
+    junk = data.draw(st.binary(max_size=64))
+    candidates = [
+        junk,
+        valid[:position] + junk + valid[position + 1 :],
+        valid[:position],
+        valid[:position] + junk + valid[position:],
+    ]
+    payload = candidates[data.draw(st.integers(0, len(candidates) - 1))]
+    FUZZED["inputs"] += 1
+    raw = _raw(server, payload, wait=5.0)
+    assert not raw or raw.startswith(b"HTTP/1.1 "), raw[:300]
+    for status, _, _ in _responses(raw):
+        assert status < 500, raw[:300]
+    # The listener still answers.
+    assert _one(_raw(server, b"GET /crl HTTP/1.1\r\n\r\n"))[0] == 200
+
+
+def test_fuzzer_ran() -> None:
+    assert FUZZED["inputs"] >= 40, FUZZED

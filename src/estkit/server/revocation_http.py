@@ -249,6 +249,11 @@ class RevocationProtocol(asyncio.Protocol):
             self._refusal = Refusal(400, f"malformed HTTP request: {exc}")
         self._drain()
 
+    def eof_received(self) -> bool:
+        """The client sent all it will send: answer what is queued, then close."""
+        self._closing = True
+        return bool(self._queue or self._task is not None)  # True: keep the write side open
+
     # -- parser callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:

@@ -335,6 +335,23 @@ def test_listener_off_by_default_and_from_the_config(tmp_path: Path) -> None:
         on.stop()
 
 
+def test_renewed_tls_certificates_point_at_the_listener(tmp_path: Path) -> None:
+    """Renewing the server's own TLS certificates (as `server rollover` does) keeps AIA/CDP,
+    at the plain-HTTP listener when [revocation] port is set."""
+    from estkit.server.tls_certs import renew_tls_certificates
+
+    paths = init_data_dir(tmp_path / "d", key_type="p256")
+    with paths.config.open("a", encoding="utf-8") as handle:
+        handle.write("\n[revocation]\nport = 8080\n")
+    renewed = renew_tls_certificates(load_config(paths.config))
+    assert renewed
+    for item in renewed:
+        assert _pointers(item.certificate) == (
+            ["http://localhost:8080/ocsp"],
+            ["http://localhost:8080/crl/g1"],
+        )
+
+
 def test_registration_authority_refuses_the_listener(tmp_path: Path) -> None:
     paths = init_data_dir(tmp_path / "d", key_type="p256")
     with paths.config.open("a", encoding="utf-8") as handle:

@@ -469,8 +469,8 @@ def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
         # Everything until the server closes: one answer, then nothing until idle_timeout.
         raw = _read_all(sock, IDLE_TIMEOUT + TIMEOUT_SLACK)
         waited = time.monotonic() - started
-    assert _one(raw)[0] == 200
-    assert IDLE_TIMEOUT <= waited < IDLE_TIMEOUT + TIMEOUT_SLACK
+    assert _one(raw)[0] == 200, raw[:300]
+    assert IDLE_TIMEOUT <= waited < IDLE_TIMEOUT + TIMEOUT_SLACK, f"closed after {waited:.2f} s"
 
 
 def test_connection_cap_evicts_the_oldest_idle(server: EstkitTestServer) -> None:

@@ -649,9 +649,15 @@ def _summary(key_type: str, results: dict[str, list[Result]]) -> None:
     """Medians over the rounds; ratios per round (the same round's conditions), then median."""
     print(f"\n{key_type} CA, medians over the rounds:")
     for name, rounds in results.items():
+        # Cores the server and the load generator kept busy together: near the machine's CPU
+        # count, the machine (not the server alone) is the cap, and the load CPU is its share.
+        busy = _median([r.rate * (r.cpu_per_answer_us + r.load_cpu_per_answer_us) / 1e6
+                        for r in rounds])  # fmt: skip
         print(
             f"  {name:<62} {_median([r.rate for r in rounds]):7.0f}/s  server CPU "
-            f"{_median([r.cpu_per_answer_us for r in rounds]):5.0f} us/answer"
+            f"{_median([r.cpu_per_answer_us for r in rounds]):5.0f} us/answer  load CPU "
+            f"{_median([r.load_cpu_per_answer_us for r in rounds]):5.0f} us/answer  "
+            f"server + load {busy:.1f} of {os.cpu_count()} cores"
         )
     ours = [name for name in results if name.startswith("estkit") and "nonce" not in name]
     for theirs in (name for name in results if name.startswith("openssl")):

@@ -309,6 +309,14 @@ def test_enrolled_certificates_point_at_the_http_listener(
         crl_urls[0], cacert=server.paths.ca_certificates, content_type=None, workdir=tmp_path
     )
     assert crl.status == 200 and x509.load_der_x509_crl(crl.body).issuer == leaf.issuer
+    # estkit's own checker (the node's, C16) follows the http URL too.
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(leaf_path.read_bytes() + issuer_pem(server, tmp_path).read_bytes())
+    status = run([tool("estkit"), "client", "status", "--cert", chain, "--json"], check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    answer = json.loads(status.stdout)
+    assert (answer["status"], answer["method"]) == ("good", "ocsp"), answer
+    assert answer["source"] == f"http://localhost:{port}/ocsp", answer
 
 
 def test_listener_off_by_default_and_from_the_config(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ and what a hostile client may send (each refusal's status and reason, on real so
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from estkit.ca.ocsp import MAX_OCSP_REQUEST_BYTES
-from estkit.server.config import ConfigError, load_config, set_limits
+from estkit.server.config import ConfigError, UpstreamConfig, load_config, set_limits
 from estkit.server.datadir import init_data_dir
 from estkit.server.limits import (
     MAX_HEADERS,
@@ -34,7 +35,7 @@ from estkit.server.limits import (
     connection_budget,
 )
 from estkit.server.revocation_http import MAX_HEAD_BYTES, MAX_PIPELINED, MAX_TARGET_BYTES
-from estkit.server.runner import start_server_thread
+from estkit.server.runner import revocation_address, start_server_thread
 
 from .ocsp_support import Issued, issue, issuer_pem, openssl_ocsp
 from .test_ocsp_pointers import _enroll, _pointers
@@ -369,6 +370,13 @@ def test_registration_authority_refuses_the_listener(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="registration authority"):
         load_config(paths.config)
+    # The same asked for on the command line (serve --revocation-port) of an RA.
+    ra = dataclasses.replace(
+        load_config(init_data_dir(tmp_path / "ra", key_type="p256").config),
+        upstream=UpstreamConfig("https://ca.example", Path("t"), Path("c"), Path("k")),
+    )
+    with pytest.raises(ConfigError, match="upstream CA answers OCSP"):
+        revocation_address(ra, port=8080)
 
 
 # --- what a hostile client may send --------------------------------------------------------------

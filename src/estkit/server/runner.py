@@ -36,6 +36,7 @@ from cryptography import x509
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server import metrics
 from estkit.server.app import REVOCATION_KEY, create_app, record_throttled
+from estkit.server.config import ConfigError, ServerConfig
 from estkit.server.guard import ConnectionGuard, GuardedSite
 from estkit.server.limits import (
     MAX_HEADER_FIELD_BYTES,
@@ -168,13 +169,21 @@ class RevocationAddress:
 
 
 def revocation_address(
-    config: Any, host: str | None = None, port: int | None = None, est_host: str | None = None
+    config: ServerConfig,
+    host: str | None = None,
+    port: int | None = None,
+    est_host: str | None = None,
 ) -> RevocationAddress | None:
     """The listener's address from flags (``host``/``port``) over ``[revocation]``, None when
     it is off; its host defaults to the EST port's (``est_host``, else the configuration's)."""
     port = config.revocation_port if port is None else port
     if port is None:
         return None
+    if config.upstream is not None:
+        raise ConfigError(
+            "this server is a registration authority ([upstream]): the upstream CA answers OCSP "
+            "and publishes the CRL, so it has no revocation listener"
+        )
     return RevocationAddress(host or config.revocation_host or est_host or config.host, port)
 
 

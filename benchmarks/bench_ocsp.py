@@ -10,6 +10,9 @@ drifts, so each scenario sees the same conditions on average):
     pre-signed answers), (a) on keep-alive connections, (b) a new TLS connection per request (what
     `openssl ocsp` as a client does, and the only method openssl's responder allows); and with a
     nonce on keep-alive (signed per request, the worst case);
+  - estkit's plain-HTTP revocation listener (`serve --revocation-port`, a second server on the
+    same data directory, so each row's server CPU is its own), keep-alive and a new connection
+    per request, pre-signed;
   - `openssl ocsp -port` (plain HTTP, one connection per request) answering for the same CA from
     an index of the same certificates, with ``-multi N`` processes (the count of our workers),
     signing every answer afresh with the same delegated P-256 responder key as ours, and (with
@@ -17,8 +20,12 @@ drifts, so each scenario sees the same conditions on average):
 * the delay from `estkit server revoke` (a separate process, as an operator runs it) to the first
   `revoked` answer from /ocsp, from the moment the command returns and from the moment it starts.
 
-The load generator is not the cap: the 16 clients are spread over ``--load-processes``
-processes, requests are pre-made bytes on raw sockets, and its own CPU per answer is printed.
+The 16 clients are spread over ``--load-processes`` processes, requests are pre-made bytes on
+raw sockets, and the generator's own CPU per answer is printed. On a 2-core machine the server
+and the generator share the cores: a row whose server CPU plus load CPU per answer, times its
+answers/s, is about 2 s per second is capped by the machine, and the generator's share of it is
+the load CPU column (the plain-HTTP keep-alive row: about 15 µs server, 12 µs generator). There,
+"answers per server CPU-second" is the server's own figure.
 
 Targets: >= 5x openssl's answers/s; revocation visible <= 1 s. Figures on a shared machine are
 noisy: compare CPU per answer, and the per-round ratios.
@@ -79,6 +86,7 @@ NONCE_REQUESTS = 2000
 REVOKED_SHARE = 5  # every 5th certificate is revoked in both responders
 REVOCATION_SAMPLES = 5  # revocations timed (each a separate `estkit server revoke` process)
 _BANNER = re.compile(r"listening on https://(?:127\.0\.0\.1|localhost):(\d+)")
+_REVOCATION_BANNER = re.compile(r"OCSP, CRL \(http\): http://127\.0\.0\.1:(\d+)")
 
 
 @dataclass
@@ -168,17 +176,26 @@ def _openssl_index(path: Path, leaves: list[x509.Certificate], data_dir: Path) -
 
 
 def _start_estkit(
-    data_dir: Path, workers: int, log: Path, env: dict[str, str] | None = None
+    data_dir: Path,
+    workers: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    revocation: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """The server and its HTTPS port; with ``revocation`` also its plain-HTTP revocation
+    listener, whose port is then returned instead."""
     command = [sys.executable, "-m", "estkit.cli.main", "server", "serve", str(data_dir)]
     command += ["--host", "127.0.0.1", "--port", "0", "--workers", str(workers)]
     command += ["--log-level", "warning"]
+    if revocation:
+        command += ["--revocation-port", "0"]
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        match = _BANNER.search(log.read_text(errors="replace"))
-        if match:
+        text = log.read_text(errors="replace")
+        match = (_REVOCATION_BANNER if revocation else _BANNER).search(text)
+        if match and _BANNER.search(text):
             return process, int(match.group(1))
         if process.poll() is not None:
             raise SystemExit(f"estkit server exited:\n{log.read_text()}")
@@ -528,6 +545,12 @@ def _compare(
         estkit, port = _start_estkit(data_dir, args.workers, work / "estkit.log")
         servers: list[tuple[subprocess.Popen[bytes], bool]] = [(estkit, False)]
         try:
+            # The same data directory served a second time, with the plain-HTTP revocation
+            # listener (its own processes, so each row's server CPU is its own).
+            plain, plain_port = _start_estkit(
+                data_dir, args.workers, work / "estkit-http.log", revocation=True
+            )
+            servers.append((plain, False))
             # One answer first: the server has then written the delegated responder's files,
             # which openssl signs with too.
             https = _https_to(port, paths.ca_certificates)
@@ -545,6 +568,16 @@ def _compare(
                 "estkit HTTPS new connection each": (
                     Load("127.0.0.1", port, cafile, False, _http_requests(bodies, False), statuses),
                     estkit.pid,
+                ),
+                "estkit HTTP keep-alive (pre-signed)": (
+                    Load("127.0.0.1", plain_port, None, True, _http_requests(bodies, True),
+                         statuses),
+                    plain.pid,
+                ),
+                "estkit HTTP new connection each": (
+                    Load("127.0.0.1", plain_port, None, False, _http_requests(bodies, False),
+                         statuses),
+                    plain.pid,
                 ),
                 "estkit keep-alive, nonce (signed each)": (
                     Load("127.0.0.1", port, cafile, True, _http_requests(nonce_bodies, True),
@@ -616,9 +649,15 @@ def _summary(key_type: str, results: dict[str, list[Result]]) -> None:
     """Medians over the rounds; ratios per round (the same round's conditions), then median."""
     print(f"\n{key_type} CA, medians over the rounds:")
     for name, rounds in results.items():
+        # Cores the server and the load generator kept busy together: near the machine's CPU
+        # count, the machine (not the server alone) is the cap, and the load CPU is its share.
+        busy = _median([r.rate * (r.cpu_per_answer_us + r.load_cpu_per_answer_us) / 1e6
+                        for r in rounds])  # fmt: skip
         print(
             f"  {name:<62} {_median([r.rate for r in rounds]):7.0f}/s  server CPU "
-            f"{_median([r.cpu_per_answer_us for r in rounds]):5.0f} us/answer"
+            f"{_median([r.cpu_per_answer_us for r in rounds]):5.0f} us/answer  load CPU "
+            f"{_median([r.load_cpu_per_answer_us for r in rounds]):5.0f} us/answer  "
+            f"server + load {busy:.1f} of {os.cpu_count()} cores"
         )
     ours = [name for name in results if name.startswith("estkit") and "nonce" not in name]
     for theirs in (name for name in results if name.startswith("openssl")):

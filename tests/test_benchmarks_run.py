@@ -127,8 +127,10 @@ def test_ocsp_benchmark_runs_without_errors() -> None:
         "--ca-key-types", "p256", "--load-processes", "2",
     )  # fmt: skip
     figures = re.findall(r"\(n=(\d+), errors=(\d+)\)", out)
-    # estkit keep-alive, new connection each, nonce; openssl with the delegated responder.
-    assert len(figures) == 4, out
+    # estkit HTTPS keep-alive, new connection each, nonce; the plain-HTTP listener keep-alive
+    # and new connection each; openssl with the delegated responder.
+    assert len(figures) == 6, out
+    assert re.search(r"estkit HTTP keep-alive \(pre-signed\) vs openssl ocsp", out), out
     assert all(int(n) > 0 and errors == "0" for n, errors in figures), out
     assert re.search(r"vs openssl ocsp -port -multi 2 HTTP, .*x answers per server CPU-second", out)
     assert "revocation to 'revoked' answer (5 revocations)" in out, out

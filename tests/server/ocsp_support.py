@@ -60,14 +60,19 @@ def openssl_ocsp(
     issuer: Path,
     cert: Path,
     *extra: str | Path,
+    url: str | None = None,
+    respin: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``openssl ocsp`` against the server's /ocsp over HTTPS, verifying with the CA bundle."""
+    """``openssl ocsp`` against the server's /ocsp over HTTPS (or ``url``, or checking the
+    answer in the file ``respin`` instead of asking), verifying with the CA bundle."""
+    source: list[str | Path] = (
+        ["-respin", respin] if respin else ["-url", url or f"{server.url}/ocsp"]
+    )
     return subprocess.run(
         [
             tool("openssl"),
             "ocsp",
-            "-url",
-            f"{server.url}/ocsp",
+            *source,
             "-issuer",
             issuer,
             "-cert",

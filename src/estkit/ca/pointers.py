@@ -39,10 +39,11 @@ def check_public_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def default_public_url(hostname: str, port: int) -> str:
-    """``https://<hostname>:<port>`` (IPv6 literals bracketed)."""
+def default_public_url(hostname: str, port: int, scheme: str = "https") -> str:
+    """``https://<hostname>:<port>`` (IPv6 literals bracketed); ``scheme="http"`` for the
+    plain-HTTP revocation listener."""
     host = f"[{hostname}]" if ":" in hostname and not hostname.startswith("[") else hostname
-    return f"https://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def ocsp_url(public_url: str) -> str:

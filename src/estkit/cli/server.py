@@ -380,6 +380,12 @@ def _banner(info: Any, paths: InitResult, consoles: list[Any]) -> None:
     labels = ", ".join(info.labels) if info.labels else "(none besides the default)"
     console.print(f"  labels:          {labels}")
     console.print(f"  CRL:             {url}/crl")
+    if info.revocation_url:  # the plain-HTTP revocation listener
+        console.print(
+            f"  OCSP, CRL (http): {info.revocation_url}/ocsp, {info.revocation_url}/crl "
+            "(new certificates point here)",
+            soft_wrap=True,
+        )
     if info.metrics_url:
         console.print(f"  metrics:         {info.metrics_url}", soft_wrap=True)
     for handle in consoles:  # the web console, when it is on
@@ -439,6 +445,7 @@ def _ready_line(info: Any, paths: InitResult, consoles: list[Any]) -> None:
         "ca_certificates": str(paths.ca_certificates),
         "labels": list(info.labels),
         "crl_url": f"{info.url}/crl",
+        "revocation_url": info.revocation_url,
         "consoles": [handle.url for handle in consoles],
         "client_certificates_verified_in_app": info.verify_in_app,
     }
@@ -494,6 +501,12 @@ def _listener_options(name: str, port_help: str, host_help: str) -> Callable[[F]
     "Serve Prometheus /metrics on this port (default: off, or [metrics] port).",
     "Address of /metrics (default: [metrics] or 127.0.0.1).",
 )
+@_listener_options(
+    "revocation",
+    "Serve OCSP and CRLs over plain HTTP on this port, and point new certificates' AIA/CRL "
+    "URLs at it (default: off, or [revocation] port).",
+    "Address of the plain-HTTP revocation port (default: [revocation] host or --host).",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -520,6 +533,8 @@ def serve_command(
     admin_host: str | None,
     metrics_port: int | None,
     metrics_host: str | None,
+    revocation_port: int | None,
+    revocation_host: str | None,
     log_level: str,
     as_json: bool,
 ) -> None:
@@ -529,7 +544,7 @@ def serve_command(
     listens on its own HTTPS port; sign in with the printed link or an operator certificate from
     "estkit server admin-cert".
     """
-    from estkit.server.runner import ServerInfo, default_workers, serve
+    from estkit.server.runner import ServerInfo, default_workers, revocation_address, serve
 
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
@@ -606,6 +621,10 @@ def serve_command(
             )
 
     listen_host, listen_port = host or config.host, config.port if port is None else port
+    revocation = revocation_address(config, revocation_host, revocation_port, listen_host)
+    listening = f"{listen_host}:{listen_port}" + (
+        f" or {revocation.host}:{revocation.port} (revocation)" if revocation else ""
+    )
     try:
         status = serve(
             data_dir,
@@ -615,13 +634,14 @@ def serve_command(
             on_ready=on_ready,
             sidecar=start_admin_console if admin_console else None,
             metrics_address=_metrics_address(config, metrics_host, metrics_port),
+            revocation=revocation,
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             fail(
-                f"cannot listen on {listen_host}:{listen_port}: {exc.strerror or exc}",
+                f"cannot listen on {listening}: {exc.strerror or exc}",
                 "another program may be using the port, or the address is not on this host; "
-                "choose --host/--port",
+                "choose --host/--port (--revocation-host/--revocation-port)",
             )
         raise
     finally:

@@ -87,6 +87,12 @@ OCSP_PATH = "/ocsp"
 # stay under aiohttp's own 8190-byte request line, so the refusal is ours and says why.
 MAX_OCSP_GET_PATH_CHARS = 4096
 CRL_MEDIA_TYPE = "application/pkix-crl"
+OCSP_METHODS = ("GET", "POST")
+CRL_METHODS = ("GET", "HEAD")
+# no-cache: caches keep the CRL but revalidate (a cheap 304) before each use, so a revocation is
+# never hidden behind a cache's max-age.
+CRL_CACHE_CONTROL = "no-cache"
+OCSP_GET_CACHE_CONTROL = f"public, no-transform, max-age={OCSP_HTTP_MAX_AGE_SECONDS}"
 SERVER_HEADER = f"estkit/{__version__}"
 # How far apart in time two requests may be for the cached /cacerts body to be reused: the CA
 # generation is part of the cache key, so this only bounds staleness after an in-place edit.
@@ -166,7 +172,7 @@ def _challenge_headers(
     return [("WWW-Authenticate", value) for value in authenticator.challenges(stale=stale)]
 
 
-def _method_not_allowed(method: str, allowed: tuple[str, ...], operation: str) -> Refusal:
+def method_not_allowed(method: str, allowed: tuple[str, ...], operation: str) -> Refusal:
     return Refusal(
         405,
         f"{method} is not allowed on /{operation}; use {' or '.join(allowed)}",
@@ -226,7 +232,7 @@ class EstHandler:
                 404, "this server is a registration authority: the upstream CA publishes the CRL"
             )
         if raw_path == CRL_PATH or raw_path.startswith(CRL_PATH + "/"):
-            self._require_method(request, ("GET", "HEAD"), "crl")
+            self._require_method(request, CRL_METHODS, "crl")
             return await self.crl(request, raw_path[len(CRL_PATH) + 1 :] or None)
         if raw_path == OCSP_PATH or raw_path.startswith(OCSP_PATH + "/"):
             return await self.ocsp(request, raw_path)
@@ -254,7 +260,7 @@ class EstHandler:
     @staticmethod
     def _require_method(request: web.Request, allowed: tuple[str, ...], operation: str) -> None:
         if request.method not in allowed:
-            raise _method_not_allowed(request.method, allowed, operation)
+            raise method_not_allowed(request.method, allowed, operation)
 
     # -- GET operations ------------------------------------------------------------------------
 
@@ -286,62 +292,23 @@ class EstHandler:
         """``/crl``: signed by the current issuing CA; ``/crl/<generation>`` (``/crl/g1``): by
         that generation's, for certificates issued before a rollover. Served from the revocation
         cache (signed once per change, see revocation_cache.py), with ETag/Last-Modified."""
-        if generation is not None:
-            issuers = self.state.authority.issuers_by_generation
-            if generation not in issuers:
-                raise Refusal(
-                    404,
-                    f"no CA generation {generation!r}: this server has "
-                    f"{', '.join(sorted(issuers))} (/crl is the current one's)",
-                )
-        artifact = await self.revocation.crl(generation)
-        if artifact is None:
-            raise Refusal(
-                503,
-                "the CRL is not available yet (the certificate store could not be read); retry "
-                f"after {STORE_RETRY_AFTER_SECONDS} seconds",
-                headers=[("Retry-After", format_retry_after(STORE_RETRY_AFTER_SECONDS))],
-            )
-        # no-cache: caches keep the CRL but revalidate (a cheap 304) before each use, so a
-        # revocation is never hidden behind a cache's max-age.
-        return _artifact_response(request, artifact, CRL_MEDIA_TYPE, "no-cache")
+        artifact = await crl_artifact(self.state, self.revocation, generation)
+        return _artifact_response(request, artifact, CRL_MEDIA_TYPE, CRL_CACHE_CONTROL)
 
     async def ocsp(self, request: web.Request, raw_path: str) -> web.Response:
         """``/ocsp`` (RFC 6960 App. A, RFC 5019 §5): POST a DER request, or GET
         ``/ocsp/<base64 of the DER request, URL-encoded>``."""
         if request.method == "POST":
-            if raw_path != OCSP_PATH:
-                raise Refusal(404, f"POST OCSP requests to {OCSP_PATH}, not {raw_path[:80]}")
-            media = request.headers.get("Content-Type", "")
-            try:
-                # What every OCSP client sends, compared as is before any parsing.
-                matches = media == OCSP_REQUEST_MEDIA_TYPE or parse_media_type(media).matches(
-                    OCSP_REQUEST_MEDIA_TYPE
-                )
-            except MediaTypeError:
-                matches = False
-            if not matches:
-                raise Refusal(
-                    415,
-                    f"{OCSP_PATH} needs Content-Type: {OCSP_REQUEST_MEDIA_TYPE}, got "
-                    f"{media[:80] or 'none'}",
-                )
+            check_ocsp_post(raw_path, request.headers.get("Content-Type", ""))
             der = await self._read_body(request, MAX_OCSP_REQUEST_BYTES, "an OCSP request")
         elif request.method == "GET":
-            if len(raw_path) > MAX_OCSP_GET_PATH_CHARS:
-                raise Refusal(
-                    414,
-                    f"OCSP GET path of {len(raw_path)} characters is over the limit of "
-                    f"{MAX_OCSP_GET_PATH_CHARS}; an OCSP request is a few hundred bytes",
-                )
-            der = _decode_ocsp_get_path(raw_path[len(OCSP_PATH) + 1 :])
+            der = ocsp_get_der(raw_path)
         else:
-            raise _method_not_allowed(request.method, ("GET", "POST"), "ocsp")
+            raise method_not_allowed(request.method, OCSP_METHODS, "ocsp")
         answer = await self.revocation.ocsp(der)
         if answer.artifact is not None and request.method == "GET":
-            cache_control = f"public, no-transform, max-age={OCSP_HTTP_MAX_AGE_SECONDS}"
             return _artifact_response(
-                request, answer.artifact, OCSP_RESPONSE_MEDIA_TYPE, cache_control
+                request, answer.artifact, OCSP_RESPONSE_MEDIA_TYPE, OCSP_GET_CACHE_CONTROL
             )
         response = web.Response(status=200, body=answer.body)
         response.headers["Content-Type"] = OCSP_RESPONSE_MEDIA_TYPE
@@ -563,6 +530,73 @@ class EstHandler:
         return response
 
 
+def check_ocsp_post(raw_path: str, media: str) -> None:
+    """A POST to the OCSP path goes to exactly /ocsp with the OCSP request media type; else the
+    Refusal (404, 415) that says so. Shared by the HTTPS port and the plain-HTTP listener."""
+    if raw_path != OCSP_PATH:
+        raise Refusal(404, f"POST OCSP requests to {OCSP_PATH}, not {raw_path[:80]}")
+    try:
+        # What every OCSP client sends, compared as is before any parsing.
+        matches = media == OCSP_REQUEST_MEDIA_TYPE or parse_media_type(media).matches(
+            OCSP_REQUEST_MEDIA_TYPE
+        )
+    except MediaTypeError:
+        matches = False
+    if not matches:
+        raise Refusal(
+            415,
+            f"{OCSP_PATH} needs Content-Type: {OCSP_REQUEST_MEDIA_TYPE}, got "
+            f"{media[:80] or 'none'}",
+        )
+
+
+def ocsp_get_der(raw_path: str) -> bytes:
+    """The DER request of a GET ``/ocsp/<base64>`` (b"" when undecodable: malformedRequest);
+    a path over MAX_OCSP_GET_PATH_CHARS is a 414 Refusal."""
+    if len(raw_path) > MAX_OCSP_GET_PATH_CHARS:
+        raise Refusal(
+            414,
+            f"OCSP GET path of {len(raw_path)} characters is over the limit of "
+            f"{MAX_OCSP_GET_PATH_CHARS}; an OCSP request is a few hundred bytes",
+        )
+    return _decode_ocsp_get_path(raw_path[len(OCSP_PATH) + 1 :])
+
+
+async def crl_artifact(
+    state: ServerState, revocation: RevocationCache, generation: str | None
+) -> Artifact:
+    """``/crl`` (None: the current generation's) or ``/crl/<generation>``; a Refusal (404 for
+    a generation this CA never had, 503 while the store cannot be read) otherwise."""
+    if generation is not None:
+        issuers = state.authority.issuers_by_generation
+        if generation not in issuers:
+            raise Refusal(
+                404,
+                f"no CA generation {generation[:40]!r}: this server has "
+                f"{', '.join(sorted(issuers))} (/crl is the current one's)",
+            )
+    artifact = await revocation.crl(generation)
+    if artifact is None:
+        raise Refusal(
+            503,
+            "the CRL is not available yet (the certificate store could not be read); retry "
+            f"after {STORE_RETRY_AFTER_SECONDS} seconds",
+            headers=[("Retry-After", format_retry_after(STORE_RETRY_AFTER_SECONDS))],
+        )
+    return artifact
+
+
+def artifact_headers(artifact: Artifact, cache_control: str) -> dict[str, str]:
+    """ETag, Last-Modified, Expires and Cache-Control of a cached signed artifact."""
+    last_modified, expires = artifact.http_dates
+    return {
+        "ETag": artifact.etag,
+        "Last-Modified": last_modified,
+        "Expires": expires,
+        "Cache-Control": cache_control,
+    }
+
+
 def _decode_ocsp_get_path(encoded: str) -> bytes:
     """The DER request of a GET: URL-decoded, then base64 (standard or URL-safe alphabet, with
     or without padding). Undecodable text gives b"" (answered malformedRequest)."""
@@ -574,7 +608,7 @@ def _decode_ocsp_get_path(encoded: str) -> bytes:
         return b""
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     candidates = [value.strip().removeprefix("W/") for value in header.split(",")]
@@ -585,14 +619,8 @@ def _artifact_response(
     request: web.Request, artifact: Artifact, content_type: str, cache_control: str
 ) -> web.Response:
     """A cached signed artifact with ETag/Last-Modified/Expires; 304 when the client has it."""
-    last_modified, expires = artifact.http_dates
-    headers = {
-        "ETag": artifact.etag,
-        "Last-Modified": last_modified,
-        "Expires": expires,
-        "Cache-Control": cache_control,
-    }
-    if _etag_matches(request.headers.get("If-None-Match"), artifact.etag):
+    headers = artifact_headers(artifact, cache_control)
+    if etag_matches(request.headers.get("If-None-Match"), artifact.etag):
         return web.Response(status=304, headers=headers)
     response = web.Response(status=200, body=artifact.body, headers=headers)
     response.headers["Content-Type"] = content_type

@@ -150,6 +150,10 @@ class ServerConfig:
     # [metrics]: where `serve` exposes Prometheus /metrics (port None = off).
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = None
+    # [revocation]: the plain-HTTP OCSP/CRL listener (revocation_http.py; port None = off, host
+    # None = the EST port's address).
+    revocation_host: str | None = None
+    revocation_port: int | None = None
     # [upstream]: set when this server is a registration authority (issues nothing itself).
     upstream: UpstreamConfig | None = None
     # [ra] trusted: RA certificate fingerprints or CA files whose id-kp-cmcRA certificates may
@@ -333,6 +337,7 @@ def _parse_document(doc: Mapping[str, Any], config_path: Path) -> ServerConfig:
         upstream=_upstream(doc, config_path),
         ra_trusted=_ra_trusted(doc, config_path),
         **_metrics(doc, config_path),
+        **_revocation(doc, config_path),
     )
 
 
@@ -347,17 +352,36 @@ def _public_url(value: object, where: str) -> str | None:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _metrics(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    table = _table(doc, "metrics", path)
-    host = table.get("host", DEFAULT_METRICS_HOST)
+def _listener(
+    doc: Mapping[str, Any], path: Path, name: str, default_host: str | None
+) -> tuple[str | None, int | None]:
+    """``host`` and ``port`` of the ``[name]`` table of a listener besides the EST port."""
+    table = _table(doc, name, path)
+    host = table.get("host", default_host)
     port = table.get("port")
-    if not isinstance(host, str) or not host:
-        raise ConfigError(f"{path}: metrics.host must be a host name or address")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise ConfigError(f"{path}: {name}.host must be a host name or address")
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
     ):
-        raise ConfigError(f"{path}: metrics.port must be 0-65535, got {port!r}")
+        raise ConfigError(f"{path}: {name}.port must be 0-65535, got {port!r}")
+    return host, port
+
+
+def _metrics(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    host, port = _listener(doc, path, "metrics", DEFAULT_METRICS_HOST)
     return {"metrics_host": host, "metrics_port": port}
+
+
+def _revocation(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    host, port = _listener(doc, path, "revocation", None)
+    if port is not None and _table(doc, "upstream", path):
+        raise ConfigError(
+            f"{path}: [revocation] port is set but this server is a registration authority "
+            "([upstream]): the upstream CA answers OCSP and publishes the CRL",
+            hint="remove the [revocation] table",
+        )
+    return {"revocation_host": host, "revocation_port": port}
 
 
 def _upstream(doc: Mapping[str, Any], path: Path) -> UpstreamConfig | None:
@@ -490,6 +514,11 @@ def config_to_document(config: ServerConfig) -> dict[str, Any]:
         doc["limits"] = changed_limits
     if config.metrics_port is not None:
         doc["metrics"] = {"host": config.metrics_host, "port": config.metrics_port}
+    if config.revocation_port is not None:
+        doc["revocation"] = {
+            "port": config.revocation_port,
+            **({"host": config.revocation_host} if config.revocation_host else {}),
+        }
     return doc
 
 

@@ -466,7 +466,11 @@ def _issue(
                 names=names,
                 public_key=public_key,
                 extensions=pointer_extensions_for(
-                    state.config, request.label, authority.generation, state.public_port
+                    state.config,
+                    request.label,
+                    authority.generation,
+                    state.public_port,
+                    state.revocation_port,
                 ),
             )
         except CsrError as exc:

@@ -50,6 +50,11 @@ RESERVED_DESCRIPTORS = 64
 # each). Taken from the same process's descriptors, so an idle-connection flood on the console
 # port cannot starve the EST port (issue 14, first attack).
 CONSOLE_MAX_CONNECTIONS = 64
+# Connections the plain-HTTP revocation listener may hold (revocation_http.py), when it is on:
+# relying parties ask and go (idle ones are closed after idle_timeout and evicted first at the
+# cap), and an answer costs tens of microseconds, so 512 slots serve thousands of answers a second.
+# An eighth of the usable descriptors when they are few; taken from the EST port's share.
+REVOCATION_MAX_CONNECTIONS = 512
 # Smallest budget a listener gets even when RLIMIT_NOFILE is tiny (tests, odd containers).
 MIN_CONNECTION_BUDGET = 16
 # Ceiling on the raised soft RLIMIT_NOFILE when the hard limit is "unlimited".
@@ -181,17 +186,25 @@ def raise_nofile_limit() -> int:
     return _nofile
 
 
-def connection_budget(listener: str, nofile: int | None = None) -> int:
-    """Connections ``listener`` (``"est"`` or ``"console"``) may hold in this process.
+def connection_budget(
+    listener: str, nofile: int | None = None, *, revocation_listener: bool = False
+) -> int:
+    """Connections ``listener`` (``"est"``, ``"console"`` or ``"revocation"``) may hold in this
+    process.
 
-    Both listeners share the process's descriptors: RESERVED_DESCRIPTORS stay for the store and
-    logs, the console gets at most CONSOLE_MAX_CONNECTIONS (an eighth when descriptors are few)
-    and the EST port the rest, so neither can take the other's descriptors."""
+    The listeners share the process's descriptors: RESERVED_DESCRIPTORS stay for the store and
+    logs, the console gets at most CONSOLE_MAX_CONNECTIONS (an eighth when descriptors are few),
+    the revocation listener, when it is on (``revocation_listener``), at most
+    REVOCATION_MAX_CONNECTIONS (an eighth too), and the EST port the rest, so none can take
+    another's descriptors."""
     usable = (raise_nofile_limit() if nofile is None else nofile) - RESERVED_DESCRIPTORS
     console = max(MIN_CONNECTION_BUDGET, min(CONSOLE_MAX_CONNECTIONS, usable // 8))
+    revocation = max(MIN_CONNECTION_BUDGET, min(REVOCATION_MAX_CONNECTIONS, usable // 8))
     if listener == "console":
         return console
-    return max(MIN_CONNECTION_BUDGET, usable - console)
+    if listener == "revocation":
+        return revocation
+    return max(MIN_CONNECTION_BUDGET, usable - console - (revocation if revocation_listener else 0))
 
 
 def within_budget(limits: ConnectionLimits, budget: int) -> ConnectionLimits:
@@ -235,6 +248,7 @@ __all__ = [
     "QUEUE_PER_REQUESTER",
     "QUEUE_TOTAL",
     "RESERVED_DESCRIPTORS",
+    "REVOCATION_MAX_CONNECTIONS",
     "TLS_HANDSHAKE_TIMEOUT_SECONDS",
     "ConnectionLimits",
     "LimitsError",

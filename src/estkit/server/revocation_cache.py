@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,10 @@ REFRESH_FRACTION = 0.5
 # Bound on cached OCSP answers (~500 bytes each with the responder certificate: ~25 MB), which
 # also bounds what a client asking for random serials can make us keep.
 MAX_CACHED_OCSP_RESPONSES = 50_000
+# Request bytes remembered for the exact-bytes lookup (:meth:`RevocationCache.cached_answer`),
+# oldest forgotten first: as many as answers are cached. A client sending endless variants of
+# one request (other hashes, requestor names) only pushes entries out, never grows the map.
+MAX_REMEMBERED_REQUESTS = MAX_CACHED_OCSP_RESPONSES
 # Certificates whose answers are signed ahead at start (newest first); beyond, on first request.
 PRESIGN_LIMIT = 20_000
 # Pre-signing goes in slices so that a first request or a nonce is never stuck behind all of it.
@@ -118,6 +123,11 @@ class Artifact:
     def http_dates(self) -> tuple[str, str]:
         """(Last-Modified, Expires) as HTTP dates, computed once per artifact, not per request."""
         return _http_date(self.this_update), _http_date(self.next_update)
+
+    @functools.cached_property
+    def expires_at(self) -> float:
+        """nextUpdate as a POSIX time: the request path compares it with ``time.time()``."""
+        return self.next_update.timestamp()
 
     def refresh_due(self, now: datetime) -> bool:
         lifetime = (self.next_update - self.this_update).total_seconds()
@@ -179,6 +189,8 @@ class RevocationCache:
         self._revoked: dict[int, RevokedEntry] = {}
         self._crls: dict[str, Artifact] = {}
         self._answers: dict[CertId, _CachedAnswer] = {}
+        # DER of requests without a nonce -> their CertID (written on the event loop only).
+        self._request_ids: dict[bytes, CertId] = {}
         self._presigned = False
         self._stopping = False  # pending pre-signing slices return at once when set
         self._task: asyncio.Task[None] | None = None
@@ -506,8 +518,40 @@ class RevocationCache:
             await self._on_thread(self._refresh)  # a rollover the poller has not seen yet
         return self._crls.get(wanted)
 
+    def cached_answer(self, der: bytes) -> Artifact | None:
+        """The pre-signed answer to the request ``der`` when these exact bytes were answered
+        before without a nonce, the answer is cached and fresh, and no revocation made on this
+        host is waiting to be taken in; else None (then :meth:`ocsp` answers).
+
+        Why by the exact bytes: an RFC 5019 relying party sends the same bytes for the same
+        certificate every time, and parsing them is a deterministic function of the bytes, so
+        bytes seen before name the same CertID without the ASN.1 parse (a third of the
+        request's cost on the plain-HTTP listener). Requests with a nonce are never remembered:
+        each one's answer is signed for it."""
+        cert_id = self._request_ids.get(der)
+        if cert_id is None or self._catching_up is not None:
+            return None
+        cached = self._answers.get(cert_id)
+        if (
+            cached is None
+            or time.time() >= cached.artifact.expires_at
+            or cached.generation not in self._responders
+            or self._stat_local() != self._local_stamp
+        ):
+            return None
+        return cached.artifact
+
+    def _remember(self, der: bytes, cert_id: CertId) -> None:
+        if der not in self._request_ids:
+            while len(self._request_ids) >= MAX_REMEMBERED_REQUESTS:
+                self._request_ids.pop(next(iter(self._request_ids)))
+            self._request_ids[der] = cert_id
+
     async def ocsp(self, der: bytes) -> OcspAnswer:
         """The answer to one DER OCSP request: never raises for anything the client sent."""
+        artifact = self.cached_answer(der)
+        if artifact is not None:
+            return OcspAnswer(artifact.body, artifact)
         try:
             parsed = parse_ocsp_request(der)
         except OcspRequestError as exc:
@@ -522,6 +566,7 @@ class RevocationCache:
             # RFC 6960 §2.3: "unauthorized" when the responder cannot answer for that issuer.
             return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         if parsed.nonce is None:
+            self._remember(der, cert_id)
             cached = self._answers.get(cert_id)
             if cached is not None and datetime.now(UTC) < cached.artifact.next_update:
                 return OcspAnswer(cached.artifact.body, cached.artifact)
@@ -559,6 +604,7 @@ __all__ = [
     "CRL_NEXT_UPDATE_SECONDS",
     "MAX_CACHED_OCSP_RESPONSES",
     "MAX_PENDING_SIGNINGS",
+    "MAX_REMEMBERED_REQUESTS",
     "OCSP_HTTP_MAX_AGE_SECONDS",
     "OCSP_NEXT_UPDATE_SECONDS",
     "REVOCATION_POLL_SECONDS",

@@ -35,7 +35,8 @@ from cryptography import x509
 
 from estkit.protocol.certs import sha256_fingerprint
 from estkit.server import metrics
-from estkit.server.app import create_app, record_throttled
+from estkit.server.app import REVOCATION_KEY, create_app, record_throttled
+from estkit.server.config import ConfigError, ServerConfig
 from estkit.server.guard import ConnectionGuard, GuardedSite
 from estkit.server.limits import (
     MAX_HEADER_FIELD_BYTES,
@@ -44,6 +45,7 @@ from estkit.server.limits import (
     within_budget,
 )
 from estkit.server.ra import ra_trust_pem
+from estkit.server.revocation_http import RevocationListener
 from estkit.server.state import DIGEST_SECRET_BYTES, ServerState
 from estkit.server.tls import CertificatePair, ServerTlsContext, build_server_context
 
@@ -152,6 +154,37 @@ class ServerInfo:
     verify_in_app: bool
     labels: tuple[str, ...] = ()
     metrics_url: str | None = None
+    # The plain-HTTP revocation listener (http://host:port), None when it is off.
+    revocation_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RevocationAddress:
+    """Where the plain-HTTP revocation listener listens (revocation_http.py): ``host`` and
+    ``port``, or a socket the supervisor bound for its workers."""
+
+    host: str
+    port: int
+    sock: socket.socket | None = None
+
+
+def revocation_address(
+    config: ServerConfig,
+    host: str | None = None,
+    port: int | None = None,
+    est_host: str | None = None,
+) -> RevocationAddress | None:
+    """The listener's address from flags (``host``/``port``) over ``[revocation]``, None when
+    it is off; its host defaults to the EST port's (``est_host``, else the configuration's)."""
+    port = config.revocation_port if port is None else port
+    if port is None:
+        return None
+    if config.upstream is not None:
+        raise ConfigError(
+            "this server is a registration authority ([upstream]): the upstream CA answers OCSP "
+            "and publishes the CRL, so it has no revocation listener"
+        )
+    return RevocationAddress(host or config.revocation_host or est_host or config.host, port)
 
 
 def _tls_context(state: ServerState) -> ServerTlsContext:
@@ -166,7 +199,12 @@ def _tls_context(state: ServerState) -> ServerTlsContext:
 
 
 def _info(
-    state: ServerState, host: str, port: int, workers: int, tls: ServerTlsContext
+    state: ServerState,
+    host: str,
+    port: int,
+    workers: int,
+    tls: ServerTlsContext,
+    revocation: RevocationAddress | None = None,
 ) -> ServerInfo:
     return ServerInfo(
         url=format_url(url_host(host, state.config.tls_certificates[0].certificate), port)
@@ -179,6 +217,9 @@ def _info(
         ca_fingerprint=sha256_fingerprint(state.authority.root_certificate),
         verify_in_app=tls.verify_in_app,
         labels=tuple(sorted(state.config.labels)),
+        revocation_url=None
+        if revocation is None
+        else "http" + format_url(revocation.host, revocation.port)[5:],
     )
 
 
@@ -200,7 +241,10 @@ async def _start(
     port: int,
     sock: socket.socket | None,
     shutdown_timeout: float,
-) -> tuple[web.AppRunner, int, ServerTlsContext]:
+    revocation: RevocationAddress | None = None,
+) -> tuple[web.AppRunner, int, ServerTlsContext, RevocationAddress | None]:
+    """Start the EST site (and the revocation listener when ``revocation`` is given); the
+    runner, the bound EST port, the TLS context and the revocation listener's bound address."""
     tls = _tls_context(state)
     if metrics.active():
         metrics.watch_handshakes(tls.context)
@@ -210,7 +254,7 @@ async def _start(
     # configuration each time, so an edited [limits] table applies without a restart.
     # max_connections is capped by this listener's share of RLIMIT_NOFILE (raised to the hard
     # limit here), so the console port and the store always keep theirs.
-    budget = connection_budget("est")
+    budget = connection_budget("est", revocation_listener=revocation is not None)
     guard = ConnectionGuard(
         lambda: within_budget(state.config.limits, budget),
         name="est",
@@ -220,6 +264,13 @@ async def _start(
     )
     app = create_app(state)
     app.middlewares.insert(0, guard.middleware)  # outermost: marks the connection busy
+    listeners: list[RevocationListener] = []
+
+    async def stop_listeners(_app: web.Application) -> None:
+        for listener in listeners:  # before the revocation cache stops (on_cleanup)
+            await listener.stop()
+
+    app.on_shutdown.append(stop_listeners)
     if metrics.active():
         app.middlewares.insert(1, metrics.middleware)  # times what the handlers answer
     runner = web.AppRunner(
@@ -256,7 +307,25 @@ async def _start(
             bound_port = int(address[1])
             break
     state.public_port = bound_port  # AIA/CDP URLs in issued certificates (public_url.py)
-    return runner, bound_port, tls
+    if revocation is not None:
+        revocation_budget = connection_budget("revocation")
+        listener = RevocationListener(
+            state,
+            app[REVOCATION_KEY],
+            lambda: within_budget(state.config.limits, revocation_budget),
+            asyncio.get_running_loop(),
+        )
+        listeners.append(listener)
+        try:
+            revocation_port = await listener.start(
+                revocation.host, revocation.port, revocation.sock
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        revocation = RevocationAddress(revocation.host, revocation_port)
+        state.revocation_port = revocation_port  # AIA/CDP point at it (public_url.py)
+    return runner, bound_port, tls, revocation
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,13 +376,22 @@ class RunningServer:
 class _Started(TypedDict, total=False):
     """What the server thread hands back: the running server, or why it did not start."""
 
-    started: tuple[web.AppRunner, int, ServerTlsContext]
+    started: tuple[web.AppRunner, int, ServerTlsContext, RevocationAddress | None]
     error: BaseException
 
 
-def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start the real HTTPS server in a background thread; returns once it listens."""
+def start_server_thread(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    revocation_port: int | None = None,
+) -> RunningServer:
+    """Start the real HTTPS server in a background thread; returns once it listens. With
+    ``revocation_port`` (0: any free port) the plain-HTTP revocation listener listens too, on
+    ``host`` (its URL is ``info.revocation_url``)."""
     state = ServerState(Path(data_dir))
+    revocation = revocation_address(state.config, port=revocation_port, est_host=host)
     loop = new_event_loop()
     ready = threading.Event()
     outcome: _Started = {}
@@ -328,6 +406,7 @@ def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 
                     port=port,
                     sock=None,
                     shutdown_timeout=THREAD_SHUTDOWN_TIMEOUT_SECONDS,
+                    revocation=revocation,
                 )
             )
         except BaseException as exc:
@@ -349,8 +428,8 @@ def start_server_thread(data_dir: Path, *, host: str = "127.0.0.1", port: int = 
     if "error" in outcome:
         state.close()
         raise outcome["error"]
-    runner, bound_port, tls = outcome["started"]
-    info = _info(state, host, bound_port, 1, tls)
+    runner, bound_port, tls, bound_revocation = outcome["started"]
+    info = _info(state, host, bound_port, 1, tls, bound_revocation)
     return RunningServer(
         url=info.url,
         host=host,
@@ -376,17 +455,23 @@ async def _serve_until_signalled(
     sock: socket.socket | None,
     workers: int,
     on_ready: Callable[[ServerInfo], None] | None,
+    revocation: RevocationAddress | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    runner, bound_port, tls = await _start(
-        state, host=host, port=port, sock=sock, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+    runner, bound_port, tls, bound_revocation = await _start(
+        state,
+        host=host,
+        port=port,
+        sock=sock,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        revocation=revocation,
     )
     try:
         if on_ready is not None:
-            on_ready(_info(state, host, bound_port, workers, tls))
+            on_ready(_info(state, host, bound_port, workers, tls, bound_revocation))
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -401,12 +486,26 @@ def _bind(host: str, port: int) -> socket.socket:
     )
 
 
-def _run_worker(data_dir: Path, sock: socket.socket, host: str, secret: bytes) -> int:
+def _run_worker(
+    data_dir: Path,
+    sock: socket.socket,
+    host: str,
+    secret: bytes,
+    revocation: RevocationAddress | None = None,
+) -> int:
     """Body of one forked worker process; returns its exit status."""
     state = ServerState(data_dir, digest_secret=secret)
     try:
         _run_loop(
-            _serve_until_signalled(state, host=host, port=0, sock=sock, workers=1, on_ready=None)
+            _serve_until_signalled(
+                state,
+                host=host,
+                port=0,
+                sock=sock,
+                workers=1,
+                on_ready=None,
+                revocation=revocation,
+            )
         )
         return 0
     except Exception:
@@ -492,15 +591,23 @@ def serve(
     on_ready: Callable[[ServerInfo], None] | None = None,
     sidecar: Callable[[], Callable[[], None]] | None = None,
     metrics_address: tuple[str, int] | None = None,
+    revocation: RevocationAddress | None = None,
 ) -> int:
     """Like :func:`_serve` (``workers`` None: :func:`default_workers`); with ``metrics_address``
     (host, port) also serves Prometheus ``/metrics`` there, once per server (in the supervising
-    process), summed over the workers."""
+    process), summed over the workers; with ``revocation`` the plain-HTTP revocation listener
+    listens there in every worker."""
     if workers is None:
         workers = default_workers(data_dir)
     if metrics_address is None:
         return _serve(
-            data_dir, host=host, port=port, workers=workers, on_ready=on_ready, sidecar=sidecar
+            data_dir,
+            host=host,
+            port=port,
+            workers=workers,
+            on_ready=on_ready,
+            sidecar=sidecar,
+            revocation=revocation,
         )
     exporters: list[metrics.Exporter] = []
 
@@ -529,7 +636,13 @@ def serve(
     with metrics.multiprocess_directory() as directory:
         metrics.enable(directory)
         return _serve(
-            data_dir, host=host, port=port, workers=workers, on_ready=ready, sidecar=start_sidecars
+            data_dir,
+            host=host,
+            port=port,
+            workers=workers,
+            on_ready=ready,
+            sidecar=start_sidecars,
+            revocation=revocation,
         )
 
 
@@ -541,6 +654,7 @@ def _serve(
     workers: int = 1,
     on_ready: Callable[[ServerInfo], None] | None = None,
     sidecar: Callable[[], Callable[[], None]] | None = None,
+    revocation: RevocationAddress | None = None,
 ) -> int:
     """Serve in the foreground until SIGINT/SIGTERM; returns the exit status.
 
@@ -561,7 +675,13 @@ def _serve(
                 stop_sidecar = sidecar()
             _run_loop(
                 _serve_until_signalled(
-                    state, host=host, port=port, sock=None, workers=1, on_ready=on_ready
+                    state,
+                    host=host,
+                    port=port,
+                    sock=None,
+                    workers=1,
+                    on_ready=on_ready,
+                    revocation=revocation,
                 )
             )
         finally:
@@ -579,6 +699,12 @@ def _serve(
         probe.close()
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
+    # The revocation listener's socket too: every worker accepts on it, as on the EST port.
+    revocation_sock = _bind(revocation.host, revocation.port) if revocation is not None else None
+    if revocation is not None and revocation_sock is not None:
+        revocation = RevocationAddress(
+            revocation.host, revocation_sock.getsockname()[1], revocation_sock
+        )
     secret = secrets.token_bytes(DIGEST_SECRET_BYTES)
     children: list[int] = []
     supervisor_pid = os.getpid()
@@ -588,11 +714,13 @@ def _serve(
             code = 1
             try:
                 _die_with_parent(supervisor_pid)
-                code = _run_worker(data_dir, sock, host, secret)
+                code = _run_worker(data_dir, sock, host, secret, revocation)
             finally:
                 os._exit(code)
         children.append(pid)
     sock.close()
+    if revocation_sock is not None:
+        revocation_sock.close()
     supervisor = _Supervisor(children)
     try:
         try:
@@ -602,7 +730,7 @@ def _serve(
             raise
         try:
             if on_ready is not None:
-                on_ready(_info(probe, host, bound_port, workers, tls))
+                on_ready(_info(probe, host, bound_port, workers, tls, revocation))
             return supervisor.wait()
         finally:
             if stop_sidecar is not None:

@@ -153,6 +153,8 @@ class ServerState:
         )
         # The port this process listens on (set by the runner): default public URL (AIA/CDP).
         self.public_port: int | None = None
+        # The plain-HTTP revocation listener's port, None when it is off (AIA/CDP are http then).
+        self.revocation_port: int | None = None
 
     def _shared_digest_secret(self, fallback: bytes | None) -> bytes:
         """The Digest nonce key from the store, so that every process and every server on this

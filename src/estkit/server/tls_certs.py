@@ -25,6 +25,7 @@ from estkit.protocol.certs import certificates_to_pem, is_self_signed, is_signed
 from estkit.protocol.keys import private_key_to_pem, supported_private_key
 from estkit.server.config import CertificatePair, ServerConfig
 from estkit.server.datadir import TLS_CERTIFICATE_VALIDITY_SECONDS
+from estkit.server.public_url import pointer_extensions_for
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ def renew_tls_certificates(
             _host_names(certificates[0]),
             validity_seconds=TLS_CERTIFICATE_VALIDITY_SECONDS,
             now=now,
+            # AIA/CDP as in issued leaves (issue 17 item 2): a renewal used to drop them.
+            extensions=pointer_extensions_for(
+                config, None, authority.generation, None, config.revocation_port or None
+            ),
         )
         replace_credential_pair(
             pair.certificate,

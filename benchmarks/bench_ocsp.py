@@ -45,6 +45,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -79,6 +80,8 @@ START_TIMEOUT_SECONDS = 60
 WARMUP_SECONDS = 0.5
 # The load processes start together this long after being handed their job.
 START_DELAY_SECONDS = 0.3
+# Seconds a load process still reads the answers out at the end of a run before it closes.
+DRAIN_SECONDS = 5.0
 # Every n-th answer is parsed and its status checked (parsing all would load the generator).
 VERIFY_EVERY = 16
 # Distinct nonce requests cycled in the nonce scenario (each answer is signed anyway).
@@ -300,6 +303,12 @@ def _process_tree_cpu(root: int) -> float:
 # is pre-made bytes sent on a raw socket, and only every VERIFY_EVERY-th answer is parsed (its
 # status checked against the store's). The generator's own CPU per answer is printed, so a reader
 # can see how much of the machine it took.
+#
+# Plain-HTTP loads (openssl's rows and estkit's http rows alike) run each process's clients on one
+# epoll loop (selectors) instead of a thread each: the generator shares the 2 cores with the
+# server, and threads handing the GIL to each other cost it about 12 us per keep-alive answer
+# against about 6 us on one loop, CPU the server under test then did not get. The TLS rows keep
+# a thread per client (a non-blocking TLS handshake by hand is not worth it for those rows).
 
 
 @dataclass(frozen=True)
@@ -324,11 +333,12 @@ def _http_requests(bodies: list[bytes], keep_alive: bool) -> tuple[bytes, ...]:
     )  # fmt: skip
 
 
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+
+
 def _content_length(head: bytes) -> int | None:
-    for line in head.lower().split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            return int(line[15:])
-    return None
+    match = _CONTENT_LENGTH.search(head)
+    return int(match[1]) if match else None
 
 
 def _exchange(sock: socket.socket, request: bytes) -> tuple[bool, bytes]:
@@ -404,13 +414,136 @@ def _client(load: Load, offset: int, start: float, stop: float, tally: list[obje
     tally.append((count, errors, answered, latencies))
 
 
+class _PlainClient:
+    """One closed-loop plain-HTTP client of :func:`_plain_clients`: at most one request out."""
+
+    __slots__ = ("began", "buffer", "connecting", "position", "sock")
+
+    def __init__(self, position: int) -> None:
+        self.sock: socket.socket | None = None
+        self.position = position
+        self.buffer = b""
+        self.began = 0.0
+        self.connecting = False
+
+
+def _answer_complete(buffer: bytes) -> bool | None:
+    """True when ``buffer`` holds a whole answer (head and Content-Length bytes of body), None
+    when its head has no Content-Length (read to EOF then), False when more is to come."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    length = _content_length(buffer[:end])
+    if length is None:
+        return None
+    return len(buffer) - end - 4 >= length
+
+
+def _plain_clients(
+    load: Load, first: int, clients: int, start: float, stop: float
+) -> tuple[int, int, int, list[float]]:
+    """``clients`` plain-HTTP clients on one epoll loop (see the comment above "load"): each sends
+    its next pre-made request when the whole answer to the last one is in; a new connection for
+    each request unless ``load.keep_alive``. (ok, errors, answered, latencies)."""
+    selector = selectors.DefaultSelector()
+    address = (load.host, load.port)
+    count = errors = answered = 0
+    latencies: list[float] = []
+
+    def open_and_send(client: _PlainClient) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        client.sock, client.connecting, client.buffer = sock, True, b""
+        sock.connect_ex(address)  # EINPROGRESS: writable once connected
+        selector.register(sock, selectors.EVENT_WRITE, client)
+
+    def send_next(client: _PlainClient) -> None:
+        assert client.sock is not None
+        client.began = time.time()
+        client.buffer = b""
+        # A request is a few hundred bytes: one send on a fresh or idle socket takes it all.
+        client.sock.send(load.requests[client.position % len(load.requests)])
+
+    def drop(client: _PlainClient) -> None:
+        if client.sock is not None:
+            selector.unregister(client.sock)
+            client.sock.close()
+            client.sock = None
+
+    pending = [_PlainClient(first + n) for n in range(clients)]
+    for client in pending:
+        client.began = time.time()
+        open_and_send(client)
+    # At ``stop`` no new request is sent, but the answers still out are read (within
+    # DRAIN_SECONDS): a client that closes with its answer unread makes the responder's write
+    # fail, which a single-threaded responder (openssl's) may not survive.
+    active = len(pending)
+    drain_until = stop + DRAIN_SECONDS
+    while active and (now := time.time()) < drain_until:
+        for key, _mask in selector.select(timeout=min(1.0, max(0.0, drain_until - now))):
+            client = key.data
+            sock = client.sock
+            try:
+                if client.connecting:
+                    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if error:
+                        raise OSError(error, os.strerror(error))
+                    client.connecting = False
+                    selector.modify(sock, selectors.EVENT_READ, client)
+                    sent = client.began
+                    send_next(client)
+                    if not load.keep_alive:
+                        client.began = sent  # a new connection's time counts in its answer
+                    continue
+                chunk = sock.recv(65536)
+                if chunk:
+                    client.buffer += chunk
+                    if not _answer_complete(client.buffer):
+                        continue  # more to come (or, with no Content-Length, up to EOF)
+                elif _answer_complete(client.buffer) is not None:
+                    raise ConnectionError("closed before the end of the answer")
+                ok = client.buffer[9:12] == b"200"
+                index = client.position % len(load.requests)
+                client.position += 1
+                if ok and client.position % VERIFY_EVERY == 0:
+                    body = client.buffer.partition(b"\r\n\r\n")[2]
+                    ok = _answer_right(body, load.expected[index])
+            except OSError:
+                ok = False
+                client.position += 1
+            answered += ok
+            if start <= client.began < stop:
+                if ok:
+                    count += 1
+                    latencies.append(now - client.began)
+                else:
+                    errors += 1
+            if now >= stop:
+                drop(client)
+                active -= 1
+            elif ok and load.keep_alive:
+                send_next(client)
+            else:
+                drop(client)
+                client.began = time.time()
+                open_and_send(client)
+    for client in pending:
+        drop(client)
+    selector.close()
+    return count, errors, answered, latencies
+
+
 def _load_process(
     job: tuple[Load, int, int, float, float],
 ) -> tuple[int, int, int, list[float], float]:
-    """``clients`` threads of one load process; (ok, errors, answered, latencies, CPU s)."""
+    """``clients`` clients of one load process; (ok, errors, answered, latencies, CPU s)."""
     load, first, clients, start, stop = job
     cpu = time.process_time()
     time.sleep(max(0.0, start - WARMUP_SECONDS - time.time()))
+    if load.cafile is None:
+        ok, errors, answered, latencies = _plain_clients(load, first, clients, start, stop)
+        return ok, errors, answered, latencies, time.process_time() - cpu
     tally: list[object] = []
     threads = [
         threading.Thread(target=_client, args=(load, first + n, start, stop, tally))

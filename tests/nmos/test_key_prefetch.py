@@ -75,11 +75,18 @@ def test_close_drops_the_keys_not_taken_and_stops_making_more(
     assert isinstance(keys.take("p256"), ec.EllipticCurvePrivateKey)  # made on the spot
 
 
-def test_workflow_key_types_follow_the_order_of_need() -> None:
+def test_workflow_key_types_come_cheapest_first_then_in_the_order_of_need() -> None:
+    """The workflow enrolls its slots at once: the EC keys (microseconds) come first, so the ECDSA
+    lane never waits behind an RSA key; the RSA keys in the order the RSA lane needs them."""
     assert workflow_key_types(("rsa2048", "p256"), renew=True) == [
-        "rsa2048",
+        "p256",
         "p256",
         "rsa2048",
-        "p256",
+        "rsa2048",
     ]
-    assert workflow_key_types(("rsa2048", "p256"), renew=False) == ["rsa2048", "p256"]
+    assert workflow_key_types(("rsa2048", "p256"), renew=False) == ["p256", "rsa2048"]
+    assert workflow_key_types(("rsa3072", "p384", "rsa2048"), renew=False) == [
+        "p384",
+        "rsa3072",
+        "rsa2048",
+    ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from estkit.cli.main import loading
 from estkit.cli.options import (
     DEFAULT_DATA_DIR,
     DIRECTORY,
@@ -281,13 +282,14 @@ def workflow(
         )
     # The keys are made in a background thread while the node's modules load and the node talks
     # to the server (issue 23); run_workflow takes them from here.
-    from estkit.nmos.config import DEFAULT_KEY_TYPES
-    from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
+    with loading():
+        from estkit.nmos.config import DEFAULT_KEY_TYPES
+        from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
 
-    keys = KeyPrefetch(workflow_key_types(DEFAULT_KEY_TYPES, renew=not no_renew))
-    from estkit.nmos.config import DiscoverySettings, NodeConfig, ServerSettings
-    from estkit.nmos.node import NmosNode
-    from estkit.nmos.workflow import run_workflow
+        keys = KeyPrefetch(workflow_key_types(DEFAULT_KEY_TYPES, renew=not no_renew))
+        from estkit.nmos.config import DiscoverySettings, NodeConfig, ServerSettings
+        from estkit.nmos.node import NmosNode
+        from estkit.nmos.workflow import run_workflow
 
     out_dir = out_dir.absolute()
     config = NodeConfig(

@@ -145,7 +145,12 @@ class NmosNode:
         # Where the new key pairs of enrollments and renewals come from: made on the spot, or
         # made ahead by run_workflow's KeyPrefetch (issue 23). Each call must give a new key.
         self.new_key: Callable[[str], PrivateKey] = generate_private_key
-        self._on_event = on_event
+        # Where events go; the workflow puts a sink in front that keeps the events of its
+        # concurrent enrollments in sequential order (estkit.nmos.lanes).
+        self.on_event: EventSink | None = on_event
+        # Hooks never run concurrently (a reload script need not be re-entrant), even when the
+        # workflow installs two certificates at once.
+        self._hook_lock = threading.Lock()
         self._discoverer = discoverer
         self._rng = rng or random.Random()
         self._servers: list[ServerAdvert] | None = None
@@ -169,10 +174,11 @@ class NmosNode:
     # --- events --------------------------------------------------------------------------------
 
     def emit(self, kind: str, step: str, message: str, slot: str | None = None) -> None:
-        if self._on_event is not None:
+        sink = self.on_event
+        if sink is not None:
             # Messages carry server-provided text (error bodies, names in certificates): control
             # characters are escaped before they reach a terminal or a log (issue 20).
-            self._on_event(NodeEvent(kind, step, printable(message), slot))
+            sink(NodeEvent(kind, step, printable(message), slot))
 
     def _on_wait(self, attempt: int, seconds: float, reason: str) -> None:
         self.emit("info", "wait", f"attempt {attempt}: {reason}")
@@ -853,7 +859,8 @@ class NmosNode:
             root_ca_path=self.store.root_ca_path,
             output_dir=self.config.output_dir,
         )
-        result = run_hook(command, variables, cwd=self.config.output_dir)
+        with self._hook_lock:
+            result = run_hook(command, variables, cwd=self.config.output_dir)
         self.emit("info" if result.ok else "warning", "hook", result.describe(), slot)
         return result
 

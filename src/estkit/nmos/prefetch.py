@@ -102,7 +102,10 @@ class KeyPrefetch:
 
 
 def workflow_key_types(key_types: Iterable[str], *, renew: bool) -> list[str]:
-    """The keys :func:`estkit.nmos.workflow.run_workflow` needs, in the order it needs them: one
-    per slot for the enrollments, then (when renewing) one more per slot for the renewals."""
+    """The keys :func:`estkit.nmos.workflow.run_workflow` needs, in the order they are made: one
+    per slot for the enrollments, then (when renewing) one more per slot for the renewals, the
+    elliptic-curve keys first. They take microseconds, and the workflow enrolls its slots at
+    once: the ECDSA enrollment must not wait behind an RSA key made for the other lane."""
     once = list(key_types)
-    return once * 2 if renew else once
+    wanted = once * 2 if renew else once
+    return sorted(wanted, key=lambda key_type: key_type.startswith("rsa"))

@@ -23,7 +23,6 @@ from estkit.protocol import (
     challenge_password_for,
     describe_csr,
     exporter_challenge_password_for,
-    key_encryption_attribute,
 )
 from estkit.protocol.certs import key_identifier
 from estkit.tlsbind import exporter_support
@@ -379,6 +378,9 @@ def asymmetric_key_request(credentials: ClientCredentials) -> tuple[x509.ObjectI
     The value identifies the key the server should encrypt to: the subject key identifier of the
     client certificate (computed from its public key when the extension is absent).
     """
+    # Server-side key generation only: its module (and CMS key agreement) loads when used.
+    from estkit.protocol.serverkeygen import key_encryption_attribute
+
     return key_encryption_attribute("asymmetric", key_identifier(credentials.certificate))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -46,7 +46,6 @@ from estkit.nmos.errors import (
     ProvisioningError,
     TrustError,
 )
-from estkit.nmos.hooks import HookResult, hook_environment, run_hook
 from estkit.nmos.revocation import certificate_status
 from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
@@ -59,6 +58,9 @@ from estkit.protocol.keys import (
     supported_private_key,
 )
 from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
+
+if TYPE_CHECKING:
+    from estkit.nmos.hooks import HookResult
 
 T = TypeVar("T")
 
@@ -851,6 +853,9 @@ class NmosNode:
         command = self.config.on_change
         if command is None:
             return None
+        # Only a node with a hook needs it (and subprocess): not loaded otherwise (issue 23).
+        from estkit.nmos.hooks import hook_environment, run_hook
+
         variables = hook_environment(
             event,
             slot=slot,

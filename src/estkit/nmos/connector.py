@@ -131,12 +131,13 @@ class ClientConnector:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Share clients (kept-alive connections) and ``/csrattrs`` answers between the calls
-        made inside; all closed at the end. Nested sessions join the outermost one.
+        """Share clients (kept-alive connections) between the calls made inside; all closed at
+        the end. Nested sessions join the outermost one.
 
         Nothing about trust is shared loosely: a client is reused only for the same server,
-        the same trust anchors and the same client certificate, so every exchange is verified
-        exactly as if it had its own connection. Explicit-trust ``/cacerts`` never joins.
+        the same trust anchors and the same client certificate (and thread), so every exchange
+        is verified exactly as if it had its own connection. Explicit-trust ``/cacerts`` never
+        joins.
         """
         if self._session is not None:
             yield
@@ -174,10 +175,9 @@ class ClientConnector:
             threading.get_ident(),
         )
         # Only this thread uses this key, so no other can create the same client meanwhile.
-        client = session.clients.get(key)
-        if client is None:
-            client = session.clients[key] = self._new_client(server, trust, credentials)
-        yield client
+        if key not in session.clients:
+            session.clients[key] = self._new_client(server, trust, credentials)
+        yield session.clients[key]
 
     def _new_client(
         self,

@@ -167,8 +167,8 @@ class NmosNode:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Run several steps as one exchange with the servers: the connector may keep one
-        verified connection per server and credential, and ask ``/csrattrs`` once (issue 23).
-        Trust is unchanged: each step verifies the server exactly as on its own."""
+        verified connection per server, credential and thread (issue 23). Trust is unchanged:
+        each step verifies the server exactly as on its own."""
         opener = getattr(self.connector, "session", None)
         with opener() if opener is not None else contextlib.nullcontext():
             yield

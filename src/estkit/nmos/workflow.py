@@ -6,15 +6,16 @@ keys (C7, C8) -> checked (C9) and installed -> unless disabled, renewed once wit
 are thin wrappers around :func:`run_workflow`.
 
 The steps run in one :meth:`NmosNode.session`: one verified TLS connection per server, client
-certificate and thread, and one ``/csrattrs``, instead of two connections and a ``/csrattrs`` per
-certificate (issue 23). After the root, each certificate is enrolled and renewed in a lane of
-its own (:mod:`estkit.nmos.lanes`), the lanes at once; the progress events come out in the order
-of a run doing one step after the other (all enrollments, then all renewals), whatever the
-timing. The new keys are made ahead in a background thread
-(:class:`estkit.nmos.prefetch.KeyPrefetch`) while the node talks to the server; the CLI starts
-that thread before it imports the node. The once-per-process self-check of the TLS 1.3
-channel binding (:func:`estkit.tlsbind.exporter_support`), which the first linked enrollment
-would otherwise run while it holds its connection, runs in another thread during ``/cacerts``.
+certificate and thread, and one ``/csrattrs`` per enrollment (which also opens the connection
+its CSR is linked to), instead of two connections and two ``/csrattrs`` per certificate
+(issue 23). After the root, each certificate is enrolled and renewed in a lane of its own
+(:mod:`estkit.nmos.lanes`), the lanes at once; the progress events come out in the order of a
+run doing one step after the other (all enrollments, then all renewals), whatever the timing.
+The new keys are made ahead in a background thread (:class:`estkit.nmos.prefetch.KeyPrefetch`)
+while the node talks to the server; the CLI starts that thread before it imports the node. The
+once-per-process self-check of the TLS 1.3 channel binding
+(:func:`estkit.tlsbind.exporter_support`), which the first linked enrollment would otherwise run
+while it holds its connection, runs in another thread during ``/cacerts``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ each CSR is linked to the connection that carries it (RFC 7030 §3.5, C7); the f
 
 from __future__ import annotations
 
+import signal
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +172,27 @@ def test_when_both_certificates_fail_both_failures_are_told(
     assert [e.slot for e in failures] == ["ecdsa"], events.text()
     assert "enrolling the ecdsa certificate failed" in failures[0].message
     assert "installed and kept" not in events.text()
+
+
+def test_an_interrupt_while_the_lanes_run_cancels_them(
+    estkit_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches the main thread, which only waits for the lanes: it must stop them from
+    starting new exchanges (the node is cancelled) instead of leaving them to run on."""
+    node = NmosNode(config_for_server(estkit_server, tmp_path / "node"))
+    cancelled_seen: list[bool] = []
+    original = estkit.nmos.connector.ClientConnector.enroll
+
+    def interrupting(self: Any, server: Any, spec: Any, **kwargs: Any) -> Any:
+        if isinstance(spec.key, rsa.RSAPrivateKey) and not kwargs["renewal"]:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            cancelled_seen.append(node.cancelled.wait(WAIT_SECONDS))
+        return original(self, server, spec, **kwargs)
+
+    monkeypatch.setattr(estkit.nmos.connector.ClientConnector, "enroll", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run_workflow(node)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not cancelled_seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cancelled_seen == [True]

@@ -124,6 +124,11 @@ def _certificates(node: NmosNode, renew: bool) -> dict[str, CertificateOutcome]:
     node.on_event = ordered
     try:
         errors = run_lanes([lane(slot) for slot in slots])
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C): the lanes still running start no new exchange and
+        # abandon the one in flight where they can; they are daemons and end with the process.
+        node.cancel()
+        raise
     finally:
         node.on_event = sink
         if ordered is not None:

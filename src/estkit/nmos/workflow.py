@@ -80,6 +80,8 @@ def run_workflow(
         if keys is None:
             keys = KeyPrefetch(workflow_key_types(config.slots.values(), renew=renew))
         node.new_key = keys.take
+        # The modules are loaded: a key still waiting for the first thread gets its own now.
+        keys.hurry()
         # Ahead, on the other core: a TLS 1.3 server makes the first enrollment read the
         # connection's tls-exporter, and the first read self-checks (a few ms; once, and then
         # for nothing if the server speaks TLS 1.2 only). Its lock makes a reader wait for it.

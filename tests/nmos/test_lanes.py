@@ -102,3 +102,31 @@ def test_a_single_lane_runs_in_the_calling_thread() -> None:
     where: list[threading.Thread] = []
     assert run_lanes([lambda: where.append(threading.current_thread())]) == [None]
     assert where == [threading.current_thread()]
+
+
+def test_lanes_not_at_once_run_in_turn_in_the_calling_thread() -> None:
+    """For a node whose connector does not say it is safe for threads: one lane after the
+    other, still each lane's error returned and the others run."""
+    where: list[tuple[str, threading.Thread]] = []
+    failure = ValueError("first failed")
+
+    def first() -> None:
+        where.append(("first", threading.current_thread()))
+        raise failure
+
+    def second() -> None:
+        where.append(("second", threading.current_thread()))
+
+    assert run_lanes([first, second], at_once=False) == [failure, None]
+    assert where == [("first", threading.current_thread()), ("second", threading.current_thread())]
+
+
+def test_an_interrupt_in_the_calling_thread_stops_the_lanes_in_turn() -> None:
+    ran: list[str] = []
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_lanes([interrupted, lambda: ran.append("second")], at_once=False)
+    assert ran == []

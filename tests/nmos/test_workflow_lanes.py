@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import estkit.nmos.connector
 from estkit.cli.main import cli
+from estkit.nmos.clock import SystemClock
 from estkit.nmos.errors import ProvisioningError
 from estkit.nmos.node import NmosNode
 from estkit.nmos.workflow import run_workflow
@@ -196,3 +197,36 @@ def test_an_interrupt_while_the_lanes_run_cancels_them(
     while not cancelled_seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert cancelled_seen == [True]
+
+
+def test_a_connector_that_is_not_declared_concurrent_is_called_from_one_thread(
+    estkit_server: Any, tmp_path: Path, events: EventLog
+) -> None:
+    """A vendor's own connector (no ``concurrent = True``) is never called from two threads at
+    once: the lanes run in turn, in the caller's thread, and the output is the same."""
+    real = estkit.nmos.connector.ClientConnector(SystemClock())
+    threads: list[str] = []
+
+    class OwnConnector:
+        """Passes everything to the real connector and records which thread called it."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "concurrent":
+                raise AttributeError(name)
+            threads.append(threading.current_thread().name)
+            return getattr(real, name)
+
+    node = NmosNode(
+        config_for_server(estkit_server, tmp_path / "node"),
+        connector=OwnConnector(),  # type: ignore[arg-type]
+        on_event=events,
+    )
+    result = run_workflow(node)
+    assert all(c.renewed for c in result.certificates)
+    assert set(threads) == {threading.current_thread().name}, threads
+    assert _phases(events) == [
+        ("enroll", "rsa"),
+        ("enroll", "ecdsa"),
+        ("renew", "rsa"),
+        ("renew", "ecdsa"),
+    ]

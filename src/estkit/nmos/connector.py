@@ -50,7 +50,9 @@ class EstConnector(Protocol):
 
     A connector may also offer ``session()``, a context manager inside which it may share
     connections and server answers between calls (see :meth:`ClientConnector.session`); the node
-    uses it when present.
+    uses it when present. One that may be called from several threads at once says so with a
+    true ``concurrent`` attribute: only then does the workflow enroll its certificates at once
+    (:mod:`estkit.nmos.lanes`); any other connector is called from one thread at a time.
     """
 
     def cacerts(
@@ -107,6 +109,10 @@ class _Session:
 
 class ClientConnector:
     """:class:`EstConnector` over :class:`estkit.client.EstClient`."""
+
+    # Safe to call from several threads at once: each thread gets its own client (one
+    # connection each) in a session, and a new one per call outside a session.
+    concurrent = True
 
     def __init__(
         self,

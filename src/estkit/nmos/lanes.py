@@ -90,23 +90,30 @@ class OrderedEvents(Generic[E]):
             self._sink(event)
 
 
-def run_lanes(lanes: Sequence[Lane]) -> list[BaseException | None]:
+def run_lanes(lanes: Sequence[Lane], *, at_once: bool = True) -> list[BaseException | None]:
     """Run each lane in a thread of its own and wait for all; each lane's exception (or None),
-    in the order given. A single lane runs in the calling thread.
+    in the order given. A single lane, or every lane when not ``at_once`` (what they share is
+    not safe for threads), runs in the calling thread, one after the other.
 
     The threads are daemons: if the caller is interrupted while waiting (Ctrl-C), the process
     does not wait for an exchange in flight before it exits.
     """
     errors: list[BaseException | None] = [None] * len(lanes)
+    caller = threading.current_thread()
 
     def run(index: int) -> None:
         try:
             lanes[index]()
-        except BaseException as exc:  # returned to the caller, who decides what to raise
+        except Exception as exc:  # returned to the caller, who decides what to raise
+            errors[index] = exc
+        except BaseException as exc:
+            if threading.current_thread() is caller:
+                raise  # Ctrl-C in the caller's own thread: no further lane starts
             errors[index] = exc
 
-    if len(lanes) == 1:
-        run(0)
+    if len(lanes) == 1 or not at_once:
+        for index in range(len(lanes)):
+            run(index)
         return errors
     threads = [
         threading.Thread(target=run, args=(index,), name=f"estkit-lane-{index}", daemon=True)

@@ -125,7 +125,10 @@ def _certificates(node: NmosNode, renew: bool) -> dict[str, CertificateOutcome]:
 
     node.on_event = ordered
     try:
-        errors = run_lanes([lane(slot) for slot in slots])
+        # A connector that does not say it may be called from several threads gets one at a
+        # time (a vendor's own transport); the estkit one does.
+        at_once = getattr(node.connector, "concurrent", False) is True
+        errors = run_lanes([lane(slot) for slot in slots], at_once=at_once)
     except BaseException:
         # Interrupted while waiting (Ctrl-C): the lanes still running start no new exchange and
         # abandon the one in flight where they can; they are daemons and end with the process.

@@ -301,3 +301,108 @@ def test_start_up_benchmark_runs_and_prints_every_figure() -> None:
         assert figure in out, figure
     assert out.count("import-time top 10") == 3, out
     assert "estkit.cli.main" in out.split("import-time top 10, estkit --help")[1], out
+
+
+def _modules_after(statement: str) -> set[str]:
+    """Modules a fresh interpreter has loaded after ``statement``."""
+    probe = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_the_workflow_starts_its_key_thread_before_the_heavy_imports() -> None:
+    """``estkit nmos workflow`` starts making its keys right after loading estkit.cli.nmos, the
+    node config and the key prefetch (issue 23): none of them may pull in cryptography.x509
+    (~25 ms), asn1crypto or the node, or the keys start that much later."""
+    loaded = _modules_after(
+        "import estkit.cli.main, estkit.cli.nmos, estkit.nmos.config, estkit.nmos.prefetch"
+    )
+    assert (
+        "estkit.nmos.prefetch" in loaded
+        and "cryptography.hazmat.primitives.asymmetric.rsa" in loaded
+    )
+    early = sorted(
+        m
+        for m in loaded
+        if m in ("cryptography.x509", "httpx", "estkit.nmos.node", "estkit.client.sync")
+        or m.split(".")[0] == "asn1crypto"
+    )
+    assert early == [], early
+
+
+def test_the_workflow_loads_no_hook_discovery_dns_or_serverkeygen_code() -> None:
+    """What a node with --ip/--port and no on_change hook never uses is not loaded by the
+    workflow's modules: the hook runner (and subprocess), dnspython, server-side key generation
+    and its CMS key agreement. The control: the node's own parts are loaded."""
+    loaded = _modules_after(
+        "sys.modules['httpx._main'] = None  # as main() does\n"
+        "import estkit.cli.nmos, estkit.nmos.node, estkit.nmos.workflow"
+    )
+    assert {"estkit.nmos.store", "estkit.nmos.connector", "estkit.client.submit"} <= loaded
+    unused = sorted(
+        m
+        for m in loaded
+        if m
+        in (
+            "subprocess",
+            "estkit.nmos.hooks",
+            "estkit.protocol.serverkeygen",
+            "estkit.protocol.cms_kari",
+            "rich",
+        )
+        or m.split(".")[0] == "dns"
+    )
+    assert unused == [], unused
+
+
+_GC_PROBE = """
+import atexit, gc, sys
+import click
+seen = []
+echo = click.echo
+def recording_echo(*args, **kwargs):
+    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+    return echo(*args, **kwargs)
+click.echo = recording_echo
+atexit.register(lambda: sys.stderr.write(f"SEEN {seen} FROZEN-AT-EXIT {gc.get_freeze_count()}\\n"))
+from estkit.cli.main import main
+sys.argv = ["estkit", "nmos", "config-example"]
+main()
+"""
+
+
+def test_commands_run_with_the_collector_on_after_loading_with_it_off() -> None:
+    """The console script loads a command's modules with the cyclic collector off and freezes
+    them (issue 23), but the command itself runs with it on: a long-running command (server,
+    agent) must collect its garbage. Kills a start-up that forgets to turn it back on."""
+    result = subprocess.run(
+        [sys.executable, "-c", _GC_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[discovery]" in result.stdout  # the command ran
+    line = next(ln for ln in result.stderr.splitlines() if ln.startswith("SEEN "))
+    assert line.startswith("SEEN [(True, True)]"), line  # collector on, modules frozen
+
+
+def test_loading_turns_the_collector_off_only_under_the_console_script(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    import estkit.cli.main as entry
+
+    assert gc.isenabled()
+    with entry.loading():
+        assert gc.isenabled()  # not started by main(): nothing changes (tests, embedding)
+    before = gc.get_freeze_count()
+    monkeypatch.setattr(entry, "_gc_managed", True)
+    try:
+        with entry.loading():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.enable()
+        gc.unfreeze()  # leave this test process as it was

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -210,9 +211,14 @@ class LoadedPairs:
     object it still holds, learns nothing new from the check. Every pair read from disk for the
     first time, or after either file changed, is loaded and checked in full by
     :func:`load_credential_pair` (docs/security.md, "Start-up speed").
+
+    Thread-safe: the NMOS workflow enrolls its certificates from several threads at once, and
+    two of them asking for the same pair at the same moment load (and check) it once.
     """
 
     def __init__(self) -> None:
+        # Reentrant: load() holds it while it looks the pair up and records it.
+        self._lock = threading.RLock()
         self._pairs: dict[
             tuple[str, str],
             tuple[tuple[FileIdentity, FileIdentity], tuple[x509.Certificate, ...], PrivateKeyTypes],
@@ -223,31 +229,33 @@ class LoadedPairs:
     ) -> tuple[list[x509.Certificate], PrivateKeyTypes] | None:
         """The pair recorded for these paths if neither file changed since; else None."""
         where = (os.fspath(cert_path), os.fspath(key_path))
-        entry = self._pairs.get(where)
-        if entry is None:
-            return None
-        try:
-            current = (file_identity(cert_path), file_identity(key_path))
-        except OSError:
-            return None
-        if current != entry[0]:
-            del self._pairs[where]
-            return None
-        return list(entry[1]), entry[2]
+        with self._lock:
+            entry = self._pairs.get(where)
+            if entry is None:
+                return None
+            try:
+                current = (file_identity(cert_path), file_identity(key_path))
+            except OSError:
+                return None
+            if current != entry[0]:
+                del self._pairs[where]
+                return None
+            return list(entry[1]), entry[2]
 
     def load(
         self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]
     ) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
         """:func:`load_credential_pair`, skipped when the same unchanged files were loaded."""
-        known = self.lookup(cert_path, key_path)
-        if known is not None:
-            return known
-        # Identities first: a file replaced while being read is recorded with its old identity
-        # and so is read again next time, never the other way round.
-        identities = (file_identity(cert_path), file_identity(key_path))
-        chain, key = load_credential_pair(cert_path, key_path)
-        self._pairs[(os.fspath(cert_path), os.fspath(key_path))] = (identities, tuple(chain), key)
-        return chain, key
+        with self._lock:
+            known = self.lookup(cert_path, key_path)
+            if known is not None:
+                return known
+            # Identities first: a file replaced while being read is recorded with its old
+            # identity and so is read again next time, never the other way round.
+            identities = (file_identity(cert_path), file_identity(key_path))
+            chain, key = load_credential_pair(cert_path, key_path)
+            self._record(cert_path, key_path, identities, chain, key)
+            return chain, key
 
     def remember(
         self,
@@ -264,4 +272,19 @@ class LoadedPairs:
                 identities = (file_identity(cert_path), file_identity(key_path))
             except OSError:
                 return
-        self._pairs[(os.fspath(cert_path), os.fspath(key_path))] = (identities, tuple(chain), key)
+        self._record(cert_path, key_path, identities, chain, key)
+
+    def _record(
+        self,
+        cert_path: str | os.PathLike[str],
+        key_path: str | os.PathLike[str],
+        identities: tuple[FileIdentity, FileIdentity],
+        chain: Sequence[x509.Certificate],
+        key: PrivateKeyTypes,
+    ) -> None:
+        with self._lock:
+            self._pairs[(os.fspath(cert_path), os.fspath(key_path))] = (
+                identities,
+                tuple(chain),
+                key,
+            )

@@ -209,9 +209,54 @@ def test_when_possible_sends_unlinked_under_tls13_when_not_required(
     with EstClient(server.url, trust=pki.files["root"]) as client:
         result = client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
     assert not result.pop_linked
-    assert [r.tls_version for r in server.requests] == ["TLSv1.3"] * 3  # no pinned reconnect
+    # One /csrattrs, both the server's wishes and the opener (issue 23); no pinned reconnect.
+    assert [(r.path, r.tls_version) for r in server.requests] == [
+        (CSRATTRS, "TLSv1.3"),
+        (ENROLL, "TLSv1.3"),
+    ]
     assert describe_csr(decode_csr_body(server.requests[-1].body)).challenge_password is None
     assert any("not linked" in note for note in result.notes)
+
+
+def test_when_possible_links_to_the_connection_of_its_one_csrattrs(
+    pki: QuirkyPki, quirky: Start
+) -> None:
+    """The /csrattrs that says what the server wants is also the opener the CSR is linked to
+    (issue 23): one request, not one for the wishes and one to open the connection. The link is
+    that connection's own: a match for the POST's tls-unique, on the same connection."""
+    server = quirky(_routes(pki, requires_pop=True), maximum_version=ssl.TLSVersion.TLSv1_2)
+    with EstClient(server.url, trust=pki.files["root"]) as client:
+        result = client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
+    assert result.pop_linked
+    opener, post = server.requests
+    assert (opener.path, post.path) == (CSRATTRS, ENROLL)
+    assert opener.connection_id == post.connection_id
+    challenge = describe_csr(decode_csr_body(post.body)).challenge_password
+    assert check_pop(challenge, post.tls_unique) is PopResult.MATCH
+    assert any("asks for proof-of-possession" in n for n in result.notes)
+
+
+def test_when_possible_relinks_when_the_csrattrs_connection_closes(
+    pki: QuirkyPki, quirky: Start
+) -> None:
+    """The /csrattrs opener is checked like any other: its connection ends, so the CSR linked to
+    it reaches the server on another one, is refused there (PoP mismatch) and is rebuilt for a
+    new opener each time, until the client gives up. Kills a client that trusts the first
+    opener's link without checking the POST's connection."""
+    server = quirky(_routes(pki), maximum_version=ssl.TLSVersion.TLSv1_2)
+    server.close_after(CSRATTRS)
+    with (
+        EstClient(server.url, trust=pki.files["root"]) as client,
+        pytest.raises(EstPopError, match="closed the connection"),
+    ):
+        client.simpleenroll(_spec(), pop=POP_WHEN_POSSIBLE)
+    posts = [r for r in server.requests if r.path == ENROLL]
+    openers = [r for r in server.requests if r.path == CSRATTRS]
+    assert len(posts) == len(openers) == MAX_POP_RELINKS + 1
+    for post, opener in zip(posts, openers, strict=True):
+        assert post.connection_id != opener.connection_id
+        challenge = describe_csr(decode_csr_body(post.body)).challenge_password
+        assert check_pop(challenge, post.tls_unique) is PopResult.MISMATCH
 
 
 def test_when_possible_pins_tls12_when_the_server_requires_linking(

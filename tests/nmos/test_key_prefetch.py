@@ -75,11 +75,44 @@ def test_close_drops_the_keys_not_taken_and_stops_making_more(
     assert isinstance(keys.take("p256"), ec.EllipticCurvePrivateKey)  # made on the spot
 
 
-def test_workflow_key_types_follow_the_order_of_need() -> None:
+def test_workflow_key_types_come_cheapest_first_then_in_the_order_of_need() -> None:
+    """The workflow enrolls its slots at once: the EC keys (microseconds) come first, so the ECDSA
+    lane never waits behind an RSA key; the RSA keys in the order the RSA lane needs them."""
     assert workflow_key_types(("rsa2048", "p256"), renew=True) == [
-        "rsa2048",
+        "p256",
         "p256",
         "rsa2048",
-        "p256",
+        "rsa2048",
     ]
-    assert workflow_key_types(("rsa2048", "p256"), renew=False) == ["rsa2048", "p256"]
+    assert workflow_key_types(("rsa2048", "p256"), renew=False) == ["p256", "rsa2048"]
+    assert workflow_key_types(("rsa3072", "p384", "rsa2048"), renew=False) == [
+        "p384",
+        "rsa3072",
+        "rsa2048",
+    ]
+
+
+def test_hurry_makes_the_next_key_beside_a_slow_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow first key (a long prime search) no longer holds up the next: after hurry() a second
+    thread makes it meanwhile. Without hurry the P-256 key would wait behind the gate."""
+    gate = threading.Event()
+    first = threading.Event()
+
+    def slow_first(key_type: str) -> Any:
+        if key_type == "rsa2048":
+            first.set()
+            assert gate.wait(10)
+        return generate_private_key(key_type)
+
+    monkeypatch.setattr(estkit.nmos.prefetch, "generate_private_key", slow_first)
+    keys = KeyPrefetch(["rsa2048", "p256", "p384"])
+    assert first.wait(10)  # the first thread is stuck on the RSA key
+    assert keys.hurry() is True
+    assert isinstance(keys.take("p256"), ec.EllipticCurvePrivateKey)  # made beside it
+    assert isinstance(keys.take("p384"), ec.EllipticCurvePrivateKey)
+    assert keys.hurry() is False  # nothing left to begin
+    gate.set()
+    assert isinstance(keys.take("rsa2048"), rsa.RSAPrivateKey)
+    keys.close()
+    assert keys.hurry() is False
+    assert len(keys._threads) == estkit.nmos.prefetch.MAX_KEY_THREADS

@@ -102,14 +102,26 @@ def relay(estkit_server: Any) -> Iterator[Relay]:
         started.stop()
 
 
+class Sent(list[str]):
+    """``METHOD path`` of every request that leaves an httpx client, and by which thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_thread: dict[str, list[str]] = {}
+
+
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``METHOD path`` of every request that leaves an httpx client in this test."""
-    requests: list[str] = []
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
+    """Every request that leaves an httpx client in this test."""
+    requests = Sent()
     original = httpx.HTTPTransport.handle_request
+    lock = threading.Lock()
 
     def counting(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
-        requests.append(f"{request.method} {request.url.path}")
+        with lock:
+            requests.append(f"{request.method} {request.url.path}")
+            thread = threading.current_thread().name
+            requests.by_thread.setdefault(thread, []).append(requests[-1])
         return original(self, request)
 
     monkeypatch.setattr(httpx.HTTPTransport, "handle_request", counting)
@@ -123,36 +135,36 @@ def _node(estkit_server: Any, relay: Relay, out: Path, events: EventLog) -> Nmos
     return NmosNode(config, on_event=events)
 
 
-def test_workflow_uses_one_connection_per_credential_and_one_csrattrs(
-    estkit_server: Any, relay: Relay, sent: list[str], tmp_path: Path, events: EventLog
+def test_workflow_uses_one_connection_per_credential_and_lane_and_one_csrattrs_each(
+    estkit_server: Any, relay: Relay, sent: Sent, tmp_path: Path, events: EventLog
 ) -> None:
     result = run_workflow(_node(estkit_server, relay, tmp_path / "node", events))
     assert [c.slot for c in result.certificates] == ["rsa", "ecdsa"]
     assert all(c.renewed for c in result.certificates)
 
-    # 1 explicit-trust /cacerts (C4: never shared with verified exchanges), 1 verified connection
-    # with the manufacturer certificate for both enrollments, 1 per renewed certificate (each
-    # renewal presents the certificate it renews). Before issue 23: 9 connections, 13 requests.
-    assert relay.accepted == 4, events.text()
-    assert sent == [
-        f"GET {EST}/cacerts",
-        f"GET {EST}/csrattrs",  # once for the run: whether the server wants PoP linking
-        # each enrollment: the connection's TLS facts (tls-unique) first, then the CSR on it
+    # 1 explicit-trust /cacerts (C4: never shared with verified exchanges); then each
+    # certificate in a lane (thread) of its own: 1 verified connection with the manufacturer
+    # certificate for its enrollment, 1 presenting the new certificate for its renewal.
+    # Before issue 23: 9 connections, 13 requests.
+    assert relay.accepted == 5, events.text()
+    assert sent.by_thread.pop(threading.main_thread().name) == [f"GET {EST}/cacerts"]
+    lanes = sent.by_thread
+    # Each enrollment: one /csrattrs, which both says whether the server wants PoP linking and
+    # opens the connection whose TLS binding the CSR carries, then the CSR on it.
+    lane = [
         f"GET {EST}/csrattrs",
         f"POST {EST}/simpleenroll",
-        f"GET {EST}/csrattrs",
-        f"POST {EST}/simpleenroll",
-        f"GET {EST}/csrattrs",
-        f"POST {EST}/simplereenroll",
         f"GET {EST}/csrattrs",
         f"POST {EST}/simplereenroll",
     ]
+    assert list(lanes.values()) == [lane, lane]
+    assert len(sent) == 9
     # The session closed every connection when the workflow returned (none left open).
     assert relay.wait_all_closed(), (relay.accepted, relay.closed_by_client)
 
 
 def test_steps_outside_a_session_still_use_their_own_connections(
-    estkit_server: Any, relay: Relay, sent: list[str], tmp_path: Path, events: EventLog
+    estkit_server: Any, relay: Relay, sent: Sent, tmp_path: Path, events: EventLog
 ) -> None:
     # The agent calls the node step by step, without a session: nothing is kept open between
     # steps (a long-running agent must not hold connections for months).
@@ -162,7 +174,7 @@ def test_steps_outside_a_session_still_use_their_own_connections(
     assert relay.wait_all_closed()
     node.enroll("ecdsa")
     assert relay.accepted == 3
-    assert sent.count(f"GET {EST}/csrattrs") == 4  # each enrollment asks for itself
+    assert sent.count(f"GET {EST}/csrattrs") == 2  # each enrollment asks for itself, once
     assert relay.wait_all_closed()
 
 
@@ -277,11 +289,12 @@ def test_workflow_makes_one_new_key_per_certificate_ahead_and_none_twice(
 
     monkeypatch.setattr(node, "_install", install)
     result = run_workflow(node)
+    # The P-256 keys first (microseconds each): the ECDSA lane never waits behind an RSA key.
     assert made == [
-        ("ahead", "rsa2048"),
+        ("ahead", "p256"),
         ("ahead", "p256"),
         ("ahead", "rsa2048"),
-        ("ahead", "p256"),
+        ("ahead", "rsa2048"),
     ]
     public = {key.public_numbers() for key in enrolled}
     assert len(public) == 4  # four certificates, four different keys

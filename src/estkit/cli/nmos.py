@@ -4,9 +4,10 @@ Thin on purpose: every command builds a :class:`estkit.nmos.NodeConfig`, hands i
 :class:`estkit.nmos.NmosNode` / :class:`estkit.nmos.RenewalAgent`, and renders the node's events
 and results with rich (or JSON). No provisioning logic lives here.
 
-The node's modules (and httpx under them) are imported inside the commands: ``workflow`` first
-starts making its keys in a background thread, then imports them, so both happen at once
-(issue 23).
+The node's modules (and httpx, cryptography.x509, asn1crypto under them) are imported inside the
+commands: ``workflow`` first starts making its keys in a background thread, then imports them, so
+both happen at once (issue 23). This module itself imports only what its options and error
+handling need, so that the thread starts as early as it can.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
+from estkit.cli.main import loading
 from estkit.cli.options import (
     DEFAULT_DATA_DIR,
     DIRECTORY,
@@ -43,21 +43,15 @@ from estkit.cli.output import (
     print_table,
 )
 from estkit.client.errors import EstError, printable
-from estkit.nmos.config import (
-    DEFAULT_KEY_TYPES,
-    DiscoverySettings,
-    NodeConfig,
-    ServerSettings,
-    load_node_config,
-)
 from estkit.nmos.errors import NmosError
-from estkit.protocol.certs import dns_names
 from estkit.protocol.limits import DEFAULT_MAX_ATTEMPTS
 
 if TYPE_CHECKING:
+    from cryptography import x509
     from rich.table import Table
 
     from estkit.nmos.agent import RenewalAgent
+    from estkit.nmos.config import NodeConfig
     from estkit.nmos.node import NodeEvent
     from estkit.nmos.workflow import WorkflowResult
 
@@ -143,11 +137,15 @@ def render_event(event: NodeEvent, *, quiet: bool) -> None:
 
 def _name(name: x509.Name) -> str:
     """The CN alone when there is one: full RFC 4514 subjects do not fit a terminal table."""
+    from cryptography.x509.oid import NameOID
+
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else name.rfc4514_string()
 
 
 def _certificate_rows(result: WorkflowResult) -> list[list[str]]:
+    from estkit.protocol.certs import dns_names
+
     rows = []
     for outcome in result.certificates:
         cert: x509.Certificate = outcome.certificate
@@ -284,11 +282,14 @@ def workflow(
         )
     # The keys are made in a background thread while the node's modules load and the node talks
     # to the server (issue 23); run_workflow takes them from here.
-    from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
+    with loading():
+        from estkit.nmos.config import DEFAULT_KEY_TYPES
+        from estkit.nmos.prefetch import KeyPrefetch, workflow_key_types
 
-    keys = KeyPrefetch(workflow_key_types(DEFAULT_KEY_TYPES, renew=not no_renew))
-    from estkit.nmos.node import NmosNode
-    from estkit.nmos.workflow import run_workflow
+        keys = KeyPrefetch(workflow_key_types(DEFAULT_KEY_TYPES, renew=not no_renew))
+        from estkit.nmos.config import DiscoverySettings, NodeConfig, ServerSettings
+        from estkit.nmos.node import NmosNode
+        from estkit.nmos.workflow import run_workflow
 
     out_dir = out_dir.absolute()
     config = NodeConfig(
@@ -376,6 +377,8 @@ def discover(
 
 
 def _load(config_path: Path) -> NodeConfig:
+    from estkit.nmos.config import load_node_config
+
     return load_node_config(config_path)
 
 

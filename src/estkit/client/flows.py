@@ -232,6 +232,10 @@ def cacerts_flow(settings: FlowSettings) -> Flow[CaCertsResult]:
     return result
 
 
+# The /csrattrs statuses that are an answer (E4): 204 and 404 mean the server has no wishes.
+CSRATTRS_ANSWERS = (200, 204, 404)
+
+
 def csrattrs_flow(settings: FlowSettings) -> Flow[CsrAttrsResult]:
     """``GET /csrattrs`` (E4): 204 and 404 mean the server has no wishes."""
 
@@ -239,7 +243,7 @@ def csrattrs_flow(settings: FlowSettings) -> Flow[CsrAttrsResult]:
         return (yield from exchange(get(settings, "csrattrs")))
 
     reply, _attempts, notes = yield from polled(settings, attempt)
-    require_ok(reply, "csrattrs", settings, (200, 204, 404))
+    require_ok(reply, "csrattrs", settings, CSRATTRS_ANSWERS)
     result = interpret_csrattrs(reply)
     result.warnings.extend(notes)
     return result

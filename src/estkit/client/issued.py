@@ -24,11 +24,9 @@ from estkit.protocol import (
     EstProtocolError,
     PrivateKey,
     common_name,
-    decrypt_private_key,
     dns_names,
     is_ca_certificate,
     is_signed_by,
-    parse_serverkeygen_response,
     public_keys_equal,
     supported_private_key,
 )
@@ -197,6 +195,9 @@ def interpret_serverkeygen(
     now: datetime,
 ) -> ServerKeygenResult:
     """``/serverkeygen`` 200 multipart → key (decrypted if we asked) and certificate (E5)."""
+    # Its parser (and CMS key agreement) loads with the first /serverkeygen answer (issue 23).
+    from estkit.protocol.serverkeygen import decrypt_private_key, parse_serverkeygen_response
+
     warnings: list[str] = []
     media = media_type(reply)
     if media is None or media.essence != "multipart/mixed":

@@ -23,7 +23,6 @@ from estkit.protocol import (
     challenge_password_for,
     describe_csr,
     exporter_challenge_password_for,
-    key_encryption_attribute,
 )
 from estkit.protocol.certs import key_identifier
 from estkit.tlsbind import exporter_support
@@ -32,6 +31,7 @@ from ._transport import CHANNEL_BINDING, LINKED
 from .apply import apply_csrattrs
 from .errors import EstConnectionChanged, EstError, EstPopError, EstTlsError
 from .flows import (
+    CSRATTRS_ANSWERS,
     Flow,
     FlowSettings,
     PinTls12,
@@ -135,23 +135,48 @@ def _why_not_linkable(opener: Reply) -> str:
     return f"the server negotiated {version}, which has no usable channel binding"
 
 
+def _open(settings: FlowSettings) -> Flow[Reply]:
+    """The opener of a proof-of-possession attempt: ``GET /csrattrs`` on the operation's
+    connection, with its channel binding read (the CSR is then linked to that connection)."""
+    return (yield from exchange(_linkable(get(settings, "csrattrs")), dedicated=True))
+
+
+def _opening_csrattrs(settings: FlowSettings) -> Flow[tuple[CsrAttrsResult, Reply | None]]:
+    """``/csrattrs`` for an enrollment that links its CSR whatever the answer (``pop`` "when
+    possible"), asked as the first attempt's opener: one request tells what the server wants
+    and opens the connection the CSR is linked to, instead of one request for each (issue 23).
+
+    Returns the answer and the opener. An answer :func:`csrattrs_flow` would not take at once
+    (202/503 to wait for, an error status) is left to it, exactly as without the opener; then
+    there is no opener to reuse and the attempt opens its own.
+    """
+    opener = yield from _open(settings)
+    if opener.status in CSRATTRS_ANSWERS:
+        return interpret_csrattrs(opener), opener
+    return (yield from csrattrs_flow(settings)), None
+
+
 def _pop_attempt(
     settings: FlowSettings,
     operation: str,
     spec: CsrSpec,
     state: _Submission,
     optional: bool = False,
+    opened: Reply | None = None,
 ) -> Flow[Reply]:
     """Open a connection, link the CSR to its channel binding, POST on that same connection (E14).
 
     TLS 1.2: tls-unique. TLS 1.3: tls-exporter when the server's /csrattrs offers it (the
     opener is that request), else reconnect pinned to TLS 1.2 as RFC 7030 clients must.
     ``optional``: a connection without either carries the CSR unlinked instead of failing or
-    reconnecting pinned to TLS 1.2.
+    reconnecting pinned to TLS 1.2. ``opened``: an opener already received on the operation's
+    connection (see :func:`_opening_csrattrs`), used for the first link; the check that the POST
+    travelled on the linked connection is the same for it as for any opener.
     """
     for _relink in range(MAX_POP_RELINKS + 1):
         try:
-            opener = yield from exchange(_linkable(get(settings, "csrattrs")), dedicated=True)
+            opener = opened if opened is not None else (yield from _open(settings))
+            opened = None  # a relink opens afresh
         except EstTlsError as exc:
             if not state.pinned:
                 raise
@@ -244,6 +269,7 @@ def _submission(
     """
     state = _Submission()
     optional_pop = False
+    opened: Reply | None = None  # the /csrattrs answer's connection, for the first link
     if isinstance(request, x509.CertificateSigningRequest):
         if pop is True:
             raise ValueError(
@@ -259,7 +285,12 @@ def _submission(
         use_pop = bool(pop)
         when_possible = pop == POP_WHEN_POSSIBLE
         if pop is None or when_possible or apply_attrs:
-            attrs = known_attrs if known_attrs is not None else (yield from csrattrs_flow(settings))
+            if known_attrs is not None:
+                attrs = known_attrs
+            elif when_possible:
+                attrs, opened = yield from _opening_csrattrs(settings)
+            else:
+                attrs = yield from csrattrs_flow(settings)
             if pop is None or when_possible:
                 required = attrs.requires_pop
                 use_pop = required or when_possible
@@ -275,10 +306,13 @@ def _submission(
                     state.notes.append(f"signing the CSR with {request.hash_algorithm}")
 
     def attempt(_n: int) -> Flow[Reply]:
-        nonlocal csr
+        nonlocal csr, opened
         if use_pop:
             assert isinstance(request, CsrSpec)
-            return (yield from _pop_attempt(settings, operation, request, state, optional_pop))
+            first, opened = opened, None  # only the first attempt: a later one comes after a wait
+            return (
+                yield from _pop_attempt(settings, operation, request, state, optional_pop, first)
+            )
         if csr is None:
             assert isinstance(request, CsrSpec)
             csr = build_csr_for(request)
@@ -344,6 +378,9 @@ def asymmetric_key_request(credentials: ClientCredentials) -> tuple[x509.ObjectI
     The value identifies the key the server should encrypt to: the subject key identifier of the
     client certificate (computed from its public key when the extension is absent).
     """
+    # Server-side key generation only: its module (and CMS key agreement) loads when used.
+    from estkit.protocol.serverkeygen import key_encryption_attribute
+
     return key_encryption_attribute("asymmetric", key_identifier(credentials.certificate))
 
 

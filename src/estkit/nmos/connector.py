@@ -6,8 +6,10 @@ transport to be swappable. :class:`ClientConnector`, the real one, is a thin lay
 :mod:`estkit.client` (``EstClient`` and its bootstrap module) and adds nothing to the protocol.
 
 Inside :meth:`ClientConnector.session` (the workflow's run) the steps share what does not change
-between them: one ``EstClient``, so one kept-alive TLS connection, per server, trust anchors and
-client certificate, and one ``/csrattrs`` answer per server and label (issue 23).
+between them: one ``EstClient``, so one kept-alive TLS connection, per server, trust anchors,
+client certificate and thread (a client is not thread-safe, and the workflow enrolls its
+certificates from one thread each). Each enrollment asks ``/csrattrs`` once, and that request
+also opens the connection its CSR is linked to (:mod:`estkit.client.submit`, issue 23).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cryptography import x509
 
 from estkit.client.bootstrap import fetch_cacerts_unverified_for_manual_confirmation
 from estkit.client.deadline import cancellable
-from estkit.client.models import CsrAttrsResult, CsrSpec, EnrollResult
+from estkit.client.models import CsrSpec, EnrollResult
 from estkit.client.retry import RetryPolicy, WaitCallback
 from estkit.client.status import MAX_CRL_BYTES, HttpFetcher
 from estkit.client.submit import POP_WHEN_POSSIBLE, PopMode
@@ -48,7 +50,9 @@ class EstConnector(Protocol):
 
     A connector may also offer ``session()``, a context manager inside which it may share
     connections and server answers between calls (see :meth:`ClientConnector.session`); the node
-    uses it when present.
+    uses it when present. One that may be called from several threads at once says so with a
+    true ``concurrent`` attribute: only then does the workflow enroll its certificates at once
+    (:mod:`estkit.nmos.lanes`); any other connector is called from one thread at a time.
     """
 
     def cacerts(
@@ -85,9 +89,10 @@ class EstConnector(Protocol):
 
 
 # What makes two EST exchanges able to share one client (one TLS connection): the server's URL
-# and label, the trust anchors that verify it, and the client certificate presented (by
-# fingerprint: a renewed certificate at the same path is another identity).
-_ClientKey = tuple[str, str | None, tuple[str, ...], tuple[str, str] | None]
+# and label, the trust anchors that verify it, the client certificate presented (by
+# fingerprint: a renewed certificate at the same path is another identity), and the thread (an
+# EstClient sends one request at a time; the workflow's enrollments run in a thread each).
+_ClientKey = tuple[str, str | None, tuple[str, ...], tuple[str, str] | None, int]
 
 
 class _Session:
@@ -95,9 +100,6 @@ class _Session:
 
     def __init__(self) -> None:
         self.clients: dict[_ClientKey, EstClient] = {}
-        # /csrattrs per (server URL, label): what the server wants in a CSR is per CA / label
-        # (RFC 7030 §4.5), asked once per run instead of once per certificate.
-        self.csrattrs: dict[tuple[str, str | None], CsrAttrsResult] = {}
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -107,6 +109,10 @@ class _Session:
 
 class ClientConnector:
     """:class:`EstConnector` over :class:`estkit.client.EstClient`."""
+
+    # Safe to call from several threads at once: each thread gets its own client (one
+    # connection each) in a session, and a new one per call outside a session.
+    concurrent = True
 
     def __init__(
         self,
@@ -131,12 +137,13 @@ class ClientConnector:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """Share clients (kept-alive connections) and ``/csrattrs`` answers between the calls
-        made inside; all closed at the end. Nested sessions join the outermost one.
+        """Share clients (kept-alive connections) between the calls made inside; all closed at
+        the end. Nested sessions join the outermost one.
 
         Nothing about trust is shared loosely: a client is reused only for the same server,
-        the same trust anchors and the same client certificate, so every exchange is verified
-        exactly as if it had its own connection. Explicit-trust ``/cacerts`` never joins.
+        the same trust anchors and the same client certificate (and thread), so every exchange
+        is verified exactly as if it had its own connection. Explicit-trust ``/cacerts`` never
+        joins.
         """
         if self._session is not None:
             yield
@@ -171,7 +178,9 @@ class ClientConnector:
             server.label,
             tuple(sha256_fingerprint(cert) for cert in trust),
             identity,
+            threading.get_ident(),
         )
+        # Only this thread uses this key, so no other can create the same client meanwhile.
         if key not in session.clients:
             session.clients[key] = self._new_client(server, trust, credentials)
         yield session.clients[key]
@@ -226,22 +235,9 @@ class ClientConnector:
         renewal: bool,
     ) -> EnrollResult:
         with cancellable(self.cancel), self._client(server, trust, credentials) as client:
-            attrs = self._shared_csrattrs(server, client)
             if renewal:
-                return client.simplereenroll(spec, pop=self.pop, csrattrs=attrs)
-            return client.simpleenroll(spec, pop=self.pop, csrattrs=attrs)
-
-    def _shared_csrattrs(self, server: ServerAdvert, client: EstClient) -> CsrAttrsResult | None:
-        """The server's /csrattrs for this session, asked once (over ``client``'s verified
-        connection); None outside a session or when the PoP mode does not consult it (the
-        enrollment then asks itself when it needs to)."""
-        if self._session is None or self.pop not in (None, POP_WHEN_POSSIBLE):
-            return None
-        where = (server.base_url, server.label)
-        attrs = self._session.csrattrs.get(where)
-        if attrs is None:
-            attrs = self._session.csrattrs[where] = client.csrattrs()
-        return attrs
+                return client.simplereenroll(spec, pop=self.pop)
+            return client.simpleenroll(spec, pop=self.pop)
 
     def _fetcher(self, url: str, trust: Trust) -> HttpFetcher:
         verify: ssl.SSLContext | bool = True

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -46,7 +46,6 @@ from estkit.nmos.errors import (
     ProvisioningError,
     TrustError,
 )
-from estkit.nmos.hooks import HookResult, hook_environment, run_hook
 from estkit.nmos.revocation import certificate_status
 from estkit.nmos.schedule import backoff_delay
 from estkit.nmos.store import CredentialStore, InstalledCredential
@@ -59,6 +58,9 @@ from estkit.protocol.keys import (
     supported_private_key,
 )
 from estkit.protocol.limits import DEFAULT_RETRY_AFTER_SECONDS
+
+if TYPE_CHECKING:
+    from estkit.nmos.hooks import HookResult
 
 T = TypeVar("T")
 
@@ -145,7 +147,12 @@ class NmosNode:
         # Where the new key pairs of enrollments and renewals come from: made on the spot, or
         # made ahead by run_workflow's KeyPrefetch (issue 23). Each call must give a new key.
         self.new_key: Callable[[str], PrivateKey] = generate_private_key
-        self._on_event = on_event
+        # Where events go; the workflow puts a sink in front that keeps the events of its
+        # concurrent enrollments in sequential order (estkit.nmos.lanes).
+        self.on_event: EventSink | None = on_event
+        # Hooks never run concurrently (a reload script need not be re-entrant), even when the
+        # workflow installs two certificates at once.
+        self._hook_lock = threading.Lock()
         self._discoverer = discoverer
         self._rng = rng or random.Random()
         self._servers: list[ServerAdvert] | None = None
@@ -160,8 +167,8 @@ class NmosNode:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Run several steps as one exchange with the servers: the connector may keep one
-        verified connection per server and credential, and ask ``/csrattrs`` once (issue 23).
-        Trust is unchanged: each step verifies the server exactly as on its own."""
+        verified connection per server, credential and thread (issue 23). Trust is unchanged:
+        each step verifies the server exactly as on its own."""
         opener = getattr(self.connector, "session", None)
         with opener() if opener is not None else contextlib.nullcontext():
             yield
@@ -169,10 +176,11 @@ class NmosNode:
     # --- events --------------------------------------------------------------------------------
 
     def emit(self, kind: str, step: str, message: str, slot: str | None = None) -> None:
-        if self._on_event is not None:
+        sink = self.on_event
+        if sink is not None:
             # Messages carry server-provided text (error bodies, names in certificates): control
             # characters are escaped before they reach a terminal or a log (issue 20).
-            self._on_event(NodeEvent(kind, step, printable(message), slot))
+            sink(NodeEvent(kind, step, printable(message), slot))
 
     def _on_wait(self, attempt: int, seconds: float, reason: str) -> None:
         self.emit("info", "wait", f"attempt {attempt}: {reason}")
@@ -845,6 +853,9 @@ class NmosNode:
         command = self.config.on_change
         if command is None:
             return None
+        # Only a node with a hook needs it (and subprocess): not loaded otherwise (issue 23).
+        from estkit.nmos.hooks import hook_environment, run_hook
+
         variables = hook_environment(
             event,
             slot=slot,
@@ -853,7 +864,8 @@ class NmosNode:
             root_ca_path=self.store.root_ca_path,
             output_dir=self.config.output_dir,
         )
-        result = run_hook(command, variables, cwd=self.config.output_dir)
+        with self._hook_lock:
+            result = run_hook(command, variables, cwd=self.config.output_dir)
         self.emit("info" if result.ok else "warning", "hook", result.describe(), slot)
         return result
 

@@ -8,15 +8,19 @@ one place deciding which hash goes with which key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from .errors import EncodingError
+
+if TYPE_CHECKING:
+    # Only for annotations: cryptography.x509 takes ~25 ms to import, and the NMOS workflow
+    # starts making its keys (this module) before anything else needs it (issue 23).
+    from cryptography import x509
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -155,6 +159,8 @@ def _spki(public_key: object) -> bytes:
 
 
 def _public_part(value: object) -> object:
+    from cryptography import x509  # loaded by then: whoever holds a certificate imported it
+
     if isinstance(value, (x509.Certificate, x509.CertificateSigningRequest)):
         return value.public_key()
     if hasattr(value, "public_key") and not hasattr(value, "public_bytes"):

@@ -181,9 +181,9 @@ def test_openssl_good_with_nonce_and_without(server: EstkitTestServer, tmp_path:
 
 def test_openssl_revoked_after_the_cli_revokes(server: EstkitTestServer, tmp_path: Path) -> None:
     """The exact-bytes lookup must not hide a revocation: the same request bytes (openssl
-    -no_nonce sends the same bytes each time) are answered revoked by the very next request
-    after `estkit server revoke` returns (it rewrites DIR/crl.der, which the lookup watches;
-    the store poll alone would take up to 0.25 s)."""
+    -no_nonce sends the same bytes each time) are answered revoked by the next request after
+    `estkit server revoke` returns (it rewrites DIR/crl.der, which the lookup watches at most
+    1 ms late; the store poll alone would take up to 0.25 s)."""
     issuer = issuer_pem(server, tmp_path)
     leaf = issue(server, tmp_path, "http-revoked.example")
     first = _openssl_ocsp(server, issuer, leaf.path, "-no_nonce")
@@ -574,6 +574,48 @@ def test_exact_bytes_lookup_only_for_requests_without_nonce(
     assert artifact is not None and artifact.body == body
     _one(_raw(server, _post_bytes(with_nonce)))
     assert cache.cached_answer(with_nonce) is None
+
+
+def test_exact_bytes_lookup_sees_a_local_revocation_within_its_recheck_time(
+    server: EstkitTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup looks at DIR/crl.der at most once per LOCAL_CRL_RECHECK_SECONDS: once that
+    time has passed after the file changed, the remembered answer is no longer given (the
+    request is parsed and the cache catches up); within it, no file is looked at again."""
+    from estkit.server import revocation_cache
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-recheck.example")
+    plain = _request_der(leaf, issuer)
+    _one(_raw(server, _post_bytes(plain)))
+    clock = [time.monotonic() + 10.0]  # past the look the request above made
+    monkeypatch.setattr(revocation_cache.time, "monotonic", lambda: clock[0])
+    looks: list[int] = []
+    real_stat = cache._stat_local
+
+    def counting_stat() -> tuple[int, int, int] | None:
+        looks.append(1)
+        return real_stat()
+
+    monkeypatch.setattr(cache, "_stat_local", counting_stat)
+    assert cache.cached_answer(plain) is not None
+    assert len(looks) == 1
+    crl = server.paths.data_dir / "crl.der"  # what `server revoke` rewrites
+    if crl.exists():
+        stat = crl.stat()
+        os.utime(crl, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    else:
+        crl.write_bytes(b"")
+    clock[0] += revocation_cache.LOCAL_CRL_RECHECK_SECONDS / 2
+    assert cache.cached_answer(plain) is not None  # within the recheck time: as before
+    assert len(looks) == 1
+    clock[0] += revocation_cache.LOCAL_CRL_RECHECK_SECONDS
+    assert cache.cached_answer(plain) is None  # looked again: changed, so not from the bytes
+    assert len(looks) == 2
+    assert cache.cached_answer(plain) is None  # a change is never remembered as "unchanged"
+    assert len(looks) == 3
 
 
 FUZZED = {"inputs": 0}

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -265,6 +266,77 @@ def test_tls_handshake_failures_are_counted_by_alert(served: Served) -> None:
     total_after = sum(v for (n, _), v in after.items() if n == name)
     total_before = sum(v for (n, _), v in before.items() if n == name)
     assert total_after - total_before == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_revocation_listener_answers_are_counted_by_path_and_status(
+    data_dir: InitResult, workers: int
+) -> None:
+    """Every answer of the plain-HTTP revocation listener is counted once, under its path and
+    status, summed over the workers (counted per sweep, so the scrape waits for one)."""
+    served = _serve(
+        data_dir, "--metrics-port", "0", "--revocation-port", "0", "--workers", str(workers)
+    )
+    try:
+        match = re.search(r"OCSP, CRL \(http\): http://127\.0\.0\.1:(\d+)/ocsp", served.banner)
+        assert match, served.banner
+        base = f"http://127.0.0.1:{match.group(1)}"
+        name = "estkit_revocation_answers_total"
+        before = scrape(served.metrics_url)
+        # Not an OCSP request: OCSP says malformedRequest inside an HTTP 200 (RFC 6960 §2.3).
+        for _ in range(3):
+            request = urllib.request.Request(
+                f"{base}/ocsp",
+                data=b"\x30\x03\x02\x01\x00",
+                headers={"Content-Type": "application/ocsp-request"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+        with urllib.request.urlopen(f"{base}/crl", timeout=30) as response:
+            assert response.status == 200
+        for path, method, status in (("/nothing-here", "GET", 404), ("/crl", "DELETE", 405)):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{base}{path}", method=method), timeout=30
+                )
+            assert refused.value.code == status
+        # The HTTPS port's /ocsp is an endpoint of its own in the request durations.
+        https = post(
+            "localhost",
+            served.port,
+            "/ocsp",
+            b"\x30\x03\x02\x01\x00",
+            client_context(served.paths.ca_certificates),
+            headers={"Content-Type": "application/ocsp-request"},
+        )
+        assert https.status == 200
+
+        def delta(sample: Sample, path: str, status: str) -> float:
+            return value(sample, name, path=path, status=status) - value(
+                before, name, path=path, status=status
+            )
+
+        deadline = time.monotonic() + 10
+        while True:
+            after = scrape(served.metrics_url)
+            total = sum(v for (n, _), v in after.items() if n == name) - sum(
+                v for (n, _), v in before.items() if n == name
+            )
+            if total >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert delta(after, "ocsp", "200") == 3
+        assert delta(after, "crl", "200") == 1
+        assert delta(after, "other", "404") == 1
+        assert delta(after, "crl", "405") == 1
+        assert total == 6  # nothing counted twice, nothing left out
+        durations = "estkit_request_duration_seconds_count"
+        assert (
+            value(after, durations, endpoint="ocsp") - value(before, durations, endpoint="ocsp")
+            == 1
+        )
+    finally:
+        _stop(served)
 
 
 def test_metrics_port_from_the_config_file(data_dir: InitResult) -> None:

@@ -44,7 +44,7 @@ from estkit.errors import EstkitError
 from estkit.protocol.certs import load_pem_certificates
 from estkit.protocol.errors import PathError
 from estkit.protocol.paths import CRL_PATH, parse_path
-from estkit.server.app import STATE_KEY
+from estkit.server.app import OCSP_PATH, STATE_KEY
 from estkit.server.config import DEFAULT_METRICS_HOST
 from estkit.server.guard import ALERT_OBSERVERS
 
@@ -67,6 +67,7 @@ ENDPOINTS = (
     "serverkeygen",
     "fullcmc",
     "crl",
+    "ocsp",
     "other",
 )
 ENROLL_OPERATIONS = ("simpleenroll", "simplereenroll", "serverkeygen")
@@ -100,6 +101,8 @@ class _Metrics:
     handshake_failures: Any
     duration: Any
     crl_signed: Any
+    revocation_answers: Any
+    revocation_dropped: Any
 
 
 _METRICS: _Metrics | None = None
@@ -146,7 +149,33 @@ def enable(directory: Path) -> None:
                 registry=None,
                 multiprocess_mode="max",
             ),
+            revocation_answers=Counter(
+                "estkit_revocation_answers",
+                "Answers of the plain-HTTP revocation listener, by path (ocsp, crl, other) and "
+                "HTTP status",
+                ["path", "status"],
+                registry=None,
+            ),
+            revocation_dropped=Counter(
+                "estkit_revocation_connections_dropped",
+                "Revocation listener connections closed at its connection cap: the oldest idle "
+                "one evicted, or a new one refused when every connection was being answered",
+                ["reason"],
+                registry=None,
+            ),
         )
+
+
+def count_revocation(answers: dict[tuple[str, int], int], dropped: dict[str, int]) -> None:
+    """Add what the revocation listener counted since its last sweep (RevocationListener.on_counts:
+    label values are the listener's own fixed paths, statuses and reasons)."""
+    metrics = _METRICS
+    if metrics is None:
+        return
+    for (path, status), count in answers.items():
+        metrics.revocation_answers.labels(path, str(status)).inc(count)
+    for reason, count in dropped.items():
+        metrics.revocation_dropped.labels(reason).inc(count)
 
 
 def active() -> bool:
@@ -167,6 +196,8 @@ def _endpoint_of(raw_path: str) -> tuple[str, str | None]:
     """(endpoint, label) of a request path; label None for the unlabelled endpoints."""
     if raw_path == CRL_PATH or raw_path.startswith(CRL_PATH + "/"):
         return "crl", None
+    if raw_path == OCSP_PATH or raw_path.startswith(OCSP_PATH + "/"):
+        return "ocsp", None
     try:
         label, operation = parse_path(raw_path)
     except PathError:

@@ -128,6 +128,21 @@ _STATUS_LINES = {
 
 _OCSP, _CRL = OCSP_PATH.encode(), CRL_PATH.encode()
 _OCSP_SLASH, _CRL_SLASH = _OCSP + b"/", _CRL + b"/"
+# The (path, status) of an OCSP answer to a POST, the most counted pair (RevocationListener.count).
+_OCSP_ANSWERED = ("ocsp", 200)
+
+
+def _path_kind(request: _Request | None) -> str:
+    """The ``path`` a metric counts an answer under: ocsp, crl or other (a fixed set, never
+    what the client sent)."""
+    if request is None:
+        return "other"
+    target = request.target.partition(b"?")[0]
+    if target == _OCSP or target.startswith(_OCSP_SLASH):
+        return "ocsp"
+    if target == _CRL or target.startswith(_CRL_SLASH):
+        return "crl"
+    return "other"
 
 
 class _Refused(EstkitError):
@@ -430,8 +445,11 @@ class RevocationProtocol(asyncio.Protocol):
             return
         # The answer to a POST: its head depends only on the length and the Connection header,
         # so it is made once per length (a fifth of the listener's Python time per answer).
-        head = self._listener.post_head(len(body), not request.keep_alive)
-        self._transport.write(head + self._listener.clock.date_header() + b"\r\n" + body)
+        listener = self._listener
+        head = listener.post_head(len(body), not request.keep_alive)
+        self._transport.write(head + listener.clock.date_header() + b"\r\n" + body)
+        answers = listener.answers  # listener.count("ocsp", 200), without the call
+        answers[_OCSP_ANSWERED] = answers.get(_OCSP_ANSWERED, 0) + 1
         if access_logger.isEnabledFor(logging.INFO):
             self._access(request, 200)
 
@@ -462,6 +480,7 @@ class RevocationProtocol(asyncio.Protocol):
         self._transport.write(
             _encode_response(status, headers, body, date, close=close, head_only=head_only)
         )
+        self._listener.count(_path_kind(request), status)
         if access_logger.isEnabledFor(logging.INFO) and request is not None:
             self._access(request, status)
 
@@ -563,6 +582,25 @@ class RevocationListener:
         self.evictions = 0
         self.refused = 0
         self._post_heads: dict[tuple[int, bool], bytes] = {}
+        # Answers by (path, status) since the last sweep, and what the sweep hands them to (the
+        # Prometheus counters when metrics are on). Counted in a dict and handed over once per
+        # sweep: a metric update per answer would be a tenth of an answer's cost.
+        self.answers: dict[tuple[str, int], int] = {}
+        self.on_counts: Callable[[dict[tuple[str, int], int], dict[str, int]], None] | None = None
+        self._counted_drops = (0, 0)
+
+    def count(self, path: str, status: int) -> None:
+        key = (path, status)
+        self.answers[key] = self.answers.get(key, 0) + 1
+
+    def flush_counts(self) -> None:
+        """Hand the answers and dropped connections since the last call to ``on_counts``."""
+        answers, self.answers = self.answers, {}
+        evicted, refused = self._counted_drops
+        drops = {"evicted": self.evictions - evicted, "refused": self.refused - refused}
+        self._counted_drops = (self.evictions, self.refused)
+        if self.on_counts is not None and (answers or any(drops.values())):
+            self.on_counts(answers, {reason: n for reason, n in drops.items() if n})
 
     def post_head(self, length: int, close: bool) -> bytes:
         """The head of a POST's OCSP answer of ``length`` bytes, up to the Date header."""
@@ -610,6 +648,7 @@ class RevocationListener:
                 connection.abort()
             await self._server.wait_closed()
             self._server = None
+        self.flush_counts()
 
     def admit(self, connection: RevocationProtocol) -> bool:
         """A connection arrived: make room at the cap; False means close it."""
@@ -644,6 +683,7 @@ class RevocationListener:
 
     def _sweep(self) -> None:
         self._sweeper = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+        self.flush_counts()
         now, limits = self.loop.time(), self._limits()
         self.limits = limits
         for connection in list(self._connections):

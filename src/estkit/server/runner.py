@@ -315,6 +315,8 @@ async def _start(
             lambda: within_budget(state.config.limits, revocation_budget),
             asyncio.get_running_loop(),
         )
+        if metrics.active():
+            listener.on_counts = metrics.count_revocation
         listeners.append(listener)
         try:
             revocation_port = await listener.start(

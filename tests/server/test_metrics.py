@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from estkit.protocol.certs import load_pem_certificates
 from estkit.protocol.csr import build_csr, encode_csr_body
 from estkit.protocol.keys import generate_private_key
-from estkit.server.config import ConfigError, add_label, load_config
+from estkit.server.config import ConfigError, add_label, load_config, set_limits
 from estkit.server.datadir import InitResult, init_data_dir
 
 from .witness import client_context, post
@@ -335,6 +335,44 @@ def test_revocation_listener_answers_are_counted_by_path_and_status(
             value(after, durations, endpoint="ocsp") - value(before, durations, endpoint="ocsp")
             == 1
         )
+    finally:
+        _stop(served)
+
+
+def test_throttled_connections_are_counted(data_dir: InitResult) -> None:
+    """A connection the failure throttle closes unread (its address went over
+    failures_per_second) is counted under its listener; the refusals before it are not."""
+    set_limits(data_dir.data_dir / "estkit.toml", failures_per_second=3, failure_backoff=30)
+    served = _serve(data_dir, "--metrics-port", "0", "--workers", "1")
+    try:
+        name = "estkit_connections_throttled_total"
+        before = scrape(served.metrics_url)
+        context = client_context(
+            data_dir.ca_certificates, cert=data_dir.device_certificate, key=data_dir.device_key
+        )
+        attacker = "127.0.0.2"  # not the host's own 127.0.0.1, which is never throttled
+        for _ in range(4):  # one over the limit, within a second
+            with (
+                socket.create_connection(
+                    ("127.0.0.1", served.port), timeout=30, source_address=(attacker, 0)
+                ) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(b"GET /.well-known/est/nosuchop HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Connection: close\r\n\r\n")  # fmt: skip
+                assert tls.recv(65536).startswith(b"HTTP/1.1 404")
+        assert value(scrape(served.metrics_url), name, listener="est") == value(
+            before, name, listener="est"
+        )
+        with (
+            socket.create_connection(
+                ("127.0.0.1", served.port), timeout=30, source_address=(attacker, 0)
+            ) as raw,
+            pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, OSError)),
+        ):
+            context.wrap_socket(raw, server_hostname="localhost")
+        after = scrape(served.metrics_url)
+        assert value(after, name, listener="est") - value(before, name, listener="est") == 1
     finally:
         _stop(served)
 

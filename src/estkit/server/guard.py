@@ -65,6 +65,9 @@ logger = logging.getLogger("estkit.server")
 # Called with the alert code each time the guard itself sends a refusal alert (OpenSSL never sees
 # those handshakes, so its message callback cannot count them): the metrics module listens here.
 ALERT_OBSERVERS: list[Callable[[int], None]] = []
+# Called with the listener's name for each new connection the failure throttle closes unread
+# (its address is backed off): the metrics module listens here.
+THROTTLE_OBSERVERS: list[Callable[[str], None]] = []
 
 # Connection phases (see the module docstring).
 HANDSHAKE = "handshake"
@@ -642,6 +645,8 @@ class GuardedSite(web.BaseSite):
             peer = format_peer(address)
             if self._guard.throttle.blocked(str(address[0])):
                 self._tarpit(sock, peer)  # this address keeps failing: no TLS work for it
+                for observe in THROTTLE_OBSERVERS:
+                    observe(self._guard.name)
                 continue
             connection = self._guard.admit(sock, peer)
             if connection is None:

@@ -46,7 +46,7 @@ from estkit.protocol.errors import PathError
 from estkit.protocol.paths import CRL_PATH, parse_path
 from estkit.server.app import OCSP_PATH, STATE_KEY
 from estkit.server.config import DEFAULT_METRICS_HOST
-from estkit.server.guard import ALERT_OBSERVERS
+from estkit.server.guard import ALERT_OBSERVERS, THROTTLE_OBSERVERS
 
 logger = logging.getLogger("estkit.server")
 
@@ -103,6 +103,7 @@ class _Metrics:
     crl_signed: Any
     revocation_answers: Any
     revocation_dropped: Any
+    throttled: Any
 
 
 _METRICS: _Metrics | None = None
@@ -163,7 +164,23 @@ def enable(directory: Path) -> None:
                 ["reason"],
                 registry=None,
             ),
+            throttled=Counter(
+                "estkit_connections_throttled",
+                "New connections closed unread because their address went over "
+                "failures_per_second (the failure throttle), by listener",
+                ["listener"],
+                registry=None,
+            ),
         )
+        if _count_throttled not in THROTTLE_OBSERVERS:
+            THROTTLE_OBSERVERS.append(_count_throttled)
+
+
+def _count_throttled(listener: str) -> None:
+    metrics = _METRICS
+    if metrics is not None:
+        # The guard's listener names are the server's own ("est", "console"), never a client's.
+        metrics.throttled.labels(listener).inc()
 
 
 def count_revocation(answers: dict[tuple[str, int], int], dropped: dict[str, int]) -> None:

@@ -172,6 +172,14 @@ def enable(directory: Path) -> None:
                 registry=None,
             ),
         )
+        # Series of fixed label sets exist from the start at 0, so that a rate() over them (the
+        # example dashboard, an alert) has data before the first event.
+        for listener in ("est", "console"):
+            _METRICS.throttled.labels(listener)
+        for reason in ("evicted", "refused"):
+            _METRICS.revocation_dropped.labels(reason)
+        for path in ("ocsp", "crl"):
+            _METRICS.revocation_answers.labels(path, "200")
         if _count_throttled not in THROTTLE_OBSERVERS:
             THROTTLE_OBSERVERS.append(_count_throttled)
 

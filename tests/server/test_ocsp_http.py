@@ -395,6 +395,23 @@ def test_bad_methods_are_405(server: EstkitTestServer) -> None:
     assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
+def test_refusals_of_head_requests_carry_no_body(server: EstkitTestServer) -> None:
+    """RFC 9110 §9.3.2: no content in an answer to HEAD. A refusal's text after a HEAD answer
+    would be read as the start of the next answer on the connection (a desynchronised proxy)."""
+    follow = b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n"
+    for head in (b"HEAD /ocsp HTTP/1.1\r\n\r\n", b"HEAD /nothing HTTP/1.1\r\n\r\n"):
+        raw = _raw(server, head + follow)
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        assert first.split(b" ", 2)[1] in (b"405", b"404"), raw[:300]
+        assert b"Content-Length: " in first  # the length a GET's refusal would have
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), raw[:400]  # nothing between answers
+        assert _crl_of(rest.partition(b"\r\n\r\n")[2])
+
+
+def _crl_of(body: bytes) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(body)
+
+
 def test_malformed_ocsp_request_and_wrong_media_type(server: EstkitTestServer) -> None:
     status, _, body = _one(_raw(server, _post_bytes(b"\x30\x03\x02\x01\x00")))
     assert status == 200

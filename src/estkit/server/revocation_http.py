@@ -458,6 +458,9 @@ class RevocationProtocol(asyncio.Protocol):
         if self._transport is None:
             return
         close = close or request is None or not request.keep_alive
+        # RFC 9110 §9.3.2: no content after the head of an answer to HEAD, refusals included;
+        # a body would be read as the start of the next answer on this connection.
+        head_only = head_only or (request is not None and request.method == b"HEAD")
         date = self._listener.clock.date_header()
         self._transport.write(
             _encode_response(status, headers, body, date, close=close, head_only=head_only)

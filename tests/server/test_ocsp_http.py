@@ -412,6 +412,19 @@ def _crl_of(body: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(body)
 
 
+def test_not_modified_does_not_announce_an_empty_body(server: EstkitTestServer) -> None:
+    """RFC 9110 §8.6: a 304 carries no Content-Length but the 200's. A `Content-Length: 0` would
+    be copied by an RFC 7234 cache into its stored CRL's headers (§4.3.4), emptying it."""
+    status, headers, body = _one(_raw(server, b"GET /crl HTTP/1.1\r\n\r\n"))
+    assert status == 200
+    request = f"GET /crl HTTP/1.1\r\nIf-None-Match: {headers['etag']}\r\n\r\n".encode()
+    raw = _raw(server, request)
+    assert raw.startswith(b"HTTP/1.1 304 Not Modified\r\n"), raw[:300]
+    assert raw.endswith(b"\r\n\r\n")  # no body
+    length = _responses(raw)[0][1].get("content-length")
+    assert length in (None, str(len(body))), raw
+
+
 def test_malformed_ocsp_request_and_wrong_media_type(server: EstkitTestServer) -> None:
     status, _, body = _one(_raw(server, _post_bytes(b"\x30\x03\x02\x01\x00")))
     assert status == 200

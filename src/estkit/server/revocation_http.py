@@ -175,7 +175,10 @@ def _encode_response(
 ) -> bytes:
     lines = [_STATUS_LINES[status], f"Server: {SERVER_HEADER}\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-    lines.append(f"Content-Length: {len(body)}\r\n")
+    if status != http.HTTPStatus.NOT_MODIFIED:
+        # RFC 9110 §8.6: a 304's Content-Length could only be the 200's; a 0 there would be
+        # copied by an RFC 7234 cache into the stored answer's headers (§4.3.4). None is sent.
+        lines.append(f"Content-Length: {len(body)}\r\n")
     if close:
         lines.append("Connection: close\r\n")
     return "".join(lines).encode("latin-1") + date + b"\r\n" + (b"" if head_only else body)

@@ -520,6 +520,81 @@ def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
     assert IDLE_TIMEOUT - 0.05 <= waited < IDLE_TIMEOUT + TIMEOUT_SLACK, f"closed after {waited} s"
 
 
+def _socket_queues(port: int, peer_port: int) -> tuple[int, int] | None:
+    """(send queue, receive queue) in bytes of the loopback TCP connection end on ``port``
+    talking to ``peer_port`` (/proc/net/tcp), None once that end has dropped it."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if local == port and remote == peer_port and fields[3] == "01":  # ESTABLISHED
+            tx, rx = fields[4].split(":")
+            return int(tx, 16), int(rx, 16)
+    return None
+
+
+def _pipeline_unread(
+    server: EstkitTestServer, tmp_path: Path, sock: socket.socket, *, until_stalled: bool
+) -> tuple[int, int]:
+    """On ``sock`` (connected, a small receive buffer) send batches of MAX_PIPELINED cached OCSP
+    GETs and read nothing, each batch once the server has taken the last (never more than
+    MAX_PIPELINED per read): ``until_stalled``, until the server leaves our requests unread for
+    a second (its answers backed up, it stopped reading); else until the kernel takes no more
+    of its answers (they wait in the listener's own buffer, under its high-water mark). The
+    listener end's (send queue, receive queue) then."""
+    issuer = issuer_pem(server, tmp_path)
+    der = _request_der(issue(server, tmp_path, "never-reads.example"), issuer)
+    batch = f"GET /ocsp/{base64.urlsafe_b64encode(der).decode()} HTTP/1.1\r\n\r\n".encode()
+    port, client_port = _http_port(server), sock.getsockname()[1]
+    sock.sendall(batch)  # signed once, then cached
+    time.sleep(0.5)
+    batch *= MAX_PIPELINED
+    deadline = time.monotonic() + 20
+    unread_since, sent_on = time.monotonic(), -1
+    queues = _socket_queues(port, client_port)
+    while queues is not None and time.monotonic() < deadline:
+        ours = _socket_queues(client_port, port)  # our end: requests not yet taken
+        if queues[1] or (ours is not None and ours[0]):
+            if time.monotonic() - unread_since > 1.0:
+                break
+        elif not until_stalled and queues[0] <= sent_on:
+            break
+        else:
+            unread_since, sent_on = time.monotonic(), queues[0]
+            sock.sendall(batch)
+        time.sleep(0.05)
+        queues = _socket_queues(port, client_port)
+    assert queues is not None and queues[0] > 0, queues  # answers backed up, not refused
+    return queues
+
+
+def _small_receive_buffer(server: EstkitTestServer) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", _http_port(server)))
+    return sock
+
+
+def _wait_dropped(server: EstkitTestServer, sock: socket.socket) -> None:
+    """The listener drops its end of ``sock``'s connection within idle_timeout (+ slack)."""
+    started, client_port = time.monotonic(), sock.getsockname()[1]
+    while _socket_queues(_http_port(server), client_port) is not None:
+        assert time.monotonic() - started < IDLE_TIMEOUT + TIMEOUT_SLACK, "never dropped"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's socket table")
+def test_client_that_never_reads_is_dropped_after_idle_timeout(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """A client pipelines requests and reads nothing: the server stops reading once its answers
+    back up, and after idle_timeout drops the connection. A graceful close would wait for the
+    client to read the megabytes the kernel holds for it, which it never does: socket and
+    buffers would stay until an eviction."""
+    with _small_receive_buffer(server) as sock:
+        _pipeline_unread(server, tmp_path, sock, until_stalled=True)
+        _wait_dropped(server, sock)
+
+
 def test_connection_cap_evicts_the_oldest_idle(server: EstkitTestServer) -> None:
     budget = connection_budget("revocation")
     assert budget >= CAP  # the configured max_connections is the cap here

@@ -535,6 +535,11 @@ class RevocationProtocol(asyncio.Protocol):
             self._queue.clear()
             text = f"{what} not received within {limit}; send the whole request at once"
             self._write_refusal(Refusal(408, text), None, close=True)
+        elif self.phase == STALLED:
+            # It has not read its answers for idle_timeout: a graceful close would wait for it to
+            # read what is buffered (up to megabytes in the kernel), which it may never do.
+            self.abort()
+            return
         self._close()
 
     def abort(self) -> None:

@@ -595,6 +595,20 @@ def test_client_that_never_reads_is_dropped_after_idle_timeout(
         _wait_dropped(server, sock)
 
 
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's socket table")
+def test_closing_connection_with_unread_answers_is_dropped(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The last request says Connection: close (a 429 closes the same way) while earlier answers
+    wait unread in the listener's buffer: the close waits for the client, which never reads.
+    Such a connection counted as being answered: never expired, never evicted at the cap, so
+    max_connections of them would shut the listener for everyone."""
+    with _small_receive_buffer(server) as sock:
+        _pipeline_unread(server, tmp_path, sock, until_stalled=False)
+        sock.sendall(b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n")
+        _wait_dropped(server, sock)
+
+
 def test_connection_cap_evicts_the_oldest_idle(server: EstkitTestServer) -> None:
     budget = connection_budget("revocation")
     assert budget >= CAP  # the configured max_connections is the cap here

@@ -347,8 +347,9 @@ class RevocationProtocol(asyncio.Protocol):
             self._pause_reading()
             return
         if self._closing:
-            if self._refusal is not None:
+            if self._refusal is not None:  # once: resume_writing drains again while closing
                 self._write_refusal(self._refusal, None, close=True)
+                self._refusal = None
             self._close()
             return
         if self.phase == BUSY:  # no next request begun in the bytes read so far
@@ -508,6 +509,11 @@ class RevocationProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        # What is buffered goes out before the socket closes, if the client reads it: until
+        # then the connection is no longer being answered (evictable at the cap) and is dropped
+        # after idle_timeout (expire), never kept for a client that does not read.
+        self.phase = STALLED
+        self.deadline = self._loop.time() + self._listener.limits.idle_timeout
         if self._transport is not None:
             self._transport.close()
 

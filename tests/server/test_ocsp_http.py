@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -735,6 +736,49 @@ def test_exact_bytes_lookup_sees_a_local_revocation_within_its_recheck_time(
     assert len(looks) == 2
     assert cache.cached_answer(plain) is None  # a change is never remembered as "unchanged"
     assert len(looks) == 3
+
+
+def test_client_leaving_during_a_catch_up_does_not_bring_back_the_old_answer(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The first request after `server revoke` makes the cache catch up (re-sign) before it
+    answers; its client resets the connection meanwhile. Another request for the same
+    certificate arriving before the re-signing ends must wait for it and be answered revoked,
+    not be given the remembered answer signed before the revocation (were the first request
+    cancelled with its connection, the catch-up it led would end early for every waiter)."""
+    import threading
+
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-leaves.example")
+    request = _post_bytes(_request_der(leaf, issuer))
+    status, _, body = _one(_raw(server, request))
+    assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
+    gate = threading.Event()  # holds the revocation thread: the catch-up stays in progress
+    cache._executor.submit(gate.wait, 30)
+    try:
+        revoke = [tool("estkit"), "server", "revoke", server.paths.data_dir, leaf.serial_hex]
+        assert run(revoke).returncode == 0
+        time.sleep(0.01)  # past LOCAL_CRL_RECHECK_SECONDS
+        with socket.create_connection(("127.0.0.1", _http_port(server))) as leaving:
+            leaving.sendall(request)
+            deadline = time.monotonic() + 5
+            while cache._catching_up is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert cache._catching_up is not None  # the catch-up began for that request
+            leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.2)  # the server saw the reset and cancelled that request
+        with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as other:
+            other.sendall(request)
+            time.sleep(0.2)
+            gate.set()
+            status, _, body = _responses(_read_all(other, 5))[0]
+    finally:
+        gate.set()
+    assert status == 200
+    assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.REVOKED
 
 
 FUZZED = {"inputs": 0}

@@ -496,6 +496,16 @@ def test_pipelined_requests_in_order_and_bounded(server: EstkitTestServer, tmp_p
     assert b"more than 32 pipelined requests" in answers[-1][2]
 
 
+def test_nothing_is_sent_after_an_answer_that_closes(server: EstkitTestServer) -> None:
+    """Bytes after a request with Connection: close are not answered (RFC 9112 §9.6): the
+    answer saying Connection: close is the last thing on the connection, not followed by a 400
+    about those bytes, which the client would have to read as a response to nothing."""
+    close = b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n"
+    raw = _raw(server, close + b"GET /crl HTTP/1.1\r\n\r\n", keep_open=True)
+    status, headers, _ = _one(raw)
+    assert status == 200 and headers["connection"] == "close"
+
+
 def test_slow_head_and_slow_body_get_408(server: EstkitTestServer) -> None:
     started = time.monotonic()
     raw = _raw(server, b"GET /crl HTTP/1.1\r\nX-Slow:", wait=TIMEOUT_SLACK, keep_open=True)

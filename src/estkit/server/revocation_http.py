@@ -342,6 +342,7 @@ class RevocationProtocol(asyncio.Protocol):
             self._answer(request)
             if not request.keep_alive:  # answered with Connection: close; nothing after it
                 self._queue.clear()
+                self._refusal = None  # about bytes after it (RFC 9112 §9.6): not answered
                 self._closing = True
         if self._queue or self._task is not None or self._writing_paused:
             self._pause_reading()

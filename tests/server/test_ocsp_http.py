@@ -706,6 +706,40 @@ def test_exact_bytes_lookup_only_for_requests_without_nonce(
     assert cache.cached_answer(with_nonce) is None
 
 
+def test_exact_bytes_lookup_remembers_only_small_requests(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The remembered request bytes are bounded in size, not only in number: a hostile client
+    padding each request with a non-critical extension up to the 8 KiB request limit would
+    otherwise make every worker keep MAX_REMEMBERED_REQUESTS of them (about 400 MB). Such a
+    request is still answered, from the answer cache, but parsed each time."""
+    from estkit.server.app import REVOCATION_KEY
+    from estkit.server.revocation_cache import MAX_REMEMBERED_REQUEST_BYTES
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-padded.example")
+    issuer_cert = x509.load_pem_x509_certificate(issuer.read_bytes())
+    padding = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"p" * 7000)
+    padded = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(leaf.certificate, issuer_cert, hashes.SHA1())
+        .add_extension(padding, critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    assert MAX_REMEMBERED_REQUEST_BYTES < len(padded) <= MAX_OCSP_REQUEST_BYTES
+    for _ in range(2):
+        status, _, body = _one(_raw(server, _post_bytes(padded)))
+        assert status == 200
+        assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert cache.cached_answer(padded) is None  # answered, not remembered
+    plain = _request_der(leaf, issuer)
+    assert len(plain) <= MAX_REMEMBERED_REQUEST_BYTES  # what relying parties send is
+    _one(_raw(server, _post_bytes(plain)))
+    assert cache.cached_answer(plain) is not None
+
+
 def test_exact_bytes_lookup_sees_a_local_revocation_within_its_recheck_time(
     server: EstkitTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

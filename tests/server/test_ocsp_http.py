@@ -519,6 +519,37 @@ def test_slow_head_and_slow_body_get_408(server: EstkitTestServer) -> None:
     assert status == 408 and b"request body not received within body_timeout=2 s" in body
 
 
+def test_next_head_waits_while_an_answer_is_being_signed(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """One read carries a request whose answer must be signed (a nonce) and the start of the
+    next request. While the signature waits (here: the revocation thread held for longer than
+    header_timeout), the unfinished head is not timed out: no 408 goes out ahead of the
+    answer to the earlier request, and that answer is not written after a closing 408."""
+    import threading
+
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-held.example")
+    signed = _post_bytes(_request_der(leaf, issuer, b"h" * 16))
+    gate = threading.Event()
+    cache._executor.submit(gate.wait, 30)
+    try:
+        with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as sock:
+            sock.sendall(signed + b"GET /crl HTTP/1.1\r\n")  # the second head unfinished
+            time.sleep(HEADER_TIMEOUT + 1.5)  # past its header_timeout and a sweep
+            gate.set()
+            time.sleep(0.3)
+            sock.sendall(b"Connection: close\r\n\r\n")
+            answers = _responses(_read_all(sock, 5))
+    finally:
+        gate.set()
+    assert [status for status, _, _ in answers] == [200, 200], answers
+    assert _status_of(answers[0][2]).certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
 def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
     with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=5) as sock:
         started = time.monotonic()

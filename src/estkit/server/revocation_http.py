@@ -358,6 +358,12 @@ class RevocationProtocol(asyncio.Protocol):
             self.deadline = self._loop.time() + self._listener.limits.idle_timeout
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
+            # A request begun in the bytes read before the pause: its clock starts now, as
+            # nothing more of it was read while the earlier ones were answered.
+            if self.phase == HEAD:
+                self.deadline = self._loop.time() + self._listener.limits.header_timeout
+            elif self.phase == BODY:
+                self._body_started = self._loop.time()
             self._transport.resume_reading()
 
     def _answer(self, request: _Request) -> None:
@@ -519,14 +525,16 @@ class RevocationProtocol(asyncio.Protocol):
             self._transport.close()
 
     def reusable(self) -> bool:
-        return self.phase in _REUSABLE
+        return self.phase in _REUSABLE and self._task is None
 
     def expire(self, now: float, limits: ConnectionLimits) -> None:
         """Close the connection if its phase's deadline has passed (the listener's sweep)."""
+        if self.phase == BUSY or self._task is not None:
+            # Being answered (the next request's head or body may have begun in the same read):
+            # the cache bounds the signing it may wait for; a 408 now would go out ahead of it.
+            return
         if self.phase == BODY:
             deadline = body_deadline(self._body_started, self._body_bytes, limits)
-        elif self.phase == BUSY:
-            return  # being answered: the cache bounds the signing it may wait for
         else:
             deadline = self.deadline
         if now < deadline:

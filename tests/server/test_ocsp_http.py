@@ -6,6 +6,7 @@ and what a hostile client may send (each refusal's status and reason, on real so
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,10 +15,11 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
@@ -519,6 +521,21 @@ def test_slow_head_and_slow_body_get_408(server: EstkitTestServer) -> None:
     assert status == 408 and b"request body not received within body_timeout=2 s" in body
 
 
+@contextlib.contextmanager
+def _revocation_thread_held(server: EstkitTestServer) -> Iterator[tuple[Any, threading.Event]]:
+    """The server's revocation cache, its one thread held (signing, catching up) until the
+    event is set (at the latest when the block ends)."""
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    gate = threading.Event()
+    cache._executor.submit(gate.wait, 30)
+    try:
+        yield cache, gate
+    finally:
+        gate.set()
+
+
 def test_next_head_waits_while_an_answer_is_being_signed(
     server: EstkitTestServer, tmp_path: Path
 ) -> None:
@@ -526,28 +543,45 @@ def test_next_head_waits_while_an_answer_is_being_signed(
     next request. While the signature waits (here: the revocation thread held for longer than
     header_timeout), the unfinished head is not timed out: no 408 goes out ahead of the
     answer to the earlier request, and that answer is not written after a closing 408."""
-    import threading
-
-    from estkit.server.app import REVOCATION_KEY
-
-    cache = server.running._runner.app[REVOCATION_KEY]
     issuer = issuer_pem(server, tmp_path)
     leaf = issue(server, tmp_path, "http-held.example")
     signed = _post_bytes(_request_der(leaf, issuer, b"h" * 16))
-    gate = threading.Event()
-    cache._executor.submit(gate.wait, 30)
-    try:
-        with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as sock:
-            sock.sendall(signed + b"GET /crl HTTP/1.1\r\n")  # the second head unfinished
-            time.sleep(HEADER_TIMEOUT + 1.5)  # past its header_timeout and a sweep
-            gate.set()
-            time.sleep(0.3)
-            sock.sendall(b"Connection: close\r\n\r\n")
-            answers = _responses(_read_all(sock, 5))
-    finally:
+    with (
+        _revocation_thread_held(server) as (_, gate),
+        socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as sock,
+    ):
+        sock.sendall(signed + b"GET /crl HTTP/1.1\r\n")  # the second head unfinished
+        time.sleep(HEADER_TIMEOUT + 1.5)  # past its header_timeout and a sweep
         gate.set()
+        time.sleep(0.3)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        answers = _responses(_read_all(sock, 5))
     assert [status for status, _, _ in answers] == [200, 200], answers
     assert _status_of(answers[0][2]).certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+def test_connection_being_answered_is_not_evicted(server: EstkitTestServer, tmp_path: Path) -> None:
+    """At the cap, the oldest connection whose answer is being signed is passed over, even with
+    the next request's head begun in the same read; a newer idle one is closed instead."""
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-kept.example")
+    signed = _post_bytes(_request_der(leaf, issuer, b"e" * 16))
+    with _revocation_thread_held(server) as (_, gate):
+        first = socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10)
+        first.sendall(signed + b"GET /crl HTTP/1.1\r\n")
+        time.sleep(0.2)
+        held = [socket.create_connection(("127.0.0.1", _http_port(server))) for _ in range(CAP)]
+        try:
+            time.sleep(0.2)  # the last one made the listener close one to make room
+            gate.set()
+            first.sendall(b"Connection: close\r\n\r\n")
+            answers = _responses(_read_all(first, 5))
+            held[0].settimeout(2)
+            assert held[0].recv(10) == b""  # the oldest idle one was closed instead
+        finally:
+            for sock in [first, *held]:
+                sock.close()
+    assert [status for status, _, _ in answers] == [200, 200], answers
 
 
 def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
@@ -821,19 +855,13 @@ def test_client_leaving_during_a_catch_up_does_not_bring_back_the_old_answer(
     certificate arriving before the re-signing ends must wait for it and be answered revoked,
     not be given the remembered answer signed before the revocation (were the first request
     cancelled with its connection, the catch-up it led would end early for every waiter)."""
-    import threading
-
-    from estkit.server.app import REVOCATION_KEY
-
-    cache = server.running._runner.app[REVOCATION_KEY]
     issuer = issuer_pem(server, tmp_path)
     leaf = issue(server, tmp_path, "http-leaves.example")
     request = _post_bytes(_request_der(leaf, issuer))
     status, _, body = _one(_raw(server, request))
     assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
-    gate = threading.Event()  # holds the revocation thread: the catch-up stays in progress
-    cache._executor.submit(gate.wait, 30)
-    try:
+    # The revocation thread held: the catch-up stays in progress.
+    with _revocation_thread_held(server) as (cache, gate):
         revoke = [tool("estkit"), "server", "revoke", server.paths.data_dir, leaf.serial_hex]
         assert run(revoke).returncode == 0
         time.sleep(0.01)  # past LOCAL_CRL_RECHECK_SECONDS
@@ -844,14 +872,12 @@ def test_client_leaving_during_a_catch_up_does_not_bring_back_the_old_answer(
                 time.sleep(0.005)
             assert cache._catching_up is not None  # the catch-up began for that request
             leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        time.sleep(0.2)  # the server saw the reset and cancelled that request
+        time.sleep(0.2)  # the reset has reached the server
         with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as other:
             other.sendall(request)
             time.sleep(0.2)
             gate.set()
             status, _, body = _responses(_read_all(other, 5))[0]
-    finally:
-        gate.set()
     assert status == 200
     assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.REVOKED
 

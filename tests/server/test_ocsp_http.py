@@ -6,17 +6,20 @@ and what a hostile client may send (each refusal's status and reason, on real so
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
@@ -395,6 +398,36 @@ def test_bad_methods_are_405(server: EstkitTestServer) -> None:
     assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
+def test_refusals_of_head_requests_carry_no_body(server: EstkitTestServer) -> None:
+    """RFC 9110 §9.3.2: no content in an answer to HEAD. A refusal's text after a HEAD answer
+    would be read as the start of the next answer on the connection (a desynchronised proxy)."""
+    follow = b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n"
+    for head in (b"HEAD /ocsp HTTP/1.1\r\n\r\n", b"HEAD /nothing HTTP/1.1\r\n\r\n"):
+        raw = _raw(server, head + follow)
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        assert first.split(b" ", 2)[1] in (b"405", b"404"), raw[:300]
+        assert b"Content-Length: " in first  # the length a GET's refusal would have
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), raw[:400]  # nothing between answers
+        assert _crl_of(rest.partition(b"\r\n\r\n")[2])
+
+
+def _crl_of(body: bytes) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(body)
+
+
+def test_not_modified_does_not_announce_an_empty_body(server: EstkitTestServer) -> None:
+    """RFC 9110 §8.6: a 304 carries no Content-Length but the 200's. A `Content-Length: 0` would
+    be copied by an RFC 7234 cache into its stored CRL's headers (§4.3.4), emptying it."""
+    status, headers, body = _one(_raw(server, b"GET /crl HTTP/1.1\r\n\r\n"))
+    assert status == 200
+    request = f"GET /crl HTTP/1.1\r\nIf-None-Match: {headers['etag']}\r\n\r\n".encode()
+    raw = _raw(server, request)
+    assert raw.startswith(b"HTTP/1.1 304 Not Modified\r\n"), raw[:300]
+    assert raw.endswith(b"\r\n\r\n")  # no body
+    length = _responses(raw)[0][1].get("content-length")
+    assert length in (None, str(len(body))), raw
+
+
 def test_malformed_ocsp_request_and_wrong_media_type(server: EstkitTestServer) -> None:
     status, _, body = _one(_raw(server, _post_bytes(b"\x30\x03\x02\x01\x00")))
     assert status == 200
@@ -465,6 +498,16 @@ def test_pipelined_requests_in_order_and_bounded(server: EstkitTestServer, tmp_p
     assert b"more than 32 pipelined requests" in answers[-1][2]
 
 
+def test_nothing_is_sent_after_an_answer_that_closes(server: EstkitTestServer) -> None:
+    """Bytes after a request with Connection: close are not answered (RFC 9112 §9.6): the
+    answer saying Connection: close is the last thing on the connection, not followed by a 400
+    about those bytes, which the client would have to read as a response to nothing."""
+    close = b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n"
+    raw = _raw(server, close + b"GET /crl HTTP/1.1\r\n\r\n", keep_open=True)
+    status, headers, _ = _one(raw)
+    assert status == 200 and headers["connection"] == "close"
+
+
 def test_slow_head_and_slow_body_get_408(server: EstkitTestServer) -> None:
     started = time.monotonic()
     raw = _raw(server, b"GET /crl HTTP/1.1\r\nX-Slow:", wait=TIMEOUT_SLACK, keep_open=True)
@@ -478,6 +521,69 @@ def test_slow_head_and_slow_body_get_408(server: EstkitTestServer) -> None:
     assert status == 408 and b"request body not received within body_timeout=2 s" in body
 
 
+@contextlib.contextmanager
+def _revocation_thread_held(server: EstkitTestServer) -> Iterator[tuple[Any, threading.Event]]:
+    """The server's revocation cache, its one thread held (signing, catching up) until the
+    event is set (at the latest when the block ends)."""
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    gate = threading.Event()
+    cache._executor.submit(gate.wait, 30)
+    try:
+        yield cache, gate
+    finally:
+        gate.set()
+
+
+def test_next_head_waits_while_an_answer_is_being_signed(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """One read carries a request whose answer must be signed (a nonce) and the start of the
+    next request. While the signature waits (here: the revocation thread held for longer than
+    header_timeout), the unfinished head is not timed out: no 408 goes out ahead of the
+    answer to the earlier request, and that answer is not written after a closing 408."""
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-held.example")
+    signed = _post_bytes(_request_der(leaf, issuer, b"h" * 16))
+    with (
+        _revocation_thread_held(server) as (_, gate),
+        socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as sock,
+    ):
+        sock.sendall(signed + b"GET /crl HTTP/1.1\r\n")  # the second head unfinished
+        time.sleep(HEADER_TIMEOUT + 1.5)  # past its header_timeout and a sweep
+        gate.set()
+        time.sleep(0.3)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        answers = _responses(_read_all(sock, 5))
+    assert [status for status, _, _ in answers] == [200, 200], answers
+    assert _status_of(answers[0][2]).certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
+def test_connection_being_answered_is_not_evicted(server: EstkitTestServer, tmp_path: Path) -> None:
+    """At the cap, the oldest connection whose answer is being signed is passed over, even with
+    the next request's head begun in the same read; a newer idle one is closed instead."""
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-kept.example")
+    signed = _post_bytes(_request_der(leaf, issuer, b"e" * 16))
+    with _revocation_thread_held(server) as (_, gate):
+        first = socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10)
+        first.sendall(signed + b"GET /crl HTTP/1.1\r\n")
+        time.sleep(0.2)
+        held = [socket.create_connection(("127.0.0.1", _http_port(server))) for _ in range(CAP)]
+        try:
+            time.sleep(0.2)  # the last one made the listener close one to make room
+            gate.set()
+            first.sendall(b"Connection: close\r\n\r\n")
+            answers = _responses(_read_all(first, 5))
+            held[0].settimeout(2)
+            assert held[0].recv(10) == b""  # the oldest idle one was closed instead
+        finally:
+            for sock in [first, *held]:
+                sock.close()
+    assert [status for status, _, _ in answers] == [200, 200], answers
+
+
 def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
     with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=5) as sock:
         started = time.monotonic()
@@ -488,6 +594,95 @@ def test_idle_connection_is_closed(server: EstkitTestServer) -> None:
     assert _one(raw)[0] == 200, raw[:300]
     # uvloop's clock is read once per loop turn, in milliseconds: a few ms of tolerance.
     assert IDLE_TIMEOUT - 0.05 <= waited < IDLE_TIMEOUT + TIMEOUT_SLACK, f"closed after {waited} s"
+
+
+def _socket_queues(port: int, peer_port: int) -> tuple[int, int] | None:
+    """(send queue, receive queue) in bytes of the loopback TCP connection end on ``port``
+    talking to ``peer_port`` (/proc/net/tcp), None once that end has dropped it."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if local == port and remote == peer_port and fields[3] == "01":  # ESTABLISHED
+            tx, rx = fields[4].split(":")
+            return int(tx, 16), int(rx, 16)
+    return None
+
+
+def _pipeline_unread(
+    server: EstkitTestServer, tmp_path: Path, sock: socket.socket, *, until_stalled: bool
+) -> tuple[int, int]:
+    """On ``sock`` (connected, a small receive buffer) send batches of MAX_PIPELINED cached OCSP
+    GETs and read nothing, each batch once the server has taken the last (never more than
+    MAX_PIPELINED per read): ``until_stalled``, until the server leaves our requests unread for
+    a second (its answers backed up, it stopped reading); else until the kernel takes no more
+    of its answers (they wait in the listener's own buffer, under its high-water mark). The
+    listener end's (send queue, receive queue) then."""
+    issuer = issuer_pem(server, tmp_path)
+    der = _request_der(issue(server, tmp_path, "never-reads.example"), issuer)
+    batch = f"GET /ocsp/{base64.urlsafe_b64encode(der).decode()} HTTP/1.1\r\n\r\n".encode()
+    port, client_port = _http_port(server), sock.getsockname()[1]
+    sock.sendall(batch)  # signed once, then cached
+    time.sleep(0.5)
+    batch *= MAX_PIPELINED
+    deadline = time.monotonic() + 20
+    unread_since, sent_on = time.monotonic(), -1
+    queues = _socket_queues(port, client_port)
+    while queues is not None and time.monotonic() < deadline:
+        ours = _socket_queues(client_port, port)  # our end: requests not yet taken
+        if queues[1] or (ours is not None and ours[0]):
+            if time.monotonic() - unread_since > 1.0:
+                break
+        elif not until_stalled and queues[0] <= sent_on:
+            break
+        else:
+            unread_since, sent_on = time.monotonic(), queues[0]
+            sock.sendall(batch)
+        time.sleep(0.05)
+        queues = _socket_queues(port, client_port)
+    assert queues is not None and queues[0] > 0, queues  # answers backed up, not refused
+    return queues
+
+
+def _small_receive_buffer(server: EstkitTestServer) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", _http_port(server)))
+    return sock
+
+
+def _wait_dropped(server: EstkitTestServer, sock: socket.socket) -> None:
+    """The listener drops its end of ``sock``'s connection within idle_timeout (+ slack)."""
+    started, client_port = time.monotonic(), sock.getsockname()[1]
+    while _socket_queues(_http_port(server), client_port) is not None:
+        assert time.monotonic() - started < IDLE_TIMEOUT + TIMEOUT_SLACK, "never dropped"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's socket table")
+def test_client_that_never_reads_is_dropped_after_idle_timeout(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """A client pipelines requests and reads nothing: the server stops reading once its answers
+    back up, and after idle_timeout drops the connection. A graceful close would wait for the
+    client to read the megabytes the kernel holds for it, which it never does: socket and
+    buffers would stay until an eviction."""
+    with _small_receive_buffer(server) as sock:
+        _pipeline_unread(server, tmp_path, sock, until_stalled=True)
+        _wait_dropped(server, sock)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's socket table")
+def test_closing_connection_with_unread_answers_is_dropped(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The last request says Connection: close (a 429 closes the same way) while earlier answers
+    wait unread in the listener's buffer: the close waits for the client, which never reads.
+    Such a connection counted as being answered: never expired, never evicted at the cap, so
+    max_connections of them would shut the listener for everyone."""
+    with _small_receive_buffer(server) as sock:
+        _pipeline_unread(server, tmp_path, sock, until_stalled=False)
+        sock.sendall(b"GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n")
+        _wait_dropped(server, sock)
 
 
 def test_connection_cap_evicts_the_oldest_idle(server: EstkitTestServer) -> None:
@@ -576,6 +771,40 @@ def test_exact_bytes_lookup_only_for_requests_without_nonce(
     assert cache.cached_answer(with_nonce) is None
 
 
+def test_exact_bytes_lookup_remembers_only_small_requests(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The remembered request bytes are bounded in size, not only in number: a hostile client
+    padding each request with a non-critical extension up to the 8 KiB request limit would
+    otherwise make every worker keep MAX_REMEMBERED_REQUESTS of them (about 400 MB). Such a
+    request is still answered, from the answer cache, but parsed each time."""
+    from estkit.server.app import REVOCATION_KEY
+    from estkit.server.revocation_cache import MAX_REMEMBERED_REQUEST_BYTES
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-padded.example")
+    issuer_cert = x509.load_pem_x509_certificate(issuer.read_bytes())
+    padding = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"p" * 7000)
+    padded = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(leaf.certificate, issuer_cert, hashes.SHA1())
+        .add_extension(padding, critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    assert MAX_REMEMBERED_REQUEST_BYTES < len(padded) <= MAX_OCSP_REQUEST_BYTES
+    for _ in range(2):
+        status, _, body = _one(_raw(server, _post_bytes(padded)))
+        assert status == 200
+        assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert cache.cached_answer(padded) is None  # answered, not remembered
+    plain = _request_der(leaf, issuer)
+    assert len(plain) <= MAX_REMEMBERED_REQUEST_BYTES  # what relying parties send is
+    _one(_raw(server, _post_bytes(plain)))
+    assert cache.cached_answer(plain) is not None
+
+
 def test_exact_bytes_lookup_sees_a_local_revocation_within_its_recheck_time(
     server: EstkitTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -616,6 +845,41 @@ def test_exact_bytes_lookup_sees_a_local_revocation_within_its_recheck_time(
     assert len(looks) == 2
     assert cache.cached_answer(plain) is None  # a change is never remembered as "unchanged"
     assert len(looks) == 3
+
+
+def test_client_leaving_during_a_catch_up_does_not_bring_back_the_old_answer(
+    server: EstkitTestServer, tmp_path: Path
+) -> None:
+    """The first request after `server revoke` makes the cache catch up (re-sign) before it
+    answers; its client resets the connection meanwhile. Another request for the same
+    certificate arriving before the re-signing ends must wait for it and be answered revoked,
+    not be given the remembered answer signed before the revocation (were the first request
+    cancelled with its connection, the catch-up it led would end early for every waiter)."""
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-leaves.example")
+    request = _post_bytes(_request_der(leaf, issuer))
+    status, _, body = _one(_raw(server, request))
+    assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
+    # The revocation thread held: the catch-up stays in progress.
+    with _revocation_thread_held(server) as (cache, gate):
+        revoke = [tool("estkit"), "server", "revoke", server.paths.data_dir, leaf.serial_hex]
+        assert run(revoke).returncode == 0
+        time.sleep(0.01)  # past LOCAL_CRL_RECHECK_SECONDS
+        with socket.create_connection(("127.0.0.1", _http_port(server))) as leaving:
+            leaving.sendall(request)
+            deadline = time.monotonic() + 5
+            while cache._catching_up is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert cache._catching_up is not None  # the catch-up began for that request
+            leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.2)  # the reset has reached the server
+        with socket.create_connection(("127.0.0.1", _http_port(server)), timeout=10) as other:
+            other.sendall(request)
+            time.sleep(0.2)
+            gate.set()
+            status, _, body = _responses(_read_all(other, 5))[0]
+    assert status == 200
+    assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.REVOKED
 
 
 FUZZED = {"inputs": 0}

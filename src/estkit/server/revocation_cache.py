@@ -93,6 +93,11 @@ MAX_CACHED_OCSP_RESPONSES = 50_000
 # oldest forgotten first: as many as answers are cached. A client sending endless variants of
 # one request (other hashes, requestor names) only pushes entries out, never grows the map.
 MAX_REMEMBERED_REQUESTS = MAX_CACHED_OCSP_RESPONSES
+# Longest request remembered there. What relying parties send (RFC 5019 §2.1.1: one CertID, no
+# signature; with SHA-256 hashes and a 20-byte serial) is under 150 bytes; a longer request
+# (padding, a signature, a chain) is answered but parsed each time. Without this bound, padded
+# requests up to MAX_OCSP_REQUEST_BYTES would make the map hold ~400 MB.
+MAX_REMEMBERED_REQUEST_BYTES = 256
 # How long the exact-bytes lookup (cached_answer) trusts its last look at ``DIR/crl.der``. A stat
 # per answer was 9 % of the plain-HTTP listener's CPU at 80,000 answers/s (py-spy, issue 17);
 # looked at once per millisecond, a revocation made on this host shows in every answer to a
@@ -563,7 +568,7 @@ class RevocationCache:
         return unchanged
 
     def _remember(self, der: bytes, cert_id: CertId) -> None:
-        if der not in self._request_ids:
+        if len(der) <= MAX_REMEMBERED_REQUEST_BYTES and der not in self._request_ids:
             while len(self._request_ids) >= MAX_REMEMBERED_REQUESTS:
                 self._request_ids.pop(next(iter(self._request_ids)))
             self._request_ids[der] = cert_id
@@ -626,6 +631,7 @@ __all__ = [
     "MAX_CACHED_OCSP_RESPONSES",
     "MAX_PENDING_SIGNINGS",
     "MAX_REMEMBERED_REQUESTS",
+    "MAX_REMEMBERED_REQUEST_BYTES",
     "OCSP_HTTP_MAX_AGE_SECONDS",
     "OCSP_NEXT_UPDATE_SECONDS",
     "REVOCATION_POLL_SECONDS",

@@ -190,7 +190,10 @@ def _encode_response(
 ) -> bytes:
     lines = [_STATUS_LINES[status], f"Server: {SERVER_HEADER}\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-    lines.append(f"Content-Length: {len(body)}\r\n")
+    if status != http.HTTPStatus.NOT_MODIFIED:
+        # RFC 9110 §8.6: a 304's Content-Length could only be the 200's; a 0 there would be
+        # copied by an RFC 7234 cache into the stored answer's headers (§4.3.4). None is sent.
+        lines.append(f"Content-Length: {len(body)}\r\n")
     if close:
         lines.append("Connection: close\r\n")
     return "".join(lines).encode("latin-1") + date + b"\r\n" + (b"" if head_only else body)
@@ -354,13 +357,15 @@ class RevocationProtocol(asyncio.Protocol):
             self._answer(request)
             if not request.keep_alive:  # answered with Connection: close; nothing after it
                 self._queue.clear()
+                self._refusal = None  # about bytes after it (RFC 9112 §9.6): not answered
                 self._closing = True
         if self._queue or self._task is not None or self._writing_paused:
             self._pause_reading()
             return
         if self._closing:
-            if self._refusal is not None:
+            if self._refusal is not None:  # once: resume_writing drains again while closing
                 self._write_refusal(self._refusal, None, close=True)
+                self._refusal = None
             self._close()
             return
         if self.phase == BUSY:  # no next request begun in the bytes read so far
@@ -368,6 +373,12 @@ class RevocationProtocol(asyncio.Protocol):
             self.deadline = self._loop.time() + self._listener.limits.idle_timeout
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
+            # A request begun in the bytes read before the pause: its clock starts now, as
+            # nothing more of it was read while the earlier ones were answered.
+            if self.phase == HEAD:
+                self.deadline = self._loop.time() + self._listener.limits.header_timeout
+            elif self.phase == BODY:
+                self._body_started = self._loop.time()
             self._transport.resume_reading()
 
     def _answer(self, request: _Request) -> None:
@@ -476,6 +487,9 @@ class RevocationProtocol(asyncio.Protocol):
         if self._transport is None:
             return
         close = close or request is None or not request.keep_alive
+        # RFC 9110 §9.3.2: no content after the head of an answer to HEAD, refusals included;
+        # a body would be read as the start of the next answer on this connection.
+        head_only = head_only or (request is not None and request.method == b"HEAD")
         date = self._listener.clock.date_header()
         self._transport.write(
             _encode_response(status, headers, body, date, close=close, head_only=head_only)
@@ -521,18 +535,25 @@ class RevocationProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        # What is buffered goes out before the socket closes, if the client reads it: until
+        # then the connection is no longer being answered (evictable at the cap) and is dropped
+        # after idle_timeout (expire), never kept for a client that does not read.
+        self.phase = STALLED
+        self.deadline = self._loop.time() + self._listener.limits.idle_timeout
         if self._transport is not None:
             self._transport.close()
 
     def reusable(self) -> bool:
-        return self.phase in _REUSABLE
+        return self.phase in _REUSABLE and self._task is None
 
     def expire(self, now: float, limits: ConnectionLimits) -> None:
         """Close the connection if its phase's deadline has passed (the listener's sweep)."""
+        if self.phase == BUSY or self._task is not None:
+            # Being answered (the next request's head or body may have begun in the same read):
+            # the cache bounds the signing it may wait for; a 408 now would go out ahead of it.
+            return
         if self.phase == BODY:
             deadline = body_deadline(self._body_started, self._body_bytes, limits)
-        elif self.phase == BUSY:
-            return  # being answered: the cache bounds the signing it may wait for
         else:
             deadline = self.deadline
         if now < deadline:
@@ -548,6 +569,11 @@ class RevocationProtocol(asyncio.Protocol):
             self._queue.clear()
             text = f"{what} not received within {limit}; send the whole request at once"
             self._write_refusal(Refusal(408, text), None, close=True)
+        elif self.phase == STALLED:
+            # It has not read its answers for idle_timeout: a graceful close would wait for it to
+            # read what is buffered (up to megabytes in the kernel), which it may never do.
+            self.abort()
+            return
         self._close()
 
     def abort(self) -> None:

@@ -882,6 +882,54 @@ def test_client_leaving_during_a_catch_up_does_not_bring_back_the_old_answer(
     assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.REVOKED
 
 
+def test_presigning_lets_other_work_in_after_each_slice(
+    server: EstkitTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-signing queues one slice at a time on the revocation thread: work queued while it
+    runs (a first request, a nonce, a catch-up after a revocation) waits for the slice in
+    progress only, not for every slice."""
+    import threading
+    from datetime import UTC, datetime
+
+    from estkit.ca.store import open_store
+    from estkit.server import revocation_cache
+    from estkit.server.app import REVOCATION_KEY
+
+    cache = server.running._runner.app[REVOCATION_KEY]
+    for n in range(3):
+        issue(server, tmp_path, f"presign-{n}.example")
+    monkeypatch.setattr(revocation_cache, "PRESIGN_BATCH", 1)
+    order: list[str] = []
+    gate = threading.Event()
+    real = cache._presign_batch
+
+    def held_batch(records: list[object], ids: dict[object, object]) -> None:
+        gate.wait(10)  # the first slice holds the thread until the request below is queued
+        order.append("slice")
+        real(records, ids)
+
+    monkeypatch.setattr(cache, "_presign_batch", held_batch)
+    with open_store(server.paths.database_url) as store:
+        now = datetime.now(UTC)
+        slices = len(
+            [
+                r
+                for r in store.list_issued()
+                if r.not_after > now and r.status in ("valid", "revoked")
+            ]
+        )
+        assert slices >= 3
+        cache._executor.submit(cache._presign, store, datetime.now(UTC)).result(timeout=10)
+    request = cache._executor.submit(order.append, "request")
+    gate.set()
+    request.result(timeout=30)
+    assert order.index("request") <= 1, order  # behind the slice in progress at most
+    deadline = time.monotonic() + 30
+    while order.count("slice") < slices and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert order.count("slice") == slices  # and every slice still ran
+
+
 FUZZED = {"inputs": 0}
 
 

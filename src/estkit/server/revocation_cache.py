@@ -437,9 +437,23 @@ class RevocationCache:
             issuer: (name, next(key for key in issuer_cert_ids(issuer) if key[0] == "sha1"))
             for name, issuer in self._issuers.items()
         }
-        for start in range(0, len(records), PRESIGN_BATCH):
-            batch = records[start : start + PRESIGN_BATCH]
-            self._executor.submit(self._presign_batch, batch, ids_by_issuer)
+        slices = [
+            records[start : start + PRESIGN_BATCH]
+            for start in range(0, len(records), PRESIGN_BATCH)
+        ]
+        if slices:
+            self._executor.submit(self._presign_slices, slices, 0, ids_by_issuer)
+
+    def _presign_slices(
+        self, slices: list[list[Any]], index: int, ids_by_issuer: dict[Any, Any]
+    ) -> None:
+        """Sign slice ``index``, then queue the next one behind whatever was queued meanwhile:
+        a first request, a nonce or a catch-up after a revocation waits for one slice at most,
+        not for all of pre-signing (queued at once, 20,000 signatures held them up at start)."""
+        self._presign_batch(slices[index], ids_by_issuer)
+        if index + 1 < len(slices) and not self._stopping:
+            with contextlib.suppress(RuntimeError):  # the executor was shut down: stopping
+                self._executor.submit(self._presign_slices, slices, index + 1, ids_by_issuer)
 
     def _presign_batch(self, records: list[Any], ids_by_issuer: dict[Any, Any]) -> None:
         now = datetime.now(UTC)

@@ -5,35 +5,20 @@ TLS_HOST_RECHECK_SECONDS (issue 17 item 2)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from estkit.server import public_url
 from estkit.server.config import CertificatePair, ServerConfig
+from protocol.helpers import make_cert
 
 
 def _write_certificate(path: Path, dns_name: str) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    certificate = make_cert(ec.generate_private_key(ec.SECP256R1()), dns_name, dns=[dns_name])
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 

@@ -269,6 +269,29 @@ def test_nonce_answers_are_signed_per_request(server: EstkitTestServer, tmp_path
     assert bodies[0] != bodies[1]
 
 
+def test_absolute_form_targets_are_answered(server: EstkitTestServer, tmp_path: Path) -> None:
+    """RFC 9112 §3.2.2: a server must accept a request target in absolute form (what a client
+    configured with a proxy, or a proxy itself, sends): the same answers as for the path alone;
+    a look-alike path is still not served."""
+    issuer = issuer_pem(server, tmp_path)
+    leaf = issue(server, tmp_path, "http-absolute.example")
+    der = _request_der(leaf, issuer)
+    host = f"127.0.0.1:{_http_port(server)}"
+    post = _post_bytes(der).replace(b"POST /ocsp ", f"POST http://{host}/ocsp ".encode(), 1)
+    status, headers, body = _one(_raw(server, post))
+    assert status == 200 and headers["content-type"] == "application/ocsp-response"
+    assert _status_of(body).certificate_status is ocsp.OCSPCertStatus.GOOD
+    status, _, body = _one(
+        _raw(server, f"GET HTTP://{host}/crl HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    )
+    assert status == 200
+    assert x509.load_der_x509_crl(body).issuer == leaf.certificate.issuer
+    status, _, _ = _one(
+        _raw(server, f"GET http://{host}/crlx HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    )
+    assert status == 404
+
+
 def test_crl_with_curl(server: EstkitTestServer, tmp_path: Path) -> None:
     issuer = issuer_pem(server, tmp_path)
     leaf = issue(server, tmp_path, "http-crl.example")

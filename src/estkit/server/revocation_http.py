@@ -39,7 +39,7 @@ Bounds (what a hostile client could send; docs/security.md, "Plain-HTTP revocati
 * pipelined requests are answered in order, at most MAX_PIPELINED per read (then 429 and
   close). Reading pauses while an answer is being signed or the client leaves answers unread.
 * malformed HTTP: 400 and close. A method other than GET, HEAD or POST: 405. An upgrade or
-  CONNECT is answered (405) and the connection closed, never switched.
+  CONNECT is answered (404: no resource is named) and the connection closed, never switched.
 * malformed OCSP requests get ``malformedRequest`` and another CA's certificates
   ``unauthorized``, as on the HTTPS port.
 * refusals are logged rate-limited, not written to the store's audit log: the listener is
@@ -132,12 +132,25 @@ _OCSP_SLASH, _CRL_SLASH = _OCSP + b"/", _CRL + b"/"
 _OCSP_ANSWERED = ("ocsp", 200)
 
 
+def _origin_path(target: bytes) -> bytes:
+    """The path of a request target without its query. An absolute-form target
+    (``http://host/crl``), which RFC 9112 §3.2.2 says a server must accept, is reduced to its
+    path; the authority is not looked at (this listener answers the same whatever host is named)."""
+    path = target.partition(b"?")[0]
+    scheme = path[:8].lower()
+    if scheme.startswith((b"http://", b"https://")):
+        authority_and_path = path.split(b"//", 1)[1]
+        slash = authority_and_path.find(b"/")
+        path = authority_and_path[slash:] if slash >= 0 else b"/"
+    return path
+
+
 def _path_kind(request: _Request | None) -> str:
     """The ``path`` a metric counts an answer under: ocsp, crl or other (a fixed set, never
     what the client sent)."""
     if request is None:
         return "other"
-    target = request.target.partition(b"?")[0]
+    target = _origin_path(request.target)
     if target == _OCSP or target.startswith(_OCSP_SLASH):
         return "ocsp"
     if target == _CRL or target.startswith(_CRL_SLASH):
@@ -382,7 +395,7 @@ class RevocationProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _answer(self, request: _Request) -> None:
-        target = request.target.partition(b"?")[0]
+        target = _origin_path(request.target)
         try:
             if target == _OCSP or target.startswith(_OCSP_SLASH):
                 der = self._ocsp_der(request, target.decode("latin-1"))
